@@ -1,0 +1,2 @@
+//! Recommender (being written).
+pub mod policy;
