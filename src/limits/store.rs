@@ -1,0 +1,164 @@
+//! The admission decision and the seam for a shared state store.
+//!
+//! Input: an [`AdmitRequest`] (borrowed handles, resolved once per request without allocation).
+//! Output: an [`Admission`]. The in-process [`MemoryStore`] decides synchronously on the handles'
+//! own atomics; [`LimitStore`] is the contract a shared store (Redis, for exact limits across
+//! replicas) will implement with one round trip per request, which is why its methods return
+//! futures. The pipeline holds a [`Limiter`] and awaits it; the memory variant's future is
+//! immediately ready and allocation-free.
+
+use std::future::{Future, ready};
+
+use super::bucket::Taken;
+use super::{Admission, Bucket, KeyLimiter, LimitClock, QuotaCounter, QuotaUsage, StageLimiter};
+
+/// The handles that apply to one request, in the order they are checked. Every field is
+/// optional: an unthrottled stage, a route without overrides, or a request without an API key
+/// (on a route that does not require one) simply skips those layers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AdmitRequest<'a> {
+    /// Layer 1: usage plan, per key, per route override.
+    pub key_route: Option<&'a Bucket>,
+    /// Layer 2: usage plan, per key.
+    pub key_plan: Option<&'a Bucket>,
+    /// Layer 3: stage, per route.
+    pub stage_route: Option<&'a Bucket>,
+    /// Layer 4: stage default.
+    pub stage_default: Option<&'a Bucket>,
+    /// The usage plan's quota for this key.
+    pub quota: Option<&'a QuotaCounter>,
+}
+
+impl<'a> AdmitRequest<'a> {
+    /// Resolves the layers for a caller (`key`: its (key, plan) handle, `None` without a key) on a
+    /// route of `stage`. `method` is upper case; `resource_path` is the matched route's template.
+    pub fn new(
+        key: Option<&'a KeyLimiter>,
+        stage: Option<&'a StageLimiter>,
+        method: &str,
+        resource_path: &str,
+    ) -> Self {
+        AdmitRequest {
+            key_route: key.and_then(|k| k.route_bucket(method, resource_path)),
+            key_plan: key.and_then(KeyLimiter::plan_bucket),
+            stage_route: stage.and_then(|s| s.route_bucket(method, resource_path)),
+            stage_default: stage.and_then(StageLimiter::default_bucket),
+            quota: key.and_then(KeyLimiter::quota),
+        }
+    }
+
+    fn layers(&self) -> [Option<&'a Bucket>; 4] {
+        [
+            self.key_route,
+            self.key_plan,
+            self.stage_route,
+            self.stage_default,
+        ]
+    }
+}
+
+/// Where limiter state lives. Implementations must never count a rejected request (neither in a
+/// quota nor as a throttle token) and must check-and-count the quota atomically.
+pub trait LimitStore: Send + Sync {
+    /// Decides one request.
+    fn admit(&self, req: &AdmitRequest<'_>) -> impl Future<Output = Admission> + Send;
+
+    /// The quota usage of one (key, plan) in the current period; `None` without a quota.
+    fn usage(&self, key: &KeyLimiter) -> impl Future<Output = Option<QuotaUsage>> + Send;
+}
+
+/// In-process state: the handles' atomics and counters. Exact for one replica.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    clock: LimitClock,
+}
+
+impl MemoryStore {
+    /// A store reading time from `clock` (the same clock the handles were built with).
+    pub fn new(clock: LimitClock) -> Self {
+        MemoryStore { clock }
+    }
+
+    /// The clock, for building handles.
+    pub fn clock(&self) -> &LimitClock {
+        &self.clock
+    }
+
+    /// The decision, synchronously.
+    pub fn admit_now(&self, req: &AdmitRequest<'_>) -> Admission {
+        let mut taken: [Option<(&Bucket, Taken)>; 4] = [None, None, None, None];
+        for (slot, bucket) in taken.iter_mut().zip(req.layers()) {
+            let Some(bucket) = bucket else { continue };
+            match bucket.try_take() {
+                Ok(t) => *slot = Some((bucket, t)),
+                Err(retry_after) => {
+                    tracing::debug!(bucket = bucket.name(), ?retry_after, "throttled");
+                    refund_all(taken);
+                    return Admission::Throttled { retry_after };
+                }
+            }
+        }
+        if let Some(quota) = req.quota
+            && let Err(retry_after) = quota.try_consume(self.clock.wall_now())
+        {
+            tracing::debug!(quota = quota.name(), ?retry_after, "quota exceeded");
+            refund_all(taken);
+            return Admission::QuotaExceeded { retry_after };
+        }
+        Admission::Admitted
+    }
+
+    /// The usage read-out, synchronously.
+    pub fn usage_now(&self, key: &KeyLimiter) -> Option<QuotaUsage> {
+        key.usage(self.clock.wall_now())
+    }
+}
+
+/// Hands back, latest first, the tokens a rejected request took from earlier layers (latest
+/// first so each refund finds its own swap still on top when nothing else intervened).
+fn refund_all(taken: [Option<(&Bucket, Taken)>; 4]) {
+    for (bucket, t) in taken.into_iter().rev().flatten() {
+        bucket.refund(t);
+    }
+}
+
+impl LimitStore for MemoryStore {
+    fn admit(&self, req: &AdmitRequest<'_>) -> impl Future<Output = Admission> + Send {
+        ready(self.admit_now(req))
+    }
+
+    fn usage(&self, key: &KeyLimiter) -> impl Future<Output = Option<QuotaUsage>> + Send {
+        ready(self.usage_now(key))
+    }
+}
+
+/// The store the gateway runs with; one variant per backend so the pipeline stays non-generic
+/// and the in-memory path needs no boxing. A shared (Redis) variant is added here later.
+#[derive(Clone, Debug)]
+pub enum Limiter {
+    /// In-process state.
+    Memory(MemoryStore),
+}
+
+impl Limiter {
+    /// The clock handles must be built with.
+    pub fn clock(&self) -> &LimitClock {
+        match self {
+            Limiter::Memory(m) => m.clock(),
+        }
+    }
+}
+
+impl LimitStore for Limiter {
+    async fn admit(&self, req: &AdmitRequest<'_>) -> Admission {
+        match self {
+            Limiter::Memory(m) => m.admit_now(req),
+        }
+    }
+
+    async fn usage(&self, key: &KeyLimiter) -> Option<QuotaUsage> {
+        match self {
+            Limiter::Memory(m) => m.usage_now(key),
+        }
+    }
+}
