@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# sagegate gateway image. Build from the repository root:
+#   docker build -t sagegate .                                # native architecture
+#   docker buildx build --platform linux/arm64 -t sagegate .  # for Fargate ARM64 (QEMU or an ARM runner)
+# The builder and the runtime share Debian 12 (bookworm), so the binary's glibc matches at run time.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+# Cache mounts keep the crates.io index, sources and compiled dependencies between builds; the
+# binary is copied out of the cached target dir in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked -p sagegate \
+ && install -D -m 0755 target/release/sagegate /out/sagegate
+
+# distroless/cc: glibc, libgcc, CA certificates (for SageMaker and S3 over TLS); no shell, no curl.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/sagegate /usr/local/bin/sagegate
+COPY config/gateway.yaml config/keys.yaml /etc/sagegate/
+# Paths through the environment, not CMD flags: a flag would override SAGEGATE_KEYS=s3://... that the
+# deployment sets, while an environment variable set at run time replaces these.
+ENV SAGEGATE_CONFIG=/etc/sagegate/gateway.yaml \
+    SAGEGATE_KEYS=/etc/sagegate/keys.yaml
+# The gateway writes nothing to disk, so it runs as nobody-like 65532 on a read-only root filesystem.
+USER 65532:65532
+EXPOSE 8080
+# SIGTERM starts the drain (/healthz turns 503, in-flight requests finish within the drain grace).
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/sagegate", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/sagegate"]
+CMD ["serve"]

@@ -1,0 +1,363 @@
+/**
+ * The sagegate stack: an internet-facing ALB in front of an ECS Fargate (ARM64) service running the
+ * gateway image, the API keys file in an S3 object, and optionally the recommender as a SageMaker
+ * real-time endpoint.
+ *
+ * Input: `Settings` (deploy/lib/settings.ts, read from the CDK context) and the repository root,
+ * whose `Dockerfile` and `recommender/Dockerfile` become image assets (built at `cdk deploy`, never at
+ * synth).
+ * Output: one CloudFormation stack.
+ * Invariants (each has a test in deploy/test/stack.test.ts):
+ * - the task role may call `sagemaker:InvokeEndpoint` on the configured endpoints' ARNs and
+ *   `s3:GetObject` on the keys object, and nothing else; no `*` resource for either action;
+ * - ALB idle timeout (65 s) > longest route timeout (60 s) and < the gateway's keep-alive (75 s);
+ * - deregistration delay = drain grace, and ECS's stopTimeout = drain grace + 10 s, so a stopping task
+ *   first gets no new requests, then drains on SIGTERM, and exits by itself before SIGKILL;
+ * - the container has a read-only root filesystem (the gateway writes nothing) and runs on ARM64.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Construct } from 'constructs';
+import { ArnFormat, CfnOutput, Duration, RemovalPolicy, Size, Stack, StackProps } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecr from 'aws-cdk-lib/aws-ecr';
+import { DockerImageAsset, Platform } from 'aws-cdk-lib/aws-ecr-assets';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as sagemaker from 'aws-cdk-lib/aws-sagemaker';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import {
+  ALB_IDLE_TIMEOUT_SECS, Settings, STOP_HEADROOM_SECS, readSettings,
+} from './settings';
+
+/** The repository root: the Docker build context of both images (filtered by its .dockerignore). */
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+/** Object key of the API keys file in the keys bucket. */
+export const KEYS_OBJECT_KEY = 'keys.yaml';
+/** Port the gateway listens on (`SAGEGATE_LISTEN` default) and the recommender serves on. */
+const CONTAINER_PORT = 8080;
+const GATEWAY_CONTAINER = 'gateway';
+/** A key set with no plans and no keys: every key-protected route answers 403 until keys are uploaded. */
+const EMPTY_KEYS_FILE = '# No keys yet: see deploy/README.md, "Rotating keys".\nusage_plans: []\nkeys: []\n';
+
+export interface SagegateStackProps extends StackProps {
+  /** Settings to use instead of reading them from the context (tests pass the context instead). */
+  readonly settings?: Settings;
+}
+
+export class SagegateStack extends Stack {
+  constructor(scope: Construct, id: string, props: SagegateStackProps = {}) {
+    super(scope, id, props);
+    const settings = props.settings ?? readSettings(this.node);
+
+    const vpc = new ec2.Vpc(this, 'Vpc', { maxAzs: 2, natGateways: 1 });
+    // Keys polling and image layers from ECR's S3 stay off the NAT gateway (gateway endpoints are free).
+    vpc.addGatewayEndpoint('S3Endpoint', { service: ec2.GatewayVpcEndpointAwsService.S3 });
+
+    const keysBucket = new s3.Bucket(this, 'KeysBucket', {
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      versioned: true,
+      enforceSSL: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const seed = this.seedKeysObject(keysBucket, settings);
+
+    const endpoints = settings.deployModel
+      ? this.recommenderEndpoints(settings)
+      : new Map<string, { name: string; arn: string }>();
+    // The endpoint's ARN: SageMaker lower-cases endpoint names in ARNs, and IAM compares ARNs as strings.
+    const endpointRef = (name: string) => endpoints.get(name) ?? {
+      name,
+      arn: this.formatArn({ service: 'sagemaker', resource: 'endpoint', resourceName: name.toLowerCase() }),
+    };
+
+    const taskRole = new iam.Role(this, 'GatewayTaskRole', {
+      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+      description: 'sagegate gateway: invoke the configured SageMaker endpoints, read the keys object',
+    });
+    const endpointArns = [...new Set(settings.stages.map((s) => endpointRef(s.endpointName).arn))];
+    taskRole.addToPolicy(new iam.PolicyStatement({
+      sid: 'InvokeConfiguredEndpoints',
+      actions: ['sagemaker:InvokeEndpoint'],
+      resources: endpointArns,
+    }));
+    taskRole.addToPolicy(new iam.PolicyStatement({
+      sid: 'ReadKeysObject',
+      actions: ['s3:GetObject'],
+      resources: [keysBucket.arnForObjects(KEYS_OBJECT_KEY)],
+    }));
+
+    const taskDefinition = new ecs.FargateTaskDefinition(this, 'GatewayTask', {
+      cpu: 512,
+      memoryLimitMiB: 1024,
+      runtimePlatform: {
+        cpuArchitecture: ecs.CpuArchitecture.ARM64,
+        operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+      },
+      taskRole,
+    });
+    const logGroup = new logs.LogGroup(this, 'GatewayLogs', {
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    const environment: Record<string, string> = {
+      AWS_REGION: this.region,
+      SAGEGATE_KEYS: `s3://${keysBucket.bucketName}/${KEYS_OBJECT_KEY}`,
+      // The ALB appends the client's address to X-Forwarded-For: trust exactly that one hop.
+      SAGEGATE_TRUSTED_HOPS: '1',
+      SAGEGATE_DRAIN_GRACE_SECS: String(settings.drainGraceSecs),
+    };
+    for (const s of settings.stages) {
+      environment[s.envVar] = endpointRef(s.endpointName).name;
+    }
+    if (settings.routeTimeoutMs !== undefined) {
+      environment.SAGEGATE_ROUTE_TIMEOUT_MS = String(settings.routeTimeoutMs);
+    }
+
+    taskDefinition.addContainer(GATEWAY_CONTAINER, {
+      image: this.gatewayImage(settings),
+      essential: true,
+      portMappings: [{ containerPort: CONTAINER_PORT, protocol: ecs.Protocol.TCP }],
+      environment,
+      readonlyRootFilesystem: true,
+      stopTimeout: Duration.seconds(settings.drainGraceSecs + STOP_HEADROOM_SECS),
+      ulimits: [{ name: ecs.UlimitName.NOFILE, softLimit: 65535, hardLimit: 65535 }],
+      // The image is distroless (no shell, no curl): the binary probes its own /healthz.
+      healthCheck: {
+        command: ['CMD', '/usr/local/bin/sagegate', 'healthcheck'],
+        interval: Duration.seconds(15),
+        timeout: Duration.seconds(5),
+        retries: 3,
+        startPeriod: Duration.seconds(15),
+      },
+      logging: ecs.LogDrivers.awsLogs({
+        streamPrefix: 'gateway',
+        logGroup,
+        // Logging back-pressure must never stall request handling.
+        mode: ecs.AwsLogDriverMode.NON_BLOCKING,
+        maxBufferSize: Size.mebibytes(25),
+      }),
+    });
+
+    const cluster = new ecs.Cluster(this, 'Cluster', {
+      vpc,
+      containerInsightsV2: ecs.ContainerInsights.ENABLED,
+    });
+
+    const alb = new elbv2.ApplicationLoadBalancer(this, 'Alb', {
+      vpc,
+      internetFacing: true,
+      idleTimeout: Duration.seconds(ALB_IDLE_TIMEOUT_SECS),
+      dropInvalidHeaderFields: true,
+      xffHeaderProcessingMode: elbv2.XffHeaderProcessingMode.APPEND,
+    });
+
+    const service = new ecs.FargateService(this, 'GatewayService', {
+      cluster,
+      taskDefinition,
+      desiredCount: settings.minTasks,
+      minHealthyPercent: 100,
+      maxHealthyPercent: 200,
+      circuitBreaker: { rollback: true },
+      healthCheckGracePeriod: Duration.seconds(30),
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+      assignPublicIp: false,
+    });
+    // Tasks must not start before the keys object exists, or the first rollout fails its health checks.
+    if (seed) service.node.addDependency(seed);
+
+    const listener = settings.certificateArn
+      ? alb.addListener('Https', {
+        port: 443,
+        protocol: elbv2.ApplicationProtocol.HTTPS,
+        certificates: [elbv2.ListenerCertificate.fromArn(settings.certificateArn)],
+        sslPolicy: elbv2.SslPolicy.RECOMMENDED_TLS,
+      })
+      : alb.addListener('Http', { port: 80, protocol: elbv2.ApplicationProtocol.HTTP });
+    if (settings.certificateArn) {
+      alb.addRedirect({
+        sourceProtocol: elbv2.ApplicationProtocol.HTTP,
+        sourcePort: 80,
+        targetProtocol: elbv2.ApplicationProtocol.HTTPS,
+        targetPort: 443,
+      });
+    }
+
+    const targetGroup = listener.addTargets('Gateway', {
+      port: CONTAINER_PORT,
+      protocol: elbv2.ApplicationProtocol.HTTP,
+      targets: [service.loadBalancerTarget({ containerName: GATEWAY_CONTAINER, containerPort: CONTAINER_PORT })],
+      healthCheck: {
+        path: '/healthz',
+        healthyHttpCodes: '200',
+        interval: Duration.seconds(10),
+        timeout: Duration.seconds(5),
+        healthyThresholdCount: 2,
+        unhealthyThresholdCount: 2,
+      },
+      // ECS deregisters a stopping task, waits this long, then sends SIGTERM; the gateway then drains
+      // what is still in flight for its own grace, within stopTimeout.
+      deregistrationDelay: Duration.seconds(settings.drainGraceSecs),
+    });
+
+    const scaling = service.autoScaleTaskCount({ minCapacity: settings.minTasks, maxCapacity: settings.maxTasks });
+    scaling.scaleOnCpuUtilization('Cpu', {
+      targetUtilizationPercent: settings.cpuTargetPercent,
+      scaleOutCooldown: Duration.seconds(60),
+      scaleInCooldown: Duration.seconds(300),
+    });
+    scaling.scaleOnRequestCount('Requests', {
+      requestsPerTarget: settings.requestsPerTaskPerMinute,
+      targetGroup,
+      scaleOutCooldown: Duration.seconds(60),
+      scaleInCooldown: Duration.seconds(300),
+    });
+
+    new CfnOutput(this, 'Url', {
+      value: `${settings.certificateArn ? 'https' : 'http'}://${alb.loadBalancerDnsName}`,
+      description: 'Base URL of the API: <Url>/<stage>/<resource path>',
+    });
+    new CfnOutput(this, 'KeysObject', {
+      value: `s3://${keysBucket.bucketName}/${KEYS_OBJECT_KEY}`,
+      description: 'Upload the keys file here; running tasks pick it up by ETag without a restart',
+    });
+    for (const s of settings.stages) {
+      new CfnOutput(this, `StageEndpoint${s.stage}`, {
+        value: endpointRef(s.endpointName).name,
+        description: `SageMaker endpoint of stage ${s.stage} (${s.envVar})`,
+      });
+    }
+  }
+
+  /** The gateway image: the repo's Dockerfile for linux/arm64, or a prebuilt image (`-c gatewayImage=`). */
+  private gatewayImage(settings: Settings): ecs.ContainerImage {
+    const uri = settings.gatewayImage;
+    if (uri === undefined) {
+      return ecs.ContainerImage.fromAsset(REPO_ROOT, {
+        file: 'Dockerfile',
+        platform: Platform.LINUX_ARM64,
+      });
+    }
+    // An ECR image goes through fromEcrRepository, which also grants the execution role the pull.
+    const m = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([a-z0-9._\/-]+)(?::([\w][\w.-]{0,127})|@(sha256:[a-f0-9]{64}))?$/
+      .exec(uri);
+    if (m === null) return ecs.ContainerImage.fromRegistry(uri);
+    const [, account, region, name, tag, digest] = m;
+    const partition = uri.includes('.amazonaws.com.cn/') ? 'aws-cn' : 'aws';
+    const repository = ecr.Repository.fromRepositoryAttributes(this, 'GatewayRepository', {
+      repositoryName: name,
+      repositoryArn: `arn:${partition}:ecr:${region}:${account}:repository/${name}`,
+    });
+    return ecs.ContainerImage.fromEcrRepository(repository, digest ?? tag ?? 'latest');
+  }
+
+  /**
+   * Writes the initial keys file when the stack is created, and never again: after that, the
+   * object belongs to the operator (`aws s3 cp`), and a later deploy must not roll keys back.
+   */
+  private seedKeysObject(bucket: s3.Bucket, settings: Settings): Construct | undefined {
+    let body = EMPTY_KEYS_FILE;
+    if (settings.initialKeysFile !== undefined) {
+      body = fs.readFileSync(path.resolve(settings.initialKeysFile), 'utf8');
+      // The body lands in the CloudFormation template: hashed entries only, never a key in clear.
+      if (/^\s*-?\s*value\s*:/m.test(body)) {
+        throw new Error(
+          `initialKeysFile ${settings.initialKeysFile}: has a plain \`value:\` key; use value_sha256 (sagegate keys new)`);
+      }
+    }
+    return new cr.AwsCustomResource(this, 'SeedKeysObject', {
+      onCreate: {
+        service: 'S3',
+        action: 'putObject',
+        parameters: {
+          Bucket: bucket.bucketName,
+          Key: KEYS_OBJECT_KEY,
+          Body: body,
+          ContentType: 'application/yaml',
+        },
+        physicalResourceId: cr.PhysicalResourceId.of(`${KEYS_OBJECT_KEY}-seed`),
+      },
+      policy: cr.AwsCustomResourcePolicy.fromStatements([
+        new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects(KEYS_OBJECT_KEY)] }),
+      ]),
+      installLatestAwsSdk: false,
+    });
+  }
+
+  /**
+   * The recommender on SageMaker: one model from the recommender image (linux/amd64, the sample
+   * model baked in unless `modelDataUrl` is given), one endpoint config, and one endpoint per distinct
+   * endpoint name among the stages. Returns the endpoints by name, with their ARNs (`Ref`).
+   */
+  private recommenderEndpoints(settings: Settings): Map<string, { name: string; arn: string }> {
+    const image = new DockerImageAsset(this, 'RecommenderImage', {
+      directory: REPO_ROOT,
+      file: 'recommender/Dockerfile',
+      platform: Platform.LINUX_AMD64,
+    });
+
+    // Everything the role needs is inline, so the model (which references the role) cannot be
+    // created before the policy that lets SageMaker pull the image.
+    const statements = [
+      new iam.PolicyStatement({
+        actions: ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer', 'ecr:BatchCheckLayerAvailability'],
+        resources: [image.repository.repositoryArn],
+      }),
+      // GetAuthorizationToken and PutMetricData have no resource-level permissions.
+      new iam.PolicyStatement({ actions: ['ecr:GetAuthorizationToken', 'cloudwatch:PutMetricData'], resources: ['*'] }),
+      new iam.PolicyStatement({
+        actions: ['logs:CreateLogGroup', 'logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
+        resources: [this.formatArn({
+          service: 'logs', resource: 'log-group', resourceName: '/aws/sagemaker/*',
+          arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+        })],
+      }),
+    ];
+    if (settings.modelDataUrl !== undefined) {
+      const [bucket, ...key] = settings.modelDataUrl.slice('s3://'.length).split('/');
+      statements.push(new iam.PolicyStatement({
+        actions: ['s3:GetObject'],
+        resources: [`arn:${this.partition}:s3:::${bucket}/${key.join('/')}`],
+      }));
+    }
+    const role = new iam.Role(this, 'RecommenderExecutionRole', {
+      assumedBy: new iam.ServicePrincipal('sagemaker.amazonaws.com'),
+      description: 'SageMaker execution role of the recommender model',
+      inlinePolicies: { recommender: new iam.PolicyDocument({ statements }) },
+    });
+
+    const model = new sagemaker.CfnModel(this, 'RecommenderModel', {
+      executionRoleArn: role.roleArn,
+      primaryContainer: {
+        image: image.imageUri,
+        mode: 'SingleModel',
+        modelDataUrl: settings.modelDataUrl,
+      },
+    });
+    const config = new sagemaker.CfnEndpointConfig(this, 'RecommenderEndpointConfig', {
+      productionVariants: [{
+        variantName: 'AllTraffic',
+        modelName: model.attrModelName,
+        initialInstanceCount: settings.modelInstanceCount,
+        instanceType: settings.modelInstanceType,
+        initialVariantWeight: 1,
+      }],
+    });
+
+    const endpoints = new Map<string, { name: string; arn: string }>();
+    for (const name of new Set(settings.stages.map((s) => s.endpointName))) {
+      const endpoint = new sagemaker.CfnEndpoint(this, `RecommenderEndpoint-${name}`, {
+        endpointName: name,
+        endpointConfigName: config.attrEndpointConfigName,
+      });
+      // Ref of AWS::SageMaker::Endpoint is the endpoint's ARN; using it also orders the gateway after it.
+      endpoints.set(name, { name: endpoint.attrEndpointName, arn: endpoint.ref });
+    }
+    return endpoints;
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * Deployment settings: the CDK context (cdk.json's `context`, overridden by `-c key=value` on the
+ * command line) read, checked and turned into one typed object before any resource is defined.
+ *
+ * Input: a construct node's context. Values given with `-c` arrive as strings, values from cdk.json
+ * keep their JSON type, so every reader accepts both (`-c deployModel=true` and `"deployModel": true`).
+ * Output: `Settings`, or one `Error` that lists every problem found (not only the first).
+ * Invariants: stage names and SageMaker endpoint names are valid and the stage map is not empty;
+ * the drain grace fits ECS's 120 s stop timeout; a route timeout, when given, is within the
+ * gateway's 60 s ceiling (the ALB idle timeout of 65 s is chosen above it).
+ */
+import { Node } from 'constructs';
+
+/** One API stage and the SageMaker endpoint its routes invoke. */
+export interface StageEndpoint {
+  /** Stage name, the first URL segment (`temp` in `/temp/recommended-movies/...`). */
+  readonly stage: string;
+  /** SageMaker endpoint name, as given (SageMaker treats it case-insensitively). */
+  readonly endpointName: string;
+  /** Environment variable the shipped gateway.yaml reads for this stage: `SAGEGATE_ENDPOINT_TEMP`. */
+  readonly envVar: string;
+}
+
+export interface Settings {
+  /** Stages in the order given; the gateway config decides which of them it serves. */
+  readonly stages: StageEndpoint[];
+  /** ACM certificate ARN: HTTPS on 443 plus an HTTP→HTTPS redirect on 80. Without it, HTTP on 80. */
+  readonly certificateArn?: string;
+  /** A prebuilt gateway image (ECR or public registry URI) instead of building the repo's Dockerfile. */
+  readonly gatewayImage?: string;
+  /** Also create the SageMaker model, endpoint config and one endpoint per distinct endpoint name. */
+  readonly deployModel: boolean;
+  /** SageMaker hosting instance type for the recommender (x86_64: the image is built for linux/amd64). */
+  readonly modelInstanceType: string;
+  /** Instances per endpoint. */
+  readonly modelInstanceCount: number;
+  /** Optional `s3://…/model.tar.gz` with real artifacts; without it the image's baked-in sample model serves. */
+  readonly modelDataUrl?: string;
+  /** Keys file written to S3 once, when the stack is created (hashed entries only). Empty key set if absent. */
+  readonly initialKeysFile?: string;
+  /** Fargate tasks: autoscaling floor (also the initial desired count) and ceiling. */
+  readonly minTasks: number;
+  readonly maxTasks: number;
+  /** Target for the request-count policy, in requests per task per minute (the ALB metric's unit). */
+  readonly requestsPerTaskPerMinute: number;
+  /** Target for the CPU policy, percent. */
+  readonly cpuTargetPercent: number;
+  /** The gateway's drain grace after SIGTERM, seconds (`SAGEGATE_DRAIN_GRACE_SECS`). */
+  readonly drainGraceSecs: number;
+  /** Optional override of the routes' default integration timeout, ms (`SAGEGATE_ROUTE_TIMEOUT_MS`). */
+  readonly routeTimeoutMs?: number;
+}
+
+/** The gateway's longest allowed integration timeout; the ALB idle timeout must exceed it. */
+export const MAX_ROUTE_TIMEOUT_SECS = 60;
+/** The gateway's HTTP keep-alive; the ALB idle timeout must stay below it, or the ALB sees resets. */
+export const GATEWAY_KEEP_ALIVE_SECS = 75;
+/** ALB idle timeout: above the longest route timeout, below the gateway's keep-alive. */
+export const ALB_IDLE_TIMEOUT_SECS = 65;
+/** ECS sends SIGKILL this long after SIGTERM at most (Fargate's ceiling for stopTimeout). */
+const ECS_MAX_STOP_TIMEOUT_SECS = 120;
+/** Headroom between the end of the gateway's drain and ECS's SIGKILL. */
+export const STOP_HEADROOM_SECS = 10;
+
+const STAGE_RE = /^[A-Za-z0-9_-]{1,64}$/;
+// SageMaker's EndpointName pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
+const ENDPOINT_RE = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
+const CERT_RE = /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[A-Za-z0-9-]+$/;
+
+/** Reads and checks the settings; throws one error listing every problem. */
+export function readSettings(node: Node): Settings {
+  const problems: string[] = [];
+  const ctx = (key: string): unknown => node.tryGetContext(key);
+
+  const stages = readStages(ctx('stageEndpoints'), problems);
+  const certificateArn = optString(ctx('certificateArn'));
+  if (certificateArn !== undefined && !CERT_RE.test(certificateArn)) {
+    problems.push(`certificateArn: not an ACM certificate ARN: ${certificateArn}`);
+  }
+  const gatewayImage = optString(ctx('gatewayImage'));
+  const deployModel = readBool('deployModel', ctx('deployModel'), false, problems);
+  const modelInstanceType = optString(ctx('modelInstanceType')) ?? 'ml.m5.large';
+  if (!/^ml\.[a-z0-9]+\.[a-z0-9]+$/.test(modelInstanceType)) {
+    problems.push(`modelInstanceType: not a SageMaker instance type: ${modelInstanceType}`);
+  }
+  const modelInstanceCount = readInt('modelInstanceCount', ctx('modelInstanceCount'), 1, 1, 100, problems);
+  const modelDataUrl = optString(ctx('modelDataUrl'));
+  if (modelDataUrl !== undefined && !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+/.test(modelDataUrl)) {
+    problems.push(`modelDataUrl: expected s3://bucket/key, got ${modelDataUrl}`);
+  }
+  const initialKeysFile = optString(ctx('initialKeysFile'));
+  const minTasks = readInt('minTasks', ctx('minTasks'), 2, 1, 1000, problems);
+  const maxTasks = readInt('maxTasks', ctx('maxTasks'), 10, 1, 1000, problems);
+  if (maxTasks < minTasks) {
+    problems.push(`maxTasks (${maxTasks}) must be >= minTasks (${minTasks})`);
+  }
+  const requestsPerTaskPerMinute = readInt(
+    'requestsPerTaskPerMinute', ctx('requestsPerTaskPerMinute'), 30000, 1, 10_000_000, problems);
+  const cpuTargetPercent = readInt('cpuTargetPercent', ctx('cpuTargetPercent'), 60, 10, 95, problems);
+  const drainGraceSecs = readInt(
+    'drainGraceSecs', ctx('drainGraceSecs'), 30, 1, ECS_MAX_STOP_TIMEOUT_SECS - STOP_HEADROOM_SECS, problems);
+  const rawRouteTimeout = ctx('routeTimeoutMs');
+  const routeTimeoutMs = rawRouteTimeout === undefined
+    ? undefined
+    : readInt('routeTimeoutMs', rawRouteTimeout, 29000, 1, MAX_ROUTE_TIMEOUT_SECS * 1000, problems);
+
+  if (problems.length > 0) {
+    throw new Error(`invalid deployment context:\n  ${problems.join('\n  ')}`);
+  }
+  return {
+    stages, certificateArn, gatewayImage, deployModel, modelInstanceType, modelInstanceCount,
+    modelDataUrl, initialKeysFile, minTasks, maxTasks, requestsPerTaskPerMinute, cpuTargetPercent,
+    drainGraceSecs, routeTimeoutMs,
+  };
+}
+
+/** `SAGEGATE_ENDPOINT_<STAGE>`: upper case, `-` becomes `_` (environment names allow no dashes). */
+export function endpointEnvVar(stage: string): string {
+  return `SAGEGATE_ENDPOINT_${stage.toUpperCase().replace(/-/g, '_')}`;
+}
+
+function readStages(raw: unknown, problems: string[]): StageEndpoint[] {
+  let value = raw;
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch (e) {
+      problems.push(`stageEndpoints: not JSON: ${(e as Error).message}`);
+      return [];
+    }
+  }
+  if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
+    problems.push('stageEndpoints: expected an object {"<stage>": "<endpoint name>", ...}');
+    return [];
+  }
+  const stages: StageEndpoint[] = [];
+  const envVars = new Map<string, string>();
+  for (const [stage, endpoint] of Object.entries(value as Record<string, unknown>)) {
+    if (!STAGE_RE.test(stage) || stage === 'healthz') {
+      problems.push(`stageEndpoints.${stage}: invalid stage name (letters, digits, _ and -; not "healthz")`);
+      continue;
+    }
+    if (typeof endpoint !== 'string' || !ENDPOINT_RE.test(endpoint)) {
+      problems.push(`stageEndpoints.${stage}: invalid SageMaker endpoint name: ${JSON.stringify(endpoint)}`);
+      continue;
+    }
+    const envVar = endpointEnvVar(stage);
+    const clash = envVars.get(envVar);
+    if (clash !== undefined) {
+      problems.push(`stageEndpoints.${stage}: same environment variable ${envVar} as stage ${clash}`);
+      continue;
+    }
+    envVars.set(envVar, stage);
+    stages.push({ stage, endpointName: endpoint, envVar });
+  }
+  if (stages.length === 0 && problems.length === 0) {
+    problems.push('stageEndpoints: at least one stage is required');
+  }
+  return stages;
+}
+
+function optString(raw: unknown): string | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const s = String(raw).trim();
+  return s === '' ? undefined : s;
+}
+
+function readBool(key: string, raw: unknown, dflt: boolean, problems: string[]): boolean {
+  if (raw === undefined || raw === null) return dflt;
+  if (typeof raw === 'boolean') return raw;
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  problems.push(`${key}: expected true or false, got ${JSON.stringify(raw)}`);
+  return dflt;
+}
+
+function readInt(
+  key: string, raw: unknown, dflt: number, min: number, max: number, problems: string[],
+): number {
+  if (raw === undefined || raw === null) return dflt;
+  const n = typeof raw === 'number' ? raw : Number(String(raw).trim());
+  if (!Number.isInteger(n) || n < min || n > max) {
+    problems.push(`${key}: expected an integer in [${min}, ${max}], got ${JSON.stringify(raw)}`);
+    return dflt;
+  }
+  return n;
+}

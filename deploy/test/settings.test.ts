@@ -1,0 +1,79 @@
+/**
+ * Context parsing: `-c` values arrive as strings, cdk.json values keep their JSON type; both must
+ * give the same settings, and a bad context must fail synth with every problem listed at once.
+ */
+import { describe, test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { App } from 'aws-cdk-lib';
+import { endpointEnvVar, readSettings } from '../lib/settings';
+
+const read = (context: Record<string, unknown>) => readSettings(new App({ context }).node);
+
+describe('readSettings', () => {
+  test('stage endpoints from a JSON string (-c) and from an object (cdk.json) agree', () => {
+    const fromString = read({ stageEndpoints: '{"temp":"a-temp","prod":"a-prod"}' });
+    const fromObject = read({ stageEndpoints: { temp: 'a-temp', prod: 'a-prod' } });
+    assert.deepEqual(fromString, fromObject);
+    assert.deepEqual(fromObject.stages, [
+      { stage: 'temp', endpointName: 'a-temp', envVar: 'SAGEGATE_ENDPOINT_TEMP' },
+      { stage: 'prod', endpointName: 'a-prod', envVar: 'SAGEGATE_ENDPOINT_PROD' },
+    ]);
+  });
+
+  test('defaults', () => {
+    const s = read({ stageEndpoints: { temp: 'x' } });
+    assert.equal(s.deployModel, false);
+    assert.equal(s.minTasks, 2);
+    assert.equal(s.maxTasks, 10);
+    assert.equal(s.drainGraceSecs, 30);
+    assert.equal(s.modelInstanceType, 'ml.m5.large');
+    assert.equal(s.routeTimeoutMs, undefined);
+    assert.equal(s.certificateArn, undefined);
+  });
+
+  test('booleans and numbers accept both string and JSON forms', () => {
+    assert.equal(read({ stageEndpoints: { t: 'x' }, deployModel: 'true' }).deployModel, true);
+    assert.equal(read({ stageEndpoints: { t: 'x' }, deployModel: true }).deployModel, true);
+    assert.equal(read({ stageEndpoints: { t: 'x' }, minTasks: '4', maxTasks: 8 }).minTasks, 4);
+  });
+
+  test('environment variable names: upper case, dashes become underscores', () => {
+    assert.equal(endpointEnvVar('eu-prod'), 'SAGEGATE_ENDPOINT_EU_PROD');
+    assert.throws(
+      () => read({ stageEndpoints: { 'eu-prod': 'a', eu_prod: 'b' } }),
+      /same environment variable SAGEGATE_ENDPOINT_EU_PROD/,
+    );
+  });
+
+  test('every problem is reported at once', () => {
+    let message = '';
+    try {
+      read({
+        stageEndpoints: { healthz: 'a', temp: 'bad_name!', prod: 'ok' },
+        deployModel: 'yes',
+        minTasks: '0',
+        routeTimeoutMs: '90000',
+        modelDataUrl: 'https://example.com/model.tar.gz',
+      });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    for (const expected of [
+      'stageEndpoints.healthz: invalid stage name',
+      'stageEndpoints.temp: invalid SageMaker endpoint name',
+      'deployModel: expected true or false',
+      'minTasks: expected an integer in [1, 1000]',
+      'routeTimeoutMs: expected an integer in [1, 60000]',
+      'modelDataUrl: expected s3://bucket/key',
+    ]) {
+      assert.ok(message.includes(expected), `missing "${expected}" in:\n${message}`);
+    }
+  });
+
+  test('a missing or non-object stage map is refused', () => {
+    assert.throws(() => read({}), /stageEndpoints: expected an object/);
+    assert.throws(() => read({ stageEndpoints: '["temp"]' }), /stageEndpoints: expected an object/);
+    assert.throws(() => read({ stageEndpoints: '{temp' }), /stageEndpoints: not JSON/);
+    assert.throws(() => read({ stageEndpoints: {} }), /at least one stage/);
+  });
+});
