@@ -1,1 +1,166 @@
-fn main() {}
+//! `recommender`: parse arguments, then serve, write a sample model, or probe health.
+//! SageMaker starts the container as `<image> serve`; see README.md for the artifact format.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use recommender::model::Model;
+use recommender::recommend::Recommender;
+use recommender::sample::{self, SampleSpec};
+use recommender::{healthcheck, server};
+
+/// Movie-recommendation model server (SageMaker bring-your-own-container).
+#[derive(Debug, Parser)]
+#[command(name = "recommender", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load the model and serve GET /ping, POST /invocations and POST /endpoints/{name}/invocations.
+    Serve {
+        /// Model directory (holds model.json).
+        #[arg(long, env = "SM_MODEL_DIR", default_value = "/opt/ml/model")]
+        model_dir: PathBuf,
+        /// Port on 0.0.0.0 when --listen is not given.
+        #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080)]
+        port: u16,
+        /// Exact address to bind instead, e.g. 127.0.0.1:0 (the bound address is printed).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Byte budget of the per-user score cache of stochastic_plackett_luce_cached, in MiB.
+        #[arg(long, env = "RECOMMENDER_SCORE_CACHE_MB", default_value_t = 256)]
+        score_cache_mb: u64,
+    },
+    /// Write a deterministic synthetic model (always includes user U:114521).
+    SampleModel {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of users.
+        #[arg(long, default_value_t = SampleSpec::default().users)]
+        users: usize,
+        /// Number of movies.
+        #[arg(long, default_value_t = SampleSpec::default().items)]
+        items: usize,
+        /// Embedding dimension.
+        #[arg(long, default_value_t = SampleSpec::default().dim)]
+        dim: usize,
+        /// RNG seed.
+        #[arg(long, default_value_t = SampleSpec::default().seed)]
+        seed: u64,
+    },
+    /// Exit 0 if GET http://127.0.0.1:PORT/ping answers 200, else 1 (for Docker HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            model_dir,
+            port,
+            listen,
+            score_cache_mb,
+        } => serve(
+            model_dir,
+            listen.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
+            score_cache_mb,
+        ),
+        Command::SampleModel {
+            out,
+            users,
+            items,
+            dim,
+            seed,
+        } => sample::generate(SampleSpec {
+            users,
+            items,
+            dim,
+            seed,
+        })
+        .and_then(|artifact| artifact.write(&out))
+        .map(|()| println!("wrote sample model to {}", out.display())),
+        Command::Healthcheck { port } => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            healthcheck::check(addr, Duration::from_secs(2)).map_err(anyhow::Error::msg)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("recommender: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(model_dir: PathBuf, addr: SocketAddr, score_cache_mb: u64) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into CloudWatch or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let started = std::time::Instant::now();
+    let model = Model::load(&model_dir)?;
+    tracing::info!(
+        model_dir = %model_dir.display(),
+        model_version = %model.version,
+        users = model.n_users(),
+        items = model.n_items(),
+        dim = model.dim,
+        fallback = ?model.fallback_source(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    let recommender = Arc::new(Recommender::new(
+        Arc::new(model),
+        score_cache_mb.saturating_mul(1024 * 1024),
+    ));
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    // Tests and scripts read this line to learn a port chosen by the OS (--listen 127.0.0.1:0).
+    println!("recommender listening on {bound}");
+    tracing::info!(addr = %bound, "listening");
+    actix_web::rt::System::new().block_on(server::run(listener, recommender, shutdown_signal()))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (SageMaker, Docker, ECS) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,295 @@
+//! The invocation pipeline, plain Rust (no HTTP types):
+//!
+//! ```text
+//! check content type → parse → draw seed → resolve user → score (or cache) → rank → assemble
+//! ```
+//!
+//! Input: `Content-Type`, body bytes, request id. Output: [`Recommendations`] or an
+//! [`InvocationError`] (always a client error: bad input or an unusable parameter; an unknown user
+//! is not an error but the popularity fallback).
+//!
+//! The score cache serves `stochastic_plackett_luce_cached`: it keeps each user's raw scores (one
+//! `f32` per item, temperature-independent) keyed by (model version, user id), so a repeat request
+//! skips the O(n·d) scoring and only samples, with the Gumbel-top-k trick: exact Plackett–Luce with
+//! exact propensities, unlike a pool of pre-drawn rankings (see README). It is bounded by bytes,
+//! not entries, because a catalogue's size decides what one entry costs. `moka::sync::Cache` is
+//! lock-free for readers and never held across an `.await` (the pipeline is synchronous).
+
+use std::sync::Arc;
+
+use moka::sync::Cache;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::{Model, UserRef};
+use crate::policy::{self, Policy, PolicyError};
+use crate::request::{self, RequestError};
+use crate::response::{self, Parts, Recommendations};
+
+/// Default byte budget of the score cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Why an invocation was refused. Every variant is the client's to fix (HTTP 400).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvocationError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+impl InvocationError {
+    /// The request field at fault, if one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            InvocationError::Request(e) => e.field,
+            InvocationError::Policy(PolicyError::LogitOverflow { .. }) => Some("temperature"),
+        }
+    }
+}
+
+/// Whether the scores came from the cache (logged, for the cached policy only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    NotUsed,
+}
+
+/// The model plus the cross-request score cache.
+pub struct Recommender {
+    model: Arc<Model>,
+    scores: Cache<(Arc<str>, String), Arc<[f32]>>,
+}
+
+/// An answer and what the access log needs about it.
+pub struct Answer {
+    pub body: Recommendations,
+    pub cache: CacheStatus,
+}
+
+impl Recommender {
+    /// Wraps a loaded model; the score cache holds at most `cache_bytes` of scores.
+    pub fn new(model: Arc<Model>, cache_bytes: u64) -> Self {
+        let scores = Cache::builder()
+            .weigher(|_key: &(Arc<str>, String), value: &Arc<[f32]>| {
+                // Weights are u32: count KiB so a 10⁶-item catalogue still fits.
+                u32::try_from(value.len() * 4 / 1024 + 1).unwrap_or(u32::MAX)
+            })
+            .max_capacity(cache_bytes / 1024)
+            .build();
+        Recommender { model, scores }
+    }
+
+    /// The served model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Runs the pipeline on one request.
+    pub fn invoke(
+        &self,
+        content_type: Option<&str>,
+        body: &[u8],
+        request_id: &str,
+    ) -> Result<Answer, InvocationError> {
+        let model = &*self.model;
+        // check content type
+        request::check_content_type(content_type)?;
+        // parse
+        let inv = request::parse(body, model.n_items())?;
+        // draw seed: echoed so the ranking can be replayed; one RNG per request, never shared
+        let seed = inv.seed.unwrap_or_else(|| rand::rng().random());
+        // resolve user
+        let user = model.resolve(&inv.user_id);
+        // score (or cache)
+        let (scores, cache) = self.scores(user, &inv.user_id, inv.policy);
+        // rank
+        let ranking = policy::rank(
+            inv.policy,
+            &scores,
+            inv.k,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+        )?;
+        // assemble
+        let body = response::assemble(Parts {
+            model,
+            user_id: inv.user_id,
+            request_id: request_id.to_owned(),
+            policy: inv.policy,
+            seed,
+            scores: &scores,
+            ranking,
+            fallback: user == UserRef::Unknown,
+        });
+        Ok(Answer { body, cache })
+    }
+
+    /// Scores of every item for this user: the fallback for unknown users, the cache for the
+    /// cached policy, else a fresh O(n·d) pass.
+    fn scores(&self, user: UserRef, user_id: &str, policy: Policy) -> (Arc<[f32]>, CacheStatus) {
+        let UserRef::Known(row) = user else {
+            return (self.model.fallback_scores(), CacheStatus::NotUsed);
+        };
+        if !matches!(policy, Policy::PlackettLuceCached { .. }) {
+            return (self.model.score_user(row).into(), CacheStatus::NotUsed);
+        }
+        let key = (Arc::clone(&self.model.version), user_id.to_owned());
+        if let Some(hit) = self.scores.get(&key) {
+            return (hit, CacheStatus::Hit);
+        }
+        let fresh: Arc<[f32]> = self.model.score_user(row).into();
+        self.scores.insert(key, Arc::clone(&fresh));
+        (fresh, CacheStatus::Miss)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{self, SampleSpec};
+
+    fn recommender() -> (Recommender, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        sample::generate(SampleSpec {
+            users: 10,
+            items: 40,
+            dim: 8,
+            seed: 9,
+        })
+        .and_then(|a| a.write(dir.path()))
+        .expect("sample");
+        let model = Model::load(dir.path()).expect("load");
+        (Recommender::new(Arc::new(model), DEFAULT_CACHE_BYTES), dir)
+    }
+
+    fn call(r: &Recommender, body: &str) -> Result<Answer, InvocationError> {
+        r.invoke(Some("application/json"), body.as_bytes(), "req-1")
+    }
+
+    #[test]
+    fn answers_carry_raw_scores_and_consistent_logging_fields() {
+        let (r, _dir) = recommender();
+        let UserRef::Known(row) = r.model().resolve("U:3") else {
+            panic!("U:3 is known")
+        };
+        let raw = r.model().score_user(row);
+        let a = call(
+            &r,
+            r#"{"user_id":"U:3","k":5,"inference_type":"stochastic_plackett_luce","temperature":0.7,"seed":"99"}"#,
+        )
+        .expect("ok")
+        .body;
+        assert_eq!(
+            (a.k, a.n_candidates, a.request_id.as_str()),
+            (5, 40, "req-1")
+        );
+        assert_eq!(a.rng.seed, "99");
+        assert_eq!(a.params.temperature, Some(0.7));
+        assert_eq!(a.fallback, None);
+        let indices: Vec<usize> = a
+            .recommendations
+            .iter()
+            .map(|x| {
+                let n: usize = x.item_id[2..].parse().expect("M:n");
+                n - 1
+            })
+            .collect();
+        for (j, rec) in a.recommendations.iter().enumerate() {
+            assert_eq!(rec.position, j + 1);
+            assert_eq!(rec.score, f64::from(raw[indices[j]]));
+        }
+        let expected = policy::plackett_luce_log_probability(&raw, 0.7, &indices);
+        assert!((a.log_propensity - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unknown_users_get_the_popularity_fallback() {
+        let (r, _dir) = recommender();
+        for policy in Policy::NAMES {
+            let body = format!(r#"{{"user_id":"U:404","k":3,"inference_type":"{policy}"}}"#);
+            let a = call(&r, &body).expect("fallback, not an error").body;
+            assert_eq!(a.fallback, Some("popularity"));
+            assert_eq!(a.recommendations.len(), 3);
+        }
+        let a = call(&r, r#"{"user_id":"U:404","k":3}"#).expect("ok").body;
+        let pop = r.model().fallback_scores();
+        let best = policy::top_k_by_key(&pop, 3);
+        let got: Vec<&str> = a
+            .recommendations
+            .iter()
+            .map(|x| x.item_id.as_str())
+            .collect();
+        let want: Vec<&str> = best.iter().map(|&i| r.model().item_id(i)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_cached_policy_reuses_scores_and_samples_exact_pl() {
+        let (r, _dir) = recommender();
+        let body = r#"{"user_id":"U:5","k":4,"inference_type":"stochastic_plackett_luce_cached","seed":1234}"#;
+        let first = call(&r, body).expect("ok");
+        let second = call(&r, body).expect("ok");
+        assert_eq!(first.cache, CacheStatus::Miss);
+        assert_eq!(second.cache, CacheStatus::Hit);
+        assert_eq!(first.body, second.body);
+        // Same scores, same seed, same sampler: identical to Gumbel-top-k on fresh scores.
+        let gumbel = call(
+            &r,
+            r#"{"user_id":"U:5","k":4,"inference_type":"stochastic_gumbel_softmax_trick","seed":1234}"#,
+        )
+        .expect("ok");
+        assert_eq!(gumbel.cache, CacheStatus::NotUsed);
+        assert_eq!(first.body.recommendations, gumbel.body.recommendations);
+        assert_eq!(first.body.log_propensity, gumbel.body.log_propensity);
+    }
+
+    #[test]
+    fn absent_seeds_are_drawn_fresh_and_echoed() {
+        let (r, _dir) = recommender();
+        let seeds: std::collections::HashSet<String> = (0..20)
+            .map(|_| {
+                call(
+                    &r,
+                    r#"{"user_id":"U:1","inference_type":"stochastic_gumbel_softmax_trick"}"#,
+                )
+                .expect("ok")
+                .body
+                .rng
+                .seed
+            })
+            .collect();
+        assert_eq!(seeds.len(), 20);
+        // An echoed seed replays the same list.
+        let seed = seeds.iter().next().cloned().unwrap_or_default();
+        let body = format!(
+            r#"{{"user_id":"U:1","inference_type":"stochastic_gumbel_softmax_trick","seed":"{seed}"}}"#
+        );
+        assert_eq!(
+            call(&r, &body).expect("ok").body.recommendations,
+            call(&r, &body).expect("ok").body.recommendations
+        );
+    }
+
+    #[test]
+    fn client_errors_name_their_field() {
+        let (r, _dir) = recommender();
+        let e = r
+            .invoke(Some("text/plain"), br#"{"user_id":"U:1"}"#, "x")
+            .err()
+            .expect("bad content type");
+        assert_eq!(e.field(), Some("content-type"));
+        let e = call(&r, r#"{"user_id":"U:1","k":41}"#)
+            .err()
+            .expect("k too large");
+        assert_eq!(e.field(), Some("k"));
+        let e = call(
+            &r,
+            r#"{"user_id":"U:1","inference_type":"stochastic_plackett_luce","temperature":1e-320}"#,
+        )
+        .err()
+        .expect("overflow");
+        assert_eq!(e.field(), Some("temperature"));
+        assert!(e.to_string().starts_with("temperature: "));
+    }
+}

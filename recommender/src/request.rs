@@ -1,0 +1,372 @@
+//! Invocation input: content-type check, JSON parsing and validation.
+//!
+//! Place in the pipeline: first stage of `recommend`. Input: the request's `Content-Type` and raw
+//! body bytes. Output: an [`Invocation`] with a validated [`Policy`], or a [`RequestError`] that
+//! names the offending field and its allowed values (answered as 400).
+//!
+//! Accepted body: `{"user_id": string, "k"?: integer (default 10), "inference_type"?: string
+//! (default "deterministic"), "seed"?: integer or string of digits (u64), "temperature"?: number > 0,
+//! "epsilon"?: number in [0, 1]}`. Unknown fields are ignored (SageMaker clients may add some), and
+//! `null` counts as absent. `temperature`/`epsilon` are validated whenever present, even for a
+//! policy that does not use them, so a typo'd value never passes silently.
+
+use serde_json::{Map, Value};
+
+use crate::policy::{DEFAULT_EPSILON, DEFAULT_TEMPERATURE, Policy};
+
+/// Upper bound on `k` regardless of catalogue size.
+pub const MAX_K: usize = 100;
+/// `k` when the request gives none.
+pub const DEFAULT_K: usize = 10;
+
+/// A validated invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub user_id: String,
+    pub k: usize,
+    pub policy: Policy,
+    pub seed: Option<u64>,
+}
+
+/// A rejected request: the field at fault (if one) and a message naming what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl RequestError {
+    fn field(field: &'static str, message: String) -> Self {
+        RequestError {
+            field: Some(field),
+            message: format!("{field}: {message}"),
+        }
+    }
+
+    fn body(message: String) -> Self {
+        RequestError {
+            field: None,
+            message,
+        }
+    }
+}
+
+/// Checks that a `Content-Type` (absent is accepted) is JSON: `application/json` or `*/*+json`.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), RequestError> {
+    let Some(raw) = content_type else {
+        return Ok(());
+    };
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || (essence.contains('/') && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(RequestError::field(
+            "content-type",
+            format!("must be application/json; got \"{raw}\""),
+        ))
+    }
+}
+
+/// Parses and validates a body. `n_items` bounds `k` (with [`MAX_K`]).
+pub fn parse(body: &[u8], n_items: usize) -> Result<Invocation, RequestError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| RequestError::body(format!("body: invalid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(RequestError::body(format!(
+            "body: expected a JSON object like {{\"user_id\": \"U:1\", \"k\": 10, \"inference_type\": \"deterministic\"}}; got {}",
+            kind(&value)
+        )));
+    };
+
+    let user_id = match present(&fields, "user_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) => {
+            return Err(RequestError::field(
+                "user_id",
+                "must be a non-empty string".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(RequestError::field(
+                "user_id",
+                format!("must be a string; got {}", kind(other)),
+            ));
+        }
+        None => {
+            return Err(RequestError::field(
+                "user_id",
+                "is required (a string such as \"U:114521\")".into(),
+            ));
+        }
+    };
+
+    let max_k = MAX_K.min(n_items);
+    let k_rule = format!(
+        "must be an integer from 1 to {max_k} (at most {MAX_K} and at most the number of items, {n_items})"
+    );
+    let k = match present(&fields, "k") {
+        None => DEFAULT_K.min(max_k),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(k) if (1..=max_k as u64).contains(&k) => k as usize,
+            _ => return Err(RequestError::field("k", format!("{k_rule}; got {n}"))),
+        },
+        Some(other) => {
+            return Err(RequestError::field(
+                "k",
+                format!("{k_rule}; got {}", kind(other)),
+            ));
+        }
+    };
+
+    let temperature = number(&fields, "temperature")?;
+    if let Some(t) = temperature
+        && !(t > 0.0 && t.is_finite())
+    {
+        return Err(RequestError::field(
+            "temperature",
+            format!("must be a finite number greater than 0; got {t}"),
+        ));
+    }
+    let temperature = temperature.unwrap_or(DEFAULT_TEMPERATURE);
+    let epsilon = number(&fields, "epsilon")?;
+    if let Some(e) = epsilon
+        && !(0.0..=1.0).contains(&e)
+    {
+        return Err(RequestError::field(
+            "epsilon",
+            format!("must be a number from 0 to 1; got {e}"),
+        ));
+    }
+    let epsilon = epsilon.unwrap_or(DEFAULT_EPSILON);
+
+    let policy = match present(&fields, "inference_type") {
+        None => Policy::Deterministic,
+        Some(Value::String(name)) => match name.as_str() {
+            "deterministic" => Policy::Deterministic,
+            "stochastic_plackett_luce" => Policy::PlackettLuce { temperature },
+            "stochastic_plackett_luce_cached" => Policy::PlackettLuceCached { temperature },
+            "stochastic_gumbel_softmax_trick" => Policy::GumbelTopK { temperature },
+            "stochastic_epsilon_greedy" => Policy::EpsilonGreedy { epsilon },
+            other => {
+                return Err(RequestError::field(
+                    "inference_type",
+                    format!("unknown value \"{other}\"; allowed: {}", allowed_policies()),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(RequestError::field(
+                "inference_type",
+                format!(
+                    "must be a string, one of {}; got {}",
+                    allowed_policies(),
+                    kind(other)
+                ),
+            ));
+        }
+    };
+
+    let seed_rule = "must be an unsigned 64-bit integer (a JSON integer or a string of digits)";
+    let seed =
+        match present(&fields, "seed") {
+            None => None,
+            Some(Value::Number(n)) => Some(
+                n.as_u64()
+                    .ok_or_else(|| RequestError::field("seed", format!("{seed_rule}; got {n}")))?,
+            ),
+            Some(Value::String(s)) => {
+                let parsed = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                    s.parse::<u64>().ok()
+                } else {
+                    None
+                };
+                Some(parsed.ok_or_else(|| {
+                    RequestError::field("seed", format!("{seed_rule}; got \"{s}\""))
+                })?)
+            }
+            Some(other) => {
+                return Err(RequestError::field(
+                    "seed",
+                    format!("{seed_rule}; got {}", kind(other)),
+                ));
+            }
+        };
+
+    Ok(Invocation {
+        user_id,
+        k,
+        policy,
+        seed,
+    })
+}
+
+fn allowed_policies() -> String {
+    Policy::NAMES.join(", ")
+}
+
+/// A field's value, with JSON `null` treated as absent.
+fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).filter(|v| !v.is_null())
+}
+
+fn number(fields: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, RequestError> {
+    match present(fields, name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| RequestError::field(name, format!("must be a finite number; got {n}"))),
+        Some(other) => Err(RequestError::field(
+            name,
+            format!("must be a number; got {}", kind(other)),
+        )),
+    }
+}
+
+/// A short description of a JSON value for error messages.
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => {
+            let short: String = s.chars().take(40).collect();
+            format!("string \"{short}\"")
+        }
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> Invocation {
+        parse(body.as_bytes(), 50).expect("valid request")
+    }
+
+    fn err(body: &str) -> RequestError {
+        parse(body.as_bytes(), 50).expect_err("invalid request")
+    }
+
+    #[test]
+    fn defaults_apply_when_fields_are_absent() {
+        let inv = ok(r#"{"user_id": "U:1"}"#);
+        assert_eq!(inv.k, 10);
+        assert_eq!(inv.policy, Policy::Deterministic);
+        assert_eq!(inv.seed, None);
+        let inv = ok(r#"{"user_id": "U:1", "inference_type": "stochastic_plackett_luce"}"#);
+        assert_eq!(inv.policy, Policy::PlackettLuce { temperature: 1.0 });
+        let inv = ok(r#"{"user_id": "U:1", "inference_type": "stochastic_epsilon_greedy"}"#);
+        assert_eq!(inv.policy, Policy::EpsilonGreedy { epsilon: 0.1 });
+        // Default k is capped by a tiny catalogue.
+        assert_eq!(parse(br#"{"user_id": "U:1"}"#, 6).map(|i| i.k), Ok(6));
+    }
+
+    #[test]
+    fn every_policy_and_parameter_parses() {
+        let inv = ok(
+            r#"{"user_id":"U:1","k":5,"inference_type":"stochastic_gumbel_softmax_trick","temperature":0.5,"seed":"18446744073709551615"}"#,
+        );
+        assert_eq!(inv.policy, Policy::GumbelTopK { temperature: 0.5 });
+        assert_eq!(inv.seed, Some(u64::MAX));
+        assert_eq!(inv.k, 5);
+        let inv = ok(
+            r#"{"user_id":"U:1","inference_type":"stochastic_plackett_luce_cached","temperature":2,"seed":7}"#,
+        );
+        assert_eq!(inv.policy, Policy::PlackettLuceCached { temperature: 2.0 });
+        assert_eq!(inv.seed, Some(7));
+        let inv = ok(
+            r#"{"user_id":"U:1","inference_type":"stochastic_epsilon_greedy","epsilon":0,"extra":true}"#,
+        );
+        assert_eq!(inv.policy, Policy::EpsilonGreedy { epsilon: 0.0 });
+        let inv = ok(r#"{"user_id":"U:1","k":null,"seed":null}"#);
+        assert_eq!((inv.k, inv.seed), (10, None));
+    }
+
+    #[test]
+    fn bad_input_names_the_field_and_allowed_values() {
+        let cases: [(&str, &str, &str); 16] = [
+            (
+                r#"{"user_id":"U:1","inference_type":"greedy"}"#,
+                "inference_type",
+                "stochastic_plackett_luce_cached",
+            ),
+            (
+                r#"{"user_id":"U:1","inference_type":3}"#,
+                "inference_type",
+                "deterministic",
+            ),
+            (r#"{"user_id":"U:1","k":0}"#, "k", "from 1 to 50"),
+            (r#"{"user_id":"U:1","k":51}"#, "k", "from 1 to 50"),
+            (r#"{"user_id":"U:1","k":-1}"#, "k", "integer"),
+            (r#"{"user_id":"U:1","k":2.5}"#, "k", "integer"),
+            (r#"{"user_id":"U:1","k":"10"}"#, "k", "string \"10\""),
+            (r#"{"k":10}"#, "user_id", "required"),
+            (r#"{"user_id":114521}"#, "user_id", "must be a string"),
+            (r#"{"user_id":""}"#, "user_id", "non-empty"),
+            (
+                r#"{"user_id":"U:1","temperature":0}"#,
+                "temperature",
+                "greater than 0",
+            ),
+            (
+                r#"{"user_id":"U:1","temperature":"hot"}"#,
+                "temperature",
+                "number",
+            ),
+            (
+                r#"{"user_id":"U:1","epsilon":1.5}"#,
+                "epsilon",
+                "from 0 to 1",
+            ),
+            (r#"{"user_id":"U:1","seed":-3}"#, "seed", "unsigned 64-bit"),
+            (
+                r#"{"user_id":"U:1","seed":"12a"}"#,
+                "seed",
+                "string of digits",
+            ),
+            (
+                r#"{"user_id":"U:1","seed":"18446744073709551616"}"#,
+                "seed",
+                "unsigned 64-bit",
+            ),
+        ];
+        for (body, field, mentions) in cases {
+            let e = err(body);
+            assert_eq!(e.field, Some(field), "{body}: {e}");
+            assert!(e.message.starts_with(&format!("{field}: ")), "{e}");
+            assert!(e.message.contains(mentions), "{body}: {e}");
+        }
+        let e = parse(br#"{"user_id":"U:1","k":7}"#, 6).expect_err("k > n_items");
+        assert!(e.message.contains("from 1 to 6"), "{e}");
+        assert!(err("{not json").message.starts_with("body: invalid JSON"));
+        assert!(err("[1,2]").message.contains("expected a JSON object"));
+        assert!(err("").message.starts_with("body: invalid JSON"));
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        assert!(check_content_type(None).is_ok());
+        assert!(check_content_type(Some("application/json")).is_ok());
+        assert!(check_content_type(Some("Application/JSON; charset=utf-8")).is_ok());
+        assert!(check_content_type(Some("application/vnd.api+json")).is_ok());
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "text/csv",
+            "",
+        ] {
+            let e = check_content_type(Some(bad)).expect_err(bad);
+            assert_eq!(e.field, Some("content-type"));
+            assert!(e.message.contains("application/json"));
+        }
+    }
+}
