@@ -1,0 +1,3 @@
+//! Configuration.
+pub mod diag;
+pub mod yaml;

@@ -1,0 +1,432 @@
+//! YAML → JSON value with source positions, and `${env:NAME}` interpolation.
+//!
+//! Input: a file name and its text. Output: a [`Doc`]: the document as a `serde_json::Value` (so typed
+//! structs deserialize from it with serde) plus an index from every node's dotted path to its line and
+//! column, which is how validation errors found *after* parsing still point at the right place.
+//!
+//! Plain (unquoted) scalars are typed the YAML 1.2 core-schema way (null, bool, int, float, string) after
+//! `${env:NAME}` / `${env:NAME:-default}` are substituted, so `port: ${env:PORT:-8080}` is a number.
+//! Quoted scalars stay strings. Other `${...}` forms (e.g. `${stageVariables.x}`) are left for later stages.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use super::diag::Diagnostic;
+
+/// A parsed YAML document with positions.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// File name used in diagnostics.
+    pub file: String,
+    /// The document as JSON (an empty document is `null`).
+    pub value: Value,
+    spans: HashMap<String, (usize, usize)>,
+}
+
+impl Doc {
+    /// Parses `text`; a syntax error, a duplicate key or an unset environment variable is a diagnostic.
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Doc, Vec<Diagnostic>> {
+        let mut builder = Builder {
+            file,
+            env,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            root: None,
+            spans: HashMap::new(),
+            errors: Vec::new(),
+        };
+        let mut parser = Parser::new_from_str(text);
+        if let Err(e) = parser.load(&mut builder, false) {
+            let m = e.marker();
+            return Err(vec![Diagnostic {
+                file: file.to_owned(),
+                line: m.line(),
+                col: m.col() + 1,
+                path: String::new(),
+                message: format!("invalid YAML: {}", e.info()),
+            }]);
+        }
+        if !builder.errors.is_empty() {
+            return Err(builder.errors);
+        }
+        Ok(Doc {
+            file: file.to_owned(),
+            value: builder.root.unwrap_or(Value::Null),
+            spans: builder.spans,
+        })
+    }
+
+    /// Line and column of the node at `path`, or of its nearest ancestor that has one.
+    pub fn locate(&self, path: &str) -> (usize, usize) {
+        let mut p = path;
+        loop {
+            if let Some(&pos) = self.spans.get(p) {
+                return pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return self.spans.get("").copied().unwrap_or((1, 1)),
+            }
+        }
+    }
+
+    /// A diagnostic for the node at `path`.
+    pub fn error(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = self.locate(path);
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            col,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The node at `path` (dotted, with `[i]` for sequence items) if present.
+    pub fn get(&self, path: &str) -> Option<&Value> {
+        let mut v = &self.value;
+        for seg in split_path(path) {
+            v = match seg {
+                Seg::Key(k) => v.get(k)?,
+                Seg::Index(i) => v.get(i)?,
+            };
+        }
+        Some(v)
+    }
+
+    /// Deserializes the node at `path` into `T`; a failure is located at the innermost offending node.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Diagnostic> {
+        let value = self.get(path).cloned().unwrap_or(Value::Null);
+        serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let full = join_path(path, if inner == "." { "" } else { &inner });
+            self.error(&full, e.into_inner().to_string())
+        })
+    }
+}
+
+/// Joins a parent path and a child path (`serde_path_to_error` style: `a.b[0].c`).
+pub fn join_path(parent: &str, child: &str) -> String {
+    match (parent.is_empty(), child.is_empty()) {
+        (_, true) => parent.to_owned(),
+        (true, false) => child.to_owned(),
+        (false, false) if child.starts_with('[') => format!("{parent}{child}"),
+        (false, false) => format!("{parent}.{child}"),
+    }
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn split_path(path: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Seg::Key(key));
+        }
+        while let Some(end) = rest.find(']') {
+            if let Ok(i) = rest[1..end].parse() {
+                out.push(Seg::Index(i));
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+    out
+}
+
+enum Frame {
+    Seq {
+        path: String,
+        anchor: usize,
+        items: Vec<Value>,
+    },
+    Map {
+        path: String,
+        anchor: usize,
+        map: Map<String, Value>,
+        key: Option<String>,
+    },
+}
+
+struct Builder<'a> {
+    file: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Value>,
+    root: Option<Value>,
+    spans: HashMap<String, (usize, usize)>,
+    errors: Vec<Diagnostic>,
+}
+
+impl Builder<'_> {
+    /// Path of the node about to be produced, or `None` when the next scalar is a mapping key.
+    fn next_path(&self) -> Option<String> {
+        match self.stack.last() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, items, .. }) => Some(format!("{path}[{}]", items.len())),
+            Some(Frame::Map {
+                path, key: Some(k), ..
+            }) => Some(join_path(path, k)),
+            Some(Frame::Map { key: None, .. }) => None,
+        }
+    }
+
+    fn error(&mut self, mark: Marker, path: &str, message: String) {
+        self.errors.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: mark.line(),
+            col: mark.col() + 1,
+            path: path.to_owned(),
+            message,
+        });
+    }
+
+    fn push_value(&mut self, value: Value, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq { items, .. }) => items.push(value),
+            Some(Frame::Map { map, key, .. }) => {
+                if let Some(k) = key.take() {
+                    map.insert(k, value);
+                }
+            }
+        }
+    }
+
+    fn scalar(&mut self, text: String, style: TScalarStyle, anchor: usize, mark: Marker) {
+        let path = self.next_path();
+        let Some(path) = path else {
+            // A mapping key.
+            if let Some(Frame::Map { path, map, key, .. }) = self.stack.last_mut() {
+                let full = join_path(path, &text);
+                if map.contains_key(&text) {
+                    let msg = format!("duplicate key `{text}`");
+                    let file = self.file.to_owned();
+                    self.errors.push(Diagnostic {
+                        file,
+                        line: mark.line(),
+                        col: mark.col() + 1,
+                        path: full.clone(),
+                        message: msg,
+                    });
+                }
+                self.spans.insert(full, (mark.line(), mark.col() + 1));
+                *key = Some(text);
+            }
+            return;
+        };
+        // The value's own position beats its key's: type errors point at the value.
+        self.spans
+            .insert(path.clone(), (mark.line(), mark.col() + 1));
+        let text = match interpolate_env(&text, self.env) {
+            Ok(t) => t,
+            Err(msg) => {
+                self.error(mark, &path, msg);
+                text
+            }
+        };
+        let value = if style == TScalarStyle::Plain {
+            plain_scalar(&text)
+        } else {
+            Value::String(text)
+        };
+        self.push_value(value, anchor);
+    }
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(text, style, anchor, _) => self.scalar(text, style, anchor, mark),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                let Some(path) = self.next_path() else {
+                    self.error(mark, "", "mapping keys must be plain strings".to_owned());
+                    return;
+                };
+                self.spans
+                    .entry(path.clone())
+                    .or_insert((mark.line(), mark.col() + 1));
+                let frame = if matches!(ev, Event::SequenceStart(..)) {
+                    Frame::Seq {
+                        path,
+                        anchor,
+                        items: Vec::new(),
+                    }
+                } else {
+                    Frame::Map {
+                        path,
+                        anchor,
+                        map: Map::new(),
+                        key: None,
+                    }
+                };
+                self.stack.push(frame);
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq { items, anchor, .. }) => {
+                    self.push_value(Value::Array(items), anchor)
+                }
+                Some(Frame::Map { map, anchor, .. }) => self.push_value(Value::Object(map), anchor),
+                None => {}
+            },
+            Event::Alias(id) => {
+                let value = self.anchors.get(&id).cloned().unwrap_or(Value::Null);
+                if self.next_path().is_none() {
+                    self.error(mark, "", "an alias cannot be a mapping key".to_owned());
+                    return;
+                }
+                self.push_value(value, 0);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Substitutes `${env:NAME}` and `${env:NAME:-default}`; other `${...}` are kept verbatim.
+pub fn interpolate_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    const OPEN: &str = "${env:";
+    if !text.contains(OPEN) {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unterminated `{OPEN}` in `{text}`"));
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("invalid environment variable name `{name}`"));
+        }
+        match (env(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set (use ${{env:{name}:-default}} for a default)"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn plain_scalar(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Number(i.into());
+    }
+    let numeric = text.bytes().any(|b| b.is_ascii_digit())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+    if numeric
+        && let Ok(f) = text.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn positions_and_types() {
+        let text = "a:\n  b: 1\n  c: [x, \"2\", 2.5]\nd: ~\n";
+        let doc = Doc::parse("f.yaml", text, &no_env).unwrap();
+        assert_eq!(
+            doc.value,
+            serde_json::json!({"a": {"b": 1, "c": ["x", "2", 2.5]}, "d": null})
+        );
+        assert_eq!(doc.locate("a.b"), (2, 6));
+        assert_eq!(doc.locate("a.c[1]"), (3, 10));
+        assert_eq!(doc.locate("a.zzz"), doc.locate("a"));
+    }
+
+    #[test]
+    fn env_interpolation() {
+        let env = |n: &str| (n == "PORT").then(|| "9000".to_owned());
+        let doc = Doc::parse(
+            "f",
+            "p: ${env:PORT}\nq: ${env:NOPE:-x}\nr: '${env:PORT}'\ns: ${stageVariables.e}\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            doc.value,
+            serde_json::json!({"p": 9000, "q": "x", "r": "9000", "s": "${stageVariables.e}"})
+        );
+        let err = Doc::parse("f", "a:\n  p: ${env:NOPE}\n", &env).unwrap_err();
+        assert_eq!(
+            err[0].to_string(),
+            "f:2:6: a.p: environment variable NOPE is not set (use ${env:NOPE:-default} for a default)"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_duplicates_are_located() {
+        let err = Doc::parse("f", "a: [1, 2\n", &no_env).unwrap_err();
+        assert!(err[0].to_string().starts_with("f:"), "{}", err[0]);
+        let err = Doc::parse("f", "a: 1\nb: 2\na: 3\n", &no_env).unwrap_err();
+        assert_eq!(err[0].to_string(), "f:3:1: a: duplicate key `a`");
+    }
+
+    #[test]
+    fn deserialize_errors_point_inside() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct S {
+            x: u32,
+        }
+        let doc = Doc::parse("f", "items:\n  - x: 1\n  - x: nope\n", &no_env).unwrap();
+        let err = doc.deserialize::<Vec<S>>("items").unwrap_err();
+        assert_eq!(
+            (err.line, err.col, err.path.as_str()),
+            (3, 8, "items[1].x"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,2 @@
+//! sagegate
+pub mod config;
