@@ -1,0 +1,249 @@
+//! Mapping templates: API Gateway's Velocity (VTL) dialect.
+//!
+//! Place in the pipeline: `render request template` (before the SageMaker call) and `render response
+//! template` (after it); gateway responses with a custom template use it too. Templates are parsed once,
+//! when the configuration is compiled ([`parse`]), and rendered on every request ([`Template::render`]).
+//!
+//! Input: the raw body, the request parameters ([`Params`]: path, query string, header, in request
+//! order), `$context` as a JSON object built by the caller and the stage variables. Output: the rendered
+//! body plus what the template wrote into `$context.requestOverride.*` / `$context.responseOverride.*`
+//! ([`Overrides`]).
+//!
+//! # Dialect
+//!
+//! The language is Apache Velocity 1.7 (the engine API Gateway runs), re-implemented from its grammar:
+//! references (`$a`, `${a}`, `$!a`, `$a.b`, `$a[0]`, `$a.m(args)`), `#set`, `#if/#elseif/#else/#end`,
+//! `#foreach` (with `$foreach.hasNext/index/count/first/last`, `$velocityCount`, `$velocityHasNext`),
+//! `#break`, `#stop`, `##` and `#* *#` comments, `#[[ raw ]]#`, `\$x` / `\#set` escapes, string
+//! interpolation in double-quoted literals, list/map/range literals, arithmetic and comparisons (also as
+//! `eq ne lt gt le ge and or not`).
+//! Velocity 1.7 semantics that matter for JSON templates are kept on purpose:
+//! - Whitespace: a directive's closing `)` (of `#set`, `#if`, `#elseif`, `#foreach`) swallows trailing
+//!   spaces/tabs *and the newline* when a newline follows; `#else` and `#end` do the same; `#set` also
+//!   swallows the spaces/tabs before it when they start a token (start of template, or right after
+//!   another directive/reference). Indentation before `#if/#foreach/#end` is output, as in 1.7.
+//!   `## comment` swallows its newline.
+//! - An undefined reference renders as its source text (`$foo` stays `$foo`); `$!foo` renders nothing.
+//!   `#set($a = <null>)` leaves `$a` unchanged.
+//! - In `#if`, only `null` and `false` are false: an empty string is *true*. `$input.params('x')` is `""`
+//!   when absent, so optional fields are written `#if($input.params('seed') != "")`.
+//! - `==` compares numbers numerically, values of one kind by value, anything else by string form
+//!   (`"1" == 1` is true).
+//! - Integer division truncates; `/ 0` is null. String `+` concatenates.
+//! - Strings are measured in UTF-16 code units, as Java does (`length`, `substring`, `indexOf`).
+//! - `split`, `replaceAll`, `replaceFirst`, `matches` take a regular expression (Rust `regex` syntax,
+//!   which covers the Java subset templates use; look-around and back-references are an error).
+//!
+//! API Gateway objects: `$input.body`, `$input.json(path)`, `$input.path(path)`, `$input.params()`,
+//! `$input.params(name)` (path, then query string, then header — case-insensitive —, `""` when absent),
+//! `$util.escapeJavaScript/parseJson/urlEncode/urlDecode/base64Encode/base64Decode`, `$context.*`,
+//! `$stageVariables.*`, and `$esc` (Velocity Tools' EscapeTool, used by AWS samples: `newline`, `d`/`dollar`,
+//! `h`/`hash`, `b`/`backslash`, `q`/`quote`, `s`/`singleQuote`, `e`/`exclamation`, `javascript(s)`,
+//! `url(s)`). EscapeTool has no `tab`, so `$esc.tab` renders literally, as it would on AWS.
+//! JSONPath is RFC 9535 (`serde_json_path`); Jayway extras used in practice are accepted by rewriting:
+//! a path without `$` gets `$.` in front, dotted names with `-` become bracketed names.
+//! An empty body reads as `{}` (for `$input.body`, `json` and `path`), as API Gateway does.
+//!
+//! Printing values: maps print Java-style (`{a=1, b=x}`), lists that come from JSON (`$input.path`,
+//! `parseJson`) print as compact JSON (`[{"c":5}]`), lists built in the template print Java-style
+//! (`[a, b]`); numbers print like Java (`1`, `1.5`, `1.0E10`).
+//!
+//! # Keeping a JSON template valid
+//!
+//! `$util.escapeJavaScript` is commons-lang 2's `StringEscapeUtils.escapeJavaScript`: it escapes `"`,
+//! `\`, `/`, control characters and every non-ASCII UTF-16 unit as `\uXXXX` — all valid in a JSON
+//! string — and also `'` as `\'`, which JSON does **not** allow. Inside a double-quoted JSON string a
+//! template therefore either relies on the value having no `'`, or writes
+//! `$util.escapeJavaScript($x).replaceAll("\\'", "'")` (the form AWS documents). The property tests
+//! check exactly this: the output is a valid JSON string body once each `\'` is read as `'`.
+//!
+//! # Invariants and security
+//!
+//! Rendering never panics and is bounded by [`Bounds`]: output bytes (also caps every intermediate
+//! string), iterations per `#foreach`, total evaluation steps (regex compilation and JSONPath parsing
+//! are charged extra), and nesting depth of values. Parsing bounds block/expression nesting
+//! ([`MAX_PARSE_DEPTH`]), so neither parse nor render can overflow the stack. Regexes are compiled with
+//! a size limit and run in linear time (no ReDoS). Values are immutable and shared (`Rc`); mutation
+//! (`add`, `put`, `#set($m.k = v)`) is copy-on-write on the variable, so a template cannot build a
+//! reference cycle.
+
+mod apigw;
+mod ast;
+mod escape;
+mod eval;
+mod methods;
+mod parse;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub mod harness;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use escape::escape_javascript;
+
+/// Deepest nesting of blocks (`#if`, `#foreach`) and expressions the parser accepts.
+pub const MAX_PARSE_DEPTH: usize = 64;
+
+/// A parsed template, ready to render many times from many threads.
+#[derive(Clone, Debug)]
+pub struct Template {
+    inner: Arc<TemplateInner>,
+}
+
+#[derive(Debug)]
+struct TemplateInner {
+    source: Box<str>,
+    body: ast::Block,
+}
+
+/// A template that does not parse: position (1-based, in characters, within the template) and cause.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{col}: {message}")]
+pub struct ParseError {
+    /// Line, 1-based.
+    pub line: u32,
+    /// Column in characters, 1-based.
+    pub col: u32,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why a render stopped. Every variant is a template or input problem; the gateway answers it as a
+/// bad mapping (500/502), never with the partial output.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The output (or an intermediate string) exceeded `Bounds::max_output_bytes`.
+    #[error("mapping template output exceeds the size limit")]
+    OutputTooLarge,
+    /// A `#foreach` exceeded `Bounds::max_loop_iterations`.
+    #[error("mapping template loop exceeds the iteration limit")]
+    TooManyIterations,
+    /// Evaluation exceeded `Bounds::max_total_steps`.
+    #[error("mapping template exceeds the evaluation step limit")]
+    TooManySteps,
+    /// A value nested deeper than `Bounds::max_depth`.
+    #[error("mapping template nesting exceeds the depth limit")]
+    TooDeep,
+    /// A run-time failure API Gateway also fails on: bad JSONPath, body not JSON, bad base64, bad
+    /// regex, index out of range.
+    #[error("mapping template failed: {0}")]
+    Invalid(String),
+}
+
+/// Limits of one render.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Bytes of output, and of any string built on the way. Default 10 MiB: API Gateway's payload
+    /// limit, so a pass-through template (`$input.json('$')`) never fails where AWS succeeds.
+    pub max_output_bytes: usize,
+    /// Iterations of one `#foreach`. Default 1 000, API Gateway's documented cap.
+    pub max_loop_iterations: usize,
+    /// Evaluation steps (one per node, expression, iteration, and a cost for costly calls) over the
+    /// whole render. Default 1 000 000: far above real templates (the seed template takes ~30), a few
+    /// tens of milliseconds at worst.
+    pub max_total_steps: usize,
+    /// Nesting depth of values built by the template (lists in lists...). Default 128 (serde_json's
+    /// own recursion limit for parsed JSON).
+    pub max_depth: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            max_output_bytes: 10 * 1024 * 1024,
+            max_loop_iterations: 1000,
+            max_total_steps: 1_000_000,
+            max_depth: 128,
+        }
+    }
+}
+
+/// Request parameters, each list in request order. Path and query values are already decoded as the
+/// route decided. A name present twice reads as its last value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params {
+    /// Path parameters (`{user_id}`).
+    pub path: Vec<(String, String)>,
+    /// Query-string parameters.
+    pub querystring: Vec<(String, String)>,
+    /// Request headers; names compare case-insensitively.
+    pub header: Vec<(String, String)>,
+}
+
+/// What a render reads.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderInput<'a> {
+    /// Raw payload (`$input.body`; parsed as JSON only when `json`/`path` is used).
+    pub body: &'a [u8],
+    /// `$input.params`.
+    pub params: &'a Params,
+    /// `$context`: a JSON object (`requestId`, `identity.sourceIp`, `error.messageString`...).
+    pub context: &'a serde_json::Value,
+    /// `$stageVariables`.
+    pub stage_variables: &'a BTreeMap<String, String>,
+}
+
+/// The result of a render.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// The rendered text.
+    pub body: String,
+    /// Values the template assigned to `$context.requestOverride.*` / `$context.responseOverride.*`.
+    pub overrides: Overrides,
+}
+
+/// Assignments to API Gateway's override variables, in assignment order (a name set twice keeps its
+/// first position and last value; header names compare case-insensitively).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `$context.responseOverride.status`, kept only when it is an integer in 100..=599.
+    pub status: Option<u16>,
+    /// `$context.requestOverride.header.<name>`.
+    pub request_headers: Vec<(String, String)>,
+    /// `$context.requestOverride.querystring.<name>`.
+    pub request_querystring: Vec<(String, String)>,
+    /// `$context.requestOverride.path.<name>`.
+    pub request_path: Vec<(String, String)>,
+    /// `$context.responseOverride.header.<name>`.
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// Parses a template. Done once, at configuration load.
+pub fn parse(source: &str) -> Result<Template, ParseError> {
+    let body = parse::parse_template(source)?;
+    Ok(Template {
+        inner: Arc::new(TemplateInner {
+            source: source.into(),
+            body,
+        }),
+    })
+}
+
+impl Template {
+    /// Renders the template for one request.
+    pub fn render(
+        &self,
+        input: &RenderInput<'_>,
+        bounds: &Bounds,
+    ) -> Result<Rendered, RenderError> {
+        eval::render(&self.inner.body, input, bounds)
+    }
+
+    /// The text the template was parsed from.
+    pub fn source(&self) -> &str {
+        &self.inner.source
+    }
+}
+
+/// Parses and renders in one call (tests, `check-config` dry runs). Not for the request path.
+pub fn render_str(
+    source: &str,
+    input: &RenderInput<'_>,
+    bounds: &Bounds,
+) -> Result<Result<Rendered, RenderError>, ParseError> {
+    Ok(parse(source)?.render(input, bounds))
+}
