@@ -141,6 +141,11 @@ pub enum Limiter {
 }
 
 impl Limiter {
+    /// The in-process store on `clock` (use [`LimitClock::system`] in production).
+    pub fn memory(clock: LimitClock) -> Self {
+        Limiter::Memory(MemoryStore::new(clock))
+    }
+
     /// The clock handles must be built with.
     pub fn clock(&self) -> &LimitClock {
         match self {
