@@ -5,15 +5,19 @@
 # The builder and the runtime share Debian 12 (bookworm), so the binary's glibc matches at run time.
 
 FROM rust:1.95-bookworm AS build
+# Set by BuildKit; keys the target cache, so arm64 and amd64 builds do not overwrite each other.
+ARG TARGETPLATFORM
 WORKDIR /src
 COPY . .
 # Cache mounts keep the crates.io index, sources and compiled dependencies between builds; the
 # binary is copied out of the cached target dir in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    --mount=type=cache,target=/src/target,sharing=locked \
+    --mount=type=cache,id=sagegate-target-${TARGETPLATFORM},target=/src/target,sharing=locked \
     cargo build --release --locked -p sagegate \
  && install -D -m 0755 target/release/sagegate /out/sagegate
+# A config that does not load fails the build, not the deployment.
+RUN /out/sagegate check-config --config config/gateway.yaml --keys config/keys.yaml
 
 # distroless/cc: glibc, libgcc, CA certificates (for SageMaker and S3 over TLS); no shell, no curl.
 FROM gcr.io/distroless/cc-debian12:nonroot
