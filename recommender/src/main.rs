@@ -1,7 +1,7 @@
 //! `recommender`: parse arguments, then serve, write a sample model, or probe health.
 //! SageMaker starts the container as `<image> serve`; see README.md for the artifact format.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,9 +29,12 @@ enum Command {
         /// Model directory (holds model.json).
         #[arg(long, env = "SM_MODEL_DIR", default_value = "/opt/ml/model")]
         model_dir: PathBuf,
-        /// Port on 0.0.0.0 when --listen is not given.
+        /// Port to bind when --listen is not given.
         #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080)]
         port: u16,
+        /// Address to bind with --port when --listen is not given.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+        host: IpAddr,
         /// Exact address to bind instead, e.g. 127.0.0.1:0 (the bound address is printed).
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -70,11 +73,12 @@ fn main() -> ExitCode {
         Command::Serve {
             model_dir,
             port,
+            host,
             listen,
             score_cache_mb,
         } => serve(
             model_dir,
-            listen.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
+            listen.unwrap_or(SocketAddr::new(host, port)),
             score_cache_mb,
         ),
         Command::SampleModel {
