@@ -209,8 +209,8 @@ impl<'r> Eval<'r> {
         if let Precompiled::Path(pre) = &m.pre {
             return pre.clone().map_err(RenderError::Invalid);
         }
-        self.step(COMPILE_COST)?;
         let text = arg.to_text(self.limit())?;
+        self.step(COMPILE_COST.saturating_add(text.len()))?;
         compile_path(&text).map_err(RenderError::Invalid)
     }
 
@@ -223,10 +223,10 @@ impl<'r> Eval<'r> {
     ) -> Result<Value<'r>, RenderError> {
         let name = &*m.name;
         let limit = self.limit();
-        let arg_text = |i: usize| -> Result<Option<String>, RenderError> {
+        let arg_text = |i: usize| -> Result<Option<std::borrow::Cow<'_, str>>, RenderError> {
             match args.get(i) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => Ok(Some(v.to_text(limit)?.into_owned())),
+                Some(v) => Ok(Some(v.to_text(limit)?)),
             }
         };
         match (b, name, args.len()) {
@@ -234,6 +234,7 @@ impl<'r> Eval<'r> {
                 let (path, definite) = self.path_for(m, &args[0])?;
                 let root = self.body_json()?;
                 let nodes = path.query(root);
+                self.step(1 + nodes.len())?;
                 let mut out = String::new();
                 let value = if definite {
                     nodes.first().map(Value::Json).unwrap_or(Value::Null)
@@ -250,6 +251,7 @@ impl<'r> Eval<'r> {
                         serde_json::to_writer(&mut w, j)
                             .map_err(|e| RenderError::Invalid(e.to_string()))?;
                         self.check_len(w.len())?;
+                        self.charge_bytes(w.len())?;
                         out = String::from_utf8(w)
                             .map_err(|e| RenderError::Invalid(e.to_string()))?;
                     }
@@ -291,6 +293,7 @@ impl<'r> Eval<'r> {
             }
             (Builtin::Esc, "java", 1) => match arg_text(0)? {
                 Some(s) => {
+                    self.charge_bytes(s.len())?;
                     let e = escape::escape_java(&s);
                     self.check_len(e.len())?;
                     Ok(Value::string(e))
@@ -299,6 +302,7 @@ impl<'r> Eval<'r> {
             },
             (Builtin::Util, "urlEncode", 1) | (Builtin::Esc, "url", 1) => match arg_text(0)? {
                 Some(s) => {
+                    self.charge_bytes(s.len())?;
                     let e = escape::url_encode(&s);
                     self.check_len(e.len())?;
                     Ok(Value::string(e))
@@ -306,20 +310,25 @@ impl<'r> Eval<'r> {
                 None => Ok(Value::Null),
             },
             (Builtin::Util, "urlDecode", 1) => match arg_text(0)? {
-                Some(s) => Ok(Value::string(
-                    escape::url_decode(&s).map_err(RenderError::Invalid)?,
-                )),
+                Some(s) => {
+                    self.charge_bytes(s.len())?;
+                    Ok(Value::string(
+                        escape::url_decode(&s).map_err(RenderError::Invalid)?,
+                    ))
+                }
                 None => Ok(Value::Null),
             },
             (Builtin::Util, "base64Encode", 1) => match arg_text(0)? {
                 Some(s) => {
                     self.check_len(s.len().saturating_mul(4) / 3 + 4)?;
+                    self.charge_bytes(s.len())?;
                     Ok(Value::string(BASE64.encode(s.as_bytes())))
                 }
                 None => Ok(Value::Null),
             },
             (Builtin::Util, "base64Decode", 1) => match arg_text(0)? {
                 Some(s) => {
+                    self.charge_bytes(s.len())?;
                     let bytes = BASE64
                         .decode(s.trim().as_bytes())
                         .map_err(|e| RenderError::Invalid(format!("base64Decode: {e}")))?;

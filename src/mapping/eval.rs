@@ -93,6 +93,17 @@ impl<'r> Eval<'r> {
         }
     }
 
+    /// Charges for work proportional to `bytes` of data (comparing, copying, scanning), so repeating
+    /// a cheap-looking operation on a large value runs out of steps instead of time.
+    pub fn charge_bytes(&mut self, bytes: usize) -> Result<(), RenderError> {
+        self.step(1 + bytes / 64)
+    }
+
+    /// Charges for a linear scan of a template-built container.
+    pub fn charge_len(&mut self, len: usize) -> Result<(), RenderError> {
+        self.step(1 + len / 16)
+    }
+
     pub fn limit(&self) -> usize {
         self.bounds.max_output_bytes
     }
@@ -319,7 +330,10 @@ impl<'r> Eval<'r> {
             if v.is_null() {
                 return Ok(Value::Null);
             }
-            self.step(1)?;
+            match &v {
+                Value::Map(m) => self.charge_len(m.entries.len())?,
+                _ => self.step(1)?,
+            }
             v = match part {
                 Part::Prop(name) => self.property(&v, name),
                 Part::Index(e) => {
@@ -686,8 +700,11 @@ impl<'r> Eval<'r> {
         let b = self.expr(r)?;
         let limit = self.limit();
         Ok(match op {
-            BinOp::Eq => Value::Bool(super::value::equals(&a, &b, limit)?),
-            BinOp::Ne => Value::Bool(!super::value::equals(&a, &b, limit)?),
+            BinOp::Eq | BinOp::Ne => {
+                self.charge_bytes(data_size(&a).saturating_add(data_size(&b)))?;
+                let eq = super::value::equals(&a, &b, limit)?;
+                Value::Bool(if op == BinOp::Eq { eq } else { !eq })
+            }
             BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
                 let ord = match (&a, &b) {
                     (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
@@ -721,6 +738,7 @@ impl<'r> Eval<'r> {
                 };
                 let mut s = lit(l, &a)?;
                 let t = lit(r, &b)?;
+                self.charge_bytes(s.len().saturating_add(t.len()))?;
                 self.check_len(s.len().saturating_add(t.len()))?;
                 s.push_str(&t);
                 Value::string(s)
@@ -761,6 +779,22 @@ fn arithmetic<'r>(op: BinOp, a: &Value<'r>, b: &Value<'r>) -> Value<'r> {
         BinOp::Mod if y == 0.0 => Value::Null,
         BinOp::Mod => Value::Float(x % y),
         _ => Value::Null,
+    }
+}
+
+/// Bytes a comparison may have to look at: string length, or a container's printed size bound.
+fn data_size(v: &Value<'_>) -> usize {
+    match v {
+        Value::Str(s) => s.len(),
+        Value::String(s) => s.len(),
+        Value::List(l) => l.items.len().saturating_mul(8),
+        Value::Map(m) => m.entries.len().saturating_mul(16),
+        Value::Json(j) => match j {
+            serde_json::Value::Array(a) => a.len().saturating_mul(8),
+            serde_json::Value::Object(o) => o.len().saturating_mul(16),
+            _ => 0,
+        },
+        _ => 0,
     }
 }
 

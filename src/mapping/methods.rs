@@ -230,7 +230,7 @@ impl<'r> Eval<'r> {
         {
             return Ok(re.clone());
         }
-        self.step(COMPILE_COST)?;
+        self.step(COMPILE_COST.saturating_add(pattern.len()))?;
         let re = compile_regex(pattern, anchored).map_err(RenderError::Invalid)?;
         if self.regex_cache.len() >= super::eval::REGEX_CACHE_SIZE {
             self.regex_cache.remove(0);
@@ -265,6 +265,9 @@ impl<'r> Eval<'r> {
             _ => {}
         }
         let limit = self.limit();
+        if let Some(n) = container_len(&recv) {
+            self.charge_len(n)?;
+        }
         Ok(match (name, args) {
             ("toString", []) => self.new_string(recv.to_text(limit)?.into_owned())?,
             ("equals", [other]) => Value::Bool(java_equals(&recv, other, limit)?),
@@ -634,6 +637,16 @@ impl<'r> Eval<'r> {
         }
         if let Value::Json(j) = *cur {
             *cur = thaw(j);
+        }
+        // Copy-on-write may clone the container, and map keys are found by scanning.
+        let len = match &*cur {
+            Value::List(l) => l.items.len(),
+            Value::Map(m) => m.entries.len(),
+            _ => 0,
+        };
+        self.steps = self.steps.saturating_add(1 + len / 16);
+        if self.steps > self.bounds.max_total_steps {
+            return Err(RenderError::TooManySteps);
         }
         apply_mutator_on(cur, name, &args, limit)
     }
