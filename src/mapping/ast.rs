@@ -46,6 +46,8 @@ pub(super) struct Reference {
     pub prefix_backslashes: u32,
     /// An odd number of backslashes: `\$x` outputs `$x` (or `\$x` when `$x` is null).
     pub escaped: bool,
+    /// Position of the first `add`/`put`/... call in `parts`: such a reference changes its variable.
+    pub mutator: Option<usize>,
 }
 
 #[derive(Debug)]

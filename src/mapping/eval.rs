@@ -52,15 +52,17 @@ pub(super) const REGEX_CACHE_SIZE: usize = 16;
 
 pub(super) fn render(
     block: &Block,
+    size_hint: usize,
     input: &RenderInput<'_>,
     bounds: &Bounds,
 ) -> Result<Rendered, RenderError> {
     let body_json = OnceCell::new();
-    run(block, *input, bounds, &body_json)
+    run(block, size_hint, *input, bounds, &body_json)
 }
 
 fn run<'r>(
     block: &'r Block,
+    size_hint: usize,
     input: RenderInput<'r>,
     bounds: &'r Bounds,
     body_json: &'r OnceCell<Result<serde_json::Value, String>>,
@@ -69,7 +71,7 @@ fn run<'r>(
         input,
         body_json,
         bounds,
-        out: String::new(),
+        out: String::with_capacity(size_hint.min(bounds.max_output_bytes)),
         steps: 0,
         vars: Vec::new(),
         loops: Vec::new(),
@@ -310,11 +312,7 @@ impl<'r> Eval<'r> {
 
     pub fn reference(&mut self, r: &'r Reference) -> Result<Value<'r>, RenderError> {
         // `$list.add(x)`, `$map.put(k, v)` on a variable change the variable itself.
-        let mutator = r
-            .parts
-            .iter()
-            .position(|p| matches!(p, Part::Method(m) if super::methods::is_mutator(&m.name)));
-        if let Some(i) = mutator
+        if let Some(i) = r.mutator
             && r.parts[..i].iter().all(|p| matches!(p, Part::Prop(_)))
             && self.var_index(&r.root).is_some()
         {
@@ -339,6 +337,14 @@ impl<'r> Eval<'r> {
                 Part::Index(e) => {
                     let key = self.expr(e)?;
                     self.index(&v, &key)?
+                }
+                Part::Method(m) if m.args.len() <= 2 => {
+                    // Most calls take one or two arguments: keep them on the stack.
+                    let mut args = [Value::Null, Value::Null];
+                    for (slot, a) in args.iter_mut().zip(&m.args) {
+                        *slot = self.expr(a)?;
+                    }
+                    self.call(v, m, &args[..m.args.len()])?
                 }
                 Part::Method(m) => {
                     let mut args = Vec::with_capacity(m.args.len());

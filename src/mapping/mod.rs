@@ -78,6 +78,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
+#[doc(hidden)]
 pub mod harness;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,8 @@ pub struct Template {
 struct TemplateInner {
     source: Box<str>,
     body: ast::Block,
+    /// Initial output capacity: the template's own size plus room for values.
+    size_hint: usize,
 }
 
 /// A template that does not parse: position (1-based, in characters, within the template) and cause.
@@ -219,6 +222,7 @@ pub fn parse(source: &str) -> Result<Template, ParseError> {
         inner: Arc::new(TemplateInner {
             source: source.into(),
             body,
+            size_hint: source.len() + source.len() / 2 + 64,
         }),
     })
 }
@@ -230,7 +234,7 @@ impl Template {
         input: &RenderInput<'_>,
         bounds: &Bounds,
     ) -> Result<Rendered, RenderError> {
-        eval::render(&self.inner.body, input, bounds)
+        eval::render(&self.inner.body, self.inner.size_hint, input, bounds)
     }
 
     /// The text the template was parsed from.

@@ -549,8 +549,12 @@ impl<'s> Parser<'s> {
         }
         self.leave();
         let literal_start = at;
+        let mutator = parts
+            .iter()
+            .position(|p| matches!(p, Part::Method(m) if methods::is_mutator(&m.name)));
         Ok(Some(Reference {
             root,
+            mutator,
             parts,
             quiet,
             literal: self.src[literal_start..self.pos].into(),

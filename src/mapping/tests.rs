@@ -888,6 +888,27 @@ fn bounds_stop_hostile_templates() {
     );
 }
 
+/// Work that grows with data (map scans, big comparisons, copies) is charged, so these end with an
+/// error under the default bounds instead of running for minutes.
+#[test]
+fn data_proportional_work_runs_out_of_steps() {
+    let big = "x".repeat(1 << 20);
+    let body: &'static str = Box::leak(format!("{{\"s\":\"{big}\"}}").into_boxed_str());
+    let hostile = [
+        "#set($m = {})#foreach($i in [1..1000])#foreach($j in [1..1000])#set($ok = $m.put(\"$i-$j\", 1))#end#end",
+        "#set($s = $input.body)#foreach($i in [1..1000])#foreach($j in [1..1000])#if($s == 'x')#end#end#end",
+        "#set($s = $input.body)#foreach($i in [1..1000])#foreach($j in [1..1000])#set($t = $s.toUpperCase())#end#end",
+        "#foreach($i in [1..1000])#foreach($j in [1..1000])#set($r = $input.body.matches(\"x{$i}\"))#end#end",
+    ];
+    for t in hostile {
+        let r = render_req(t, &Req { body, ..req() });
+        assert!(
+            matches!(r, Err(RenderError::TooManySteps | RenderError::Invalid(_))),
+            "{t}: {r:?}"
+        );
+    }
+}
+
 #[test]
 fn template_is_shareable_and_keeps_its_source() {
     fn assert_send_sync<T: Send + Sync + Clone + std::fmt::Debug>() {}
