@@ -927,6 +927,18 @@ impl<'s> Parser<'s> {
                 depth: self.depth,
             };
             return match inner.block() {
+                // `"$.predictions"` holds no reference: fold it to a plain string, so a literal
+                // JSONPath or regex in double quotes is still compiled once, here.
+                Ok((block, Term::Eof, _)) if block.iter().all(|n| matches!(n, Node::Text(_))) => {
+                    let text: String = block
+                        .iter()
+                        .filter_map(|n| match n {
+                            Node::Text(t) => Some(&**t),
+                            _ => None,
+                        })
+                        .collect();
+                    Ok(Expr::Str(text.into_boxed_str()))
+                }
                 Ok((block, Term::Eof, _)) => Ok(Expr::Interp(block)),
                 Ok(_) => fail(at, "unbalanced #end/#else inside a string literal"),
                 Err(f) => fail(at, format!("in string literal: {}", f.message)),
