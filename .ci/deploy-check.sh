@@ -101,7 +101,7 @@ for name, svc in json.load(sys.stdin)["services"].items():
         bad |= not os.path.isfile(path)
 sys.exit(bad)'
 }
-dockerfiles() { (cd "$repo" && "$venv/bin/hadolint" Dockerfile recommender/Dockerfile && echo "hadolint: clean"); }
+dockerfiles() { (cd "$repo" && "$venv/bin/hadolint" --no-color Dockerfile recommender/Dockerfile && echo "hadolint: clean"); }
 
 if step "tools (venv: $venv)" tools; then
   if step "npm ci (deploy/)" npm_ci; then
