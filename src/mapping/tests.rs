@@ -521,6 +521,15 @@ fn escapes_comments_and_raw_text() {
         ("color: #fff; # x #", req(), "color: #fff; # x #"),
         ("\\n stays", req(), "\\n stays"),
         ("#{if}(true)yes#{else}no#{end}", req(), "yes"),
+        // Pairs of backslashes before a live directive print as one each; an odd one escapes it.
+        ("\\\\#if(true)x#end", req(), "\\x"),
+        ("\\\\\\#if(true)", req(), "\\#if(true)"),
+        // Java getters work as method calls too.
+        (
+            "#foreach($i in [1, 2])$i$foreach.hasNext()$velocityHasNext #end$esc.getNewline()",
+            req(),
+            "1truetrue 2falsefalse \n",
+        ),
     ]);
 }
 
