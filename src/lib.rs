@@ -1,2 +1,57 @@
-//! sagegate
+//! sagegate: a self-hosted replacement for Amazon API Gateway (REST) in front of a SageMaker
+//! real-time endpoint.
+//!
+//! # Layout
+//!
+//! One module per pipeline stage, in request order, then the shared pieces:
+//!
+//! - [`route`]: stage selection and resource matching (`{param}`, `{param+}`, precedence).
+//! - [`auth`]: API keys from a file or S3 object, constant-time lookup, reload without restart.
+//! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas.
+//! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
+//! - [`upstream`]: the SageMaker `InvokeEndpoint` call through the AWS SDK (feature `aws`).
+//! - [`pipeline`]: the stages called in order, one line each.
+//! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.
+//! - [`context`]: the per-request context and its access-log line.
+//! - [`error`]: client-visible outcomes, API Gateway's default gateway responses.
+//! - [`config`]: `gateway.yaml` compiled into a typed model, every error located.
+//! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
+
+pub mod auth;
 pub mod config;
+pub mod context;
+pub mod error;
+pub mod healthcheck;
+pub mod limits;
+pub mod mapping;
+#[cfg(feature = "aws")]
+pub mod pipeline;
+pub mod route;
+#[cfg(feature = "aws")]
+pub mod server;
+pub mod telemetry;
+#[cfg(feature = "aws")]
+pub mod upstream;
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C): the signal to drain and stop.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

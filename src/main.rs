@@ -1,1 +1,204 @@
-fn main() {}
+//! `sagegate`: parse arguments, load configuration, bind, run. Everything else lives in the library.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sagegate::auth::{self, KeySource, KeysContext};
+use sagegate::config::GatewayConfig;
+use sagegate::limits::LimitClock;
+use sagegate::pipeline::Gateway;
+use sagegate::upstream::{self, SageMaker};
+
+#[derive(Parser)]
+#[command(
+    name = "sagegate",
+    version,
+    about = "API Gateway (REST) stand-in in front of a SageMaker endpoint"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Gateway configuration file.
+        #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        /// Keys source: a file path or s3://bucket/key.
+        #[arg(long, env = "SAGEGATE_KEYS", default_value = "config/keys.yaml")]
+        keys: String,
+        /// Listen address; overrides `server.listen`.
+        #[arg(long, env = "SAGEGATE_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Validate the configuration and keys; print every error; exit non-zero on any.
+    CheckConfig {
+        /// Gateway configuration file.
+        #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        /// Keys source: a file path or s3://bucket/key.
+        #[arg(long, env = "SAGEGATE_KEYS", default_value = "config/keys.yaml")]
+        keys: String,
+    },
+    /// API key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Probe `/healthz` (for container health checks; the image has no curl). Exit 0 when healthy.
+    Healthcheck {
+        /// URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh random key once, and the hashed entry to paste into the keys file.
+    New {
+        /// Key id.
+        #[arg(long)]
+        id: String,
+        /// Usage plan id.
+        #[arg(long)]
+        plan: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            keys,
+            listen,
+        } => {
+            sagegate::telemetry::init();
+            match serve(config, keys, listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("sagegate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config, keys } => check_config(config, keys),
+        Command::Keys {
+            command: KeysCommand::New { id, plan },
+        } => {
+            let key = auth::new_key(&id, &plan);
+            println!(
+                "API key for {id} (shown once; store it now):\n\n    {}\n\nEntry for the keys file:\n\n{}",
+                key.value, key.entry_yaml
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Healthcheck { url } => match sagegate::healthcheck::probe(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads gateway.yaml and the keys; returns every diagnostic of both on failure.
+fn load(
+    config: &PathBuf,
+    keys: &str,
+) -> Result<(GatewayConfig, KeySource, KeysContext, auth::KeySet), String> {
+    let name = config.display().to_string();
+    let text = std::fs::read_to_string(config).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let gateway = GatewayConfig::parse(&name, &text, &env).map_err(|d| d.to_string())?;
+    let source = KeySource::parse(keys).map_err(|e| format!("{keys}: {e}"))?;
+    let ctx = KeysContext::new(gateway.stage_names(), gateway.route_keys());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let set = runtime
+        .block_on(auth::load_initial(&source, &ctx))
+        .map_err(|d| d.to_string())?;
+    Ok((gateway, source, ctx, set))
+}
+
+fn check_config(config: PathBuf, keys: String) -> ExitCode {
+    match load(&config, &keys) {
+        Ok((gateway, _, _, set)) => {
+            println!(
+                "{}: ok ({} stages, {} routes); {keys}: ok ({} keys)",
+                config.display(),
+                gateway.stages.len(),
+                gateway.routes.len(),
+                set.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: PathBuf, keys: String, listen: Option<String>) -> anyhow::Result<()> {
+    let (gateway_config, source, ctx, set) =
+        load(&config, &keys).map_err(|e| anyhow::anyhow!("configuration is invalid:\n{e}"))?;
+    let address = listen.unwrap_or_else(|| gateway_config.server.listen.clone());
+    let listener =
+        TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+    let workers = gateway_config.server.workers;
+    let system = actix_web::rt::System::with_tokio_rt(move || {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        if let Some(n) = workers {
+            builder.worker_threads(n);
+        }
+        builder.build().unwrap_or_else(|e| {
+            eprintln!("sagegate: cannot start the runtime: {e}");
+            std::process::exit(1)
+        })
+    });
+    system.block_on(async move {
+        let sagemaker = &gateway_config.sagemaker;
+        match upstream::client::endpoint_override(sagemaker) {
+            Some((url, from)) => {
+                tracing::info!(endpoint = %url, from, "SageMaker Runtime endpoint override")
+            }
+            None => tracing::info!("SageMaker Runtime endpoint from the region"),
+        }
+        let client = upstream::client::build(sagemaker).await;
+        let config = Arc::new(gateway_config);
+        let store = Arc::new(auth::KeyStore::new(set));
+        let gateway = Arc::new(Gateway::new(
+            config,
+            store.current(),
+            SageMaker::new(client),
+            LimitClock::system(),
+        )?);
+        let on_reload = {
+            let gateway = gateway.clone();
+            move |set: &Arc<auth::KeySet>| gateway.install_keys(set.clone())
+        };
+        auth::spawn_reloader(store, source, ctx, on_reload);
+        sagegate::pipeline::spawn_housekeeping(gateway.clone());
+        tracing::info!(listen = %listener.local_addr()?, "sagegate listening");
+        sagegate::server::run(listener, gateway, sagegate::shutdown_signal())?.await?;
+        tracing::info!("sagegate stopped");
+        Ok(())
+    })
+}

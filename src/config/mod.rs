@@ -1,3 +1,8 @@
-//! Configuration.
+//! Configuration: `gateway.yaml` compiled into a typed model, with every error located.
 pub mod diag;
+pub mod gateway;
+pub mod param;
 pub mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use gateway::GatewayConfig;

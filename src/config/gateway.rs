@@ -1,0 +1,808 @@
+//! `gateway.yaml`: raw serde structs (`deny_unknown_fields`) → validation that collects every error →
+//! the typed [`GatewayConfig`] the server runs on.
+//!
+//! Each section, stage and route is deserialized on its own so that one bad route does not hide the
+//! errors of the next; semantic checks then run on everything that did parse. Every error is a
+//! [`Diagnostic`] located in the file.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::diag::{Diagnostic, Diagnostics};
+use super::param::ParamSource;
+use super::yaml::Doc;
+use crate::limits::ThrottleSpec;
+use crate::route::{RouteSpec, RouteTable};
+
+/// Longest integration timeout a route may set: SageMaker's own 60 s limit.
+pub const MAX_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shortest integration timeout (API Gateway's 50 ms floor).
+pub const MIN_ROUTE_TIMEOUT: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------------------------
+// Raw file shape.
+
+const TOP_LEVEL: &[&str] = &[
+    "server",
+    "sagemaker",
+    "stages",
+    "routes",
+    "gateway_responses",
+];
+
+/// `server:` — listener and connection handling.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    /// Address of the stage listener. Default `0.0.0.0:8080`; `--listen` / `SAGEGATE_LISTEN` win.
+    listen: Option<String>,
+    /// Address of the admin listener (metrics, usage); default `127.0.0.1:9090`, `""` disables it.
+    admin_listen: Option<String>,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` entries are trusted: 1 behind an ALB,
+    /// 0 when clients connect directly (default 0).
+    #[serde(default)]
+    trusted_proxy_hops: usize,
+    /// HTTP keep-alive in seconds (default 75: longer than the ALB's 60 s idle timeout).
+    keep_alive_secs: Option<u64>,
+    /// Seconds a client has to send its request head (default 10).
+    client_header_timeout_secs: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM (default 30).
+    drain_grace_secs: Option<u64>,
+    /// Largest request body in bytes, checked before routing (default 10 MiB = 10485760).
+    max_body_bytes: Option<usize>,
+    /// Largest total size of request header names and values in bytes (default 10240, API Gateway's).
+    max_header_bytes: Option<usize>,
+    /// Percent-decode path and query values before use (default true); false = API Gateway's raw values.
+    decode_parameters: Option<bool>,
+    /// Worker threads (default: one per CPU).
+    workers: Option<usize>,
+}
+
+/// `sagemaker:` — the SageMaker Runtime client.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSageMaker {
+    /// Region; default from the AWS chain (`AWS_REGION`, profile, task metadata).
+    region: Option<String>,
+    /// Endpoint override (local stack). `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` wins when set.
+    endpoint_url: Option<String>,
+    /// Total attempts per call including the first (default 2: at most one retry, only on
+    /// throttling and 5xx, always within the route's timeout). 1 disables retries.
+    max_attempts: Option<u32>,
+    /// TCP/TLS connect timeout in milliseconds (default 2000).
+    connect_timeout_ms: Option<u64>,
+}
+
+/// `stages.<name>:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    /// Stage variables, usable as `${stageVariables.x}` in integrations and `$stageVariables.x` in templates.
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    /// Stage default throttle (API Gateway's `*/*` method setting), shared by all callers.
+    throttle: Option<ThrottleSpec>,
+    /// Per-route stage throttles, keyed `"GET /recommended-movies/{user_id}"`.
+    #[serde(default)]
+    route_throttles: BTreeMap<String, ThrottleSpec>,
+}
+
+/// `routes[i]:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    /// HTTP method, or ANY.
+    method: String,
+    /// Resource path template, e.g. `/recommended-movies/{user_id}`.
+    path: String,
+    /// Whether callers must present a valid `x-api-key` (default false).
+    #[serde(default)]
+    api_key_required: bool,
+    #[serde(default)]
+    validation: RawValidation,
+    integration: RawIntegration,
+}
+
+/// `routes[i].validation:` — API Gateway's request validator for parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    /// Query parameters that must be present (400 `Missing required request parameters: [..]`).
+    #[serde(default)]
+    required_query: Vec<String>,
+    /// Headers that must be present.
+    #[serde(default)]
+    required_headers: Vec<String>,
+}
+
+/// `routes[i].integration:` — the SageMaker call.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegration {
+    /// Endpoint name; may use `${stageVariables.x}`.
+    endpoint_name: String,
+    /// Content-Type sent to SageMaker (default `application/json`).
+    content_type: Option<String>,
+    /// Accept sent to SageMaker (default `application/json`).
+    accept: Option<String>,
+    /// Integration timeout in milliseconds (default 29000, at most 60000).
+    timeout_ms: Option<u64>,
+    /// Source of `X-Amzn-SageMaker-Custom-Attributes` (default `context.requestId`; `null` disables).
+    #[serde(default = "default_request_id_source")]
+    custom_attributes: Option<String>,
+    /// Source of `X-Amzn-SageMaker-Inference-Id` (default `context.requestId`; `null` disables).
+    #[serde(default = "default_request_id_source")]
+    inference_id: Option<String>,
+    /// Source of `X-Amzn-SageMaker-Target-Variant` (default none).
+    target_variant: Option<String>,
+}
+
+fn default_request_id_source() -> Option<String> {
+    Some("context.requestId".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed model.
+
+/// The whole compiled gateway configuration.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    /// File name it came from.
+    pub file: String,
+    /// Listener and connection settings.
+    pub server: ServerConfig,
+    /// SageMaker client settings.
+    pub sagemaker: SageMakerConfig,
+    /// Stages by name.
+    pub stages: BTreeMap<String, Stage>,
+    /// Routes, in file order (index = route id).
+    pub routes: Vec<Route>,
+    /// The route table over `routes` (values are indexes into `routes`).
+    pub table: RouteTable<usize>,
+}
+
+/// See `server:` in the file for each field's meaning and default.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Stage listener address.
+    pub listen: String,
+    /// Admin listener address; `None` when disabled.
+    pub admin_listen: Option<String>,
+    /// Trusted `X-Forwarded-For` hops.
+    pub trusted_proxy_hops: usize,
+    /// HTTP keep-alive.
+    pub keep_alive: Duration,
+    /// Time allowed to send the request head.
+    pub client_header_timeout: Duration,
+    /// Drain grace after SIGTERM.
+    pub drain_grace: Duration,
+    /// Body size limit in bytes.
+    pub max_body_bytes: usize,
+    /// Header size limit in bytes.
+    pub max_header_bytes: usize,
+    /// Percent-decode path and query values.
+    pub decode_parameters: bool,
+    /// Worker threads.
+    pub workers: Option<usize>,
+}
+
+/// SageMaker Runtime client settings.
+#[derive(Debug, Clone)]
+pub struct SageMakerConfig {
+    /// Region override.
+    pub region: Option<String>,
+    /// Endpoint override from the file (the environment variable is applied by the client builder).
+    pub endpoint_url: Option<String>,
+    /// Total attempts per call.
+    pub max_attempts: u32,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// A deployed stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Stage name (first path segment).
+    pub name: String,
+    /// Stage variables.
+    pub variables: BTreeMap<String, String>,
+    /// Stage default throttle.
+    pub throttle: Option<ThrottleSpec>,
+    /// Per-route stage throttles: (method, resource path, settings).
+    pub route_throttles: Vec<(String, String, ThrottleSpec)>,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Method as declared (upper case, or ANY).
+    pub method: String,
+    /// Resource path template.
+    pub path: String,
+    /// Whether a valid API key is required.
+    pub api_key_required: bool,
+    /// Required parameters.
+    pub validation: Validation,
+    /// The SageMaker integration.
+    pub integration: Integration,
+}
+
+impl Route {
+    /// `"GET /recommended-movies/{user_id}"`, the key used by throttle overrides.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// Required request parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    /// Query parameters.
+    pub required_query: Vec<String>,
+    /// Headers (lower case).
+    pub required_headers: Vec<String>,
+}
+
+/// The SageMaker call of a route.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    /// Endpoint name per stage, with stage variables resolved.
+    pub endpoint_by_stage: HashMap<String, String>,
+    /// Request Content-Type.
+    pub content_type: String,
+    /// Request Accept.
+    pub accept: String,
+    /// Integration timeout.
+    pub timeout: Duration,
+    /// `X-Amzn-SageMaker-Custom-Attributes` source.
+    pub custom_attributes: Option<ParamSource>,
+    /// `X-Amzn-SageMaker-Inference-Id` source.
+    pub inference_id: Option<ParamSource>,
+    /// `X-Amzn-SageMaker-Target-Variant` source.
+    pub target_variant: Option<ParamSource>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation.
+
+impl GatewayConfig {
+    /// Loads and validates `text` (the contents of `file`), reading `${env:...}` through `env`.
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<GatewayConfig, Diagnostics> {
+        let doc = Doc::parse(file, text, env).map_err(Diagnostics)?;
+        let mut errors = Vec::new();
+        let config = compile(&doc, &mut errors);
+        match config {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => {
+                errors.sort_by_key(|d| (d.line, d.col));
+                Err(Diagnostics(errors))
+            }
+        }
+    }
+
+    /// Stage names.
+    pub fn stage_names(&self) -> BTreeSet<String> {
+        self.stages.keys().cloned().collect()
+    }
+
+    /// Route keys (`"GET /path"`), for validating usage-plan overrides.
+    pub fn route_keys(&self) -> BTreeSet<String> {
+        self.routes.iter().map(Route::key).collect()
+    }
+}
+
+fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
+    let Some(top) = doc.value.as_object() else {
+        errors.push(doc.error("", "expected a mapping with `stages` and `routes`"));
+        return None;
+    };
+    for key in top.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) {
+            errors.push(doc.error(
+                key,
+                format!(
+                    "unknown field `{key}`, expected one of {}",
+                    TOP_LEVEL.join(", ")
+                ),
+            ));
+        }
+    }
+    let server = compile_server(doc, errors);
+    let sagemaker = compile_sagemaker(doc, errors);
+    let stages = compile_stages(doc, errors);
+    let routes = compile_routes(doc, &stages, errors);
+    check_stage_route_throttles(doc, &stages, &routes, errors);
+
+    let specs = routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RouteSpec::new(r.method.clone(), r.path.clone(), i))
+        .collect();
+    let table = match RouteTable::build(specs) {
+        Ok(t) => Some(t),
+        Err(errs) => {
+            for e in errs {
+                errors.push(doc.error(&format!("routes[{}]", e.index), e.message));
+            }
+            None
+        }
+    };
+    Some(GatewayConfig {
+        file: doc.file.clone(),
+        server: server?,
+        sagemaker: sagemaker?,
+        stages,
+        routes,
+        table: table?,
+    })
+}
+
+fn section<T: serde::de::DeserializeOwned + Default>(
+    doc: &Doc,
+    path: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    if doc.get(path).is_none_or(Value::is_null) {
+        return Some(T::default());
+    }
+    doc.deserialize(path).map_err(|e| errors.push(e)).ok()
+}
+
+fn compile_server(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<ServerConfig> {
+    let raw: RawServer = section(doc, "server", errors)?;
+    let mut positive = |name: &str, v: Option<u64>, default: u64| -> Duration {
+        let v = v.unwrap_or(default);
+        if v == 0 {
+            errors.push(doc.error(&format!("server.{name}"), "must be > 0"));
+        }
+        Duration::from_secs(v)
+    };
+    let keep_alive = positive("keep_alive_secs", raw.keep_alive_secs, 75);
+    let client_header_timeout = positive(
+        "client_header_timeout_secs",
+        raw.client_header_timeout_secs,
+        10,
+    );
+    let drain_grace = Duration::from_secs(raw.drain_grace_secs.unwrap_or(30));
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(10 * 1024 * 1024);
+    if max_body_bytes == 0 {
+        errors.push(doc.error("server.max_body_bytes", "must be > 0"));
+    }
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(10 * 1024);
+    if max_header_bytes < 1024 {
+        errors.push(doc.error("server.max_header_bytes", "must be at least 1024"));
+    }
+    if raw.workers == Some(0) {
+        errors.push(doc.error("server.workers", "must be > 0"));
+    }
+    if raw.trusted_proxy_hops > 16 {
+        errors.push(doc.error("server.trusted_proxy_hops", "must be at most 16"));
+    }
+    let listen = raw.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        errors.push(doc.error(
+            "server.listen",
+            format!("`{listen}` is not an address like 0.0.0.0:8080"),
+        ));
+    }
+    let admin_listen = match raw.admin_listen.as_deref() {
+        None => Some("127.0.0.1:9090".to_owned()),
+        Some("") => None,
+        Some(a) => {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                errors.push(doc.error(
+                    "server.admin_listen",
+                    format!("`{a}` is not an address like 127.0.0.1:9090"),
+                ));
+            }
+            Some(a.to_owned())
+        }
+    };
+    Some(ServerConfig {
+        listen,
+        admin_listen,
+        trusted_proxy_hops: raw.trusted_proxy_hops,
+        keep_alive,
+        client_header_timeout,
+        drain_grace,
+        max_body_bytes,
+        max_header_bytes,
+        decode_parameters: raw.decode_parameters.unwrap_or(true),
+        workers: raw.workers,
+    })
+}
+
+fn compile_sagemaker(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<SageMakerConfig> {
+    let raw: RawSageMaker = section(doc, "sagemaker", errors)?;
+    let max_attempts = raw.max_attempts.unwrap_or(2);
+    if !(1..=3).contains(&max_attempts) {
+        errors.push(doc.error("sagemaker.max_attempts", "must be 1, 2 or 3"));
+    }
+    if let Some(url) = &raw.endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        errors.push(doc.error(
+            "sagemaker.endpoint_url",
+            format!("`{url}` must start with http:// or https://"),
+        ));
+    }
+    let connect_timeout = Duration::from_millis(raw.connect_timeout_ms.unwrap_or(2000));
+    if connect_timeout.is_zero() {
+        errors.push(doc.error("sagemaker.connect_timeout_ms", "must be > 0"));
+    }
+    Some(SageMakerConfig {
+        region: raw.region.filter(|r| !r.is_empty()),
+        endpoint_url: raw.endpoint_url.filter(|u| !u.is_empty()),
+        max_attempts,
+        connect_timeout,
+    })
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_throttle(doc: &Doc, path: &str, t: &ThrottleSpec, errors: &mut Vec<Diagnostic>) {
+    if !(t.rate_limit.is_finite() && t.rate_limit > 0.0) {
+        errors.push(doc.error(&format!("{path}.rate_limit"), "must be > 0"));
+    }
+    if t.burst_limit < 1 {
+        errors.push(doc.error(&format!("{path}.burst_limit"), "must be >= 1"));
+    }
+}
+
+fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, Stage> {
+    let mut stages = BTreeMap::new();
+    let Some(map) = doc.get("stages").and_then(Value::as_object) else {
+        errors.push(doc.error(
+            "stages",
+            "required: a mapping of stage name to settings (e.g. `stages: { prod: {} }`)",
+        ));
+        return stages;
+    };
+    if map.is_empty() {
+        errors.push(doc.error("stages", "at least one stage is required"));
+    }
+    for name in map.keys() {
+        let path = format!("stages.{name}");
+        if !valid_stage_name(name) {
+            errors.push(doc.error(
+                &path,
+                "stage names use letters, digits, `-` and `_` (at most 128)",
+            ));
+        }
+        if name == "healthz" {
+            errors.push(doc.error(
+                &path,
+                "`healthz` is reserved for the load balancer health check",
+            ));
+        }
+        let raw: RawStage = if doc.get(&path).is_none_or(Value::is_null) {
+            RawStage {
+                variables: BTreeMap::new(),
+                throttle: None,
+                route_throttles: BTreeMap::new(),
+            }
+        } else {
+            match doc.deserialize(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            }
+        };
+        for (var, value) in &raw.variables {
+            let vpath = format!("{path}.variables.{var}");
+            if var.is_empty()
+                || var.len() > 64
+                || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                errors.push(doc.error(
+                    &vpath,
+                    "variable names use letters, digits and `_` (at most 64)",
+                ));
+            }
+            if value.len() > 512 {
+                errors.push(doc.error(&vpath, "values are at most 512 characters"));
+            }
+        }
+        if let Some(t) = &raw.throttle {
+            check_throttle(doc, &format!("{path}.throttle"), t, errors);
+        }
+        let mut route_throttles = Vec::new();
+        for (key, t) in &raw.route_throttles {
+            let tpath = format!("{path}.route_throttles.{key}");
+            check_throttle(doc, &tpath, t, errors);
+            match parse_route_key(key) {
+                Some((m, p)) => route_throttles.push((m, p, *t)),
+                None => errors.push(doc.error(
+                    &tpath,
+                    "keys are `METHOD /resource/path`, e.g. `GET /recommended-movies/{user_id}`",
+                )),
+            }
+        }
+        stages.insert(
+            name.clone(),
+            Stage {
+                name: name.clone(),
+                variables: raw.variables,
+                throttle: raw.throttle,
+                route_throttles,
+            },
+        );
+    }
+    stages
+}
+
+/// Parses `"GET /path"` or API Gateway's `"/path/GET"` into (method, path).
+pub fn parse_route_key(key: &str) -> Option<(String, String)> {
+    const METHODS: &[&str] = &[
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY",
+    ];
+    if let Some((m, p)) = key.split_once(' ') {
+        let m = m.trim().to_ascii_uppercase();
+        let p = p.trim();
+        return (METHODS.contains(&m.as_str()) && p.starts_with('/'))
+            .then(|| (m, normalize_path(p)));
+    }
+    let (p, m) = key.rsplit_once('/')?;
+    let m = m.to_ascii_uppercase();
+    let p = if p.is_empty() { "/" } else { p };
+    (METHODS.contains(&m.as_str()) && p.starts_with('/')).then(|| (m, normalize_path(p)))
+}
+
+fn normalize_path(p: &str) -> String {
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+fn compile_routes(
+    doc: &Doc,
+    stages: &BTreeMap<String, Stage>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Route> {
+    let mut routes = Vec::new();
+    let Some(list) = doc.get("routes").and_then(Value::as_array) else {
+        errors.push(doc.error("routes", "required: a list of routes"));
+        return routes;
+    };
+    for i in 0..list.len() {
+        let path = format!("routes[{i}]");
+        let raw: RawRoute = match doc.deserialize(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let integration = compile_integration(
+            doc,
+            &format!("{path}.integration"),
+            raw.integration,
+            stages,
+            errors,
+        );
+        let validation = Validation {
+            required_query: raw.validation.required_query,
+            required_headers: raw
+                .validation
+                .required_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        };
+        routes.push(Route {
+            method: raw.method.to_ascii_uppercase(),
+            path: normalize_path(&raw.path),
+            api_key_required: raw.api_key_required,
+            validation,
+            integration,
+        });
+    }
+    routes
+}
+
+fn compile_integration(
+    doc: &Doc,
+    path: &str,
+    raw: RawIntegration,
+    stages: &BTreeMap<String, Stage>,
+    errors: &mut Vec<Diagnostic>,
+) -> Integration {
+    let mut endpoint_by_stage = HashMap::new();
+    for stage in stages.values() {
+        match resolve_stage_variables(&raw.endpoint_name, &stage.variables) {
+            Ok(name) if valid_endpoint_name(&name) => {
+                endpoint_by_stage.insert(stage.name.clone(), name);
+            }
+            Ok(name) => errors.push(doc.error(
+                &format!("{path}.endpoint_name"),
+                format!("in stage `{}`: `{name}` is not a SageMaker endpoint name (letters, digits and `-`, at most 63)", stage.name),
+            )),
+            Err(var) => errors.push(doc.error(
+                &format!("{path}.endpoint_name"),
+                format!("stage `{}` has no variable `{var}`", stage.name),
+            )),
+        }
+    }
+    let timeout = Duration::from_millis(raw.timeout_ms.unwrap_or(29_000));
+    if !(MIN_ROUTE_TIMEOUT..=MAX_ROUTE_TIMEOUT).contains(&timeout) {
+        errors.push(doc.error(
+            &format!("{path}.timeout_ms"),
+            "must be between 50 and 60000",
+        ));
+    }
+    let mut source = |field: &str, expr: Option<String>| -> Option<ParamSource> {
+        let expr = expr?;
+        ParamSource::parse(&expr)
+            .map_err(|m| errors.push(doc.error(&format!("{path}.{field}"), m)))
+            .ok()
+    };
+    let custom_attributes = source("custom_attributes", raw.custom_attributes);
+    let inference_id = source("inference_id", raw.inference_id);
+    let target_variant = source("target_variant", raw.target_variant);
+    Integration {
+        endpoint_by_stage,
+        content_type: raw
+            .content_type
+            .unwrap_or_else(|| "application/json".to_owned()),
+        accept: raw.accept.unwrap_or_else(|| "application/json".to_owned()),
+        timeout,
+        custom_attributes,
+        inference_id,
+        target_variant,
+    }
+}
+
+/// Replaces `${stageVariables.x}`; the error is the name of a missing variable.
+pub fn resolve_stage_variables(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    const OPEN: &str = "${stageVariables.";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let end = after.find('}').ok_or_else(|| after.to_owned())?;
+        let name = &after[..end];
+        out.push_str(vars.get(name).ok_or_else(|| name.to_owned())?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn valid_endpoint_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+}
+
+fn check_stage_route_throttles(
+    doc: &Doc,
+    stages: &BTreeMap<String, Stage>,
+    routes: &[Route],
+    errors: &mut Vec<Diagnostic>,
+) {
+    let keys: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    for stage in stages.values() {
+        for (m, p, _) in &stage.route_throttles {
+            if !keys.contains(&(m.clone(), p.clone())) {
+                errors.push(doc.error(
+                    &format!("stages.{}.route_throttles", stage.name),
+                    format!("no route `{m} {p}`"),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const GOOD: &str = r#"
+stages:
+  prod:
+    variables: { endpoint: movie-recommender-prod }
+    throttle: { rate_limit: 1000, burst_limit: 2000 }
+routes:
+  - method: GET
+    path: /recommended-movies/{user_id}
+    api_key_required: true
+    validation: { required_query: [k, inference_type] }
+    integration:
+      endpoint_name: "${stageVariables.endpoint}"
+"#;
+
+    #[test]
+    fn good_config_compiles() {
+        let c = GatewayConfig::parse("g.yaml", GOOD, &no_env).unwrap();
+        assert_eq!(
+            c.routes[0].integration.endpoint_by_stage["prod"],
+            "movie-recommender-prod"
+        );
+        assert_eq!(c.routes[0].integration.timeout, Duration::from_secs(29));
+        assert_eq!(c.server.keep_alive, Duration::from_secs(75));
+        assert_eq!(
+            c.routes[0].integration.custom_attributes,
+            Some(ParamSource::Context("requestId".into()))
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_position() {
+        let text = r#"
+server:
+  keep_alive_secs: 0
+stages:
+  healthz: {}
+  prod:
+    throttle: { rate_limit: 0, burst_limit: 1 }
+routes:
+  - method: GET
+    path: /a
+    integration: { endpoint_name: "${stageVariables.nope}", timeout_ms: 70000 }
+  - method: GET
+    path: /b
+    integration: { endpoint_name: ok, colour: blue }
+"#;
+        let err = GatewayConfig::parse("g.yaml", text, &no_env)
+            .unwrap_err()
+            .to_string();
+        let expected = [
+            "g.yaml:3:20: server.keep_alive_secs: must be > 0",
+            "g.yaml:5:3: stages.healthz: `healthz` is reserved for the load balancer health check",
+            "g.yaml:7:29: stages.prod.throttle.rate_limit: must be > 0",
+            "g.yaml:11:35: routes[0].integration.endpoint_name: stage `healthz` has no variable `nope`",
+            "g.yaml:11:35: routes[0].integration.endpoint_name: stage `prod` has no variable `nope`",
+            "g.yaml:11:73: routes[0].integration.timeout_ms: must be between 50 and 60000",
+            "g.yaml:14:47: routes[1].integration.colour: unknown field `colour`",
+        ];
+        for e in expected {
+            assert!(err.contains(e), "missing `{e}` in:\n{err}");
+        }
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn route_keys_in_both_spellings() {
+        assert_eq!(
+            parse_route_key("GET /a/{b}"),
+            Some(("GET".into(), "/a/{b}".into()))
+        );
+        assert_eq!(
+            parse_route_key("/a/{b}/GET"),
+            Some(("GET".into(), "/a/{b}".into()))
+        );
+        assert_eq!(parse_route_key("FETCH /a"), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! The per-request context: filled in as the stages run, then written as one access-log line.
+//!
+//! Field names in the log are API Gateway's `$context` names (`requestId`, `identity.sourceIp`,
+//! `resourcePath`, `integrationLatency`, …) so existing dashboards and queries keep working. The key
+//! *id* is logged, never the key or its hash.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// What is known about one request so far.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// `$context.requestId` (UUID v4), also `x-amzn-RequestId`.
+    pub request_id: String,
+    /// `X-Amzn-Trace-Id` (the client's, or a new root).
+    pub trace_id: String,
+    /// `$context.identity.sourceIp`.
+    pub source_ip: IpAddr,
+    /// `$context.identity.userAgent`.
+    pub user_agent: String,
+    /// `$context.httpMethod`.
+    pub http_method: String,
+    /// `$context.path` (raw request path).
+    pub path: String,
+    /// `$context.stage`, once known.
+    pub stage: Option<String>,
+    /// `$context.resourcePath` (the matched template), once known.
+    pub resource_path: Option<String>,
+    /// `$context.identity.apiKeyId`, once known.
+    pub api_key_id: Option<String>,
+    /// When the request arrived (monotonic).
+    pub started: Instant,
+    /// When the request arrived (wall clock), for `$context.requestTime`.
+    pub request_time: DateTime<Utc>,
+    /// `$context.integrationLatency`.
+    pub integration_latency: Option<Duration>,
+    /// `$context.integrationStatus`.
+    pub integration_status: Option<u16>,
+    /// `$context.awsEndpointRequestId`.
+    pub aws_endpoint_request_id: Option<String>,
+    /// `$context.error.responseType` when the request ended in a gateway response.
+    pub error_type: Option<&'static str>,
+    /// Internal cause for the log (never sent to the client).
+    pub error_cause: Option<String>,
+    /// Stage cache outcome (`hit`, `miss`, `bypass`), once caching is configured.
+    pub cache: Option<&'static str>,
+}
+
+impl RequestContext {
+    /// A fresh context for a request from `source_ip`.
+    pub fn new(
+        request_id: String,
+        trace_id: String,
+        source_ip: IpAddr,
+        http_method: &str,
+        path: &str,
+    ) -> Self {
+        RequestContext {
+            request_id,
+            trace_id,
+            source_ip,
+            user_agent: String::new(),
+            http_method: http_method.to_owned(),
+            path: path.to_owned(),
+            stage: None,
+            resource_path: None,
+            api_key_id: None,
+            started: Instant::now(),
+            request_time: Utc::now(),
+            integration_latency: None,
+            integration_status: None,
+            aws_endpoint_request_id: None,
+            error_type: None,
+            error_cause: None,
+            cache: None,
+        }
+    }
+
+    /// `$context.requestTime` in API Gateway's CLF format, `26/Nov/2026:15:06:23 +0000`.
+    pub fn request_time_clf(&self) -> String {
+        self.request_time.format("%d/%b/%Y:%H:%M:%S %z").to_string()
+    }
+
+    /// Writes the access-log line for a response of `status` and `length` bytes.
+    pub fn log_access(&self, status: u16, length: usize) {
+        let latency_ms = self.started.elapsed().as_millis() as u64;
+        let integration_ms = self.integration_latency.map(|d| d.as_millis() as u64);
+        tracing::info!(
+            target: "access",
+            requestId = %self.request_id,
+            "identity.sourceIp" = %self.source_ip,
+            "identity.userAgent" = %self.user_agent,
+            "identity.apiKeyId" = self.api_key_id.as_deref(),
+            requestTime = %self.request_time_clf(),
+            requestTimeEpoch = self.request_time.timestamp_millis(),
+            httpMethod = %self.http_method,
+            path = %self.path,
+            resourcePath = self.resource_path.as_deref(),
+            stage = self.stage.as_deref(),
+            status,
+            responseLength = length,
+            responseLatency = latency_ms,
+            integrationLatency = integration_ms,
+            integrationStatus = self.integration_status,
+            awsEndpointRequestId = self.aws_endpoint_request_id.as_deref(),
+            "error.responseType" = self.error_type,
+            cacheStatus = self.cache,
+            xrayTraceId = %self.trace_id,
+        );
+        if let Some(cause) = &self.error_cause {
+            tracing::warn!(requestId = %self.request_id, route = self.resource_path.as_deref(), status, cause = %cause, "request failed");
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! The request pipeline: the stages in order, one line each.
+//!
+//! ```text
+//! route → authenticate → admit → validate → render request → invoke → respond → access log
+//! ```
+//!
+//! Input: a framework-free [`GatewayRequest`] (the HTTP adapter already enforced body and header
+//! limits and assigned the request and trace ids). Output: a [`GatewayResponse`]. Every early exit is
+//! a [`GatewayError`] value; one place ([`Gateway::handle`]) turns it into API Gateway's response and
+//! logs the cause. Only `invoke` does I/O; every other stage is a plain function over borrowed state.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::auth::{AuthError, Caller, KeySet};
+use crate::config::GatewayConfig;
+use crate::config::gateway::{Route, Stage};
+use crate::config::param::ParamSource;
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::limits::{
+    Admission, AdmitRequest, FailedAttemptLimiter, KeyLimiters, KeyPlanSpec, LimitClock,
+    LimitStore, Limiter, QuotaPeriod as LimitPeriod, QuotaSpec, RouteThrottle, StageLimiter,
+    ThrottleSpec,
+};
+use crate::route::{self, RouteError};
+use crate::upstream::{Invocation, InvocationOutput, SageMaker};
+
+/// Header carrying the API key (matched case-insensitively, as all header names).
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// A request as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct GatewayRequest {
+    /// Method as received.
+    pub method: String,
+    /// Raw path, without the query string.
+    pub path: String,
+    /// Raw query string, without `?`.
+    pub query: String,
+    /// Headers in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The whole body (already size-checked).
+    pub body: Bytes,
+}
+
+impl GatewayRequest {
+    /// All values of header `name` (lower case).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The single value of header `name`, the last one when repeated.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response to write.
+#[derive(Debug, Clone)]
+pub struct GatewayResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers (the adapter adds `x-amzn-RequestId` and `X-Amzn-Trace-Id`).
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Keys and the limiter state that belongs to them, swapped together on reload.
+#[derive(Debug)]
+pub struct KeysSnapshot {
+    /// The keys.
+    pub keys: Arc<KeySet>,
+    /// Per (key, plan) limiter handles.
+    pub limiters: KeyLimiters,
+}
+
+/// Everything the pipeline reads; shared by all workers.
+pub struct Gateway {
+    /// The compiled configuration.
+    pub config: Arc<GatewayConfig>,
+    /// Current keys and their limiters. Read lock-free per request; replaced whole on reload.
+    pub keys: ArcSwap<KeysSnapshot>,
+    /// Stage throttles by stage name (not reloaded: they come from gateway.yaml).
+    pub stage_limiters: BTreeMap<String, StageLimiter>,
+    /// Where throttle and quota state lives.
+    pub limiter: Limiter,
+    /// Unknown-key attempts per client address (key enumeration defence).
+    pub failed_attempts: FailedAttemptLimiter,
+    /// The SageMaker integration.
+    pub upstream: SageMaker,
+    clock: LimitClock,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("stages", &self.config.stages.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the shared state; fails only on limiter settings the config validation let through.
+    pub fn new(
+        config: Arc<GatewayConfig>,
+        keys: Arc<KeySet>,
+        upstream: SageMaker,
+        clock: LimitClock,
+    ) -> anyhow::Result<Gateway> {
+        let mut stage_limiters = BTreeMap::new();
+        for stage in config.stages.values() {
+            stage_limiters.insert(stage.name.clone(), stage_limiter(stage, &clock)?);
+        }
+        let limiters = reconcile(&KeyLimiters::default(), &keys, &clock)?;
+        Ok(Gateway {
+            keys: ArcSwap::from_pointee(KeysSnapshot { keys, limiters }),
+            stage_limiters,
+            limiter: Limiter::memory(clock.clone()),
+            failed_attempts: FailedAttemptLimiter::with_defaults(clock.clone()),
+            upstream,
+            config,
+            clock,
+        })
+    }
+
+    /// Installs a reloaded key set, keeping limiter state for (key, plan) pairs whose settings did
+    /// not change.
+    pub fn install_keys(&self, keys: Arc<KeySet>) {
+        let current = self.keys.load();
+        match reconcile(&current.limiters, &keys, &self.clock) {
+            Ok(limiters) => self.keys.store(Arc::new(KeysSnapshot { keys, limiters })),
+            Err(e) => {
+                tracing::error!(error = %e, "reloaded keys rejected by the limiter; previous keys stay in force")
+            }
+        }
+    }
+
+    /// Runs the pipeline for one request.
+    pub async fn handle(&self, req: &GatewayRequest, ctx: &mut RequestContext) -> GatewayResponse {
+        match self.run(req, ctx).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                let r = err.default_response();
+                ctx.error_type = r.response_type.map(crate::error::ResponseType::name);
+                ctx.error_cause = Some(err.to_string());
+                let mut headers = vec![("content-type", r.content_type.to_owned())];
+                if let Some(t) = r.error_type {
+                    headers.push(("x-amzn-errortype", t.to_owned()));
+                }
+                if let Some(s) = r.retry_after {
+                    headers.push(("retry-after", s.to_string()));
+                }
+                GatewayResponse {
+                    status: r.status,
+                    headers,
+                    body: r.body,
+                }
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        req: &GatewayRequest,
+        ctx: &mut RequestContext,
+    ) -> Result<GatewayResponse, GatewayError> {
+        let decode = self.config.server.decode_parameters;
+        // route
+        let (stage, route, matched) = self.route(req, ctx)?;
+        // authenticate
+        let keys = self.keys.load();
+        let caller = self.authenticate(&keys.keys, req, stage, route, ctx)?;
+        // admit
+        self.admit(&keys, caller.as_ref(), stage, route).await?;
+        // validate
+        let query = route::decode_query(&req.query, decode)
+            .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+        validate(route, req, &query)?;
+        // render request
+        let params = Params {
+            path: &matched,
+            query: &query,
+            req,
+        };
+        let invocation = self.render_request(stage, route, &params, ctx)?;
+        // invoke
+        let (result, stats) = self.upstream.invoke(invocation).await;
+        ctx.integration_latency = Some(stats.latency);
+        ctx.integration_status = stats.status;
+        let output = result?;
+        ctx.aws_endpoint_request_id
+            .clone_from(&output.aws_request_id);
+        // respond
+        Ok(respond(output))
+    }
+
+    fn route<'a>(
+        &'a self,
+        req: &GatewayRequest,
+        ctx: &mut RequestContext,
+    ) -> Result<Routed<'a>, GatewayError> {
+        let (stage_name, rest) =
+            route::split_stage(&req.path).ok_or(GatewayError::MissingAuthenticationToken)?;
+        let stage = self
+            .config
+            .stages
+            .get(stage_name)
+            .ok_or(GatewayError::UnknownStage)?;
+        ctx.stage = Some(stage.name.clone());
+        let matched = self
+            .config
+            .table
+            .resolve(&req.method, rest, self.config.server.decode_parameters)
+            .map_err(|e| match e {
+                RouteError::NotFound => GatewayError::MissingAuthenticationToken,
+                RouteError::BadPath(why) => GatewayError::InvalidRequest(why.to_string()),
+            })?;
+        let route = &self.config.routes[*matched.value];
+        ctx.resource_path = Some(route.path.clone());
+        Ok((stage, route, matched.params))
+    }
+
+    fn authenticate(
+        &self,
+        keys: &KeySet,
+        req: &GatewayRequest,
+        stage: &Stage,
+        route: &Route,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<Caller>, GatewayError> {
+        if !route.api_key_required {
+            return Ok(None);
+        }
+        let mut presented = req.header_values(API_KEY_HEADER);
+        let key = presented.next();
+        if presented.next().is_some() {
+            // Two keys in one request: refuse rather than guess which one the client meant.
+            return Err(GatewayError::InvalidApiKey {
+                reason: "more than one x-api-key header",
+            });
+        }
+        match keys.authenticate(key.map(str::as_bytes), &stage.name) {
+            Ok(caller) => {
+                ctx.api_key_id = Some(caller.key.id.clone());
+                Ok(Some(caller))
+            }
+            Err(err) => {
+                ctx.api_key_id = err.key_id().map(str::to_owned);
+                if err == AuthError::Unknown
+                    && !self.failed_attempts.allow_failed_attempt(ctx.source_ip)
+                {
+                    return Err(GatewayError::KeyAttemptsThrottled);
+                }
+                Err(GatewayError::InvalidApiKey {
+                    reason: match err {
+                        AuthError::Missing => "missing",
+                        AuthError::Unknown => "unknown key",
+                        AuthError::Disabled { .. } => "disabled key",
+                        AuthError::StageNotCovered { .. } => "no usage plan for this stage",
+                    },
+                })
+            }
+        }
+    }
+
+    async fn admit(
+        &self,
+        keys: &KeysSnapshot,
+        caller: Option<&Caller>,
+        stage: &Stage,
+        route: &Route,
+    ) -> Result<(), GatewayError> {
+        let key_limiter = caller.and_then(|c| keys.limiters.get(&c.key.id, &c.plan.id));
+        let request = AdmitRequest::new(
+            key_limiter.map(Arc::as_ref),
+            self.stage_limiters.get(&stage.name),
+            &route.method,
+            &route.path,
+        );
+        match self.limiter.admit(&request).await {
+            Admission::Admitted => Ok(()),
+            Admission::Throttled { retry_after } => Err(GatewayError::Throttled { retry_after }),
+            Admission::QuotaExceeded { retry_after } => {
+                Err(GatewayError::QuotaExceeded { retry_after })
+            }
+        }
+    }
+
+    fn render_request(
+        &self,
+        stage: &Stage,
+        route: &Route,
+        params: &Params<'_>,
+        ctx: &RequestContext,
+    ) -> Result<Invocation, GatewayError> {
+        let integration = &route.integration;
+        let endpoint_name = integration
+            .endpoint_by_stage
+            .get(&stage.name)
+            .cloned()
+            .ok_or_else(|| {
+                GatewayError::ApiConfiguration(format!("no endpoint for stage {}", stage.name))
+            })?;
+        let body = Bytes::from(default_body(params.path, params.query).to_string());
+        let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| params.value(s, stage, ctx));
+        let custom_attributes = source(&integration.custom_attributes);
+        let inference_id = source(&integration.inference_id);
+        let target_variant = source(&integration.target_variant);
+        check_header_value(
+            "X-Amzn-SageMaker-Custom-Attributes",
+            custom_attributes.as_deref(),
+            1024,
+        )?;
+        check_header_value("X-Amzn-SageMaker-Inference-Id", inference_id.as_deref(), 64)?;
+        check_header_value(
+            "X-Amzn-SageMaker-Target-Variant",
+            target_variant.as_deref(),
+            63,
+        )?;
+        Ok(Invocation {
+            endpoint_name,
+            body,
+            content_type: integration.content_type.clone(),
+            accept: integration.accept.clone(),
+            custom_attributes,
+            inference_id,
+            target_variant,
+            trace_id: ctx.trace_id.clone(),
+            timeout: integration.timeout,
+        })
+    }
+}
+
+/// Periodic upkeep of limiter state (forgetting quiet addresses of the failed-key limiter).
+pub fn spawn_housekeeping(gateway: Arc<Gateway>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            gateway.failed_attempts.housekeeping();
+        }
+    });
+}
+
+/// The route stage's output: the stage, the route and its path parameters.
+type Routed<'a> = (&'a Stage, &'a Route, Vec<(String, String)>);
+
+/// Request values a mapping expression can read.
+struct Params<'a> {
+    path: &'a [(String, String)],
+    query: &'a [(String, String)],
+    req: &'a GatewayRequest,
+}
+
+impl Params<'_> {
+    fn value(&self, source: &ParamSource, stage: &Stage, ctx: &RequestContext) -> Option<String> {
+        match source {
+            ParamSource::Literal(v) => Some(v.clone()),
+            ParamSource::StageVariable(n) => stage.variables.get(n).cloned(),
+            ParamSource::Header(n) => self.req.header(&n.to_ascii_lowercase()).map(str::to_owned),
+            ParamSource::Query(n) => route::last_value(self.query, n).map(str::to_owned),
+            ParamSource::Path(n) => self
+                .path
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone()),
+            ParamSource::Context(n) => context_value(n, stage, ctx),
+        }
+    }
+}
+
+/// `$context.<name>` values available to parameter mappings.
+fn context_value(name: &str, stage: &Stage, ctx: &RequestContext) -> Option<String> {
+    Some(match name {
+        "requestId" | "extendedRequestId" => ctx.request_id.clone(),
+        "stage" => stage.name.clone(),
+        "resourcePath" => ctx.resource_path.clone()?,
+        "httpMethod" => ctx.http_method.clone(),
+        "path" => ctx.path.clone(),
+        "identity.sourceIp" => ctx.source_ip.to_string(),
+        "identity.apiKeyId" => ctx.api_key_id.clone()?,
+        "identity.userAgent" => ctx.user_agent.clone(),
+        "requestTime" => ctx.request_time_clf(),
+        "requestTimeEpoch" => ctx.request_time.timestamp_millis().to_string(),
+        "xrayTraceId" => ctx.trace_id.clone(),
+        _ => return None,
+    })
+}
+
+/// SageMaker's header rule: visible US-ASCII, within the length limit. A value copied from a client
+/// header that breaks it is the client's error (400), never a header injection.
+fn check_header_value(name: &str, value: Option<&str>, max: usize) -> Result<(), GatewayError> {
+    match value {
+        Some(v)
+            if v.is_empty() || v.len() > max || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            Err(GatewayError::InvalidRequest(format!(
+                "{name} must be 1 to {max} visible ASCII characters"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Route validation: required query parameters and headers.
+fn validate(
+    route: &Route,
+    req: &GatewayRequest,
+    query: &[(String, String)],
+) -> Result<(), GatewayError> {
+    let mut missing: Vec<String> = Vec::new();
+    for name in &route.validation.required_query {
+        if route::last_value(query, name).is_none_or(str::is_empty) {
+            missing.push(name.clone());
+        }
+    }
+    for name in &route.validation.required_headers {
+        if req.header(name).is_none_or(str::is_empty) {
+            missing.push(name.clone());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(GatewayError::MissingParameters(missing))
+    }
+}
+
+/// The body sent when a route has no request template: a JSON object of the path and query
+/// parameters (path wins on a name clash; for a repeated query key the last value counts), values
+/// that are JSON numbers sent as numbers. Serialized, never spliced, so any value is safe.
+pub fn default_body(path: &[(String, String)], query: &[(String, String)]) -> Value {
+    let mut map = Map::new();
+    for (k, v) in path {
+        map.insert(k.clone(), json_scalar(v));
+    }
+    for (k, v) in query {
+        if !path.iter().any(|(p, _)| p == k) {
+            map.insert(k.clone(), json_scalar(v));
+        }
+    }
+    Value::Object(map)
+}
+
+fn json_scalar(v: &str) -> Value {
+    let looks_numeric = v
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'-' || b.is_ascii_digit())
+        && !v.bytes().any(|b| b.is_ascii_whitespace());
+    if looks_numeric && let Ok(n) = serde_json::from_str::<serde_json::Number>(v) {
+        return Value::Number(n);
+    }
+    Value::String(v.to_owned())
+}
+
+fn respond(out: InvocationOutput) -> GatewayResponse {
+    let content_type = out
+        .content_type
+        .unwrap_or_else(|| "application/json".to_owned());
+    GatewayResponse {
+        status: 200,
+        headers: vec![("content-type", content_type)],
+        body: out.body,
+    }
+}
+
+fn throttle(t: crate::auth::Throttle) -> ThrottleSpec {
+    ThrottleSpec {
+        rate_limit: t.rate_limit,
+        burst_limit: t.burst_limit,
+    }
+}
+
+fn stage_limiter(stage: &Stage, clock: &LimitClock) -> anyhow::Result<StageLimiter> {
+    let routes: Vec<RouteThrottle> = stage
+        .route_throttles
+        .iter()
+        .map(|(m, p, t)| RouteThrottle {
+            method: m.clone(),
+            resource_path: p.clone(),
+            throttle: *t,
+        })
+        .collect();
+    Ok(StageLimiter::new(
+        &stage.name,
+        stage.throttle,
+        &routes,
+        clock,
+    )?)
+}
+
+/// Limiter handles for every (key, plan) of `keys`, reusing `previous` where settings are unchanged.
+fn reconcile(
+    previous: &KeyLimiters,
+    keys: &KeySet,
+    clock: &LimitClock,
+) -> anyhow::Result<KeyLimiters> {
+    let mut specs = Vec::new();
+    for key in keys.keys() {
+        for plan in &key.usage_plans {
+            let route_throttles = plan
+                .route_throttles
+                .iter()
+                .filter_map(|(k, t)| {
+                    let (m, p) = k.split_once(' ')?;
+                    Some(RouteThrottle {
+                        method: m.to_owned(),
+                        resource_path: p.to_owned(),
+                        throttle: throttle(*t),
+                    })
+                })
+                .collect();
+            specs.push(KeyPlanSpec {
+                key_id: key.id.clone(),
+                plan_id: plan.id.clone(),
+                throttle: plan.throttle.map(throttle),
+                route_throttles,
+                quota: plan.quota.map(|q| QuotaSpec {
+                    limit: q.limit,
+                    offset: q.offset,
+                    period: match q.period {
+                        crate::auth::QuotaPeriod::Day => LimitPeriod::Day,
+                        crate::auth::QuotaPeriod::Week => LimitPeriod::Week,
+                        crate::auth::QuotaPeriod::Month => LimitPeriod::Month,
+                    },
+                }),
+            });
+        }
+    }
+    let (limiters, report) = previous.reconcile(&specs, clock).map_err(|errs| {
+        anyhow::anyhow!(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    tracing::info!(
+        kept = report.kept,
+        reset = report.reset,
+        dropped = report.dropped,
+        "limiter state reconciled with keys"
+    );
+    Ok(limiters)
+}
+
+/// Picks the client address: the TCP peer, or with `trusted_hops` proxies in front, the address
+/// the outermost trusted proxy saw (the `trusted_hops`-th entry from the right of
+/// `X-Forwarded-For`). Entries left of it are client-supplied and never trusted.
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted_hops: usize) -> IpAddr {
+    if trusted_hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = forwarded_for
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return peer;
+    }
+    let idx = entries.len().saturating_sub(trusted_hops);
+    entries[idx].parse().unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_body_types_numbers() {
+        let path = vec![("user_id".to_owned(), "U:114521".to_owned())];
+        let query = vec![
+            ("k".to_owned(), "10".to_owned()),
+            ("t".to_owned(), "0.5".to_owned()),
+            ("s".to_owned(), "007".to_owned()),
+            ("x".to_owned(), "1 ".to_owned()),
+        ];
+        assert_eq!(
+            default_body(&path, &query).to_string(),
+            r#"{"user_id":"U:114521","k":10,"t":0.5,"s":"007","x":"1 "}"#
+        );
+    }
+
+    #[test]
+    fn forwarded_for_trusts_only_configured_hops() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &["1.2.3.4"], 0), peer);
+        assert_eq!(
+            client_ip(peer, &["6.6.6.6, 1.2.3.4"], 1),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &["6.6.6.6", "1.2.3.4, 10.0.0.9"], 2),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(peer, &[], 1), peer);
+        assert_eq!(client_ip(peer, &["garbage"], 1), peer);
+    }
+
+    #[test]
+    fn header_values_are_checked() {
+        assert!(check_header_value("X", Some("a=b;c=d"), 1024).is_ok());
+        assert!(check_header_value("X", Some("a\r\nInjected: 1"), 1024).is_err());
+        assert!(check_header_value("X", Some("é"), 1024).is_err());
+        assert!(check_header_value("X", Some(&"a".repeat(1025)), 1024).is_err());
+        assert!(check_header_value("X", None, 1024).is_ok());
+    }
+}

@@ -1,0 +1,248 @@
+//! The HTTP adapter: actix-web in, [`pipeline`](crate::pipeline) in the middle, actix-web out.
+//!
+//! Actix types stop here. This module enforces what must hold before routing (body and header size,
+//! client header timeout, keep-alive), assigns the request id and trace id, derives the client address
+//! from the trusted `X-Forwarded-For` hops, serves `/healthz` outside the stage namespace, and drains on
+//! shutdown: `/healthz` turns 503, the listener closes, in-flight requests finish within the grace.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::config::gateway::ServerConfig;
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::pipeline::{Gateway, GatewayRequest, GatewayResponse, client_ip};
+
+/// `x-amzn-RequestId`, on every response.
+pub const REQUEST_ID_HEADER: &str = "x-amzn-RequestId";
+/// `X-Amzn-Trace-Id`, propagated or generated.
+pub const TRACE_ID_HEADER: &str = "X-Amzn-Trace-Id";
+/// Path of the load balancer health check.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// State shared by the workers.
+pub struct AppState {
+    /// The pipeline and its state.
+    pub gateway: Arc<Gateway>,
+    /// Set once shutdown starts: `/healthz` answers 503 from then on.
+    pub draining: AtomicBool,
+    settings: ServerConfig,
+}
+
+/// Builds the actix app; shared by `main` and tests so both run the same middleware and routes.
+pub fn create_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .service(web::resource(HEALTH_PATH).route(web::get().to(health)))
+        .default_service(web::to(proxy))
+}
+
+/// Starts serving on `listener` until `shutdown` resolves, then drains for `settings.drain_grace`.
+pub fn run(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Server> {
+    let settings = gateway.config.server.clone();
+    let state = web::Data::new(AppState {
+        gateway,
+        draining: AtomicBool::new(false),
+        settings: settings.clone(),
+    });
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || create_app(app_state.clone()))
+        .keep_alive(settings.keep_alive)
+        .client_request_timeout(settings.client_header_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .shutdown_timeout(settings.drain_grace.as_secs())
+        .disable_signals();
+    if let Some(n) = settings.workers {
+        server = server.workers(n);
+    }
+    let server = server.listen(listener)?.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown.await;
+        state.draining.store(true, Ordering::SeqCst);
+        tracing::info!(
+            grace_secs = settings.drain_grace.as_secs(),
+            "shutdown requested: draining in-flight requests"
+        );
+        handle.stop(true).await;
+    });
+    Ok(server)
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(Ordering::SeqCst) {
+        HttpResponse::ServiceUnavailable()
+            .content_type("application/json")
+            .body(r#"{"status":"draining"}"#)
+    } else {
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r#"{"status":"ok"}"#)
+    }
+}
+
+async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let settings = &state.settings;
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let forwarded: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "x-forwarded-for")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let peer = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let source_ip = client_ip(peer, &forwarded, settings.trusted_proxy_hops);
+    let trace_id = headers
+        .iter()
+        .find(|(n, _)| n == "x-amzn-trace-id")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| valid_trace_id(v))
+        .map_or_else(new_trace_id, str::to_owned);
+    let mut ctx = RequestContext::new(
+        uuid::Uuid::new_v4().to_string(),
+        trace_id,
+        source_ip,
+        req.method().as_str(),
+        req.path(),
+    );
+    ctx.user_agent = headers
+        .iter()
+        .find(|(n, _)| n == "user-agent")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+
+    // Limits that hold before routing, as in API Gateway: header size, then body size.
+    let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let early = if header_bytes > settings.max_header_bytes {
+        Some(GatewayError::HeadersTooLarge)
+    } else {
+        None
+    };
+    let body = match early {
+        Some(e) => Err(e),
+        None => read_body(&req, payload, settings.max_body_bytes).await,
+    };
+    let response = match body {
+        Ok(body) => {
+            let greq = GatewayRequest {
+                method: req.method().as_str().to_owned(),
+                path: req.path().to_owned(),
+                query: req.query_string().to_owned(),
+                headers,
+                body,
+            };
+            state.gateway.handle(&greq, &mut ctx).await
+        }
+        Err(e) => error_response(e, &mut ctx),
+    };
+    ctx.log_access(response.status, response.body.len());
+    write(response, &ctx)
+}
+
+fn error_response(err: GatewayError, ctx: &mut RequestContext) -> GatewayResponse {
+    let r = err.default_response();
+    ctx.error_type = r.response_type.map(crate::error::ResponseType::name);
+    ctx.error_cause = Some(err.to_string());
+    let mut headers = vec![("content-type", r.content_type.to_owned())];
+    if let Some(t) = r.error_type {
+        headers.push(("x-amzn-errortype", t.to_owned()));
+    }
+    GatewayResponse {
+        status: r.status,
+        headers,
+        body: r.body,
+    }
+}
+
+/// Reads the whole body, refusing as soon as it exceeds `limit` (a declared Content-Length over the
+/// limit is refused without reading anything).
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::RequestTooLarge);
+    }
+    let mut body = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| GatewayError::InvalidRequest(format!("body could not be read: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(GatewayError::RequestTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn write(resp: GatewayResponse, ctx: &RequestContext) -> HttpResponse {
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in resp.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            builder.insert_header((n, v));
+        }
+    }
+    builder.insert_header((REQUEST_ID_HEADER, ctx.request_id.as_str()));
+    if let Ok(v) = HeaderValue::try_from(ctx.trace_id.as_str()) {
+        builder.insert_header((TRACE_ID_HEADER, v));
+    }
+    builder.body(resp.body)
+}
+
+fn valid_trace_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+/// A new X-Ray root: `Root=1-<8 hex epoch seconds>-<24 hex random>`.
+fn new_trace_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{secs:08x}-{}", &random[..24])
+}

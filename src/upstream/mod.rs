@@ -1,0 +1,147 @@
+//! The `invoke` stage: one SageMaker `InvokeEndpoint` call through the official SDK.
+//!
+//! Input: an [`Invocation`] (endpoint, body, content type, identifier headers, timeout). Output: an
+//! [`InvocationOutput`] or a [`GatewayError`] already classified the way API Gateway reports it.
+//! This is the only stage that does I/O.
+//!
+//! Layout, shaped like a vector sink: [`client`] builds the SDK client once from the default AWS chain
+//! (config, credentials, region, endpoint override); [`classify`] maps every SDK outcome onto the
+//! error table. Retries are the SDK's standard classifier (throttling and transient 5xx/IO errors,
+//! never a model's 4xx), bounded by `sagemaker.max_attempts`, and the whole call including retries is
+//! bounded by the route's timeout.
+//!
+//! Security: requests are SigV4-signed by the SDK with credentials from the chain; credentials and
+//! upstream bodies of non-model errors are never logged verbatim at info level or returned to clients.
+
+pub mod classify;
+pub mod client;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sagemakerruntime::Client;
+use aws_sdk_sagemakerruntime::operation::RequestId;
+use aws_sdk_sagemakerruntime::primitives::Blob;
+use bytes::Bytes;
+
+use crate::error::GatewayError;
+
+/// One call to make.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// SageMaker endpoint name (stage variables already resolved).
+    pub endpoint_name: String,
+    /// Request body.
+    pub body: Bytes,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+    /// `Accept`.
+    pub accept: String,
+    /// `X-Amzn-SageMaker-Custom-Attributes`.
+    pub custom_attributes: Option<String>,
+    /// `X-Amzn-SageMaker-Inference-Id`.
+    pub inference_id: Option<String>,
+    /// `X-Amzn-SageMaker-Target-Variant`.
+    pub target_variant: Option<String>,
+    /// `X-Amzn-Trace-Id` passed on to SageMaker.
+    pub trace_id: String,
+    /// Bound on the whole call, retries included.
+    pub timeout: Duration,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct InvocationOutput {
+    /// Body as the model returned it.
+    pub body: Bytes,
+    /// The model's `Content-Type`.
+    pub content_type: Option<String>,
+    /// `x-Amzn-Invoked-Production-Variant`.
+    pub invoked_variant: Option<String>,
+    /// `X-Amzn-SageMaker-Custom-Attributes` set by the model.
+    pub custom_attributes: Option<String>,
+    /// SageMaker's request id (`$context.awsEndpointRequestId`).
+    pub aws_request_id: Option<String>,
+}
+
+/// The SageMaker Runtime integration.
+#[derive(Debug, Clone)]
+pub struct SageMaker {
+    client: Client,
+}
+
+/// What an invocation did, for the access log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InvokeStats {
+    /// Wall time of the call, retries included.
+    pub latency: Duration,
+    /// Upstream HTTP status when one was received.
+    pub status: Option<u16>,
+}
+
+impl SageMaker {
+    /// Wraps a client built by [`client::build`].
+    pub fn new(client: Client) -> Self {
+        SageMaker { client }
+    }
+
+    /// Calls `InvokeEndpoint`, bounded by `inv.timeout`.
+    pub async fn invoke(
+        &self,
+        inv: Invocation,
+    ) -> (Result<InvocationOutput, GatewayError>, InvokeStats) {
+        let started = Instant::now();
+        let trace_id = inv.trace_id;
+        let call = self
+            .client
+            .invoke_endpoint()
+            .endpoint_name(inv.endpoint_name)
+            .content_type(inv.content_type)
+            .accept(inv.accept)
+            .set_custom_attributes(inv.custom_attributes)
+            .set_inference_id(inv.inference_id)
+            .set_target_variant(inv.target_variant)
+            .body(Blob::new(inv.body))
+            .customize()
+            .mutate_request(move |req| {
+                // Propagate the caller's trace so SageMaker's logs and X-Ray join the same trace.
+                let _ = req
+                    .headers_mut()
+                    .try_insert("x-amzn-trace-id", trace_id.clone());
+            })
+            .send();
+        let result = tokio::time::timeout(inv.timeout, call).await;
+        let latency = started.elapsed();
+        match result {
+            Err(_) => (
+                Err(GatewayError::IntegrationTimeout(inv.timeout)),
+                InvokeStats {
+                    latency,
+                    status: None,
+                },
+            ),
+            Ok(Ok(out)) => {
+                let output = InvocationOutput {
+                    aws_request_id: out.request_id().map(str::to_owned),
+                    content_type: out.content_type().map(str::to_owned),
+                    invoked_variant: out.invoked_production_variant().map(str::to_owned),
+                    custom_attributes: out.custom_attributes().map(str::to_owned),
+                    body: out
+                        .body
+                        .map(|b| Bytes::from(b.into_inner()))
+                        .unwrap_or_default(),
+                };
+                (
+                    Ok(output),
+                    InvokeStats {
+                        latency,
+                        status: Some(200),
+                    },
+                )
+            }
+            Ok(Err(err)) => {
+                let (error, status) = classify::classify(err, inv.timeout);
+                (Err(error), InvokeStats { latency, status })
+            }
+        }
+    }
+}
