@@ -1,0 +1,200 @@
+//! The command line: `check-config` (shipped config passes; every error of a broken config or
+//! keys file is printed as `file:line:col: path: message`), `keys new` (a key printed once whose
+//! `value_sha256` entry authenticates end to end), `healthcheck --url`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+use crate::kit::config::Plan;
+use crate::kit::{Gateway, KeysYaml, Upstream, closed_port, sagegate_bin, shipped_config_dir};
+
+fn sagegate(args: &[&str]) -> Output {
+    Command::new(sagegate_bin())
+        .args(args)
+        .env_clear()
+        .output()
+        .unwrap()
+}
+
+fn check_config(config: &Path, keys: &Path) -> Output {
+    sagegate(&[
+        "check-config",
+        "--config",
+        config.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let dir = shipped_config_dir();
+    let out = check_config(&dir.join("gateway.yaml"), &dir.join("keys.yaml"));
+    assert!(out.status.success(), "{out:?}");
+}
+
+const BROKEN_GATEWAY: &str = r#"server:
+  keep_alive_secs: 0
+stages:
+  prod:
+    throttle: { rate_limit: 0, burst_limit: 1 }
+routes:
+  - method: GET
+    path: /a
+    integration: { endpoint_name: "${stageVariables.nope}", timeout_ms: 70000 }
+"#;
+
+const BROKEN_KEYS: &str = "usage_plans:
+  - id: standard
+    stages: [temp, staging]
+    throttle: { rate_limit: 0, burst_limit: 5 }
+keys:
+  - id: a
+    usage_plans: [standard]
+    value: too-short-key
+";
+
+fn gateway_errors(file: &str) -> Vec<String> {
+    vec![
+        format!("{file}:2:20: server.keep_alive_secs: must be > 0"),
+        format!("{file}:5:29: stages.prod.throttle.rate_limit: must be > 0"),
+        format!(
+            "{file}:9:35: routes[0].integration.endpoint_name: stage `prod` has no variable `nope`"
+        ),
+        format!("{file}:9:73: routes[0].integration.timeout_ms: must be between 50 and 60000"),
+    ]
+}
+
+fn keys_errors(file: &str) -> Vec<String> {
+    vec![
+        format!(
+            "{file}:3:20: usage_plans[0].stages[1]: unknown stage `staging` (gateway config stages: prod, temp)"
+        ),
+        format!(
+            "{file}:4:29: usage_plans[0].throttle.rate_limit: must be a number > 0 (requests per second)"
+        ),
+        format!("{file}:8:12: keys[0].value: must be at least 20 characters (has 13)"),
+    ]
+}
+
+/// Asserts the output lists exactly `expected`, one per line.
+fn assert_lists(out: &Output, expected: &[String]) {
+    assert!(!out.status.success(), "check-config must fail: {out:?}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    for e in expected {
+        assert!(lines.contains(&e.as_str()), "missing `{e}` in:\n{text}");
+    }
+    assert_eq!(lines.len(), expected.len(), "unexpected lines in:\n{text}");
+}
+
+#[test]
+fn check_config_prints_every_error_of_a_broken_gateway_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, BROKEN_GATEWAY).unwrap();
+    let keys = shipped_config_dir().join("keys.yaml");
+    let out = check_config(&config, &keys);
+    assert_lists(&out, &gateway_errors(config.to_str().unwrap()));
+}
+
+#[test]
+fn check_config_prints_every_error_of_a_broken_keys_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    std::fs::write(&keys, BROKEN_KEYS).unwrap();
+    let config = shipped_config_dir().join("gateway.yaml");
+    let out = check_config(&config, &keys);
+    assert_lists(&out, &keys_errors(keys.to_str().unwrap()));
+}
+
+#[test]
+fn check_config_prints_the_errors_of_both_files_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    let keys = dir.path().join("keys.yaml");
+    std::fs::write(&config, BROKEN_GATEWAY).unwrap();
+    std::fs::write(&keys, BROKEN_KEYS).unwrap();
+    let out = check_config(&config, &keys);
+    // The keys file is checked against the stages of gateway.yaml; with that file broken, at
+    // least the keys file's own errors (those not about stages) must still be reported.
+    let mut expected = gateway_errors(config.to_str().unwrap());
+    expected.extend(keys_errors(keys.to_str().unwrap()).into_iter().skip(1));
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    for e in &expected {
+        assert!(text.contains(e.as_str()), "missing `{e}` in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_new_prints_a_key_once_and_an_entry_that_authenticates() {
+    let out = sagegate(&["keys", "new", "--id", "fresh", "--plan", "standard"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() >= 20 && l.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| panic!("no key value in:\n{text}"))
+        .to_owned();
+    assert_eq!(
+        text.matches(&value).count(),
+        1,
+        "the key is printed once:\n{text}"
+    );
+    let entry_start = text
+        .find("  - id:")
+        .unwrap_or_else(|| panic!("no entry in:\n{text}"));
+    let entry = &text[entry_start..];
+    let hash = hex::encode(Sha256::digest(value.as_bytes()));
+    assert!(
+        entry.contains(&format!("value_sha256: \"{hash}\"")),
+        "{entry}"
+    );
+    assert!(!entry.contains(&value), "the entry holds only the hash");
+
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .keys(
+            KeysYaml::new()
+                .plan(Plan::new("standard", &["temp", "prod"]))
+                .raw_key_entries(entry),
+        )
+        .upstream(&upstream)
+        .start()
+        .await;
+    let reply = gateway.recommend("temp", "U:114521", Some(&value)).await;
+    reply.assert_ok();
+    let line = gateway.access_entry(&reply.request_id()).await;
+    assert_eq!(line["identity.apiKeyId"], "fresh");
+    gateway
+        .recommend("temp", "U:114521", Some(&value[1..]))
+        .await
+        .assert_forbidden();
+
+    // A second run prints a different key.
+    let again =
+        String::from_utf8(sagegate(&["keys", "new", "--id", "fresh", "--plan", "standard"]).stdout)
+            .unwrap();
+    assert!(!again.contains(&value));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_zero_when_healthy_and_one_when_not() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    let url = gateway.url("/healthz");
+    let ok = tokio::task::spawn_blocking(move || sagegate(&["healthcheck", "--url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let closed = format!("http://127.0.0.1:{}/healthz", closed_port());
+    let down = tokio::task::spawn_blocking(move || sagegate(&["healthcheck", "--url", &closed]))
+        .await
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+}

@@ -1,0 +1,58 @@
+//! Drain on SIGTERM: `/healthz` stops answering 200, new connections are refused, the request in
+//! flight still completes with 200, and the process exits 0 within the grace.
+
+use std::time::Duration;
+
+use crate::kit::config::KEY_A;
+use crate::kit::{Gateway, GatewayYaml, SageMakerReply, Upstream, WAIT, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let upstream = Upstream::replying(SageMakerReply::ok_default().held()).await;
+    let mut gateway = Gateway::builder()
+        .config(GatewayYaml::standard().drain_grace_secs(5))
+        .upstream(&upstream)
+        .start()
+        .await;
+    let in_flight = {
+        let req = gateway
+            .get("/temp/recommended-movies/U:114521?k=10&inference_type=deterministic")
+            .key(KEY_A);
+        tokio::spawn(req.send())
+    };
+    eventually("the request to reach the upstream", WAIT, || {
+        let n = upstream.count();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+
+    gateway.signal("TERM");
+    eventually("/healthz to stop answering 200", WAIT, || async {
+        gateway
+            .health()
+            .await
+            .is_none_or(|s| s == 503)
+            .then_some(())
+    })
+    .await;
+    let addr = gateway.addr();
+    eventually("new connections to be refused", WAIT, || async move {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gateway.exited().is_none(),
+        "exited with a request in flight"
+    );
+
+    upstream.release();
+    let reply = tokio::time::timeout(WAIT, in_flight)
+        .await
+        .expect("in-flight request completed")
+        .unwrap();
+    reply.assert_ok();
+    let status = gateway.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(0), "stdout:\n{}", gateway.stdout());
+}

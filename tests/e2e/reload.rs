@@ -1,0 +1,118 @@
+//! Keys reload without a restart: a new file (written, then renamed over the old one) takes
+//! effect; a broken file is reported in the log and the old keys stay in force; fixing it works;
+//! SIGHUP reloads too and does not stop the process.
+
+use crate::kit::config::{KEY_A, Key, Plan};
+use crate::kit::{Gateway, KeysYaml, Upstream, WAIT, eventually};
+
+const KEY_NEW: &str = "e2e-key-new-partner-0123456789";
+
+fn keys(with_new: bool) -> KeysYaml {
+    let keys = KeysYaml::new()
+        .plan(Plan::new("standard", &["temp", "prod"]).throttle(1000.0, 2000))
+        .key(Key::new("partner-a", KEY_A, &["standard"]));
+    if with_new {
+        keys.key(Key::new("partner-new", KEY_NEW, &["standard"]))
+    } else {
+        keys
+    }
+}
+
+async fn status(gateway: &Gateway, key: &str) -> u16 {
+    gateway
+        .recommend("temp", "U:114521", Some(key))
+        .await
+        .status
+}
+
+/// Polls (bounded, gently: each refused attempt counts against the failed-key limiter) until
+/// `key` gets `want`.
+async fn until_key_gets(gateway: &Gateway, key: &str, want: u16) {
+    eventually(&format!("key to get {want}"), WAIT, || async {
+        let got = status(gateway, key).await;
+        if got != want {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        (got == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_keys_file_is_reloaded_and_a_broken_one_is_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .keys(keys(false))
+        .upstream(&upstream)
+        .start()
+        .await;
+    assert_eq!(status(&gateway, KEY_NEW).await, 403);
+
+    // A new key appears.
+    gateway.replace_keys(&keys(true).render());
+    until_key_gets(&gateway, KEY_NEW, 200).await;
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+
+    // Bad YAML: reported, old keys stay.
+    let broken = "usage_plans:\n  - id: standard\n    stages: [temp, prod\nkeys: []\n";
+    gateway.replace_keys(broken);
+    gateway.wait_for_log("invalid YAML").await;
+    let path = gateway.keys_path().display().to_string();
+    assert!(
+        gateway.log_lines().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("{path}:4:")))),
+        "the log names the file and line:\n{}",
+        gateway.stdout()
+    );
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+    assert_eq!(status(&gateway, KEY_NEW).await, 200);
+
+    // An invalid rate: reported with its position, old keys stay, the removed key still works.
+    let invalid = keys(false)
+        .render()
+        .replace("rate_limit: 1000", "rate_limit: 0");
+    gateway.replace_keys(&invalid);
+    gateway
+        .wait_for_log("usage_plans[0].throttle.rate_limit: must be a number > 0")
+        .await;
+    assert!(
+        gateway.stdout().contains(&format!("{path}:4:")),
+        "{}",
+        gateway.stdout()
+    );
+    assert_eq!(status(&gateway, KEY_NEW).await, 200);
+
+    // Fixed: the file without the new key takes effect.
+    gateway.replace_keys(&keys(false).render());
+    until_key_gets(&gateway, KEY_NEW, 403).await;
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+    let output = gateway.stdout() + &gateway.stderr();
+    assert!(
+        !output.contains(KEY_A) && !output.contains(KEY_NEW),
+        "a key value was logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_keys_and_keeps_serving() {
+    let upstream = Upstream::start().await;
+    let mut gateway = Gateway::builder()
+        .keys(keys(false))
+        .upstream(&upstream)
+        .start()
+        .await;
+    gateway.signal("HUP");
+    gateway.wait_for_log("SIGHUP: reloading keys").await;
+    assert!(
+        gateway.exited().is_none(),
+        "SIGHUP must not stop the gateway"
+    );
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+
+    // Write the file in place (no rename) and signal: the new key works.
+    std::fs::write(gateway.keys_path(), keys(true).render()).unwrap();
+    gateway.signal("HUP");
+    until_key_gets(&gateway, KEY_NEW, 200).await;
+    assert!(gateway.exited().is_none());
+}
