@@ -10,6 +10,7 @@
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas.
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`upstream`]: the SageMaker `InvokeEndpoint` call through the AWS SDK (feature `aws`).
+//! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.
 //! - [`context`]: the per-request context and its access-log line.
@@ -22,6 +23,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod healthcheck;
+#[cfg(feature = "aws")]
+pub mod integration;
 pub mod limits;
 pub mod mapping;
 #[cfg(feature = "aws")]

@@ -23,13 +23,15 @@ use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::integration::{self, MappingInput};
 use crate::limits::{
     Admission, AdmitRequest, FailedAttemptLimiter, KeyLimiters, KeyPlanSpec, LimitClock,
     LimitStore, Limiter, QuotaPeriod as LimitPeriod, QuotaSpec, RouteThrottle, StageLimiter,
     ThrottleSpec,
 };
+use crate::mapping;
 use crate::route::{self, RouteError};
-use crate::upstream::{Invocation, InvocationOutput, SageMaker};
+use crate::upstream::{Invocation, SageMaker};
 
 /// Header carrying the API key (matched case-insensitively, as all header names).
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -74,7 +76,7 @@ pub struct GatewayResponse {
     /// Status code.
     pub status: u16,
     /// Headers (the adapter adds `x-amzn-RequestId` and `X-Amzn-Trace-Id`).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Bytes,
 }
@@ -151,61 +153,68 @@ impl Gateway {
 
     /// Runs the pipeline for one request.
     pub async fn handle(&self, req: &GatewayRequest, ctx: &mut RequestContext) -> GatewayResponse {
-        match self.run(req, ctx).await {
+        let mut input = None;
+        match self.run(req, ctx, &mut input).await {
             Ok(resp) => resp,
             Err(err) => {
-                let r = err.default_response();
-                ctx.error_type = r.response_type.map(crate::error::ResponseType::name);
+                ctx.error_type = err
+                    .default_response()
+                    .response_type
+                    .map(crate::error::ResponseType::name);
                 ctx.error_cause = Some(err.to_string());
-                let mut headers = vec![("content-type", r.content_type.to_owned())];
-                if let Some(t) = r.error_type {
-                    headers.push(("x-amzn-errortype", t.to_owned()));
-                }
-                if let Some(s) = r.retry_after {
-                    headers.push(("retry-after", s.to_string()));
-                }
-                GatewayResponse {
-                    status: r.status,
-                    headers,
-                    body: r.body,
-                }
+                integration::gateway_response(
+                    &err,
+                    &self.config.gateway_responses,
+                    input.as_ref(),
+                    ctx,
+                )
             }
         }
     }
 
-    async fn run(
-        &self,
-        req: &GatewayRequest,
+    async fn run<'a>(
+        &'a self,
+        req: &'a GatewayRequest,
         ctx: &mut RequestContext,
+        input: &mut Option<MappingInput<'a>>,
     ) -> Result<GatewayResponse, GatewayError> {
         let decode = self.config.server.decode_parameters;
         // route
-        let (stage, route, matched) = self.route(req, ctx)?;
+        let (stage, route, path_params) = self.route(req, ctx)?;
+        let query = route::decode_query(&req.query, decode)
+            .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+        let input = input.insert(mapping_input(stage, req, path_params, query));
         // authenticate
         let keys = self.keys.load();
         let caller = self.authenticate(&keys.keys, req, stage, route, ctx)?;
         // admit
         self.admit(&keys, caller.as_ref(), stage, route).await?;
         // validate
-        let query = route::decode_query(&req.query, decode)
-            .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
-        validate(route, req, &query)?;
+        validate(route, req, &input.params.querystring)?;
         // render request
-        let params = Params {
-            path: &matched,
-            query: &query,
-            req,
-        };
-        let invocation = self.render_request(stage, route, &params, ctx)?;
+        let invocation = self.render_request(stage, route, input, ctx)?;
         // invoke
         let (result, stats) = self.upstream.invoke(invocation).await;
         ctx.integration_latency = Some(stats.latency);
         ctx.integration_status = stats.status;
-        let output = result?;
-        ctx.aws_endpoint_request_id
-            .clone_from(&output.aws_request_id);
-        // respond
-        Ok(respond(output))
+        // select integration response + render response
+        match result {
+            Ok(reply) => {
+                ctx.aws_endpoint_request_id = reply.header("x-amzn-requestid").map(str::to_owned);
+                integration::respond(route, &reply, input, ctx)
+            }
+            Err(failure) => match failure
+                .reply
+                .as_ref()
+                .and_then(|r| integration::respond_failure(route, r, input, ctx))
+            {
+                Some(mapped) => {
+                    ctx.error_cause = Some(failure.error.to_string());
+                    mapped
+                }
+                None => Err(failure.error),
+            },
+        }
     }
 
     fn route<'a>(
@@ -304,7 +313,7 @@ impl Gateway {
         &self,
         stage: &Stage,
         route: &Route,
-        params: &Params<'_>,
+        input: &MappingInput<'_>,
         ctx: &RequestContext,
     ) -> Result<Invocation, GatewayError> {
         let integration = &route.integration;
@@ -315,11 +324,58 @@ impl Gateway {
             .ok_or_else(|| {
                 GatewayError::ApiConfiguration(format!("no endpoint for stage {}", stage.name))
             })?;
-        let body = Bytes::from(default_body(params.path, params.query).to_string());
-        let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| params.value(s, stage, ctx));
-        let custom_attributes = source(&integration.custom_attributes);
-        let inference_id = source(&integration.inference_id);
-        let target_variant = source(&integration.target_variant);
+        let payload = integration::render_request(
+            route,
+            input,
+            ctx,
+            &self.config.binary_media_types,
+            || default_body(&input.params.path, &input.params.querystring),
+        )?;
+        let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| input.value(s, ctx));
+        let mut headers = [
+            ("content-type".to_owned(), Some(payload.content_type)),
+            ("accept".to_owned(), Some(integration.accept.clone())),
+            (
+                "x-amzn-sagemaker-custom-attributes".to_owned(),
+                source(&integration.custom_attributes),
+            ),
+            (
+                "x-amzn-sagemaker-inference-id".to_owned(),
+                source(&integration.inference_id),
+            ),
+            (
+                "x-amzn-sagemaker-target-variant".to_owned(),
+                source(&integration.target_variant),
+            ),
+        ];
+        // Explicit `request_parameters` mappings, then the template's `requestOverride.header`, win.
+        let mapped = integration
+            .request_headers
+            .iter()
+            .map(|(h, s)| (h.clone(), input.value(s, ctx)));
+        let overridden = payload
+            .overrides
+            .request_headers
+            .into_iter()
+            .map(|(h, v)| (h.to_ascii_lowercase(), Some(v)));
+        for (name, value) in mapped.chain(overridden) {
+            if let Some(slot) = headers.iter_mut().find(|(h, _)| *h == name) {
+                slot.1 = value;
+            }
+        }
+        let mut take = |name: &str| {
+            headers
+                .iter_mut()
+                .find(|(h, _)| h == name)
+                .and_then(|(_, v)| v.take())
+        };
+        let content_type = take("content-type").unwrap_or_else(|| integration.content_type.clone());
+        let accept = take("accept").unwrap_or_else(|| integration.accept.clone());
+        let custom_attributes = take("x-amzn-sagemaker-custom-attributes");
+        let inference_id = take("x-amzn-sagemaker-inference-id");
+        let target_variant = take("x-amzn-sagemaker-target-variant");
+        check_header_value("Content-Type", Some(&content_type), 1024)?;
+        check_header_value("Accept", Some(&accept), 1024)?;
         check_header_value(
             "X-Amzn-SageMaker-Custom-Attributes",
             custom_attributes.as_deref(),
@@ -333,9 +389,9 @@ impl Gateway {
         )?;
         Ok(Invocation {
             endpoint_name,
-            body,
-            content_type: integration.content_type.clone(),
-            accept: integration.accept.clone(),
+            body: payload.body,
+            content_type,
+            accept,
             custom_attributes,
             inference_id,
             target_variant,
@@ -359,46 +415,18 @@ pub fn spawn_housekeeping(gateway: Arc<Gateway>) {
 /// The route stage's output: the stage, the route and its path parameters.
 type Routed<'a> = (&'a Stage, &'a Route, Vec<(String, String)>);
 
-/// Request values a mapping expression can read.
-struct Params<'a> {
-    path: &'a [(String, String)],
-    query: &'a [(String, String)],
+fn mapping_input<'a>(
+    stage: &'a Stage,
     req: &'a GatewayRequest,
-}
-
-impl Params<'_> {
-    fn value(&self, source: &ParamSource, stage: &Stage, ctx: &RequestContext) -> Option<String> {
-        match source {
-            ParamSource::Literal(v) => Some(v.clone()),
-            ParamSource::StageVariable(n) => stage.variables.get(n).cloned(),
-            ParamSource::Header(n) => self.req.header(&n.to_ascii_lowercase()).map(str::to_owned),
-            ParamSource::Query(n) => route::last_value(self.query, n).map(str::to_owned),
-            ParamSource::Path(n) => self
-                .path
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.clone()),
-            ParamSource::Context(n) => context_value(n, stage, ctx),
-        }
-    }
-}
-
-/// `$context.<name>` values available to parameter mappings.
-fn context_value(name: &str, stage: &Stage, ctx: &RequestContext) -> Option<String> {
-    Some(match name {
-        "requestId" | "extendedRequestId" => ctx.request_id.clone(),
-        "stage" => stage.name.clone(),
-        "resourcePath" => ctx.resource_path.clone()?,
-        "httpMethod" => ctx.http_method.clone(),
-        "path" => ctx.path.clone(),
-        "identity.sourceIp" => ctx.source_ip.to_string(),
-        "identity.apiKeyId" => ctx.api_key_id.clone()?,
-        "identity.userAgent" => ctx.user_agent.clone(),
-        "requestTime" => ctx.request_time_clf(),
-        "requestTimeEpoch" => ctx.request_time.timestamp_millis().to_string(),
-        "xrayTraceId" => ctx.trace_id.clone(),
-        _ => return None,
-    })
+    path: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+) -> MappingInput<'a> {
+    let params = mapping::Params {
+        path,
+        querystring: query,
+        header: req.headers.clone(),
+    };
+    MappingInput { params, stage, req }
 }
 
 /// SageMaker's header rule: visible US-ASCII, within the length limit. A value copied from a client
@@ -466,17 +494,6 @@ fn json_scalar(v: &str) -> Value {
         return Value::Number(n);
     }
     Value::String(v.to_owned())
-}
-
-fn respond(out: InvocationOutput) -> GatewayResponse {
-    let content_type = out
-        .content_type
-        .unwrap_or_else(|| "application/json".to_owned());
-    GatewayResponse {
-        status: 200,
-        headers: vec![("content-type", content_type)],
-        body: out.body,
-    }
 }
 
 fn throttle(t: crate::auth::Throttle) -> ThrottleSpec {

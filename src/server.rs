@@ -181,15 +181,7 @@ fn error_response(err: GatewayError, ctx: &mut RequestContext) -> GatewayRespons
     let r = err.default_response();
     ctx.error_type = r.response_type.map(crate::error::ResponseType::name);
     ctx.error_cause = Some(err.to_string());
-    let mut headers = vec![("content-type", r.content_type.to_owned())];
-    if let Some(t) = r.error_type {
-        headers.push(("x-amzn-errortype", t.to_owned()));
-    }
-    GatewayResponse {
-        status: r.status,
-        headers,
-        body: r.body,
-    }
+    crate::integration::default_gateway_response(&r)
 }
 
 /// Reads the whole body, refusing as soon as it exceeds `limit` (a declared Content-Length over the

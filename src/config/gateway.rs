@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::diag::{Diagnostic, Diagnostics};
 use super::param::ParamSource;
+use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
 use super::yaml::Doc;
 use crate::limits::ThrottleSpec;
 use crate::route::{RouteSpec, RouteTable};
@@ -138,6 +139,19 @@ struct RawIntegration {
     inference_id: Option<String>,
     /// Source of `X-Amzn-SageMaker-Target-Variant` (default none).
     target_variant: Option<String>,
+    /// Request templates by Content-Type (VTL, API Gateway's dialect). Without any, the body is the
+    /// default JSON object of path and query parameters (GET) or the request body as is.
+    #[serde(default)]
+    request_templates: Map<String, Value>,
+    /// WHEN_NO_MATCH (default), WHEN_NO_TEMPLATES or NEVER.
+    #[serde(default)]
+    passthrough_behavior: Passthrough,
+    /// `integration.request.header.NAME: source`, for the SageMaker headers (overrides the shortcuts above).
+    #[serde(default)]
+    request_parameters: Map<String, Value>,
+    /// Integration responses (compiled from the document, see `templates::integration_responses`).
+    #[serde(default, rename = "responses")]
+    _responses: Option<Value>,
 }
 
 fn default_request_id_source() -> Option<String> {
@@ -162,6 +176,10 @@ pub struct GatewayConfig {
     pub routes: Vec<Route>,
     /// The route table over `routes` (values are indexes into `routes`).
     pub table: RouteTable<usize>,
+    /// Content types passed through untouched, never templated (API Gateway's binary media types).
+    pub binary_media_types: Vec<String>,
+    /// Gateway response overrides.
+    pub gateway_responses: GatewayResponses,
 }
 
 /// See `server:` in the file for each field's meaning and default.
@@ -263,6 +281,14 @@ pub struct Integration {
     pub inference_id: Option<ParamSource>,
     /// `X-Amzn-SageMaker-Target-Variant` source.
     pub target_variant: Option<ParamSource>,
+    /// `integration.request.header.*` mappings (lower-case header name, source).
+    pub request_headers: Vec<(String, ParamSource)>,
+    /// Request templates by Content-Type.
+    pub request_templates: TemplateSet,
+    /// What happens when no request template matches.
+    pub passthrough: Passthrough,
+    /// Integration responses; empty = DESIGN §1's defaults.
+    pub responses: Vec<IntegrationResponse>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,6 +360,14 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
             None
         }
     };
+    let binary_media_types = match doc.get("binary_media_types") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => doc
+            .deserialize::<Vec<String>>("binary_media_types")
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default(),
+    };
+    let gateway_responses = templates::gateway_responses(doc, errors);
     Some(GatewayConfig {
         file: doc.file.clone(),
         server: server?,
@@ -341,6 +375,11 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
         stages,
         routes,
         table: table?,
+        binary_media_types: binary_media_types
+            .iter()
+            .map(|m| m.to_ascii_lowercase())
+            .collect(),
+        gateway_responses,
     })
 }
 
@@ -657,7 +696,24 @@ fn compile_integration(
     let custom_attributes = source("custom_attributes", raw.custom_attributes);
     let inference_id = source("inference_id", raw.inference_id);
     let target_variant = source("target_variant", raw.target_variant);
+    let request_headers = templates::request_parameters(
+        doc,
+        &format!("{path}.request_parameters"),
+        &raw.request_parameters,
+        errors,
+    );
+    let request_templates = templates::templates(
+        doc,
+        &format!("{path}.request_templates"),
+        &raw.request_templates,
+        errors,
+    );
+    let responses = templates::integration_responses(doc, &format!("{path}.responses"), errors);
     Integration {
+        request_headers,
+        request_templates,
+        passthrough: raw.passthrough_behavior,
+        responses,
         endpoint_by_stage,
         content_type: raw
             .content_type

@@ -2,6 +2,7 @@
 pub mod diag;
 pub mod gateway;
 pub mod param;
+pub mod templates;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};

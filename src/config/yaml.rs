@@ -24,6 +24,7 @@ pub struct Doc {
     /// The document as JSON (an empty document is `null`).
     pub value: Value,
     spans: HashMap<String, (usize, usize)>,
+    lines: Vec<String>,
 }
 
 impl Doc {
@@ -60,6 +61,7 @@ impl Doc {
             file: file.to_owned(),
             value: builder.root.unwrap_or(Value::Null),
             spans: builder.spans,
+            lines: text.lines().map(str::to_owned).collect(),
         })
     }
 
@@ -74,6 +76,54 @@ impl Doc {
                 Some(i) => p = &p[..i],
                 None => return self.spans.get("").copied().unwrap_or((1, 1)),
             }
+        }
+    }
+
+    /// A diagnostic for a position inside the string scalar at `path` (`line`/`col` 1-based within the
+    /// string), e.g. a template syntax error, mapped back to the file.
+    pub fn error_in_scalar(
+        &self,
+        path: &str,
+        line: usize,
+        col: usize,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let (vline, vcol) = self.locate(path);
+        let text = self
+            .lines
+            .get(vline.saturating_sub(1))
+            .map_or("", String::as_str);
+        let start = text
+            .char_indices()
+            .nth(vcol.saturating_sub(1))
+            .map_or("", |(i, _)| &text[i..]);
+        let previous = self
+            .lines
+            .get(vline.saturating_sub(2))
+            .map_or("", |t| t.trim_end());
+        let block = previous
+            .trim_end_matches(['-', '+', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+            .ends_with(['|', '>']);
+        let (line, col) = if block && !start.starts_with(['"', '\'']) {
+            // Block scalar: positioned at its first content line; every line shares the indentation.
+            let l = vline + line - 1;
+            let indent = self
+                .lines
+                .get(l - 1)
+                .map_or(0, |t| t.len() - t.trim_start().len());
+            (l, indent + col)
+        } else if line == 1 {
+            let quote = usize::from(start.starts_with(['"', '\'']));
+            (vline, vcol + quote + col - 1)
+        } else {
+            (vline + line - 1, col)
+        };
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            col,
+            path: path.to_owned(),
+            message: message.into(),
         }
     }
 
@@ -383,6 +433,16 @@ mod tests {
         assert_eq!(doc.locate("a.b"), (2, 6));
         assert_eq!(doc.locate("a.c[1]"), (3, 10));
         assert_eq!(doc.locate("a.zzz"), doc.locate("a"));
+    }
+
+    #[test]
+    fn positions_inside_scalars() {
+        let text = "t: |\n  line one\n  bad $x\nq: 'ab $y'\n";
+        let doc = Doc::parse("f", text, &no_env).unwrap();
+        let d = doc.error_in_scalar("t", 2, 5, "here");
+        assert_eq!((d.line, d.col), (3, 7));
+        let d = doc.error_in_scalar("q", 1, 4, "here");
+        assert_eq!((d.line, d.col), (4, 8));
     }
 
     #[test]

@@ -17,20 +17,24 @@ use aws_sdk_sagemakerruntime::error::{DisplayErrorContext, ProvideErrorMetadata,
 use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
 use bytes::Bytes;
 
+use super::{UpstreamFailure, UpstreamReply};
 use crate::error::GatewayError;
 
-/// Classifies `err`; also returns the upstream HTTP status when one was received.
+/// Classifies `err`, keeping SageMaker's answer (status, body, headers) when there was one.
 pub fn classify(
     err: SdkError<InvokeEndpointError, HttpResponse>,
     timeout: Duration,
-) -> (GatewayError, Option<u16>) {
+) -> UpstreamFailure {
     let detail = DisplayErrorContext(&err).to_string();
     match &err {
-        SdkError::TimeoutError(_) => (GatewayError::IntegrationTimeout(timeout), None),
+        SdkError::TimeoutError(_) => UpstreamFailure {
+            error: GatewayError::IntegrationTimeout(timeout),
+            reply: None,
+        },
         SdkError::ServiceError(service) => {
-            let status = raw_status(service.raw());
+            let reply = reply(service.raw());
             let e = service.err();
-            let gateway = match e {
+            let error = match e {
                 InvokeEndpointError::ModelError(m) => match m.original_status_code() {
                     Some(code @ 400..=499) => GatewayError::ModelError {
                         status: code as u16,
@@ -43,21 +47,41 @@ pub fn classify(
                 InvokeEndpointError::ModelNotReadyException(_) => {
                     GatewayError::UpstreamThrottled(detail)
                 }
-                _ if e.code() == Some("ThrottlingException") || status == Some(429) => {
+                _ if e.code() == Some("ThrottlingException") || reply.status == 429 => {
                     GatewayError::UpstreamThrottled(detail)
                 }
                 _ => GatewayError::IntegrationFailure(detail),
             };
-            (gateway, status)
+            UpstreamFailure {
+                error,
+                reply: Some(reply),
+            }
         }
-        SdkError::ResponseError(r) => (
-            GatewayError::IntegrationFailure(detail),
-            raw_status(r.raw()),
-        ),
-        _ => (GatewayError::IntegrationFailure(detail), None),
+        SdkError::ResponseError(r) => UpstreamFailure {
+            error: GatewayError::IntegrationFailure(detail),
+            reply: Some(reply(r.raw())),
+        },
+        _ => UpstreamFailure {
+            error: GatewayError::IntegrationFailure(detail),
+            reply: None,
+        },
     }
 }
 
-fn raw_status(raw: &HttpResponse) -> Option<u16> {
-    Some(raw.status().as_u16())
+fn reply(raw: &HttpResponse) -> UpstreamReply {
+    let headers = raw
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    let body = raw
+        .body()
+        .bytes()
+        .map(Bytes::copy_from_slice)
+        .unwrap_or_default();
+    UpstreamReply {
+        status: raw.status().as_u16(),
+        body,
+        headers,
+    }
 }

@@ -48,19 +48,36 @@ pub struct Invocation {
     pub timeout: Duration,
 }
 
-/// A successful answer.
+/// An HTTP answer from SageMaker: the model's output on success, SageMaker's error document otherwise.
 #[derive(Debug, Clone)]
-pub struct InvocationOutput {
-    /// Body as the model returned it.
+pub struct UpstreamReply {
+    /// SageMaker's status (200; 424 for a model error; 429; 5xx...).
+    pub status: u16,
+    /// Body as received.
     pub body: Bytes,
-    /// The model's `Content-Type`.
-    pub content_type: Option<String>,
-    /// `x-Amzn-Invoked-Production-Variant`.
-    pub invoked_variant: Option<String>,
-    /// `X-Amzn-SageMaker-Custom-Attributes` set by the model.
-    pub custom_attributes: Option<String>,
-    /// SageMaker's request id (`$context.awsEndpointRequestId`).
-    pub aws_request_id: Option<String>,
+    /// Response headers, names lower-cased (`content-type`, `x-amzn-invoked-production-variant`,
+    /// `x-amzn-sagemaker-custom-attributes`, `x-amzn-requestid`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl UpstreamReply {
+    /// The value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A failed call: the client-visible classification, and SageMaker's answer when there was one
+/// (integration responses can select on it).
+#[derive(Debug)]
+pub struct UpstreamFailure {
+    /// The outcome per DESIGN §1.
+    pub error: GatewayError,
+    /// SageMaker's HTTP answer, absent for timeouts and transport failures.
+    pub reply: Option<UpstreamReply>,
 }
 
 /// The SageMaker Runtime integration.
@@ -88,7 +105,7 @@ impl SageMaker {
     pub async fn invoke(
         &self,
         inv: Invocation,
-    ) -> (Result<InvocationOutput, GatewayError>, InvokeStats) {
+    ) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
         let started = Instant::now();
         let trace_id = inv.trace_id;
         let call = self
@@ -112,26 +129,46 @@ impl SageMaker {
         let result = tokio::time::timeout(inv.timeout, call).await;
         let latency = started.elapsed();
         match result {
-            Err(_) => (
-                Err(GatewayError::IntegrationTimeout(inv.timeout)),
-                InvokeStats {
-                    latency,
-                    status: None,
-                },
-            ),
-            Ok(Ok(out)) => {
-                let output = InvocationOutput {
-                    aws_request_id: out.request_id().map(str::to_owned),
-                    content_type: out.content_type().map(str::to_owned),
-                    invoked_variant: out.invoked_production_variant().map(str::to_owned),
-                    custom_attributes: out.custom_attributes().map(str::to_owned),
-                    body: out
-                        .body
-                        .map(|b| Bytes::from(b.into_inner()))
-                        .unwrap_or_default(),
+            Err(_) => {
+                let failure = UpstreamFailure {
+                    error: GatewayError::IntegrationTimeout(inv.timeout),
+                    reply: None,
                 };
                 (
-                    Ok(output),
+                    Err(failure),
+                    InvokeStats {
+                        latency,
+                        status: None,
+                    },
+                )
+            }
+            Ok(Ok(out)) => {
+                let mut headers = Vec::with_capacity(4);
+                let mut put = |name: &str, value: Option<&str>| {
+                    if let Some(v) = value {
+                        headers.push((name.to_owned(), v.to_owned()));
+                    }
+                };
+                put("content-type", out.content_type());
+                put(
+                    "x-amzn-invoked-production-variant",
+                    out.invoked_production_variant(),
+                );
+                put(
+                    "x-amzn-sagemaker-custom-attributes",
+                    out.custom_attributes(),
+                );
+                put("x-amzn-requestid", out.request_id());
+                let body = out
+                    .body
+                    .map(|b| Bytes::from(b.into_inner()))
+                    .unwrap_or_default();
+                (
+                    Ok(UpstreamReply {
+                        status: 200,
+                        body,
+                        headers,
+                    }),
                     InvokeStats {
                         latency,
                         status: Some(200),
@@ -139,8 +176,9 @@ impl SageMaker {
                 )
             }
             Ok(Err(err)) => {
-                let (error, status) = classify::classify(err, inv.timeout);
-                (Err(error), InvokeStats { latency, status })
+                let failure = classify::classify(err, inv.timeout);
+                let status = failure.reply.as_ref().map(|r| r.status);
+                (Err(failure), InvokeStats { latency, status })
             }
         }
     }

@@ -1,0 +1,417 @@
+//! The mapping stages around `invoke`: render the integration request, select the integration
+//! response, render the response, and shape gateway responses (API Gateway's non-proxy integration).
+//!
+//! Input: the request, its decoded parameters and the per-request context; output: the SageMaker
+//! payload and headers, or the client response. Rules (reference §4.5–4.7):
+//! - Request template selected by the MIME part of `Content-Type` (missing → `application/json`).
+//!   Without a match: WHEN_NO_MATCH passes the body through, WHEN_NO_TEMPLATES passes through only when
+//!   the route has no templates, NEVER answers 415. A route without templates and without a body sends
+//!   the default JSON object of path and query parameters. Binary media types always pass through.
+//! - Integration responses: `selection_pattern` full-matches SageMaker's status (`200`, `424` for a
+//!   model error, `429`, `5\d{2}`); the response without a pattern is the default for successful calls.
+//!   An upstream failure no pattern selects keeps DESIGN §1's answer (safer than API Gateway, whose
+//!   default would turn a model error into a 200).
+//! - Response template selected by `Accept`; without templates the body passes through.
+//! - A template that fails at run time is API Gateway's 500 `{"message": "Internal server error"}`,
+//!   logged with the route and cause.
+//!
+//! Security: `$context.identity.apiKey` (the key value) is deliberately absent from template context.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::config::gateway::{Route, Stage};
+use crate::config::param::ParamSource;
+use crate::config::templates::{IntegrationResponse, Passthrough, ResponseSource, TemplateSet};
+use crate::context::RequestContext;
+use crate::error::{ErrorResponse, GatewayError, json_string};
+use crate::mapping::{self, Bounds, Overrides, RenderInput, Template};
+use crate::pipeline::{GatewayRequest, GatewayResponse};
+use crate::upstream::UpstreamReply;
+
+/// Request data a template or mapping expression reads.
+pub struct MappingInput<'a> {
+    /// `$input.params()`.
+    pub params: mapping::Params,
+    /// The stage.
+    pub stage: &'a Stage,
+    /// The client request.
+    pub req: &'a GatewayRequest,
+}
+
+impl MappingInput<'_> {
+    /// The value of a mapping expression, if present.
+    pub fn value(&self, source: &ParamSource, ctx: &RequestContext) -> Option<String> {
+        let last = |list: &[(String, String)], name: &str| {
+            list.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        match source {
+            ParamSource::Literal(v) => Some(v.clone()),
+            ParamSource::StageVariable(n) => self.stage.variables.get(n).cloned(),
+            ParamSource::Header(n) => self.req.header(&n.to_ascii_lowercase()).map(str::to_owned),
+            ParamSource::Query(n) => last(&self.params.querystring, n),
+            ParamSource::Path(n) => last(&self.params.path, n),
+            ParamSource::Context(n) => context_value(&template_context(self.stage, ctx, None), n),
+        }
+    }
+}
+
+/// The integration request body and content type.
+#[derive(Debug)]
+pub struct Payload {
+    /// Bytes for SageMaker.
+    pub body: Bytes,
+    /// Their content type.
+    pub content_type: String,
+    /// `$context.requestOverride.*` set by the template.
+    pub overrides: Overrides,
+}
+
+/// MIME part of a `Content-Type`/`Accept` value, lower case (`application/json; charset=utf-8` →
+/// `application/json`; first entry of a list).
+pub fn media_type(value: Option<&str>) -> String {
+    let v = value
+        .unwrap_or("")
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    if v.is_empty() || v == "*/*" {
+        "application/json".to_owned()
+    } else {
+        v.to_ascii_lowercase()
+    }
+}
+
+/// Renders (or passes through) the integration request body.
+pub fn render_request(
+    route: &Route,
+    input: &MappingInput<'_>,
+    ctx: &RequestContext,
+    binary_types: &[String],
+    default_body: impl FnOnce() -> Value,
+) -> Result<Payload, GatewayError> {
+    let integration = &route.integration;
+    let client_type = input.req.header("content-type");
+    let media = media_type(client_type);
+    let passthrough = || Payload {
+        body: input.req.body.clone(),
+        content_type: client_type.map_or_else(|| integration.content_type.clone(), str::to_owned),
+        overrides: Overrides::default(),
+    };
+    if binary_types.contains(&media) {
+        return Ok(passthrough());
+    }
+    let templates = &integration.request_templates;
+    if templates.is_empty() {
+        return match integration.passthrough {
+            Passthrough::Never => Err(GatewayError::UnsupportedMediaType),
+            _ if input.req.body.is_empty() => Ok(Payload {
+                body: Bytes::from(default_body().to_string()),
+                content_type: integration.content_type.clone(),
+                overrides: Overrides::default(),
+            }),
+            _ => Ok(passthrough()),
+        };
+    }
+    let Some(template) = templates.get(&media) else {
+        return match integration.passthrough {
+            Passthrough::WhenNoMatch => Ok(passthrough()),
+            Passthrough::WhenNoTemplates | Passthrough::Never => {
+                Err(GatewayError::UnsupportedMediaType)
+            }
+        };
+    };
+    let context = template_context(input.stage, ctx, None);
+    let rendered = render(template, &input.req.body, input, &context, "request")?;
+    Ok(Payload {
+        body: Bytes::from(rendered.body),
+        content_type: integration.content_type.clone(),
+        overrides: rendered.overrides,
+    })
+}
+
+fn render(
+    template: &Template,
+    body: &[u8],
+    input: &MappingInput<'_>,
+    context: &Value,
+    which: &str,
+) -> Result<mapping::Rendered, GatewayError> {
+    let render_input = RenderInput {
+        body,
+        params: &input.params,
+        context,
+        stage_variables: &input.stage.variables,
+    };
+    template
+        .render(&render_input, &Bounds::default())
+        .map_err(|e| GatewayError::ApiConfiguration(format!("{which} template: {e}")))
+}
+
+/// The response for a successful call, through the integration responses when there are any.
+pub fn respond(
+    route: &Route,
+    reply: &UpstreamReply,
+    input: &MappingInput<'_>,
+    ctx: &RequestContext,
+) -> Result<GatewayResponse, GatewayError> {
+    match select(&route.integration.responses, reply.status, true) {
+        Some(ir) => map_response(ir, reply, input, ctx),
+        None if route.integration.responses.is_empty() => {
+            let content_type = reply
+                .header("content-type")
+                .unwrap_or("application/json")
+                .to_owned();
+            Ok(GatewayResponse {
+                status: 200,
+                headers: vec![("content-type".into(), content_type)],
+                body: reply.body.clone(),
+            })
+        }
+        None => Err(GatewayError::ApiConfiguration(format!(
+            "no integration response matches status {} and there is no default (route {} {})",
+            reply.status, route.method, route.path
+        ))),
+    }
+}
+
+/// The response for a failed call that an integration response selects; `None` keeps DESIGN §1's.
+pub fn respond_failure(
+    route: &Route,
+    reply: &UpstreamReply,
+    input: &MappingInput<'_>,
+    ctx: &RequestContext,
+) -> Option<Result<GatewayResponse, GatewayError>> {
+    let ir = select(&route.integration.responses, reply.status, false)?;
+    Some(map_response(ir, reply, input, ctx))
+}
+
+fn select(
+    responses: &[IntegrationResponse],
+    status: u16,
+    success: bool,
+) -> Option<&IntegrationResponse> {
+    let code = status.to_string();
+    responses
+        .iter()
+        .find(|r| {
+            r.selection_pattern
+                .as_ref()
+                .is_some_and(|p| p.is_match(&code))
+        })
+        .or_else(|| {
+            if success {
+                responses.iter().find(|r| r.selection_pattern.is_none())
+            } else {
+                None
+            }
+        })
+}
+
+fn map_response(
+    ir: &IntegrationResponse,
+    reply: &UpstreamReply,
+    input: &MappingInput<'_>,
+    ctx: &RequestContext,
+) -> Result<GatewayResponse, GatewayError> {
+    let accept = media_type(input.req.header("accept"));
+    let mut status = ir.status;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let body = match select_template(&ir.templates, &accept) {
+        Some((media, template)) => {
+            let context = template_context(input.stage, ctx, Some(reply));
+            let rendered = render(template, &reply.body, input, &context, "response")?;
+            headers.push(("content-type".into(), media.to_owned()));
+            if let Some(s) = rendered.overrides.status {
+                status = s;
+            }
+            headers.extend(rendered.overrides.response_headers);
+            Bytes::from(rendered.body)
+        }
+        None => {
+            headers.push((
+                "content-type".into(),
+                reply
+                    .header("content-type")
+                    .unwrap_or("application/json")
+                    .to_owned(),
+            ));
+            reply.body.clone()
+        }
+    };
+    for (name, source) in &ir.headers {
+        let value = match source {
+            ResponseSource::UpstreamHeader(h) => reply.header(h).map(str::to_owned),
+            ResponseSource::UpstreamBody => Some(String::from_utf8_lossy(&reply.body).into_owned()),
+            ResponseSource::Request(s) => input.value(s, ctx),
+        };
+        if let Some(v) = value {
+            set_header(&mut headers, name, v);
+        }
+    }
+    Ok(GatewayResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn select_template<'a>(set: &'a TemplateSet, accept: &str) -> Option<(&'a str, &'a Template)> {
+    let template = set.select_for_accept(accept)?;
+    let media = set
+        .0
+        .iter()
+        .find(|(_, t)| std::ptr::eq(t, template))
+        .map_or("application/json", |(m, _)| m.as_str());
+    Some((media, template))
+}
+
+fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    headers.push((name.to_owned(), value));
+}
+
+/// Shapes a gateway response: API Gateway's default, or the operator's override for its type.
+pub fn gateway_response(
+    err: &GatewayError,
+    overrides: &crate::config::templates::GatewayResponses,
+    input: Option<&MappingInput<'_>>,
+    ctx: &RequestContext,
+) -> GatewayResponse {
+    let default = err.default_response();
+    let mut resp = default_gateway_response(&default);
+    let Some(rt) = default.response_type else {
+        return resp;
+    };
+    let Some(over) = overrides.get(rt, default.status) else {
+        return resp;
+    };
+    if let Some(s) = over.status {
+        resp.status = s;
+    }
+    let stage_context = input.map(|i| i.stage);
+    let mut context = match stage_context {
+        Some(stage) => template_context(stage, ctx, None),
+        None => {
+            json!({"requestId": ctx.request_id, "httpMethod": ctx.http_method, "path": ctx.path, "identity": {"sourceIp": ctx.source_ip.to_string()}})
+        }
+    };
+    context["error"] = json!({
+        "message": default.message,
+        "messageString": json_string(default.message),
+        "responseType": rt.name(),
+    });
+    let accept = media_type(input.and_then(|i| i.req.header("accept")));
+    if let Some((media, template)) = select_template(&over.templates, &accept) {
+        let params = mapping::Params::default();
+        let vars = Default::default();
+        let render_input = RenderInput {
+            body: b"",
+            params: input.map_or(&params, |i| &i.params),
+            context: &context,
+            stage_variables: input.map_or(&vars, |i| &i.stage.variables),
+        };
+        match template.render(&render_input, &Bounds::default()) {
+            Ok(r) => {
+                resp.body = Bytes::from(r.body);
+                set_header(&mut resp.headers, "content-type", media.to_owned());
+            }
+            Err(e) => {
+                tracing::error!(requestId = %ctx.request_id, error = %e, "gateway response template failed; default body sent")
+            }
+        }
+    }
+    for (name, source) in &over.headers {
+        let value = match (source, input) {
+            (ParamSource::Literal(v), _) => Some(v.clone()),
+            (s, Some(i)) => i.value(s, ctx),
+            (ParamSource::Context(n), None) => context_value(&context, n),
+            _ => None,
+        };
+        if let Some(v) = value {
+            set_header(&mut resp.headers, name, v);
+        }
+    }
+    resp
+}
+
+/// The default gateway response as headers and body.
+pub fn default_gateway_response(r: &ErrorResponse) -> GatewayResponse {
+    let mut headers = vec![("content-type".to_owned(), r.content_type.to_owned())];
+    if let Some(t) = r.error_type {
+        headers.push(("x-amzn-errortype".to_owned(), t.to_owned()));
+    }
+    if let Some(s) = r.retry_after {
+        headers.push(("retry-after".to_owned(), s.to_string()));
+    }
+    GatewayResponse {
+        status: r.status,
+        headers,
+        body: r.body.clone(),
+    }
+}
+
+/// `$context` for templates (API Gateway's names, nested as `identity.sourceIp`).
+pub fn template_context(
+    stage: &Stage,
+    ctx: &RequestContext,
+    reply: Option<&UpstreamReply>,
+) -> Value {
+    let mut v = json!({
+        "requestId": ctx.request_id,
+        "extendedRequestId": ctx.request_id,
+        "stage": stage.name,
+        "resourcePath": ctx.resource_path,
+        "httpMethod": ctx.http_method,
+        "path": ctx.path,
+        "protocol": "HTTP/1.1",
+        "requestTime": ctx.request_time_clf(),
+        "requestTimeEpoch": ctx.request_time.timestamp_millis(),
+        "xrayTraceId": ctx.trace_id,
+        "identity": {
+            "sourceIp": ctx.source_ip.to_string(),
+            "userAgent": ctx.user_agent,
+            "apiKeyId": ctx.api_key_id,
+        },
+    });
+    if let Some(r) = reply {
+        v["integration"] = json!({"status": r.status});
+        v["awsEndpointRequestId"] = json!(r.header("x-amzn-requestid"));
+    }
+    v
+}
+
+fn context_value(context: &Value, dotted: &str) -> Option<String> {
+    let mut v = context;
+    for part in dotted.split('.') {
+        v = v.get(part)?;
+    }
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        assert_eq!(media_type(None), "application/json");
+        assert_eq!(
+            media_type(Some("Application/JSON; charset=UTF-8")),
+            "application/json"
+        );
+        assert_eq!(media_type(Some("text/csv, application/json")), "text/csv");
+        assert_eq!(media_type(Some("*/*")), "application/json");
+    }
+}
