@@ -39,3 +39,41 @@ pub fn check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
         Err(format!("unexpected answer: {status:?}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A one-shot loopback server answering `status_line`.
+    fn answer_once(status_line: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0_u8; 512];
+                let _ = s.read(&mut buf);
+                let _ =
+                    s.write_all(format!("{status_line}\r\ncontent-length: 0\r\n\r\n").as_bytes());
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn only_a_200_is_healthy() {
+        let t = Duration::from_secs(5);
+        assert_eq!(check(answer_once("HTTP/1.1 200 OK"), t), Ok(()));
+        let e = check(answer_once("HTTP/1.1 503 Service Unavailable"), t).expect_err("503");
+        assert!(e.contains("503"), "{e}");
+        let e = check(answer_once("garbage"), t).expect_err("garbage");
+        assert!(e.contains("garbage"), "{e}");
+        // Nothing listening: a fresh port that was just released.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port");
+        assert!(check(closed, t).is_err());
+    }
+}

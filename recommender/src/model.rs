@@ -240,20 +240,15 @@ pub fn score_rows(matrix: &[f32], dim: usize, user: &[f32]) -> Vec<f32> {
 /// Dot product with eight independent accumulators, so the loop auto-vectorises (8 × f32 lanes)
 /// on x86_64 and aarch64 alike without any arch-specific code.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (chunks_a, tail_a) = a.as_chunks::<8>();
+    let (chunks_b, tail_b) = b.as_chunks::<8>();
     let mut acc = [0.0_f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in chunks_a.zip(chunks_b) {
+    for (ca, cb) in chunks_a.iter().zip(chunks_b) {
         for l in 0..8 {
             acc[l] += ca[l] * cb[l];
         }
     }
+    let tail: f32 = tail_a.iter().zip(tail_b).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
 }
 

@@ -23,7 +23,7 @@
 use std::cmp::Ordering;
 
 use rand::Rng;
-use rand::distr::Open01;
+use rand_distr::Exp1;
 
 /// Default Plackett–Luce temperature when a request gives none.
 pub const DEFAULT_TEMPERATURE: f64 = 1.0;
@@ -369,15 +369,22 @@ pub fn plackett_luce_sequential<R: Rng + ?Sized>(
     })
 }
 
-/// A standard Gumbel(0, 1) draw from an open-interval uniform, so it is always finite.
+/// A standard Gumbel(0, 1) draw, as `−ln E` with `E ~ Exp(1)` — the identity the race below uses.
 pub fn gumbel<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    let u: f64 = rng.sample(Open01);
-    -(-u.ln()).ln()
+    let e: f64 = rng.sample(Exp1);
+    -e.ln()
 }
 
 /// Gumbel-top-k: the indices of the k largest keys `z_i + G_i`, in key order. Exactly the PL
 /// distribution of [`plackett_luce_sequential`], in O(n + k log k); the propensities still need one
 /// log-sum-exp over all n logits.
+///
+/// Computed as the equivalent exponential race (reference §2.3): with `E_i ~ Exp(1)` and
+/// `G_i = −ln E_i`, the key order `z_i + G_i` descending is the arrival order `E_i / w_i` ascending,
+/// `w_i = exp(z_i − shift)`. The weights are the ones the propensity needs anyway and `Exp1` is a
+/// ziggurat (no logarithm on its fast path), so a key costs a division instead of two logarithms.
+/// Items whose weight is tiny (denormal or underflowed, only under extreme temperatures) are raced
+/// in log space instead, so the order stays exact there too.
 pub fn gumbel_top_k<R: Rng + ?Sized>(
     scores: &[f32],
     temperature: f64,
@@ -388,16 +395,59 @@ pub fn gumbel_top_k<R: Rng + ?Sized>(
     if z.is_empty() {
         return Ok(empty_pl());
     }
-    let keys: Vec<f64> = z.iter().map(|&zi| zi + gumbel(rng)).collect();
-    let order = top_k_by_key(&keys, k);
     let mut state = PlState::new(&z);
     let log_normalizer = state.log_normalizer;
+    let order = race_top_k(&z, &state.w, state.shift, k, rng);
     let (slots, cascade) = pl_slots(&order, &mut state);
     Ok(Ranking {
         slots,
         log_normalizer: Some(log_normalizer),
         log_propensity: cascade,
     })
+}
+
+/// Below this weight an arrival time `E / w` would be computed from a denormal or zero `w`, so the
+/// item is raced in log space instead.
+const LINEAR_RACE_MIN_WEIGHT: f64 = 1e-280;
+
+/// The first `k` arrivals of the exponential race, earliest first; ties by index ascending.
+fn race_top_k<R: Rng + ?Sized>(
+    z: &[f64],
+    w: &[f64],
+    shift: f64,
+    k: usize,
+    rng: &mut R,
+) -> Vec<usize> {
+    // Negated arrival times, so "largest key first" reuses `top_k_by_key`.
+    let mut neg_times = Vec::with_capacity(w.len());
+    let mut tail: Vec<(usize, f64)> = Vec::new();
+    for (i, &wi) in w.iter().enumerate() {
+        let e: f64 = rng.sample(Exp1);
+        if wi >= LINEAR_RACE_MIN_WEIGHT {
+            neg_times.push(-(e / wi));
+        } else {
+            neg_times.push(f64::NEG_INFINITY);
+            tail.push((i, e));
+        }
+    }
+    let head = top_k_by_key(&neg_times, k);
+    if tail.is_empty() {
+        return head;
+    }
+    // Merge in log space: key = ln w − ln E = (z − shift) − ln E, for the linear winners and every
+    // tail item (the k earliest overall are among them). Candidates in index order keep the tie-break.
+    let mut candidates: Vec<(usize, f64)> = head
+        .into_iter()
+        .filter(|&i| w[i] >= LINEAR_RACE_MIN_WEIGHT)
+        .map(|i| (i, -(-neg_times[i]).ln()))
+        .chain(tail.into_iter().map(|(i, e)| (i, (z[i] - shift) - e.ln())))
+        .collect();
+    candidates.sort_unstable_by_key(|&(i, _)| i);
+    let keys: Vec<f64> = candidates.iter().map(|&(_, key)| key).collect();
+    top_k_by_key(&keys, k)
+        .into_iter()
+        .map(|c| candidates[c].0)
+        .collect()
 }
 
 fn empty_pl() -> Ranking {
