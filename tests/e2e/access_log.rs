@@ -4,12 +4,16 @@
 use std::collections::HashSet;
 
 use crate::kit::config::{KEY_A, KEY_DISABLED};
-use crate::kit::{Gateway, SageMakerReply, Upstream, is_uuid};
+use crate::kit::{Gateway, GatewayYaml, SageMakerReply, Upstream, is_uuid};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_line_per_request_with_context_fields_and_no_key_values() {
     let upstream = Upstream::start().await;
-    let gateway = Gateway::in_front_of(&upstream).await;
+    let gateway = Gateway::builder()
+        .config(GatewayYaml::standard().max_body_bytes(1024))
+        .upstream(&upstream)
+        .start()
+        .await;
     let unknown = "e2e-key-guessed-by-someone-0000";
     let mut replies = vec![
         gateway.recommend("temp", "U:114521", Some(KEY_A)).await,
@@ -19,6 +23,12 @@ async fn one_line_per_request_with_context_fields_and_no_key_values() {
             .await,
         gateway.recommend("temp", "U:114521", None).await,
         gateway.get("/temp/nope").send().await,
+        // Refused before routing: logged too.
+        gateway
+            .get("/temp/nope")
+            .body(vec![b'x'; 2048])
+            .send()
+            .await,
     ];
     upstream.reply_with(SageMakerReply::service_unavailable());
     replies.push(gateway.recommend("temp", "U:114521", Some(KEY_A)).await);

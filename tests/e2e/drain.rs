@@ -56,3 +56,38 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let status = gateway.wait_exit(WAIT).await;
     assert_eq!(status.code(), Some(0), "stdout:\n{}", gateway.stdout());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stuck_past_the_grace_does_not_keep_the_process_alive() {
+    let upstream = Upstream::replying(SageMakerReply::ok_default().held()).await;
+    let mut gateway = Gateway::builder()
+        .config(GatewayYaml::standard().drain_grace_secs(1))
+        .upstream(&upstream)
+        .start()
+        .await;
+    let stuck = tokio::spawn(
+        gateway
+            .get("/temp/recommended-movies/U:114521?k=10&inference_type=deterministic")
+            .key(KEY_A)
+            .send_raw(),
+    );
+    eventually("the request to reach the upstream", WAIT, || {
+        let n = upstream.count();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    gateway.signal("TERM");
+    // The upstream never answers; the process still ends once the grace is over.
+    let status = gateway.wait_exit(WAIT).await;
+    assert!(
+        status.code().is_some(),
+        "exited by itself, not killed: {status}"
+    );
+    let outcome = tokio::time::timeout(WAIT, stuck)
+        .await
+        .expect("client unblocked");
+    assert!(
+        outcome.unwrap().is_err(),
+        "the stuck request cannot have been answered"
+    );
+}

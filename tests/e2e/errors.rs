@@ -303,3 +303,106 @@ async fn refused_connection_is_internal_server_error() {
         .assert_missing_authentication_token();
     assert_eq!(gateway.health().await, Some(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_over_the_limit_is_refused_while_streaming() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config(GatewayYaml::standard().max_body_bytes(1024))
+        .upstream(&upstream)
+        .start()
+        .await;
+    // No Content-Length: the limit must hold on the bytes as they arrive.
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {SEED} HTTP/1.1\r\nHost: gateway\r\nx-api-key: {KEY_A}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("200\r\n{}\r\n", "x".repeat(0x200));
+    for _ in 0..4 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::kit::WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"message":"Request Too Long"}"#),
+        "{answer}"
+    );
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_keys_in_one_request_are_forbidden() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    gateway
+        .get(SEED)
+        .key(KEY_A)
+        .key(KEY_TEMP_ONLY)
+        .send()
+        .await
+        .assert_forbidden();
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_guessing_is_throttled_without_blocking_valid_keys() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    // Unknown keys from one address: 403 until the failed-attempt budget (100 a minute by
+    // default) is spent, then API Gateway's 429; never anything else, never back to 403.
+    let mut statuses = Vec::new();
+    for i in 0..130 {
+        let reply = gateway
+            .get(SEED)
+            .key(&format!("e2e-guess-{i:04}-0123456789abcdef"))
+            .send()
+            .await;
+        if reply.status == 403 {
+            reply.assert_forbidden();
+        } else {
+            reply.assert_too_many_requests();
+        }
+        statuses.push(reply.status);
+    }
+    let forbidden = statuses.iter().take_while(|s| **s == 403).count();
+    assert!(
+        forbidden > 0
+            && forbidden < statuses.len()
+            && statuses[forbidden..].iter().all(|s| *s == 429),
+        "403s then 429s: {statuses:?}"
+    );
+    // A valid key from the same address is never blocked by this.
+    gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_trace_ids_are_replaced_by_a_generated_one() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    let reply = gateway
+        .get(SEED)
+        .key(KEY_A)
+        .header("x-amzn-trace-id", "Root=1 with spaces")
+        .send()
+        .await;
+    reply.assert_ok();
+    let trace = reply.header("x-amzn-trace-id").unwrap();
+    assert!(
+        crate::kit::client::is_generated_trace_id(trace),
+        "{trace:?}"
+    );
+    assert_eq!(upstream.single().header("x-amzn-trace-id"), Some(trace));
+}

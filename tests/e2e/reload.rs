@@ -116,3 +116,51 @@ async fn sighup_reloads_keys_and_keeps_serving() {
     until_key_gets(&gateway, KEY_NEW, 200).await;
     assert!(gateway.exited().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_keys_file_keeps_the_old_keys() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .keys(keys(false))
+        .upstream(&upstream)
+        .start()
+        .await;
+    std::fs::remove_file(gateway.keys_path()).unwrap();
+    gateway.wait_for_log("keys reload failed").await;
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+    gateway.replace_keys(&keys(true).render());
+    until_key_gets(&gateway, KEY_NEW, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_used_before_a_reload_stays_used_for_unchanged_keys() {
+    let upstream = Upstream::start().await;
+    let metered = |extra: bool| {
+        let k = KeysYaml::new()
+            .plan(Plan::new("metered", &["temp"]).quota(2, "DAY"))
+            .key(Key::new("metered-a", KEY_A, &["metered"]));
+        if extra {
+            k.key(Key::new("partner-new", KEY_NEW, &["metered"]))
+        } else {
+            k
+        }
+    };
+    let gateway = Gateway::builder()
+        .keys(metered(false))
+        .upstream(&upstream)
+        .start()
+        .await;
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+    gateway
+        .recommend("temp", "U:114521", Some(KEY_A))
+        .await
+        .assert_limit_exceeded();
+    // Reload with another key added: KEY_A's plan is unchanged, so its quota stays spent.
+    gateway.replace_keys(&metered(true).render());
+    until_key_gets(&gateway, KEY_NEW, 200).await;
+    gateway
+        .recommend("temp", "U:114521", Some(KEY_A))
+        .await
+        .assert_limit_exceeded();
+}

@@ -102,3 +102,58 @@ async fn prod_stage_uses_its_own_endpoint_and_decoded_values() {
         .clone()
         .unwrap_or_else(|e| panic!("SigV4: {e}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_are_serialized_into_the_body_never_spliced() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    // user_id = `U","k":99,"x":"` and inference_type = `a\b"c` would break a spliced body.
+    gateway
+        .get("/temp/recommended-movies/U%22%2C%22k%22%3A99%2C%22x%22%3A%22?k=10&inference_type=a%5Cb%22c")
+        .key(KEY_A)
+        .send()
+        .await
+        .assert_ok();
+    let body = upstream.single().json();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "user_id": "U\",\"k\":99,\"x\":\"",
+            "k": 10,
+            "inference_type": "a\\b\"c",
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_ids() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    let replies = futures_util::future::join_all((0..40).map(|i| {
+        gateway
+            .get(&format!(
+                "/temp/recommended-movies/U:{i}?k=10&inference_type=deterministic"
+            ))
+            .key(KEY_A)
+            .send()
+    }))
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    for r in &replies {
+        r.assert_ok();
+        assert!(ids.insert(r.request_id()), "duplicate request id");
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 40);
+    for got in &received {
+        let user = got.json()["user_id"].as_str().unwrap().to_owned();
+        let id = got.header("x-amzn-sagemaker-inference-id").unwrap();
+        assert!(
+            ids.contains(id),
+            "inference id {id} of {user} is a request id"
+        );
+        got.signature
+            .clone()
+            .unwrap_or_else(|e| panic!("SigV4: {e}"));
+    }
+}

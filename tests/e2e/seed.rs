@@ -1,7 +1,7 @@
 //! The seed request through the real recommender, with the shipped `config/` files (copied), on
 //! both stages and with the user id raw (`U:114521`) and percent-encoded (`U%3A114521`).
 
-use crate::kit::{DEMO_KEY, Gateway, Recommender, shipped_config_dir};
+use crate::kit::{DEMO_KEY, Gateway, Recommender, Upstream, shipped_config_dir};
 
 fn shipped(name: &str) -> String {
     std::fs::read_to_string(shipped_config_dir().join(name)).unwrap()
@@ -50,4 +50,31 @@ async fn seed_request_reaches_the_recommender_on_both_stages_with_the_shipped_co
         .recommend("temp", "U:114521", None)
         .await
         .assert_forbidden();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_config_takes_endpoint_names_from_the_environment() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_text(&shipped("gateway.yaml"))
+        .keys_text(&shipped("keys.yaml"))
+        .upstream(&upstream)
+        .env("SAGEGATE_ENDPOINT_TEMP", "e2e-recommender-temp")
+        .start()
+        .await;
+    for stage in ["temp", "prod"] {
+        gateway
+            .recommend(stage, "U:114521", Some(DEMO_KEY))
+            .await
+            .assert_ok();
+    }
+    let paths: Vec<String> = upstream.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/endpoints/e2e-recommender-temp/invocations",
+            "/endpoints/movie-recommender-prod/invocations"
+        ],
+        "temp from SAGEGATE_ENDPOINT_TEMP, prod from the file's default"
+    );
 }

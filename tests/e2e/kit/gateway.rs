@@ -352,6 +352,11 @@ impl Request {
         }
     }
 
+    /// Sends it; the transport outcome without any check (for requests expected to fail).
+    pub async fn send_raw(self) -> reqwest::Result<reqwest::Response> {
+        self.builder.send().await
+    }
+
     /// Sends it and reads the reply (checking the headers every response carries).
     pub async fn send(self) -> Reply {
         Reply::read(self.builder.send().await.expect("request to the gateway")).await
