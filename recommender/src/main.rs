@@ -1,7 +1,7 @@
 //! `recommender`: parse arguments, then serve, write a sample model, or probe health.
 //! SageMaker starts the container as `<image> serve`; see README.md for the artifact format.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,8 +36,8 @@ enum Command {
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
         host: IpAddr,
         /// Exact address to bind instead, e.g. 127.0.0.1:0 (the bound address is printed).
-        #[arg(long)]
-        listen: Option<SocketAddr>,
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
         /// Byte budget of the per-user score cache of stochastic_plackett_luce_cached, in MiB.
         #[arg(long, env = "RECOMMENDER_SCORE_CACHE_MB", default_value_t = 256)]
         score_cache_mb: u64,
@@ -76,11 +76,9 @@ fn main() -> ExitCode {
             host,
             listen,
             score_cache_mb,
-        } => serve(
-            model_dir,
-            listen.unwrap_or(SocketAddr::new(host, port)),
-            score_cache_mb,
-        ),
+        } => listen
+            .map_or(Ok(SocketAddr::new(host, port)), |a| resolve(&a))
+            .and_then(|addr| serve(model_dir, addr, score_cache_mb)),
         Command::SampleModel {
             out,
             users,
@@ -107,6 +105,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--listen` accepts `IP:PORT` or `HOST:PORT` (e.g. `localhost:0`, IPv4 preferred).
+fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen}: not an address"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("--listen {listen}: resolves to no address"))
 }
 
 fn serve(model_dir: PathBuf, addr: SocketAddr, score_cache_mb: u64) -> anyhow::Result<()> {

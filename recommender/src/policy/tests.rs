@@ -375,6 +375,13 @@ fn propensities_sum_to_one_over_all_top3_lists() {
         assert!((reference - 1.0).abs() < 1e-12, "T={t}: {reference}");
         assert!((served - 1.0).abs() < 1e-12, "T={t}: {served}");
     }
+    // Full rankings too (all 120 permutations).
+    let full = all_ordered_lists(5, 5);
+    let total: f64 = full
+        .iter()
+        .map(|l| served_log_probability(&FIXTURE, 1.0, l).exp())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-12, "{total}");
     let greedy = top_k_by_key(&FIXTURE, 3);
     for epsilon in [0.0, 0.1, 0.5, 1.0] {
         let total: f64 = lists
