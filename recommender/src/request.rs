@@ -156,7 +156,11 @@ pub fn parse(body: &[u8], n_items: usize) -> Result<Invocation, RequestError> {
             other => {
                 return Err(RequestError::field(
                     "inference_type",
-                    format!("unknown value \"{other}\"; allowed: {}", allowed_policies()),
+                    format!(
+                        "unknown value \"{}\"; allowed: {}",
+                        short(other),
+                        allowed_policies()
+                    ),
                 ));
             }
         },
@@ -173,30 +177,29 @@ pub fn parse(body: &[u8], n_items: usize) -> Result<Invocation, RequestError> {
     };
 
     let seed_rule = "must be an unsigned 64-bit integer (a JSON integer or a string of digits)";
-    let seed =
-        match present(&fields, "seed") {
-            None => None,
-            Some(Value::Number(n)) => Some(
-                n.as_u64()
-                    .ok_or_else(|| RequestError::field("seed", format!("{seed_rule}; got {n}")))?,
-            ),
-            Some(Value::String(s)) => {
-                let parsed = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                    s.parse::<u64>().ok()
-                } else {
-                    None
-                };
-                Some(parsed.ok_or_else(|| {
-                    RequestError::field("seed", format!("{seed_rule}; got \"{s}\""))
-                })?)
-            }
-            Some(other) => {
-                return Err(RequestError::field(
-                    "seed",
-                    format!("{seed_rule}; got {}", kind(other)),
-                ));
-            }
-        };
+    let seed = match present(&fields, "seed") {
+        None => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or_else(|| RequestError::field("seed", format!("{seed_rule}; got {n}")))?,
+        ),
+        Some(Value::String(s)) => {
+            let parsed = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse::<u64>().ok()
+            } else {
+                None
+            };
+            Some(parsed.ok_or_else(|| {
+                RequestError::field("seed", format!("{seed_rule}; got \"{}\"", short(s)))
+            })?)
+        }
+        Some(other) => {
+            return Err(RequestError::field(
+                "seed",
+                format!("{seed_rule}; got {}", kind(other)),
+            ));
+        }
+    };
 
     Ok(Invocation {
         user_id,
@@ -229,16 +232,22 @@ fn number(fields: &Map<String, Value>, name: &'static str) -> Result<Option<f64>
     }
 }
 
+/// At most 40 characters of a client's string, so an error message never echoes a huge input.
+fn short(s: &str) -> String {
+    let mut out: String = s.chars().take(40).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// A short description of a JSON value for error messages.
 fn kind(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("boolean {b}"),
         Value::Number(n) => format!("number {n}"),
-        Value::String(s) => {
-            let short: String = s.chars().take(40).collect();
-            format!("string \"{short}\"")
-        }
+        Value::String(s) => format!("string \"{}\"", short(s)),
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
     }
@@ -350,6 +359,11 @@ mod tests {
         assert!(err("{not json").message.starts_with("body: invalid JSON"));
         assert!(err("[1,2]").message.contains("expected a JSON object"));
         assert!(err("").message.starts_with("body: invalid JSON"));
+        let long = format!(
+            r#"{{"user_id":"U:1","inference_type":"{}"}}"#,
+            "x".repeat(10_000)
+        );
+        assert!(err(&long).message.len() < 400);
     }
 
     #[test]
