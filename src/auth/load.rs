@@ -90,7 +90,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Normalises a route key to `"METHOD /path"`: accepts `"GET /a/{b}"` and API Gateway's
-/// `"/a/{b}/GET"`, upper-cases the method and drops one trailing slash (the router ignores it).
+/// `"/a/{b}/GET"`, upper-cases the method and drops trailing slashes (as gateway.yaml does).
 /// `None` when it is neither form or the method is unknown.
 pub fn normalize_route_key(key: &str) -> Option<String> {
     let key = key.trim();
@@ -105,9 +105,9 @@ pub fn normalize_route_key(key: &str) -> Option<String> {
     if !METHODS.contains(&method.as_str()) || !path.starts_with('/') || path.contains(' ') {
         return None;
     }
-    let path = match path.strip_suffix('/') {
-        Some(p) if !p.is_empty() => p,
-        _ => path,
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
     };
     Some(format!("{method} {path}"))
 }
@@ -115,10 +115,11 @@ pub fn normalize_route_key(key: &str) -> Option<String> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    // Only the shape and the lengths matter here; each entry is deserialized on its own.
     #[serde(default)]
-    usage_plans: Vec<Value>,
+    usage_plans: Vec<serde::de::IgnoredAny>,
     #[serde(default)]
-    keys: Vec<Value>,
+    keys: Vec<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]

@@ -170,6 +170,7 @@ fn route_keys_normalise_both_spellings() {
     let cases = [
         ("GET /a/{b}", Some("GET /a/{b}")),
         ("get /a/{b}/", Some("GET /a/{b}")),
+        ("GET /a//", Some("GET /a")),
         ("  POST   /a ", Some("POST /a")),
         ("/a/{b}/GET", Some("GET /a/{b}")),
         ("/a/{b}/delete", Some("DELETE /a/{b}")),
