@@ -198,3 +198,25 @@ async fn healthcheck_exits_zero_when_healthy_and_one_when_not() {
         .unwrap();
     assert_eq!(down.status.code(), Some(1), "{down:?}");
 }
+
+#[test]
+fn serve_refuses_to_start_on_a_broken_config_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, BROKEN_GATEWAY).unwrap();
+    let keys = shipped_config_dir().join("keys.yaml");
+    let out = Command::new(sagegate_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--keys")
+        .arg(&keys)
+        .env_clear()
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    for e in gateway_errors(config.to_str().unwrap()) {
+        assert!(text.contains(&e), "missing `{e}` in:\n{text}");
+    }
+}

@@ -406,3 +406,32 @@ async fn invalid_trace_ids_are_replaced_by_a_generated_one() {
     );
     assert_eq!(upstream.single().header("x-amzn-trace-id"), Some(trace));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_error_from_sagemaker_is_internal_server_error() {
+    // What SageMaker answers for an endpoint that does not exist (or is not InService).
+    upstream_failure(
+        SageMakerReply::error(
+            400,
+            "ValidationError",
+            r#"{"message":"Endpoint ep-temp of account 123456789012 not found."}"#,
+        ),
+        Reply::assert_bad_gateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_with_another_method_is_missing_authentication_token() {
+    // `/healthz` answers GET; any other method is an unknown method, which the contract answers
+    // with API Gateway's 403, carrying the request and trace ids like every response.
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    for method in [Method::POST, Method::DELETE] {
+        gateway
+            .request(method, "/healthz")
+            .send()
+            .await
+            .assert_missing_authentication_token();
+    }
+}

@@ -19,6 +19,8 @@ async fn invoke_endpoint_request_is_what_sagemaker_expects() {
         .get("/temp/recommended-movies/U:114521?k=10&inference_type=deterministic")
         .key(KEY_A)
         .header("x-amzn-trace-id", TRACE)
+        .header("authorization", "Bearer client-token-never-forwarded")
+        .header("x-client-secret", "never-forwarded")
         .send()
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -156,4 +158,26 @@ async fn concurrent_requests_each_get_their_own_ids() {
             .clone()
             .unwrap_or_else(|e| panic!("SigV4: {e}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_model_answer_arrives_intact() {
+    let items: Vec<String> = (0..20_000)
+        .map(|i| format!(r#"{{"item_id":"M:{i}","score":{i}.5}}"#))
+        .collect();
+    let body = format!(r#"{{"recommendations":[{}]}}"#, items.join(","));
+    let upstream = Upstream::replying(SageMakerReply::ok(&body)).await;
+    let gateway = Gateway::in_front_of(&upstream).await;
+    let reply = gateway
+        .get("/temp/recommended-movies/U:114521?k=10&inference_type=deterministic")
+        .key(KEY_A)
+        .send()
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body == body.as_bytes(),
+        "{} bytes, not {}",
+        reply.body.len(),
+        body.len()
+    );
 }
