@@ -91,3 +91,29 @@ async fn a_request_stuck_past_the_grace_does_not_keep_the_process_alive() {
         "the stuck request cannot have been answered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = Upstream::start().await;
+    // A grace longer than the wait below: exiting within the wait means idle connections were
+    // closed at once rather than waited for (an ALB always holds some open).
+    let mut gateway = Gateway::builder()
+        .config(GatewayYaml::standard().drain_grace_secs(120))
+        .upstream(&upstream)
+        .start()
+        .await;
+    let mut idle = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    gateway.signal("TERM");
+    let status = gateway.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(0));
+}

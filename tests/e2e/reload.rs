@@ -164,3 +164,29 @@ async fn quota_used_before_a_reload_stays_used_for_unchanged_keys() {
         .await
         .assert_limit_exceeded();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_keep_succeeding_while_keys_are_reloaded() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .keys(keys(false))
+        .upstream(&upstream)
+        .start()
+        .await;
+    let load = async {
+        let mut statuses = Vec::new();
+        for _ in 0..150 {
+            statuses.push(status(&gateway, KEY_A).await);
+        }
+        statuses
+    };
+    let reloads = async {
+        for round in 0..4 {
+            let with_new = round % 2 == 0;
+            gateway.replace_keys(&keys(with_new).render());
+            until_key_gets(&gateway, KEY_NEW, if with_new { 200 } else { 403 }).await;
+        }
+    };
+    let (statuses, ()) = tokio::join!(load, reloads);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
