@@ -105,11 +105,12 @@ impl Doc {
             .trim_end_matches(['-', '+', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
             .ends_with(['|', '>']);
         let (line, col) = if block && !start.starts_with(['"', '\'']) {
-            // Block scalar: positioned at its first content line; every line shares the indentation.
+            // Block scalar: positioned at its first content line, whose indentation every line
+            // shares; spaces beyond it on later lines are template text, counted in `col`.
             let l = vline + line - 1;
             let indent = self
                 .lines
-                .get(l - 1)
+                .get(vline.saturating_sub(1))
                 .map_or(0, |t| t.len() - t.trim_start().len());
             (l, indent + col)
         } else if line == 1 {
@@ -443,6 +444,11 @@ mod tests {
         assert_eq!((d.line, d.col), (3, 7));
         let d = doc.error_in_scalar("q", 1, 4, "here");
         assert_eq!((d.line, d.col), (4, 8));
+        // A template line indented beyond the block's indentation: the extra spaces are text.
+        let text = "t: |\n  a\n   #if\n";
+        let doc = Doc::parse("f", text, &no_env).unwrap();
+        let d = doc.error_in_scalar("t", 2, 2, "here");
+        assert_eq!((d.line, d.col), (3, 4));
     }
 
     #[test]
