@@ -32,6 +32,7 @@ const TOP_LEVEL: &[&str] = &[
     "stages",
     "routes",
     "gateway_responses",
+    "binary_media_types",
 ];
 
 /// `server:` — listener and connection handling.
