@@ -45,6 +45,45 @@ async fn seed_request_reaches_the_recommender_on_both_stages_with_the_shipped_co
     // Deterministic ranking of the same user: every spelling and stage gives the same list.
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:#?}");
 
+    // The model's own 4xx (SageMaker's ModelError) reaches the client as the container said it:
+    // the same status and body the container gives on its plain `/invocations` path.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (query, body) in [
+        (
+            "k=10&inference_type=bogus",
+            r#"{"user_id":"U:114521","k":10,"inference_type":"bogus"}"#,
+        ),
+        (
+            "k=ten&inference_type=deterministic",
+            r#"{"user_id":"U:114521","k":"ten","inference_type":"deterministic"}"#,
+        ),
+    ] {
+        let direct = http
+            .post(format!("{}/invocations", recommender.url()))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let direct_status = direct.status().as_u16();
+        let direct_body = direct.bytes().await.unwrap();
+        assert!((400..500).contains(&direct_status), "{direct_status}");
+        let reply = gateway
+            .get(&format!("/temp/recommended-movies/U:114521?{query}"))
+            .key(DEMO_KEY)
+            .send()
+            .await;
+        assert_eq!(
+            (reply.status, reply.text()),
+            (
+                direct_status,
+                String::from_utf8_lossy(&direct_body).into_owned()
+            ),
+            "{query}"
+        );
+    }
+
     // Without the key the shipped route refuses.
     gateway
         .recommend("temp", "U:114521", None)
