@@ -114,12 +114,22 @@ impl ContainerReply {
     }
 }
 
+/// The id logged in the answer: the caller's `X-Amzn-SageMaker-Inference-Id` (the gateway sends its
+/// own request id there, so the model's OPE log joins the gateway's access log), else a fresh UUID.
+fn inference_id(req: &HttpRequest) -> String {
+    req.headers()
+        .get("x-amzn-sagemaker-inference-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
 async fn invocations(
     state: web::Data<Recommender>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = inference_id(&req);
     container(&state, &req, payload, &request_id, None)
         .await
         .into_response()
@@ -131,7 +141,7 @@ async fn runtime_invocations(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = inference_id(&req);
     let name = name.into_inner();
     if !valid_endpoint_name(&name) {
         return HttpResponse::BadRequest()
