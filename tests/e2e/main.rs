@@ -18,6 +18,7 @@ mod cli;
 mod drain;
 mod errors;
 mod forwarded;
+mod hostile;
 mod mapping;
 mod quota;
 mod reload;

@@ -1,0 +1,382 @@
+//! Hostile input (issue 7): limits that hold before routing (header and body size, header
+//! timeout), paths that must not be guessed at (invalid UTF-8, bad percent-encoding, `..`),
+//! ambiguous keys, header injection through values copied into SageMaker's custom attributes,
+//! key enumeration, and secrets in the gateway's own output.
+//!
+//! Requests a well-formed client cannot send go over a raw TCP connection ([`raw`]); every read
+//! is bounded, and each test checks that the gateway keeps serving afterwards.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::kit::config::{KEY_A, KEY_DISABLED, KEY_TEMP_ONLY};
+use crate::kit::{Gateway, GatewayYaml, Upstream, WAIT};
+
+/// The standard config with hostile-input settings added to `server:`.
+fn config_with(server_extra: &str, route_extra: &str) -> String {
+    let text = GatewayYaml::standard().max_body_bytes(1024).render();
+    let text = text.replacen("server:\n", &format!("server:\n{server_extra}"), 1);
+    // The `/other/{user_id}` route copies header x-tenant into the custom attributes.
+    text.replacen(
+        "path: /other/{user_id}\n    api_key_required: true\n    validation: { required_query: [] }\n    integration:\n      endpoint_name: \"${stageVariables.endpoint}\"\n      content_type: application/json\n      accept: application/json\n      timeout_ms: 10000\n      custom_attributes: context.requestId\n",
+        &format!("path: /other/{{user_id}}\n    api_key_required: true\n    validation: {{ required_query: [] }}\n    integration:\n      endpoint_name: \"${{stageVariables.endpoint}}\"\n      content_type: application/json\n      accept: application/json\n      timeout_ms: 10000\n{route_extra}"),
+        1,
+    )
+}
+
+async fn hostile_gateway(upstream: &Upstream) -> Gateway {
+    let config = config_with(
+        "  max_header_bytes: 4096\n  client_header_timeout_secs: 2\n",
+        "      custom_attributes: method.request.header.x-tenant\n",
+    );
+    assert!(
+        config.contains("method.request.header.x-tenant"),
+        "{config}"
+    );
+    Gateway::builder()
+        .config_text(&config)
+        .upstream(upstream)
+        .start()
+        .await
+}
+
+/// Sends `bytes` on a fresh connection and reads until the gateway closes it or `WAIT` passes.
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_all(&mut stream).await
+}
+
+async fn read_all(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status and body of a raw HTTP/1.1 answer.
+fn status_and_body(answer: &str) -> (u16, &str) {
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body)
+}
+
+/// A GET of `target` with `Connection: close` and `extra` header lines.
+fn get(target: &[u8], extra: &[u8]) -> Vec<u8> {
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(target);
+    req.extend_from_slice(b" HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n");
+    req.extend_from_slice(extra);
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+fn assert_json_400(answer: &str, what: &str) {
+    let (status, body) = status_and_body(answer);
+    assert_eq!(status, 400, "{what}: {answer}");
+    let v: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{what}: body not JSON ({e}): {answer}"));
+    assert!(v["message"].is_string(), "{what}: {answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{what}: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_and_bodies_are_refused_before_routing() {
+    let upstream = Upstream::start().await;
+    let gateway = hostile_gateway(&upstream).await;
+
+    // Headers over max_header_bytes (4096): 431 JSON, even on a path no route matches.
+    gateway
+        .get("/nostage/nothing")
+        .header("x-padding", &"a".repeat(5000))
+        .send()
+        .await
+        .assert_gateway_error(
+            431,
+            r#"{"message":"Request Header Fields Too Large"}"#,
+            "RequestHeaderFieldsTooLargeException",
+        );
+
+    // Body over max_body_bytes (1024) with Content-Length: 413 before routing (not 403).
+    gateway
+        .request(reqwest::Method::POST, "/nostage/nothing")
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .assert_gateway_error(
+            413,
+            r#"{"message":"Request Too Long"}"#,
+            "RequestTooLongException",
+        );
+
+    // The same without a length (chunked): counted while read.
+    let mut chunked =
+        b"POST /nostage/nothing HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..8 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'y'; 512]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(gateway.addr(), &chunked).await;
+    assert_eq!(
+        status_and_body(&answer),
+        (413, r#"{"message":"Request Too Long"}"#),
+        "{answer}"
+    );
+    assert_eq!(upstream.count(), 0);
+    gateway
+        .recommend("temp", "U:1", Some(KEY_A))
+        .await
+        .assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_off_and_others_are_served() {
+    let upstream = Upstream::start().await;
+    let gateway = hostile_gateway(&upstream).await;
+    let addr = gateway.addr();
+    let slow = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = b"GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: whatever-key-0123456789\r\n\r\n";
+        // One byte every 250 ms: the whole head would take ~30 s, far over the 2 s header timeout.
+        for b in head {
+            if stream.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (true, String::new()),
+                Ok(Ok(n)) => {
+                    let mut answer = buf[..n].to_vec();
+                    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+                    return (true, String::from_utf8_lossy(&answer).into_owned());
+                }
+                Err(_) => {}
+            }
+        }
+        (false, String::new())
+    });
+    // Meanwhile, others are served.
+    for _ in 0..3 {
+        gateway
+            .recommend("temp", "U:1", Some(KEY_A))
+            .await
+            .assert_ok();
+    }
+    let (cut, answer) = tokio::time::timeout(Duration::from_secs(60), slow)
+        .await
+        .expect("slowloris task bounded")
+        .unwrap();
+    assert!(cut, "the gateway never cut the slow client off");
+    if !answer.is_empty() {
+        assert_eq!(status_and_body(&answer).0, 408, "{answer}");
+    }
+    assert_eq!(
+        upstream.count(),
+        3,
+        "the slow request never reached SageMaker"
+    );
+    gateway
+        .recommend("temp", "U:1", Some(KEY_A))
+        .await
+        .assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_paths_are_400_json_and_never_routed() {
+    let upstream = Upstream::start().await;
+    let gateway = hostile_gateway(&upstream).await;
+    let addr = gateway.addr();
+    let key = format!("x-api-key: {KEY_A}\r\n");
+    for (what, target) in [
+        (
+            "invalid UTF-8",
+            &b"/temp/recommended-movies/%FF%FE?k=1&inference_type=deterministic"[..],
+        ),
+        (
+            "bad percent-encoding",
+            b"/temp/recommended-movies/U%ZZ1?k=1&inference_type=deterministic",
+        ),
+        (
+            "truncated percent-encoding",
+            b"/temp/recommended-movies/U%3?k=1&inference_type=deterministic",
+        ),
+        (
+            "dot-dot segment",
+            b"/temp/other/../recommended-movies/U:1?k=1&inference_type=deterministic",
+        ),
+        (
+            "encoded dot-dot",
+            b"/temp/recommended-movies/%2e%2e?k=1&inference_type=deterministic",
+        ),
+    ] {
+        let answer = raw(addr, &get(target, key.as_bytes())).await;
+        assert_json_400(&answer, what);
+    }
+    assert_eq!(upstream.count(), 0);
+
+    // Two keys in one request: refused, whichever is valid.
+    gateway
+        .get("/temp/recommended-movies/U:1?k=1&inference_type=deterministic")
+        .key(KEY_A)
+        .key(KEY_TEMP_ONLY)
+        .send()
+        .await
+        .assert_forbidden();
+    let answer = raw(
+        addr,
+        &get(
+            b"/temp/recommended-movies/U:1?k=1&inference_type=deterministic",
+            format!("x-api-key: {KEY_A}\r\nX-API-Key: {KEY_A}\r\n").as_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        status_and_body(&answer),
+        (403, r#"{"message":"Forbidden"}"#),
+        "{answer}"
+    );
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_copied_into_custom_attributes_cannot_inject_headers() {
+    let upstream = Upstream::start().await;
+    let gateway = hostile_gateway(&upstream).await;
+    let addr = gateway.addr();
+    let path = "/temp/other/U:1";
+
+    // A fine value reaches SageMaker as the custom attributes.
+    gateway
+        .get(path)
+        .key(KEY_A)
+        .header("x-tenant", "tenant-7")
+        .send()
+        .await
+        .assert_ok();
+    assert_eq!(
+        upstream
+            .single()
+            .header("x-amzn-sagemaker-custom-attributes"),
+        Some("tenant-7")
+    );
+
+    // CR/LF inside a header value: actix refuses the head itself.
+    let key = format!("x-api-key: {KEY_A}\r\n");
+    for injected in [
+        &b"x-tenant: a\rx-evil: 1\r\n"[..],
+        b"x-tenant: a\nx-evil: 1\r\n",
+        b"x-tenant: a\r\n\r\nGET /temp/other/U:2 HTTP/1.1\r\nx-evil: 1\r\n",
+    ] {
+        let mut extra = key.as_bytes().to_vec();
+        extra.extend_from_slice(injected);
+        let answer = raw(addr, &get(path.as_bytes(), &extra)).await;
+        // Either the head is refused, or a bare LF ends the line (HTTP/1.1 parsers accept it)
+        // and `x-evil` is a header of its own, which the gateway never forwards.
+        let (status, _) = status_and_body(&answer);
+        assert!([200, 400, 403].contains(&status), "{answer}");
+    }
+    // Over 1024 characters, and non-ASCII: 400 JSON, nothing sent.
+    let long = format!("x-tenant: {}\r\n", "t".repeat(1025));
+    let answer = raw(
+        addr,
+        &get(path.as_bytes(), format!("{key}{long}").as_bytes()),
+    )
+    .await;
+    assert_json_400(&answer, "over 1024 characters");
+    let mut extra = key.as_bytes().to_vec();
+    extra.extend_from_slice("x-tenant: caf\u{e9}\r\n".as_bytes());
+    let answer = raw(addr, &get(path.as_bytes(), &extra)).await;
+    assert_json_400(&answer, "non-ASCII");
+
+    let received = upstream.received();
+    assert!(
+        received
+            .iter()
+            .all(|r| r.headers.iter().all(|(n, _)| n != "x-evil")),
+        "an injected header reached SageMaker: {received:?}"
+    );
+    assert!(
+        received
+            .iter()
+            .filter_map(|r| r.header("x-amzn-sagemaker-custom-attributes"))
+            .all(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b))),
+        "{received:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_enumeration_is_throttled_but_a_valid_key_never_is_and_no_secret_is_logged() {
+    let upstream = Upstream::start().await;
+    let gateway = hostile_gateway(&upstream).await;
+    let path = "/temp/recommended-movies/U:1?k=1&inference_type=deterministic";
+    let mut tried = Vec::new();
+    let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 0..130 {
+        let guess = format!("guess-{i:04}-abcdefghijklmnopqrstuvwxyz");
+        let reply = gateway.get(path).key(&guess).send().await;
+        statuses.push(reply.status);
+        tried.push(guess);
+        if i % 10 == 0 {
+            // A valid key from the same address is never blocked.
+            gateway.get(path).key(KEY_A).send().await.assert_ok();
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let refused = statuses.iter().filter(|s| **s == 403).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(refused + throttled, statuses.len(), "{statuses:?}");
+    // The first 100 failures are plain 403s; beyond that, at most the refill (100 a minute).
+    assert!(statuses[..100].iter().all(|s| *s == 403), "{statuses:?}");
+    let budget = 100.0 + elapsed * 100.0 / 60.0 + 1.0;
+    assert!(
+        (refused as f64) <= budget,
+        "{refused} > {budget}: {statuses:?}"
+    );
+    assert!(throttled > 0, "{statuses:?}");
+    gateway.get(path).key(KEY_A).send().await.assert_ok();
+    gateway
+        .get(path)
+        .key(KEY_TEMP_ONLY)
+        .send()
+        .await
+        .assert_ok();
+    let disabled = gateway.get(path).key(KEY_DISABLED).send().await;
+    assert!([403, 429].contains(&disabled.status), "{disabled:?}");
+
+    // Nothing the gateway wrote names a key value or its SHA-256.
+    let output = format!("{}\n{}", gateway.stdout(), gateway.stderr());
+    assert!(
+        output.contains("partner-a"),
+        "the log identifies keys by id"
+    );
+    for secret in [KEY_A, KEY_TEMP_ONLY, KEY_DISABLED]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(tried)
+    {
+        let hash = hex::encode(Sha256::digest(secret.as_bytes()));
+        assert!(
+            !output.contains(&secret),
+            "key value {secret} in the gateway output"
+        );
+        assert!(
+            !output.to_ascii_lowercase().contains(&hash),
+            "sha256 of {secret} in the gateway output"
+        );
+    }
+}
