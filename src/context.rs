@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+/// Why the limits stage refused a request (for the per-key metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// A throttle bucket (plan, route or stage) was empty.
+    Throttled,
+    /// The usage plan's quota is used up.
+    Quota,
+}
+
 /// What is known about one request so far.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -44,8 +53,12 @@ pub struct RequestContext {
     pub error_type: Option<&'static str>,
     /// Internal cause for the log (never sent to the client).
     pub error_cause: Option<String>,
-    /// Stage cache outcome (`hit`, `miss`, `bypass`), once caching is configured.
+    /// Stage cache outcome (`hit`, `miss`, `coalesced`, `refresh`, `bypass`) when the stage caches.
     pub cache: Option<&'static str>,
+    /// SageMaker's error type when this request's own call failed (for metrics).
+    pub upstream_error: Option<&'static str>,
+    /// Which limit refused the request, if one did (for the per-key metrics).
+    pub limited: Option<Limited>,
 }
 
 impl RequestContext {
@@ -75,6 +88,8 @@ impl RequestContext {
             error_type: None,
             error_cause: None,
             cache: None,
+            upstream_error: None,
+            limited: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`auth`]: API keys from a file or S3 object, constant-time lookup, reload without restart.
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas.
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
+//! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
 //! - [`upstream`]: the SageMaker `InvokeEndpoint` call through the AWS SDK (feature `aws`).
 //! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
@@ -16,9 +17,12 @@
 //! - [`context`]: the per-request context and its access-log line.
 //! - [`error`]: client-visible outcomes, API Gateway's default gateway responses.
 //! - [`config`]: `gateway.yaml` compiled into a typed model, every error located.
+//! - [`metrics`]: Prometheus metrics from each request's context, served on the admin listener.
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
 
 pub mod auth;
+#[cfg(feature = "aws")]
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -27,6 +31,8 @@ pub mod healthcheck;
 pub mod integration;
 pub mod limits;
 pub mod mapping;
+#[cfg(feature = "aws")]
+pub mod metrics;
 #[cfg(feature = "aws")]
 pub mod pipeline;
 pub mod route;

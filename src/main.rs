@@ -37,6 +37,9 @@ enum Command {
         /// Listen address; overrides `server.listen`.
         #[arg(long, env = "SAGEGATE_LISTEN")]
         listen: Option<String>,
+        /// Admin listener address (metrics); overrides `server.admin_listen`; "" disables it.
+        #[arg(long, env = "SAGEGATE_ADMIN_LISTEN")]
+        admin_listen: Option<String>,
     },
     /// Validate the configuration and keys; print every error; exit non-zero on any.
     CheckConfig {
@@ -80,9 +83,10 @@ fn main() -> ExitCode {
             config,
             keys,
             listen,
+            admin_listen,
         } => {
             sagegate::telemetry::init();
-            match serve(config, keys, listen) {
+            match serve(config, keys, listen, admin_listen) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -155,12 +159,27 @@ fn check_config(config: PathBuf, keys: String) -> ExitCode {
     }
 }
 
-fn serve(config: PathBuf, keys: String, listen: Option<String>) -> anyhow::Result<()> {
+fn serve(
+    config: PathBuf,
+    keys: String,
+    listen: Option<String>,
+    admin_listen: Option<String>,
+) -> anyhow::Result<()> {
     let (gateway_config, source, ctx, set) =
         load(&config, &keys).map_err(|e| anyhow::anyhow!("configuration is invalid:\n{e}"))?;
     let address = listen.unwrap_or_else(|| gateway_config.server.listen.clone());
     let listener =
         TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+    let admin_address = match admin_listen {
+        Some(a) if a.is_empty() => None,
+        Some(a) => Some(a),
+        None => gateway_config.server.admin_listen.clone(),
+    };
+    let admin_listener = admin_address
+        .map(|a| {
+            TcpListener::bind(&a).with_context(|| format!("cannot listen on {a} (admin listener)"))
+        })
+        .transpose()?;
     let workers = gateway_config.server.workers;
     let system = actix_web::rt::System::with_tokio_rt(move || {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -194,10 +213,31 @@ fn serve(config: PathBuf, keys: String, listen: Option<String>) -> anyhow::Resul
             let gateway = gateway.clone();
             move |set: &Arc<auth::KeySet>| gateway.install_keys(set.clone())
         };
-        auth::spawn_reloader(store, source, ctx, on_reload);
+        auth::spawn_reloader(store.clone(), source, ctx, on_reload);
         sagegate::pipeline::spawn_housekeeping(gateway.clone());
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = match admin_listener {
+            Some(l) => {
+                tracing::info!(listen = %l.local_addr()?, "sagegate admin listening");
+                let stop = async move {
+                    let _ = admin_stopped.await;
+                };
+                Some(sagegate::server::run_admin(
+                    l,
+                    gateway.clone(),
+                    Some(store),
+                    stop,
+                )?)
+            }
+            None => None,
+        };
+        let admin = admin.map(actix_web::rt::spawn);
         tracing::info!(listen = %listener.local_addr()?, "sagegate listening");
         sagegate::server::run(listener, gateway, sagegate::shutdown_signal())?.await?;
+        let _ = stop_admin.send(());
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         tracing::info!("sagegate stopped");
         Ok(())
     })

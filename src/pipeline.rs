@@ -1,7 +1,8 @@
 //! The request pipeline: the stages in order, one line each.
 //!
 //! ```text
-//! route → authenticate → admit → validate → render request → invoke → respond → access log
+//! route → authenticate → admit → validate → render request → cache lookup / invoke → respond
+//!       → access log + metrics (in the HTTP adapter)
 //! ```
 //!
 //! Input: a framework-free [`GatewayRequest`] (the HTTP adapter already enforced body and header
@@ -18,10 +19,11 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::auth::{AuthError, Caller, KeySet};
+use crate::cache::{self, CacheStatus, Directive, Fetched, StageCache};
 use crate::config::GatewayConfig;
 use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
-use crate::context::RequestContext;
+use crate::context::{Limited, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::{self, MappingInput};
 use crate::limits::{
@@ -30,6 +32,7 @@ use crate::limits::{
     ThrottleSpec,
 };
 use crate::mapping;
+use crate::metrics::Metrics;
 use crate::route::{self, RouteError};
 use crate::upstream::{Invocation, SageMaker};
 
@@ -104,6 +107,10 @@ pub struct Gateway {
     pub failed_attempts: FailedAttemptLimiter,
     /// The SageMaker integration.
     pub upstream: SageMaker,
+    /// Stage caches by stage name, for the stages that cache.
+    pub caches: BTreeMap<String, StageCache>,
+    /// Metrics, recorded once per request by the HTTP adapter.
+    pub metrics: Metrics,
     clock: LimitClock,
 }
 
@@ -128,7 +135,15 @@ impl Gateway {
             stage_limiters.insert(stage.name.clone(), stage_limiter(stage, &clock)?);
         }
         let limiters = reconcile(&KeyLimiters::default(), &keys, &clock)?;
+        let caches = config
+            .stages
+            .values()
+            .filter(|s| s.cache.enabled)
+            .map(|s| (s.name.clone(), StageCache::new(&s.cache, clock.clone())))
+            .collect();
         Ok(Gateway {
+            caches,
+            metrics: Metrics::new(&config),
             keys: ArcSwap::from_pointee(KeysSnapshot { keys, limiters }),
             stage_limiters,
             limiter: Limiter::memory(clock.clone()),
@@ -153,10 +168,25 @@ impl Gateway {
 
     /// Runs the pipeline for one request.
     pub async fn handle(&self, req: &GatewayRequest, ctx: &mut RequestContext) -> GatewayResponse {
+        let mut response = self.answer(req, ctx).await;
+        if let Some(status) = ctx.cache {
+            response
+                .headers
+                .push((cache::CACHE_STATUS_HEADER.to_owned(), status.to_owned()));
+        }
+        response
+    }
+
+    async fn answer(&self, req: &GatewayRequest, ctx: &mut RequestContext) -> GatewayResponse {
         let mut input = None;
         match self.run(req, ctx, &mut input).await {
             Ok(resp) => resp,
             Err(err) => {
+                ctx.limited = match err {
+                    GatewayError::Throttled { .. } => Some(Limited::Throttled),
+                    GatewayError::QuotaExceeded { .. } => Some(Limited::Quota),
+                    _ => None,
+                };
                 ctx.error_type = err
                     .default_response()
                     .response_type
@@ -193,12 +223,12 @@ impl Gateway {
         validate(route, req, &input.params.querystring)?;
         // render request
         let invocation = self.render_request(stage, route, input, ctx)?;
-        // invoke
-        let (result, stats) = self.upstream.invoke(invocation).await;
-        ctx.integration_latency = Some(stats.latency);
-        ctx.integration_status = stats.status;
+        // cache lookup + invoke
+        let (fetched, warn) = self
+            .fetch(stage, route, caller.as_ref(), input, invocation, ctx)
+            .await?;
         // select integration response + render response
-        match result {
+        let response = match fetched.result {
             Ok(reply) => {
                 ctx.aws_endpoint_request_id = reply.header("x-amzn-requestid").map(str::to_owned);
                 integration::respond(route, &reply, input, ctx)
@@ -214,7 +244,76 @@ impl Gateway {
                 }
                 None => Err(failure.error),
             },
+        };
+        response.map(|mut r| {
+            if warn {
+                r.headers
+                    .push(("warning".to_owned(), cache::UNAUTHORIZED_WARNING.to_owned()));
+            }
+            r
+        })
+    }
+
+    /// The cache lookup and invoke stages: the reply from the stage cache, from another request's
+    /// call for the same key, or from this request's own SageMaker call. The bool asks for the
+    /// `Warning` header of an ignored invalidation.
+    async fn fetch(
+        &self,
+        stage: &Stage,
+        route: &Route,
+        caller: Option<&Caller>,
+        input: &MappingInput<'_>,
+        invocation: Invocation,
+        ctx: &mut RequestContext,
+    ) -> Result<(Fetched, bool), GatewayError> {
+        let invoke = || self.upstream.invoke(invocation.clone());
+        let cached = self.caches.get(&stage.name).and_then(|c| {
+            let ttl = cache::route_ttl(stage, route)?;
+            let key = cache::key(stage, route, |p| input.value(p, ctx))?;
+            Some((c, ttl, key))
+        });
+        let mut warn = false;
+        let fetched = match cached {
+            Some((store, ttl, key)) => {
+                let directive = cache::directive(
+                    input.req.header_values("cache-control"),
+                    caller,
+                    &stage.cache,
+                );
+                let directive = match directive {
+                    Directive::Refuse => {
+                        return Err(GatewayError::InvalidApiKey {
+                            reason: "not authorized to invalidate the cache",
+                        });
+                    }
+                    Directive::Ignored { warn: w } => {
+                        warn = w;
+                        Directive::Normal
+                    }
+                    d => d,
+                };
+                store.fetch(key, ttl, directive, invoke).await
+            }
+            None => {
+                let (result, stats) = invoke().await;
+                Fetched {
+                    result,
+                    stats: Some(stats),
+                    status: CacheStatus::Bypass,
+                }
+            }
+        };
+        if self.caches.contains_key(&stage.name) {
+            ctx.cache = Some(fetched.status.as_str());
         }
+        if let Some(stats) = fetched.stats {
+            ctx.integration_latency = Some(stats.latency);
+            ctx.integration_status = stats.status;
+            if let Err(failure) = &fetched.result {
+                ctx.upstream_error = Some(crate::metrics::upstream_error_type(failure));
+            }
+        }
+        Ok((fetched, warn))
     }
 
     fn route<'a>(

@@ -4,6 +4,10 @@
 //! client header timeout, keep-alive), assigns the request id and trace id, derives the client address
 //! from the trusted `X-Forwarded-For` hops, serves `/healthz` outside the stage namespace, and drains on
 //! shutdown: `/healthz` turns 503, the listener closes, in-flight requests finish within the grace.
+//! Each finished request is written to the access log and the metrics.
+//!
+//! The admin listener ([`run_admin`]) is a second server on its own address (default
+//! 127.0.0.1:9090), serving `GET /metrics`; nothing of it is reachable through the stage routes.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -18,6 +22,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
+use crate::auth::KeyStore;
 use crate::config::gateway::ServerConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
@@ -53,7 +58,8 @@ pub fn create_app(
 > {
     App::new()
         .app_data(state)
-        .service(web::resource(HEALTH_PATH).route(web::get().to(health)))
+        // Other methods on /healthz are unknown routes, answered by the pipeline like any other.
+        .service(web::resource(HEALTH_PATH).route(web::get().to(health)).default_service(web::to(proxy)))
         .default_service(web::to(proxy))
 }
 
@@ -91,6 +97,66 @@ pub fn run(
         handle.stop(true).await;
     });
     Ok(server)
+}
+
+/// Path of the Prometheus metrics on the admin listener.
+pub const METRICS_PATH: &str = "/metrics";
+
+struct AdminState {
+    gateway: Arc<Gateway>,
+    keys: Option<Arc<KeyStore>>,
+}
+
+/// Serves the admin endpoints (`GET /metrics`) on `listener` until `shutdown` resolves. `keys`
+/// supplies the key-reload counts. One worker: scrapes are rare and must not take request threads.
+pub fn run_admin(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    keys: Option<Arc<KeyStore>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Server> {
+    let state = web::Data::new(AdminState { gateway, keys });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .service(web::resource(METRICS_PATH).route(web::get().to(metrics)))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown.await;
+        handle.stop(true).await;
+    });
+    Ok(server)
+}
+
+async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    let gateway = &state.gateway;
+    for (stage, cache) in &gateway.caches {
+        let (entries, bytes) = cache.size().await;
+        let c = &cache.counters;
+        gateway.metrics.set_cache(
+            stage,
+            entries,
+            bytes,
+            (
+                c.evicted_size.load(Ordering::Relaxed),
+                c.evicted_expired.load(Ordering::Relaxed),
+            ),
+        );
+    }
+    if let Some(keys) = &state.keys {
+        gateway
+            .metrics
+            .set_key_reloads(keys.reloads_ok(), keys.reloads_failed());
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(gateway.metrics.render())
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
@@ -160,6 +226,7 @@ async fn proxy(
         Some(e) => Err(e),
         None => read_body(&req, payload, settings.max_body_bytes).await,
     };
+    let in_flight = InFlight::enter(&state.gateway.metrics.in_flight);
     let response = match body {
         Ok(body) => {
             let greq = GatewayRequest {
@@ -173,8 +240,30 @@ async fn proxy(
         }
         Err(e) => error_response(e, &mut ctx),
     };
+    drop(in_flight);
     ctx.log_access(response.status, response.body.len());
+    state
+        .gateway
+        .metrics
+        .observe(&ctx, response.status, ctx.started.elapsed());
     write(response, &ctx)
+}
+
+/// Counts a request in flight until dropped (also when actix drops the handler of a client that
+/// went away).
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn error_response(err: GatewayError, ctx: &mut RequestContext) -> GatewayResponse {

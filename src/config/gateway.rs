@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
 use super::diag::{Diagnostic, Diagnostics};
 use super::param::ParamSource;
 use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
@@ -90,6 +91,8 @@ struct RawStage {
     /// Per-route stage throttles, keyed `"GET /recommended-movies/{user_id}"`.
     #[serde(default)]
     route_throttles: BTreeMap<String, ThrottleSpec>,
+    /// The stage cache (default off); see [`super::cache`] for every field.
+    cache: Option<RawStageCache>,
 }
 
 /// `routes[i]:`
@@ -106,6 +109,9 @@ struct RawRoute {
     #[serde(default)]
     validation: RawValidation,
     integration: RawIntegration,
+    /// Per-route cache settings (default: GET routes cache when the stage does, keyed by method
+    /// and resource path only); see [`super::cache`].
+    cache: Option<RawRouteCache>,
 }
 
 /// `routes[i].validation:` — API Gateway's request validator for parameters.
@@ -232,6 +238,8 @@ pub struct Stage {
     pub throttle: Option<ThrottleSpec>,
     /// Per-route stage throttles: (method, resource path, settings).
     pub route_throttles: Vec<(String, String, ThrottleSpec)>,
+    /// The stage cache.
+    pub cache: StageCacheConfig,
 }
 
 /// One route of the API.
@@ -247,6 +255,8 @@ pub struct Route {
     pub validation: Validation,
     /// The SageMaker integration.
     pub integration: Integration,
+    /// Cache settings of the route.
+    pub cache: RouteCacheConfig,
 }
 
 impl Route {
@@ -533,6 +543,7 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 variables: BTreeMap::new(),
                 throttle: None,
                 route_throttles: BTreeMap::new(),
+                cache: None,
             }
         } else {
             match doc.deserialize(&path) {
@@ -573,6 +584,7 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 )),
             }
         }
+        let cache = cache::stage_cache(doc, &format!("{path}.cache"), raw.cache, errors);
         stages.insert(
             name.clone(),
             Stage {
@@ -580,6 +592,7 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 variables: raw.variables,
                 throttle: raw.throttle,
                 route_throttles,
+                cache,
             },
         );
     }
@@ -647,7 +660,9 @@ fn compile_routes(
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
         };
+        let cache = cache::route_cache(doc, &format!("{path}.cache"), raw.cache, errors);
         routes.push(Route {
+            cache,
             method: raw.method.to_ascii_uppercase(),
             path: normalize_path(&raw.path),
             api_key_required: raw.api_key_required,

@@ -1,4 +1,5 @@
 //! Configuration: `gateway.yaml` compiled into a typed model, with every error located.
+pub mod cache;
 pub mod diag;
 pub mod gateway;
 pub mod param;

@@ -1,0 +1,287 @@
+//! Stage cache settings: `stages.<name>.cache` and `routes[i].cache` in `gateway.yaml`.
+//!
+//! API Gateway's stage cache (reference §3.4), in the file instead of method settings:
+//!
+//! ```yaml
+//! stages:
+//!   prod:
+//!     cache:
+//!       enabled: true                 # default false
+//!       ttl_secs: 300                 # default 300, 0..=3600, 0 = nothing is cached
+//!       max_bytes: 67108864           # whole cache of this stage, bytes (default 64 MiB)
+//!       max_entry_bytes: 1048576      # larger answers are not cached (default 1 MiB, API Gateway's)
+//!       require_authorization: true   # Cache-Control: max-age=0 only from `invalidators` (default true)
+//!       unauthorized_strategy: SUCCEED_WITH_RESPONSE_HEADER   # or FAIL_WITH_403, SUCCEED_WITHOUT_RESPONSE_HEADER
+//!       invalidators: { keys: [ops], usage_plans: [internal] } # who may invalidate (default nobody)
+//! routes:
+//!   - method: GET
+//!     path: /recommended-movies/{user_id}
+//!     cache:
+//!       enabled: true                 # default: true for GET, false otherwise (API Gateway's rule)
+//!       ttl_secs: 60                  # default: the stage's
+//!       key_parameters: [method.request.path.user_id, method.request.querystring.k]
+//!       when: { method.request.querystring.inference_type: [deterministic] }
+//! ```
+//!
+//! Invariant: a request is cached only when its stage cache is on, its route's cache is on, the TTL
+//! is above zero and every `when` condition holds; anything else bypasses the cache entirely.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::diag::Diagnostic;
+use super::param::ParamSource;
+use super::yaml::Doc;
+
+/// API Gateway's default TTL.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// API Gateway's largest TTL.
+pub const MAX_TTL_SECS: u64 = 3600;
+/// Default byte bound of one stage's cache (64 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// API Gateway's largest cacheable response (1 MiB).
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
+/// Largest `max_entry_bytes` accepted (the cache weighs entries in `u32`).
+pub const MAX_ENTRY_BYTES_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// `stages.<name>.cache:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStageCache {
+    /// Whether the stage caches at all (default false).
+    #[serde(default)]
+    enabled: bool,
+    /// Seconds an answer stays fresh (default 300, at most 3600; 0 turns caching off).
+    ttl_secs: Option<u64>,
+    /// Byte bound of the whole stage cache: keys, bodies and headers (default 67108864 = 64 MiB).
+    max_bytes: Option<u64>,
+    /// Answers larger than this many bytes are not cached (default 1048576, API Gateway's).
+    max_entry_bytes: Option<u64>,
+    /// Whether `Cache-Control: max-age=0` needs an authorized caller (default true, API Gateway's
+    /// `requireAuthorizationForCacheControl`); false lets any caller invalidate.
+    require_authorization: Option<bool>,
+    /// What an unauthorized `max-age=0` gets (default SUCCEED_WITH_RESPONSE_HEADER).
+    #[serde(default)]
+    unauthorized_strategy: UnauthorizedStrategy,
+    /// Callers allowed to invalidate: key ids and usage-plan ids from the keys file (default none).
+    #[serde(default)]
+    invalidators: RawInvalidators,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInvalidators {
+    /// Key ids (never key values).
+    #[serde(default)]
+    keys: BTreeSet<String>,
+    /// Usage-plan ids.
+    #[serde(default)]
+    usage_plans: BTreeSet<String>,
+}
+
+/// `routes[i].cache:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouteCache {
+    /// Cache this route when the stage caches (default: true for GET, false for other methods).
+    enabled: Option<bool>,
+    /// TTL override in seconds (default: the stage's; 0..=3600).
+    ttl_secs: Option<u64>,
+    /// Request parameters that make up the cache key beside method and resource path
+    /// (`method.request.{path,querystring,header}.NAME`; default none: one entry per route).
+    #[serde(default)]
+    key_parameters: Vec<String>,
+    /// Conditions that must all hold for a request to use the cache: parameter → accepted values
+    /// (default none: every request of the route).
+    #[serde(default)]
+    when: serde_json::Map<String, Value>,
+}
+
+/// API Gateway's `unauthorizedCacheControlHeaderStrategy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnauthorizedStrategy {
+    /// 403 `{"message":"Forbidden"}`.
+    #[serde(rename = "FAIL_WITH_403")]
+    FailWith403,
+    /// Served as if the header were absent, with a `Warning` response header.
+    #[default]
+    SucceedWithResponseHeader,
+    /// Served as if the header were absent.
+    SucceedWithoutResponseHeader,
+}
+
+/// A stage's cache, compiled.
+#[derive(Debug, Clone)]
+pub struct StageCacheConfig {
+    /// Whether the stage caches (false also when the TTL is 0).
+    pub enabled: bool,
+    /// Default freshness.
+    pub ttl: Duration,
+    /// Byte bound of the whole stage cache.
+    pub max_bytes: u64,
+    /// Largest cached answer in bytes.
+    pub max_entry_bytes: u64,
+    /// Whether invalidation needs an authorized caller.
+    pub require_authorization: bool,
+    /// What an unauthorized invalidation gets.
+    pub unauthorized_strategy: UnauthorizedStrategy,
+    /// Key ids allowed to invalidate.
+    pub invalidator_keys: BTreeSet<String>,
+    /// Usage-plan ids allowed to invalidate.
+    pub invalidator_plans: BTreeSet<String>,
+}
+
+impl Default for StageCacheConfig {
+    fn default() -> Self {
+        StageCacheConfig {
+            enabled: false,
+            ttl: DEFAULT_TTL,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            require_authorization: true,
+            unauthorized_strategy: UnauthorizedStrategy::default(),
+            invalidator_keys: BTreeSet::new(),
+            invalidator_plans: BTreeSet::new(),
+        }
+    }
+}
+
+/// A route's cache settings, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct RouteCacheConfig {
+    /// Explicit on/off; `None` = API Gateway's default (GET only).
+    pub enabled: Option<bool>,
+    /// TTL override.
+    pub ttl: Option<Duration>,
+    /// Parameters in the key, in file order.
+    pub key_parameters: Vec<ParamSource>,
+    /// Conditions: the parameter's value must be one of the listed ones.
+    pub when: Vec<(ParamSource, Vec<String>)>,
+}
+
+fn check_ttl(doc: &Doc, path: &str, secs: u64, errors: &mut Vec<Diagnostic>) -> Duration {
+    if secs > MAX_TTL_SECS {
+        errors.push(doc.error(path, format!("must be at most {MAX_TTL_SECS}")));
+    }
+    Duration::from_secs(secs)
+}
+
+/// Compiles `stages.<name>.cache` (at `path`).
+pub(super) fn stage_cache(
+    doc: &Doc,
+    path: &str,
+    raw: Option<RawStageCache>,
+    errors: &mut Vec<Diagnostic>,
+) -> StageCacheConfig {
+    let Some(raw) = raw else {
+        return StageCacheConfig::default();
+    };
+    let ttl = check_ttl(
+        doc,
+        &format!("{path}.ttl_secs"),
+        raw.ttl_secs.unwrap_or(DEFAULT_TTL.as_secs()),
+        errors,
+    );
+    let max_bytes = raw.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+    if max_bytes == 0 {
+        errors.push(doc.error(&format!("{path}.max_bytes"), "must be > 0"));
+    }
+    let max_entry_bytes = raw.max_entry_bytes.unwrap_or(DEFAULT_MAX_ENTRY_BYTES);
+    if max_entry_bytes == 0 || max_entry_bytes > MAX_ENTRY_BYTES_LIMIT {
+        errors.push(doc.error(
+            &format!("{path}.max_entry_bytes"),
+            format!("must be between 1 and {MAX_ENTRY_BYTES_LIMIT}"),
+        ));
+    } else if max_entry_bytes > max_bytes {
+        errors.push(doc.error(
+            &format!("{path}.max_entry_bytes"),
+            "must not exceed max_bytes",
+        ));
+    }
+    StageCacheConfig {
+        enabled: raw.enabled && !ttl.is_zero(),
+        ttl,
+        max_bytes,
+        max_entry_bytes,
+        require_authorization: raw.require_authorization.unwrap_or(true),
+        unauthorized_strategy: raw.unauthorized_strategy,
+        invalidator_keys: raw.invalidators.keys,
+        invalidator_plans: raw.invalidators.usage_plans,
+    }
+}
+
+/// Parses a `method.request.{path,querystring,header}.NAME` expression (the only kinds a key or a
+/// condition may use: they are what the client sent).
+fn request_param(expr: &str) -> Result<ParamSource, String> {
+    match ParamSource::parse(expr)? {
+        ParamSource::Header(n) => Ok(ParamSource::Header(n.to_ascii_lowercase())),
+        p @ (ParamSource::Query(_) | ParamSource::Path(_)) => Ok(p),
+        _ => Err(format!(
+            "`{expr}`: use method.request.path.NAME, method.request.querystring.NAME or method.request.header.NAME"
+        )),
+    }
+}
+
+/// Compiles `routes[i].cache` (at `path`).
+pub(super) fn route_cache(
+    doc: &Doc,
+    path: &str,
+    raw: Option<RawRouteCache>,
+    errors: &mut Vec<Diagnostic>,
+) -> RouteCacheConfig {
+    let Some(raw) = raw else {
+        return RouteCacheConfig::default();
+    };
+    let ttl = raw
+        .ttl_secs
+        .map(|s| check_ttl(doc, &format!("{path}.ttl_secs"), s, errors));
+    let mut key_parameters = Vec::new();
+    for (i, expr) in raw.key_parameters.iter().enumerate() {
+        match request_param(expr) {
+            Ok(p) if key_parameters.contains(&p) => errors.push(doc.error(
+                &format!("{path}.key_parameters[{i}]"),
+                format!("`{expr}` is listed twice"),
+            )),
+            Ok(p) => key_parameters.push(p),
+            Err(m) => errors.push(doc.error(&format!("{path}.key_parameters[{i}]"), m)),
+        }
+    }
+    let mut when = Vec::new();
+    for (expr, values) in &raw.when {
+        let cpath = format!("{path}.when.{expr}");
+        let param = match request_param(expr) {
+            Ok(p) => p,
+            Err(m) => {
+                errors.push(doc.error(&cpath, m));
+                continue;
+            }
+        };
+        let accepted: Option<Vec<String>> = values.as_array().and_then(|list| {
+            list.iter()
+                .map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    _ => None,
+                })
+                .collect()
+        });
+        match accepted {
+            Some(list) if !list.is_empty() => when.push((param, list)),
+            _ => errors.push(doc.error(
+                &cpath,
+                "expected a non-empty list of accepted values, e.g. [deterministic]",
+            )),
+        }
+    }
+    RouteCacheConfig {
+        enabled: raw.enabled,
+        ttl,
+        key_parameters,
+        when,
+    }
+}

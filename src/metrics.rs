@@ -1,0 +1,330 @@
+//! Prometheus metrics: recorded from the finished [`RequestContext`] (the last pipeline step,
+//! beside the access log), exposed in text format on the admin listener only.
+//!
+//! Families (all prefixed `sagegate_`):
+//! - `requests_total`, `request_duration_seconds` by `stage`, `route` (resource path template) and
+//!   `status_class` (`2xx`…`5xx`); `integration_duration_seconds` by `stage`, `route`;
+//! - `throttled_total`, `quota_rejected_total` by `key_id` (the id from the keys file, `""` without
+//!   a key; never a key or its hash);
+//! - `cache_lookups_total` by `stage`, `result` (`hit`, `miss`, `coalesced`, `refresh`, `bypass`),
+//!   `cache_evictions_total` by `stage`, `cause` (`size`, `expired`), `cache_bytes`, `cache_entries`;
+//! - `upstream_errors_total` by `error_type` (SageMaker's error type, from a fixed list);
+//! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`.
+//!
+//! Cardinality is bounded by the configuration: stage and route labels only take configured values
+//! (`""` for requests that matched none), key ids come from the keys file, error types from a list.
+//! Hot path: the per-(stage, route) children are created at start and found by two map lookups on
+//! borrowed strings; nothing is allocated per request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::config::GatewayConfig;
+use crate::context::{Limited, RequestContext};
+use crate::upstream::UpstreamFailure;
+
+/// Latency buckets in seconds: 1 ms to 60 s (the longest route timeout).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 29.0, 60.0,
+];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// SageMaker Runtime error types counted by name; anything else is `Other`.
+const UPSTREAM_ERROR_TYPES: &[&str] = &[
+    "ModelError",
+    "ThrottlingException",
+    "ModelNotReadyException",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalDependencyException",
+    "ValidationError",
+    "AccessDeniedException",
+    "Timeout",
+    "Transport",
+    "Other",
+];
+
+/// The children of one (stage, route).
+struct RouteMetrics {
+    requests: [IntCounter; 5],
+    latency: [Histogram; 5],
+    integration: Histogram,
+}
+
+/// All metrics of one gateway.
+pub struct Metrics {
+    registry: Registry,
+    /// stage → route path → children; `""` keys for requests that matched no stage or route.
+    routes: HashMap<String, HashMap<String, RouteMetrics>>,
+    throttled: IntCounterVec,
+    quota_rejected: IntCounterVec,
+    cache_lookups: IntCounterVec,
+    cache_evictions: IntCounterVec,
+    cache_bytes: IntGaugeVec,
+    cache_entries: IntGaugeVec,
+    upstream_errors: IntCounterVec,
+    /// Requests being handled now.
+    pub in_flight: IntGauge,
+    key_reloads: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    let _ = registry.register(Box::new(c.clone()));
+    c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    let _ = registry.register(Box::new(g.clone()));
+    g
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| unreachable_metric(name, e));
+    let _ = registry.register(Box::new(h.clone()));
+    h
+}
+
+/// Metric names and labels are constants of this file; the constructors only fail on invalid ones.
+#[allow(clippy::panic)]
+fn unreachable_metric<T>(name: &str, e: prometheus::Error) -> T {
+    panic!("metric {name} is malformed: {e}")
+}
+
+impl Metrics {
+    /// Registers every family, with the children of every configured (stage, route).
+    pub fn new(config: &GatewayConfig) -> Self {
+        let registry = Registry::new_custom(Some("sagegate".to_owned()), None)
+            .unwrap_or_else(|e| unreachable_metric("registry", e));
+        let requests = counter_vec(
+            &registry,
+            "requests_total",
+            "Requests answered, by stage, route and status class.",
+            &["stage", "route", "status_class"],
+        );
+        let latency = histogram_vec(
+            &registry,
+            "request_duration_seconds",
+            "Time from request arrival to response, by stage, route and status class.",
+            &["stage", "route", "status_class"],
+        );
+        let integration = histogram_vec(
+            &registry,
+            "integration_duration_seconds",
+            "Duration of SageMaker calls (retries included), by stage and route.",
+            &["stage", "route"],
+        );
+        let mut routes: HashMap<String, HashMap<String, RouteMetrics>> = HashMap::new();
+        let mut add = |stage: &str, route: &str| {
+            let children = RouteMetrics {
+                requests: STATUS_CLASSES.map(|c| requests.with_label_values(&[stage, route, c])),
+                latency: STATUS_CLASSES.map(|c| latency.with_label_values(&[stage, route, c])),
+                integration: integration.with_label_values(&[stage, route]),
+            };
+            routes
+                .entry(stage.to_owned())
+                .or_default()
+                .insert(route.to_owned(), children);
+        };
+        add("", "");
+        for stage in config.stages.keys() {
+            add(stage, "");
+            for route in &config.routes {
+                add(stage, &route.path);
+            }
+        }
+        let cache_lookups = counter_vec(
+            &registry,
+            "cache_lookups_total",
+            "Stage cache outcomes: hit, miss, coalesced (waited for another request's call), refresh, bypass.",
+            &["stage", "result"],
+        );
+        let cache_evictions = counter_vec(
+            &registry,
+            "cache_evictions_total",
+            "Entries removed from a stage cache, by cause (size, expired).",
+            &["stage", "cause"],
+        );
+        let cache_bytes = gauge_vec(
+            &registry,
+            "cache_bytes",
+            "Bytes held by a stage cache.",
+            &["stage"],
+        );
+        let cache_entries = gauge_vec(
+            &registry,
+            "cache_entries",
+            "Entries held by a stage cache.",
+            &["stage"],
+        );
+        for (name, stage) in &config.stages {
+            if stage.cache.enabled {
+                for result in ["hit", "miss", "coalesced", "refresh", "bypass"] {
+                    cache_lookups.with_label_values(&[name, result]);
+                }
+                for cause in ["size", "expired"] {
+                    cache_evictions.with_label_values(&[name, cause]);
+                }
+                cache_bytes.with_label_values(&[name]);
+                cache_entries.with_label_values(&[name]);
+            }
+        }
+        let in_flight = IntGauge::new("in_flight_requests", "Requests being handled.")
+            .unwrap_or_else(|e| unreachable_metric("in_flight_requests", e));
+        let _ = registry.register(Box::new(in_flight.clone()));
+        let build = gauge_vec(
+            &registry,
+            "build_info",
+            "Always 1; the version label says which build runs.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let key_reloads = counter_vec(
+            &registry,
+            "key_reloads_total",
+            "Reloads of the keys source, by result (ok, failed).",
+            &["result"],
+        );
+        key_reloads.with_label_values(&["ok"]);
+        key_reloads.with_label_values(&["failed"]);
+        Metrics {
+            routes,
+            throttled: counter_vec(
+                &registry,
+                "throttled_total",
+                "Requests refused by a throttle (plan, route or stage), by key id.",
+                &["key_id"],
+            ),
+            quota_rejected: counter_vec(
+                &registry,
+                "quota_rejected_total",
+                "Requests refused because the usage plan's quota is used up, by key id.",
+                &["key_id"],
+            ),
+            cache_lookups,
+            cache_evictions,
+            cache_bytes,
+            cache_entries,
+            upstream_errors: counter_vec(
+                &registry,
+                "upstream_errors_total",
+                "Failed SageMaker calls, by SageMaker error type.",
+                &["error_type"],
+            ),
+            in_flight,
+            key_reloads,
+            registry,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, ctx: &RequestContext, status: u16, elapsed: Duration) {
+        let stage = ctx.stage.as_deref().unwrap_or("");
+        let stage_routes = self.routes.get(stage).or_else(|| self.routes.get(""));
+        let children = stage_routes.and_then(|r| {
+            r.get(ctx.resource_path.as_deref().unwrap_or(""))
+                .or_else(|| r.get(""))
+        });
+        if let Some(m) = children {
+            let class = usize::from(status / 100).clamp(1, 5) - 1;
+            m.requests[class].inc();
+            m.latency[class].observe(elapsed.as_secs_f64());
+            if let Some(d) = ctx.integration_latency {
+                m.integration.observe(d.as_secs_f64());
+            }
+        }
+        let key_id = ctx.api_key_id.as_deref().unwrap_or("");
+        match ctx.limited {
+            Some(Limited::Throttled) => self.inc(&self.throttled, &[key_id]),
+            Some(Limited::Quota) => self.inc(&self.quota_rejected, &[key_id]),
+            None => {}
+        }
+        if let Some(result) = ctx.cache {
+            self.inc(&self.cache_lookups, &[stage, result]);
+        }
+        if let Some(error_type) = ctx.upstream_error {
+            self.inc(&self.upstream_errors, &[error_type]);
+        }
+    }
+
+    fn inc(&self, vec: &IntCounterVec, labels: &[&str]) {
+        if let Ok(c) = vec.get_metric_with_label_values(labels) {
+            c.inc();
+        }
+    }
+
+    /// Sets a stage cache's size and eviction counts (read at scrape time).
+    pub fn set_cache(&self, stage: &str, entries: u64, bytes: u64, evicted: (u64, u64)) {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if let Ok(g) = self.cache_entries.get_metric_with_label_values(&[stage]) {
+            g.set(as_i64(entries));
+        }
+        if let Ok(g) = self.cache_bytes.get_metric_with_label_values(&[stage]) {
+            g.set(as_i64(bytes));
+        }
+        for (cause, total) in [("size", evicted.0), ("expired", evicted.1)] {
+            if let Ok(c) = self
+                .cache_evictions
+                .get_metric_with_label_values(&[stage, cause])
+            {
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+        }
+    }
+
+    /// Sets the key-reload counts (read from the key store at scrape time).
+    pub fn set_key_reloads(&self, ok: u64, failed: u64) {
+        for (result, total) in [("ok", ok), ("failed", failed)] {
+            if let Ok(c) = self.key_reloads.get_metric_with_label_values(&[result]) {
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The SageMaker error type of a failed call, from a fixed list.
+pub fn upstream_error_type(failure: &UpstreamFailure) -> &'static str {
+    use crate::error::GatewayError;
+    match &failure.reply {
+        Some(reply) => {
+            let raw = reply.header("x-amzn-errortype").unwrap_or("");
+            let name = raw.split(':').next().unwrap_or("");
+            match &failure.error {
+                GatewayError::ModelError { .. } => "ModelError",
+                _ => UPSTREAM_ERROR_TYPES
+                    .iter()
+                    .find(|t| **t == name)
+                    .copied()
+                    .unwrap_or("Other"),
+            }
+        }
+        None => match failure.error {
+            GatewayError::IntegrationTimeout(_) => "Timeout",
+            _ => "Transport",
+        },
+    }
+}
