@@ -14,12 +14,15 @@
 mod kit;
 
 mod access_log;
+mod cache;
+mod chaos;
 mod cli;
 mod drain;
 mod errors;
 mod forwarded;
 mod hostile;
 mod mapping;
+mod metrics;
 mod quota;
 mod reload;
 mod retries;

@@ -13,6 +13,7 @@
 //! Every wait is a bounded poll; every process started here is killed when its handle drops.
 
 pub mod client;
+pub mod chaos;
 pub mod config;
 pub mod gateway;
 pub mod recommender;
