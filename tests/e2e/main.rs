@@ -14,7 +14,6 @@
 mod kit;
 
 mod access_log;
-mod cache;
 mod chaos;
 mod cli;
 mod drain;
@@ -22,7 +21,6 @@ mod errors;
 mod forwarded;
 mod hostile;
 mod mapping;
-mod metrics;
 mod quota;
 mod reload;
 mod retries;
