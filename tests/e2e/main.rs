@@ -20,6 +20,7 @@ mod drain;
 mod errors;
 mod forwarded;
 mod hostile;
+mod load;
 mod mapping;
 mod quota;
 mod reload;
