@@ -127,17 +127,31 @@ fn load(
 ) -> Result<(GatewayConfig, KeySource, KeysContext, auth::KeySet), String> {
     let name = config.display().to_string();
     let text = std::fs::read_to_string(config).map_err(|e| format!("{name}: cannot read: {e}"))?;
-    let gateway = GatewayConfig::parse(&name, &text, &env).map_err(|d| d.to_string())?;
+    let gateway = GatewayConfig::parse(&name, &text, &env);
     let source = KeySource::parse(keys).map_err(|e| format!("{keys}: {e}"))?;
-    let ctx = KeysContext::new(gateway.stage_names(), gateway.route_keys());
+    // Check the keys even when gateway.yaml has errors, against the names it declares, so one run
+    // reports the problems of both files.
+    let names = match &gateway {
+        Ok(g) => Some((g.stage_names(), g.route_keys())),
+        Err(_) => GatewayConfig::declared_names(&name, &text, &env),
+    };
+    let Some((stages, routes)) = names else {
+        let errors = gateway.err().map(|d| d.to_string()).unwrap_or_default();
+        return Err(format!("{errors}\n{keys}: not checked: {name} does not parse"));
+    };
+    let ctx = KeysContext::new(stages, routes);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let set = runtime
-        .block_on(auth::load_initial(&source, &ctx))
-        .map_err(|d| d.to_string())?;
-    Ok((gateway, source, ctx, set))
+    let set = runtime.block_on(auth::load_initial(&source, &ctx));
+    match (gateway, set) {
+        (Ok(gateway), Ok(set)) => Ok((gateway, source, ctx, set)),
+        (gateway, set) => {
+            let errors: Vec<String> = [gateway.err().map(|d| d.to_string()), set.err().map(|d| d.to_string())].into_iter().flatten().collect();
+            Err(errors.join("\n"))
+        }
+    }
 }
 
 fn check_config(config: PathBuf, keys: String) -> ExitCode {

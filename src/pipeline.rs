@@ -323,11 +323,14 @@ impl Gateway {
     ) -> Result<Routed<'a>, GatewayError> {
         let (stage_name, rest) =
             route::split_stage(&req.path).ok_or(GatewayError::MissingAuthenticationToken)?;
-        let stage = self
-            .config
-            .stages
-            .get(stage_name)
-            .ok_or(GatewayError::UnknownStage)?;
+        let stage = match self.config.stages.get(stage_name) {
+            Some(stage) => stage,
+            // `/healthz` is a resource (GET only): another method on it is an unknown method.
+            None if stage_name == &crate::server::HEALTH_PATH[1..] => {
+                return Err(GatewayError::MissingAuthenticationToken);
+            }
+            None => return Err(GatewayError::UnknownStage),
+        };
         ctx.stage = Some(stage.name.clone());
         let matched = self
             .config

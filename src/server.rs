@@ -159,15 +159,28 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         .body(gateway.metrics.render())
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
-    if state.draining.load(Ordering::SeqCst) {
+async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let draining = state.draining.load(Ordering::SeqCst);
+    let mut builder = if draining {
         HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(r#"{"status":"draining"}"#)
     } else {
         HttpResponse::Ok()
-            .content_type("application/json")
-            .body(r#"{"status":"ok"}"#)
+    };
+    // Every response carries the request and trace ids, the health check's too.
+    let trace_id = req
+        .headers()
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_trace_id(v))
+        .map_or_else(new_trace_id, str::to_owned);
+    builder
+        .insert_header((REQUEST_ID_HEADER, uuid::Uuid::new_v4().to_string()))
+        .insert_header((TRACE_ID_HEADER, trace_id))
+        .content_type("application/json");
+    if draining {
+        builder.body(r#"{"status":"draining"}"#)
+    } else {
+        builder.body(r#"{"status":"ok"}"#)
     }
 }
 

@@ -14,6 +14,7 @@
 mod kit;
 
 mod access_log;
+mod cache;
 mod chaos;
 mod cli;
 mod drain;
@@ -22,6 +23,7 @@ mod forwarded;
 mod hostile;
 mod load;
 mod mapping;
+mod metrics;
 mod quota;
 mod reload;
 mod retries;
