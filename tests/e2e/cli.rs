@@ -96,7 +96,10 @@ fn check_config_prints_every_error_of_a_broken_gateway_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.yaml");
     std::fs::write(&config, BROKEN_GATEWAY).unwrap();
-    let keys = shipped_config_dir().join("keys.yaml");
+    // A keys file that fits the broken config's stages: only gateway.yaml's errors are expected.
+    let keys = dir.path().join("keys.yaml");
+    let shipped = std::fs::read_to_string(shipped_config_dir().join("keys.yaml")).unwrap();
+    std::fs::write(&keys, shipped.replace("stages: [temp, prod]", "stages: [prod]")).unwrap();
     let out = check_config(&config, &keys);
     assert_lists(&out, &gateway_errors(config.to_str().unwrap()));
 }
