@@ -99,7 +99,11 @@ fn check_config_prints_every_error_of_a_broken_gateway_config() {
     // A keys file that fits the broken config's stages: only gateway.yaml's errors are expected.
     let keys = dir.path().join("keys.yaml");
     let shipped = std::fs::read_to_string(shipped_config_dir().join("keys.yaml")).unwrap();
-    std::fs::write(&keys, shipped.replace("stages: [temp, prod]", "stages: [prod]")).unwrap();
+    std::fs::write(
+        &keys,
+        shipped.replace("stages: [temp, prod]", "stages: [prod]"),
+    )
+    .unwrap();
     let out = check_config(&config, &keys);
     assert_lists(&out, &gateway_errors(config.to_str().unwrap()));
 }
