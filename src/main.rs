@@ -137,7 +137,9 @@ fn load(
     };
     let Some((stages, routes)) = names else {
         let errors = gateway.err().map(|d| d.to_string()).unwrap_or_default();
-        return Err(format!("{errors}\n{keys}: not checked: {name} does not parse"));
+        return Err(format!(
+            "{errors}\n{keys}: not checked: {name} does not parse"
+        ));
     };
     let ctx = KeysContext::new(stages, routes);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -148,7 +150,13 @@ fn load(
     match (gateway, set) {
         (Ok(gateway), Ok(set)) => Ok((gateway, source, ctx, set)),
         (gateway, set) => {
-            let errors: Vec<String> = [gateway.err().map(|d| d.to_string()), set.err().map(|d| d.to_string())].into_iter().flatten().collect();
+            let errors: Vec<String> = [
+                gateway.err().map(|d| d.to_string()),
+                set.err().map(|d| d.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             Err(errors.join("\n"))
         }
     }

@@ -59,7 +59,11 @@ pub fn create_app(
     App::new()
         .app_data(state)
         // Other methods on /healthz are unknown routes, answered by the pipeline like any other.
-        .service(web::resource(HEALTH_PATH).route(web::get().to(health)).default_service(web::to(proxy)))
+        .service(
+            web::resource(HEALTH_PATH)
+                .route(web::get().to(health))
+                .default_service(web::to(proxy)),
+        )
         .default_service(web::to(proxy))
 }
 

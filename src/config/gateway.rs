@@ -326,15 +326,29 @@ impl GatewayConfig {
 
     /// Stage names and route keys as declared in `text`, even when the file has other errors, so the
     /// keys file can still be checked against them. `None` when the YAML itself does not parse.
-    pub fn declared_names(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+    pub fn declared_names(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
         let doc = Doc::parse(file, text, env).ok()?;
-        let stages = doc.get("stages").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let stages = doc
+            .get("stages")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         let routes = doc
             .get("routes")
             .and_then(Value::as_array)
             .map(|list| {
                 list.iter()
-                    .filter_map(|r| Some(format!("{} {}", r.get("method")?.as_str()?.to_ascii_uppercase(), normalize_path(r.get("path")?.as_str()?))))
+                    .filter_map(|r| {
+                        Some(format!(
+                            "{} {}",
+                            r.get("method")?.as_str()?.to_ascii_uppercase(),
+                            normalize_path(r.get("path")?.as_str()?)
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -12,8 +12,8 @@
 //!
 //! Every wait is a bounded poll; every process started here is killed when its handle drops.
 
-pub mod client;
 pub mod chaos;
+pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod recommender;
