@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# bench/profile.sh [REQUESTS] — instruction-level profile of sagegate (and of nginx doing the same job)
+# with valgrind's callgrind: warm up, zero the counters, send REQUESTS (default 2000) requests on one
+# connection, dump. Instruction counts do not depend on how busy the machine is, so this is the
+# stable per-request cost. Writes bench/out/profile-<time>/{summary.md,*.callgrind,*.annotate.txt}.
+# `perf` would be lighter, but hardware counters are not available in this VM
+# (`perf stat -e instructions true` reports <not supported>).
+set -euo pipefail
+
+REQUESTS=${1:-2000}
+WARM=200
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+OUT=$BENCH/out/profile-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT/nginx-tmp"
+KEY=sagegate-bench-key-0123456789abcdef
+
+log() { printf '[profile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+command -v valgrind >/dev/null || die "valgrind is not installed (apt-get install valgrind)"
+if [[ -n ${BENCH_BIN:-} ]]; then # prebuilt binaries, as in run.sh
+    BIN=$BENCH_BIN
+else
+    (cd "$ROOT" && cargo build --release --quiet -p sagegate -p sagegate-bench) || die "build"
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    [[ $BIN == /* ]] || BIN=$ROOT/$BIN
+fi
+
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+), where our own client sockets live
+        ss -Hltn "sport = :$p" | grep -q . || {
+            echo "$p"
+            return
+        }
+    done
+    die "no free port"
+}
+wait_port() { # port pid [tries of 0.1 s]
+    for _ in $(seq "${3:-600}"); do
+        kill -0 "$2" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+UP_PORT=$(free_port)
+"$BIN/fake-sagemaker" --listen "127.0.0.1:$UP_PORT" >"$OUT/fake-sagemaker.log" 2>&1 &
+UP_PID=$!
+PIDS+=("$UP_PID")
+wait_port "$UP_PORT" "$UP_PID" || die "fake-sagemaker did not start"
+PATH_Q="/prod/recommended-movies/U1?k=5&inference_type=PL"
+
+# profile NAME PORT PID: warm up, zero, measure REQUESTS, dump, annotate.
+profile() {
+    local name=$1 port=$2 pid=$3 r
+    wait_port "$port" "$pid" 1200 || die "$name did not start under valgrind"
+    "$BIN/loadgen" --url "http://127.0.0.1:$port$PATH_Q" -H "x-api-key:$KEY" -c 1 --requests "$WARM" \
+        --timeout-ms 60000 >/dev/null
+    callgrind_control --zero "$pid" >/dev/null
+    r=$("$BIN/loadgen" --url "http://127.0.0.1:$port$PATH_Q" -H "x-api-key:$KEY" -c 1 \
+        --requests "$REQUESTS" --timeout-ms 60000)
+    [[ $(jq .ok <<<"$r") == "$REQUESTS" ]] || die "$name: not every request succeeded: $r"
+    callgrind_control --dump="measured" "$pid" >/dev/null
+    sleep 1
+    local file
+    file=$(ls -t "$OUT/$name".callgrind* | head -1)
+    callgrind_annotate --inclusive=yes "$file" >"$OUT/$name.inclusive.txt" 2>/dev/null || true
+    callgrind_annotate "$file" >"$OUT/$name.self.txt" 2>/dev/null || true
+    local total
+    total=$(awk '/^summary:|^totals:/ {print $2; exit}' "$file")
+    echo "- $name: $total instructions for $REQUESTS requests = $((total / REQUESTS)) per request" |
+        tee -a "$OUT/summary.md"
+}
+
+GW_PORT=$(free_port)
+AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
+    AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:$UP_PORT" \
+    valgrind --tool=callgrind --collect-atstart=yes --dump-instr=no \
+    --callgrind-out-file="$OUT/sagegate.callgrind" \
+    "$BIN/sagegate" serve --config "$BENCH/config/gateway.yaml" --keys "$BENCH/config/keys.yaml" \
+    --listen "127.0.0.1:$GW_PORT" >"$OUT/sagegate-access.log" 2>"$OUT/sagegate.valgrind.log" &
+GW_PID=$!
+PIDS+=("$GW_PID")
+log "sagegate under callgrind (pid $GW_PID)"
+profile sagegate "$GW_PORT" "$GW_PID"
+
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [[ -x $NGINX ]]; then
+    NG_PORT=$(free_port)
+    sed -e "s#@OUT@#$OUT#g" -e "s#@PORT@#$NG_PORT#g" -e "s#@UPSTREAM_PORT@#$UP_PORT#g" \
+        -e "s#@KEY@#$KEY#g" -e 's#^master_process on;#master_process off;#' \
+        "$BENCH/config/nginx.conf.in" >"$OUT/nginx.conf"
+    valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/nginx.callgrind" \
+        "$NGINX" -p "$OUT" -c "$OUT/nginx.conf" -e "$OUT/nginx-error.log" \
+        >"$OUT/nginx.stdout" 2>"$OUT/nginx.valgrind.log" &
+    NG_PID=$!
+    PIDS+=("$NG_PID")
+    log "nginx under callgrind (pid $NG_PID)"
+    profile nginx "$NG_PORT" "$NG_PID"
+fi
+log "summary: $OUT/summary.md; annotations: $OUT/*.inclusive.txt"
+ln -sfn "$(basename "$OUT")" "$BENCH/out/latest-profile"

@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# bench/run.sh [--quick|--full] — sagegate's benchmark: the same closed-loop load sent straight to a
+# fixed-latency SageMaker stand-in (the floor), through sagegate (full pipeline), and through nginx
+# doing the comparable job; then an in-flight concurrency run against a 1-second upstream.
+# Loopback only; every phase is bounded; every process started here is stopped on exit.
+# Exit status: non-zero only when something is broken (build, a server not starting, a target that
+# answers no request successfully) — never because a number is slow. See bench/README.md.
+set -euo pipefail
+
+MODE=quick
+for arg in "$@"; do
+    case "$arg" in
+        --quick) MODE=quick ;;
+        --full) MODE=full ;;
+        -h | --help)
+            sed -n '2,7p' "$0"
+            exit 0
+            ;;
+        *)
+            echo "usage: bench/run.sh [--quick|--full]" >&2
+            exit 2
+            ;;
+    esac
+done
+
+if [[ $MODE == quick ]]; then
+    LEVELS=(1 16)
+    WARMUP=1
+    DURATION=3
+    INFLIGHT=1000
+else
+    LEVELS=(1 16 64 256)
+    WARMUP=2
+    DURATION=10
+    INFLIGHT=9000
+fi
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BENCH/out/$MODE-$STAMP
+mkdir -p "$OUT/nginx-tmp"
+KEY=sagegate-bench-key-0123456789abcdef
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
+
+# ---- processes we start, stopped on every exit path ----
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- build (cargo's default target dir unless CARGO_TARGET_DIR says otherwise) ----
+# BENCH_BIN=DIR skips the build and uses DIR/{sagegate,fake-sagemaker,loadgen} (for profiling a
+# binary built elsewhere); the results then say so.
+if [[ -n ${BENCH_BIN:-} ]]; then
+    BIN=$BENCH_BIN
+    log "using prebuilt binaries in $BIN (BENCH_BIN)"
+else
+    log "building release binaries (cargo build --release -p sagegate -p sagegate-bench)"
+    (cd "$ROOT" && cargo build --release --quiet -p sagegate -p sagegate-bench) || die "build"
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    [[ $BIN == /* ]] || BIN=$ROOT/$BIN
+fi
+for b in sagegate fake-sagemaker loadgen; do
+    [[ -x $BIN/$b ]] || die "missing $BIN/$b"
+done
+
+# ---- nginx: installed with apt-get when missing; the nginx rows are skipped if that fails ----
+NGINX=$(command -v nginx || true)
+if [[ -z $NGINX && -x /usr/sbin/nginx ]]; then NGINX=/usr/sbin/nginx; fi
+if [[ -z $NGINX ]]; then
+    log "nginx missing: apt-get install -y nginx-light"
+    if [[ $(id -u) == 0 ]]; then
+        (apt-get install -y nginx-light >"$OUT/apt.log" 2>&1 ||
+            { apt-get update >>"$OUT/apt.log" 2>&1 && apt-get install -y nginx-light >>"$OUT/apt.log" 2>&1; }) || true
+    else
+        (sudo -n apt-get install -y nginx-light >"$OUT/apt.log" 2>&1) || true
+    fi
+    NGINX=$(command -v nginx || true)
+    [[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+    [[ -n $NGINX ]] || log "nginx could not be installed: nginx rows skipped (see $OUT/apt.log)"
+fi
+
+# ---- CPU placement: the server under test alone on CPU 0; load generator and upstream on CPU 1 ----
+NCPU=$(nproc)
+if command -v taskset >/dev/null && ((NCPU >= 2)); then
+    SUT_PIN=(taskset -c 0)
+    LOAD_PIN=(taskset -c 1)
+    PLACEMENT="server under test (sagegate / nginx) pinned to CPU 0; load generator and upstream pinned to CPU 1"
+else
+    SUT_PIN=()
+    LOAD_PIN=()
+    PLACEMENT="no pinning ($NCPU CPU(s) or no taskset): all processes share every CPU"
+fi
+
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+), where our own client sockets live
+        if port_free "$p"; then
+            echo "$p"
+            return
+        fi
+    done
+    die "no free port"
+}
+# Polls until something accepts on 127.0.0.1:$1 (bounded: 30 s) while $2 is alive.
+wait_port() {
+    for _ in $(seq 300); do
+        kill -0 "$2" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+cpu_ticks() { # utime+stime of a process and its direct children, in clock ticks
+    local total=0 pid
+    for pid in "$@" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        if [[ -r /proc/$pid/stat ]]; then
+            # fields after the ")" of comm: state is 3rd, utime 14th, stime 15th overall
+            total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+        fi
+    done
+    echo "$total"
+}
+hwm_kb() { # VmHWM of a process plus its direct children (nginx: master + worker)
+    local total=0 pid v
+    for pid in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+
+start_upstream() { # $1 port, $2 delay ms; sets UP_PID
+    "${LOAD_PIN[@]}" "$BIN/fake-sagemaker" --listen "127.0.0.1:$1" --delay-ms "$2" \
+        >"$OUT/fake-sagemaker-$1.log" 2>&1 &
+    UP_PID=$!
+    PIDS+=("$UP_PID")
+    wait_port "$1" "$UP_PID" || die "fake-sagemaker did not start (see $OUT/fake-sagemaker-$1.log)"
+}
+start_gateway() { # $1 port, $2 upstream port, $3 log name; sets GW_PID
+    AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
+        AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:$2" \
+        "${SUT_PIN[@]}" "$BIN/sagegate" serve --config "$BENCH/config/gateway.yaml" \
+        --keys "$BENCH/config/keys.yaml" --listen "127.0.0.1:$1" \
+        >"$OUT/$3" 2>"$OUT/$3.stderr" &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    wait_port "$1" "$GW_PID" || die "sagegate did not start (see $OUT/$3.stderr)"
+}
+
+UP_PORT=$(free_port)
+GW_PORT=$(free_port)
+NG_PORT=$(free_port)
+start_upstream "$UP_PORT" 0
+log "fake-sagemaker on :$UP_PORT (pid $UP_PID)"
+start_gateway "$GW_PORT" "$UP_PORT" gateway-access.log
+log "sagegate on :$GW_PORT (pid $GW_PID), access log $OUT/gateway-access.log"
+NG_PID=
+if [[ -n $NGINX ]]; then
+    sed -e "s#@OUT@#$OUT#g" -e "s#@PORT@#$NG_PORT#g" -e "s#@UPSTREAM_PORT@#$UP_PORT#g" \
+        -e "s#@KEY@#$KEY#g" "$BENCH/config/nginx.conf.in" >"$OUT/nginx.conf"
+    "${SUT_PIN[@]}" "$NGINX" -p "$OUT" -c "$OUT/nginx.conf" -e "$OUT/nginx-error.log" \
+        >"$OUT/nginx.stdout" 2>&1 &
+    NG_PID=$!
+    PIDS+=("$NG_PID")
+    wait_port "$NG_PORT" "$NG_PID" || die "nginx did not start (see $OUT/nginx-error.log, $OUT/nginx.stdout)"
+    log "nginx $("$NGINX" -v 2>&1 | sed 's/.*version: //') on :$NG_PORT (pid $NG_PID)"
+fi
+
+PATH_Q="/prod/recommended-movies/U1?k=5&inference_type=PL"
+target_args() { # the loadgen arguments that address one target
+    case "$1" in
+        direct) echo "--url http://127.0.0.1:$UP_PORT/endpoints/movie-recommender-prod/invocations --method POST --body {\"user_id\":\"U1\",\"k\":\"5\",\"inference_type\":\"PL\"}" ;;
+        sagegate) echo "--url http://127.0.0.1:$GW_PORT$PATH_Q -H x-api-key:$KEY" ;;
+        nginx) echo "--url http://127.0.0.1:$NG_PORT$PATH_Q -H x-api-key:$KEY" ;;
+    esac
+}
+target_pid() {
+    case "$1" in
+        direct) echo "$UP_PID" ;;
+        sagegate) echo "$GW_PID" ;;
+        nginx) echo "$NG_PID" ;;
+    esac
+}
+TARGETS=(direct sagegate)
+[[ -n $NG_PID ]] && TARGETS+=(nginx)
+
+# ---- smoke: each target answers 2xx, and sagegate rejects a wrong key (the check is really on) ----
+for t in "${TARGETS[@]}"; do
+    # shellcheck disable=SC2046
+    r=$("${LOAD_PIN[@]}" "$BIN/loadgen" $(target_args "$t") -c 1 --requests 3 --timeout-ms 10000) ||
+        die "loadgen against $t"
+    [[ $(jq .ok <<<"$r") == 3 ]] || die "$t does not answer 2xx: $r"
+done
+for t in sagegate nginx; do
+    [[ $t == nginx && -z $NG_PID ]] && continue
+    port=$GW_PORT
+    [[ $t == nginx ]] && port=$NG_PORT
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'x-api-key: wrong-key-0000000000' \
+        "http://127.0.0.1:$port$PATH_Q")
+    [[ $code == 403 ]] || die "$t answered $code to a wrong key (expected 403)"
+done
+log "smoke ok: every target answers 2xx; a wrong key gets 403"
+
+# ---- throughput / latency rows ----
+ROWS=$OUT/rows.jsonl
+: >"$ROWS"
+for c in "${LEVELS[@]}"; do
+    for t in "${TARGETS[@]}"; do
+        pid=$(target_pid "$t")
+        t0=$(cpu_ticks "$pid")
+        u0=$(cpu_ticks "$UP_PID")
+        # shellcheck disable=SC2046
+        r=$("${LOAD_PIN[@]}" "$BIN/loadgen" $(target_args "$t") -c "$c" \
+            --warmup-secs "$WARMUP" --duration-secs "$DURATION" --timeout-ms 10000) ||
+            die "loadgen against $t at $c connections"
+        t1=$(cpu_ticks "$pid")
+        u1=$(cpu_ticks "$UP_PID")
+        jq -c --arg t "$t" --argjson cpu "$((t1 - t0))" --argjson up "$((u1 - u0))" \
+            --argjson hz "$CLK_TCK" --argjson hwm "$(hwm_kb "$pid")" \
+            '. + {target: $t, cpu_s: ($cpu / $hz), upstream_cpu_s: ($up / $hz), hwm_kb: $hwm}' \
+            <<<"$r" >>"$ROWS"
+        log "$(jq -r '"\(.target) c=\(.connections): \(.rps|floor) req/s p50 \(.latency_ms.p50) ms, \(.ok) ok, \(.errors) errors, \(.non_2xx) non-2xx"' <<<"$(tail -1 "$ROWS")")"
+        [[ $(jq .ok <<<"$r") -gt 0 ]] || die "$t at $c connections: no request succeeded"
+    done
+done
+
+# ---- in-flight: N requests held open at once through sagegate against a 1 s upstream ----
+SLOW_PORT=$(free_port)
+GW2_PORT=$(free_port)
+start_upstream "$SLOW_PORT" 1000
+SLOW_PID=$UP_PID
+start_gateway "$GW2_PORT" "$SLOW_PORT" gateway-inflight-access.log
+GW2_PID=$GW_PID
+NOFILE=$(ulimit -n)
+log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW2_PID) to a 1 s upstream; ulimit -n $NOFILE per process"
+FDMAX=$OUT/inflight-fd-max
+echo 0 >"$FDMAX"
+(
+    max=0 up=0
+    while kill -0 "$GW2_PID" 2>/dev/null; do
+        n=$(fd_count "$GW2_PID")
+        u=$(fd_count "$SLOW_PID")
+        ((n > max)) && max=$n
+        ((u > up)) && up=$u
+        echo "$max $up" >"$FDMAX"
+        sleep 0.2
+    done
+) &
+SAMPLER=$!
+PIDS+=("$SAMPLER")
+fd_idle=$(fd_count "$GW2_PID")
+rss_idle=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW2_PID/status")
+r=$("${LOAD_PIN[@]}" "$BIN/loadgen" --url "http://127.0.0.1:$GW2_PORT$PATH_Q" -H "x-api-key:$KEY" \
+    -c "$INFLIGHT" --requests "$INFLIGHT" --timeout-ms 30000 --connect-parallelism 256) ||
+    die "loadgen in-flight run"
+sleep 0.5
+read -r fd_peak up_fd_peak <"$FDMAX"
+jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_peak "$up_fd_peak" \
+    --argjson rss_idle "$rss_idle" --argjson hwm "$(hwm_kb "$GW2_PID")" --argjson nofile "$NOFILE" \
+    '. + {fd_idle: $fd_idle, fd_peak: $fd_peak, upstream_fd_peak: $up_fd_peak, rss_idle_kb: $rss_idle, hwm_kb: $hwm, nofile: $nofile}' \
+    <<<"$r" >"$OUT/inflight.json"
+[[ $(jq .ok <<<"$r") -gt 0 ]] || die "in-flight run: no request succeeded: $r"
+
+# ---- report ----
+{
+    echo "## sagegate benchmark ($MODE, $STAMP)"
+    echo
+    echo "Binaries: $BIN; sagegate at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git -C "$ROOT" status --porcelain -- src 2>/dev/null) ]] && echo ' (src/ has uncommitted changes)')."
+    echo "Machine: $(nproc) CPU(s), $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)."
+    echo "Placement: $PLACEMENT. Closed loop, HTTP/1.1 keep-alive, ${WARMUP} s warm-up + ${DURATION} s measured per row."
+    echo "CPU columns: utime+stime from /proc/<pid>/stat over the whole row (warm-up included) divided by every"
+    echo "answered request; RSS: VmHWM so far (the process has served every earlier row)."
+    echo
+    echo "| target | conns | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 ms | errors / non-2xx | server CPU s per 10k req | upstream CPU s per 10k req | server peak RSS MB |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    jq -rs '
+      (map(select(.target == "direct")) | map({key: (.connections|tostring), value: .latency_ms.p50}) | from_entries) as $floor
+      | .[] | . as $r
+      | (($r.ok + $r.non_2xx) | if . == 0 then 1 else . end) as $n
+      | "| \($r.target) | \($r.connections) | \($r.rps|floor) | \($r.latency_ms.p50) | \($r.latency_ms.p90) | \($r.latency_ms.p99) | \($r.latency_ms.p99_9) | "
+        + (if $r.target == "direct" then "–" else (($r.latency_ms.p50 - $floor[$r.connections|tostring]) * 1000 | round / 1000 | tostring) end)
+        + " | \($r.errors) / \($r.non_2xx) | "
+        + (if $r.target == "direct" then "–" else ($r.cpu_s / $n * 10000 * 1000 | round / 1000 | tostring) end)
+        + " | \($r.upstream_cpu_s / $n * 10000 * 1000 | round / 1000) | "
+        + (if $r.target == "direct" then "–" else ($r.hwm_kb / 1024 | floor | tostring) end) + " |"
+    ' "$ROWS"
+    echo
+    echo "Server CPU per request relative to nginx, and sagegate's added p50 relative to nginx's:"
+    echo
+    jq -rs '
+      (map(select(.target == "direct")) | map({key: (.connections|tostring), value: .latency_ms.p50}) | from_entries) as $floor
+      | group_by(.connections)[]
+      | (map(select(.target == "sagegate"))[0]) as $g | (map(select(.target == "nginx"))[0]) as $x
+      | select($g != null and $x != null)
+      | ($g.cpu_s / ([$g.ok + $g.non_2xx, 1] | max)) as $gc | ($x.cpu_s / ([$x.ok + $x.non_2xx, 1] | max)) as $xc
+      | ($g.latency_ms.p50 - $floor[$g.connections|tostring]) as $ga | ($x.latency_ms.p50 - $floor[$x.connections|tostring]) as $xa
+      | "- \($g.connections) connection(s): CPU/request sagegate \($gc * 1e6 | round) µs vs nginx \($xc * 1e6 | round) µs = "
+        + (if $xc > 0 then "\($gc / $xc * 100 | round / 100)×" else "n/a (nginx CPU below tick resolution)" end)
+        + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
+        + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end)
+    ' "$ROWS"
+    echo
+    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s:"
+    echo
+    jq -r '"- \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight (client side) \(.peak_in_flight); wall \(.seconds * 100 | round / 100) s; p50 \(.latency_ms.p50) ms, max \(.latency_ms.max) ms"
+      , "- sagegate file descriptors: \(.fd_idle) idle, \(.fd_peak) peak (sampled every 0.2 s); upstream peak \(.upstream_fd_peak); open-file limit per process \(.nofile)"
+      , "- sagegate RSS: \(.rss_idle_kb / 1024 | floor) MB idle, peak (VmHWM) \(.hwm_kb / 1024 | floor) MB"' \
+        "$OUT/inflight.json"
+} >"$OUT/results.md"
+cat "$OUT/results.md"
+ln -sfn "$(basename "$OUT")" "$BENCH/out/latest"
+log "results: $OUT/results.md (raw rows: $ROWS, $OUT/inflight.json)"
