@@ -328,3 +328,72 @@ pub fn upstream_error_type(failure: &UpstreamFailure) -> &'static str {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::GatewayError;
+    use crate::upstream::UpstreamReply;
+
+    fn failure(error: GatewayError, error_type: Option<&str>) -> UpstreamFailure {
+        UpstreamFailure {
+            error,
+            reply: error_type.map(|t| UpstreamReply {
+                status: 500,
+                body: bytes::Bytes::new(),
+                headers: vec![("x-amzn-errortype".into(), t.into())],
+            }),
+        }
+    }
+
+    #[test]
+    fn upstream_error_types_come_from_a_fixed_list() {
+        let f = |e, t| upstream_error_type(&failure(e, t));
+        let failed = || GatewayError::IntegrationFailure("x".into());
+        assert_eq!(f(failed(), Some("InternalFailure")), "InternalFailure");
+        assert_eq!(
+            f(
+                failed(),
+                Some("ServiceUnavailable:http://internal.amazon.com/")
+            ),
+            "ServiceUnavailable"
+        );
+        assert_eq!(f(failed(), Some("<script>")), "Other");
+        assert_eq!(f(failed(), None), "Transport");
+        assert_eq!(
+            f(
+                GatewayError::IntegrationTimeout(Duration::from_secs(1)),
+                None
+            ),
+            "Timeout"
+        );
+    }
+
+    #[test]
+    fn labels_only_take_configured_values() {
+        let text = "stages:\n  prod: {}\nroutes:\n  - method: GET\n    path: /a\n    integration: { endpoint_name: ep }\n";
+        let config = GatewayConfig::parse("g.yaml", text, &|_| None).unwrap();
+        let metrics = Metrics::new(&config);
+        let mut ctx = RequestContext::new(
+            "id".into(),
+            "trace".into(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            "GET",
+            "/prod/zzz",
+        );
+        // A stage or route the config does not have (cannot happen; still bounded).
+        ctx.stage = Some("invented".into());
+        ctx.resource_path = Some("/invented".into());
+        metrics.observe(&ctx, 404, Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(!text.contains("invented"), "{text}");
+        assert!(
+            text.contains(r#"sagegate_requests_total{route="",stage="",status_class="4xx"} 1"#)
+        );
+        assert!(
+            text.contains(
+                r#"sagegate_requests_total{route="/a",stage="prod",status_class="2xx"} 0"#
+            )
+        );
+    }
+}
