@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use super::{ApiKey, KeySet, Origin, Quota, QuotaPeriod, Throttle, UsagePlan};
 use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::yaml::Doc;
+use crate::route::normalize_route_key;
 
 /// What the keys file is checked against, and how it is reloaded.
 #[derive(Clone, Debug, Default)]
@@ -82,34 +83,6 @@ impl Default for ReloadOptions {
             s3_poll_interval: Duration::from_secs(30),
         }
     }
-}
-
-/// HTTP methods a route key may name (API Gateway's seven plus `ANY`).
-const METHODS: [&str; 8] = [
-    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY",
-];
-
-/// Normalises a route key to `"METHOD /path"`: accepts `"GET /a/{b}"` and API Gateway's
-/// `"/a/{b}/GET"`, upper-cases the method and drops trailing slashes (as gateway.yaml does).
-/// `None` when it is neither form or the method is unknown.
-pub fn normalize_route_key(key: &str) -> Option<String> {
-    let key = key.trim();
-    let (method, path) = match key.split_once(char::is_whitespace) {
-        Some((method, path)) => (method, path.trim()),
-        None => {
-            let (path, method) = key.rsplit_once('/')?;
-            (method, if path.is_empty() { "/" } else { path })
-        }
-    };
-    let method = method.to_ascii_uppercase();
-    if !METHODS.contains(&method.as_str()) || !path.starts_with('/') || path.contains(' ') {
-        return None;
-    }
-    let path = match path.trim_end_matches('/') {
-        "" => "/",
-        p => p,
-    };
-    Some(format!("{method} {path}"))
 }
 
 #[derive(Deserialize)]
@@ -367,7 +340,7 @@ impl<'a> Compiler<'a> {
                 let msg = format!(
                     "route `{key}` must be `METHOD /resource/path` or `/resource/path/METHOD` \
                      (METHOD one of {})",
-                    METHODS.join(", ")
+                    crate::route::METHODS.join(", ")
                 );
                 self.err(&rpath, msg);
                 continue;

@@ -41,10 +41,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use self::load::{KeysContext, ReloadOptions, normalize_route_key, parse_keys};
+pub use self::load::{KeysContext, ReloadOptions, parse_keys};
 pub use self::newkey::{NewKey, new_key};
 pub use self::reload::{KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader};
 pub use self::source::KeySource;
+pub use crate::route::normalize_route_key;
 
 /// A token bucket's settings, as in API Gateway's `ThrottleSettings`.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -632,19 +632,9 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
 
 /// Parses `"GET /path"` or API Gateway's `"/path/GET"` into (method, path).
 pub fn parse_route_key(key: &str) -> Option<(String, String)> {
-    const METHODS: &[&str] = &[
-        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY",
-    ];
-    if let Some((m, p)) = key.split_once(' ') {
-        let m = m.trim().to_ascii_uppercase();
-        let p = p.trim();
-        return (METHODS.contains(&m.as_str()) && p.starts_with('/'))
-            .then(|| (m, normalize_path(p)));
-    }
-    let (p, m) = key.rsplit_once('/')?;
-    let m = m.to_ascii_uppercase();
-    let p = if p.is_empty() { "/" } else { p };
-    (METHODS.contains(&m.as_str()) && p.starts_with('/')).then(|| (m, normalize_path(p)))
+    let normalized = crate::route::normalize_route_key(key)?;
+    let (method, path) = normalized.split_once(' ')?;
+    Some((method.to_owned(), path.to_owned()))
 }
 
 fn normalize_path(p: &str) -> String {

@@ -47,6 +47,7 @@
 //! Query strings: [`decode_query`] splits `application/x-www-form-urlencoded`-style and keeps
 //! repeated keys in order; [`last_value`] gives API Gateway's single-value view (the last one).
 
+mod key;
 mod path;
 mod query;
 mod table;
@@ -54,6 +55,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use self::key::{METHODS, normalize_route_key};
 pub use self::query::{decode_query, last_value};
 pub use self::table::{Matched, RouteSpec, RouteSpecError, RouteTable};
 
