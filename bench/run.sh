@@ -159,10 +159,10 @@ start_upstream() { # $1 port, $2 delay ms; sets UP_PID
     PIDS+=("$UP_PID")
     wait_port "$1" "$UP_PID" || die "fake-sagemaker did not start (see $OUT/fake-sagemaker-$1.log)"
 }
-start_gateway() { # $1 port, $2 upstream port, $3 log name; sets GW_PID
+start_gateway() { # $1 port, $2 upstream port, $3 log name, [$4 config]; sets GW_PID
     AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
         AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:$2" \
-        "${SUT_PIN[@]}" "$BIN/sagegate" serve --config "$BENCH/config/gateway.yaml" \
+        "${SUT_PIN[@]}" "$BIN/sagegate" serve --config "${4:-$BENCH/config/gateway.yaml}" \
         --keys "$BENCH/config/keys.yaml" --listen "127.0.0.1:$1" \
         >"$OUT/$3" 2>"$OUT/$3.stderr" &
     GW_PID=$!
@@ -252,7 +252,12 @@ SLOW_PORT=$(free_port)
 GW2_PORT=$(free_port)
 start_upstream "$SLOW_PORT" 1000
 SLOW_PID=$UP_PID
-start_gateway "$GW2_PORT" "$SLOW_PORT" gateway-inflight-access.log
+# One core (shared with the rest of the machine) cannot read 9,000 request heads within the shipped
+# 10 s client_header_timeout; actix then answers 408 or closes the connection. The in-flight run
+# measures memory and descriptors with every request held, so it allows 60 s (heads) and 60 s (route).
+sed -e 's/^  client_header_timeout_secs: .*/  client_header_timeout_secs: 60/' \
+    -e 's/^      timeout_ms: .*/      timeout_ms: 60000/' "$BENCH/config/gateway.yaml" >"$OUT/gateway-inflight.yaml"
+start_gateway "$GW2_PORT" "$SLOW_PORT" gateway-inflight-access.log "$OUT/gateway-inflight.yaml"
 GW2_PID=$GW_PID
 NOFILE=$(ulimit -n)
 log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW2_PID) to a 1 s upstream; ulimit -n $NOFILE per process"
@@ -274,7 +279,7 @@ PIDS+=("$SAMPLER")
 fd_idle=$(fd_count "$GW2_PID")
 rss_idle=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW2_PID/status")
 r=$("${LOAD_PIN[@]}" "$BIN/loadgen" --url "http://127.0.0.1:$GW2_PORT$PATH_Q" -H "x-api-key:$KEY" \
-    -c "$INFLIGHT" --requests "$INFLIGHT" --timeout-ms 30000 --connect-parallelism 256) ||
+    -c "$INFLIGHT" --requests "$INFLIGHT" --timeout-ms 90000 --connect-parallelism 256) ||
     die "loadgen in-flight run"
 sleep 0.5
 read -r fd_peak up_fd_peak <"$FDMAX"
@@ -288,7 +293,11 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
 {
     echo "## sagegate benchmark ($MODE, $STAMP)"
     echo
-    echo "Binaries: $BIN; sagegate at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git -C "$ROOT" status --porcelain -- src 2>/dev/null) ]] && echo ' (src/ has uncommitted changes)')."
+    if [[ -n ${BENCH_BIN:-} ]]; then
+        echo "Binaries: prebuilt in $BIN (BENCH_BIN; sagegate modified $(date -u -r "$BIN/sagegate" +%FT%TZ)), not built by this run."
+    else
+        echo "Binaries: $BIN, built by this run from commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git -C "$ROOT" status --porcelain -- src 2>/dev/null) ]] && echo ' with uncommitted changes in src/')."
+    fi
     echo "Machine: $(nproc) CPU(s), $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)."
     echo "Placement: $PLACEMENT. Closed loop, HTTP/1.1 keep-alive, ${WARMUP} s warm-up + ${DURATION} s measured per row."
     echo "CPU columns: utime+stime from /proc/<pid>/stat over the whole row (warm-up included) divided by every"
@@ -323,7 +332,7 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
         + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end)
     ' "$ROWS"
     echo
-    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s:"
+    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s (header and route timeouts 60 s):"
     echo
     jq -r '"- \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight (client side) \(.peak_in_flight); wall \(.seconds * 100 | round / 100) s; p50 \(.latency_ms.p50) ms, max \(.latency_ms.max) ms"
       , "- sagegate file descriptors: \(.fd_idle) idle, \(.fd_peak) peak (sampled every 0.2 s); upstream peak \(.upstream_fd_peak); open-file limit per process \(.nofile)"
