@@ -11,6 +11,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sagemakerruntime::Client;
+use aws_sdk_sagemakerruntime::config::StalledStreamProtectionConfig;
 
 use crate::config::gateway::SageMakerConfig;
 
@@ -49,7 +50,11 @@ pub async fn build(cfg: &SageMakerConfig) -> Client {
             TimeoutConfig::builder()
                 .connect_timeout(cfg.connect_timeout)
                 .build(),
-        );
+        )
+        // The route's timeout bounds every call. The SDK's stalled-stream guard (1 B/s over a 5 s
+        // grace) only added false failures: under CPU starvation it cancelled healthy calls, which
+        // the retry then doubled (measured in bench/RESULTS.md at 9,000 in flight).
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     // The environment variable is already applied by `aws-config`; only the file's value is set here,
     // and only when no environment variable is present.
     if let Some((url, "sagemaker.endpoint_url")) = endpoint_override(cfg) {
