@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Dependency policy: bans, licenses and sources (deny.toml). Installs cargo-deny when missing
 # (a from-source build took 27 min wall with -j1 on the 2-core build box, next to other builds).
-# RustSec database; run `cargo deny check advisories` elsewhere (docs/security.md).
+# The advisories check needs network access to the RustSec database; run `cargo deny check advisories` elsewhere (docs/security.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo-deny >/dev/null 2>&1; then
