@@ -200,36 +200,24 @@ impl GatewayError {
                 T::InvalidApiKey,
                 "Forbidden",
             ),
-            E::KeyAttemptsThrottled => ErrorResponse {
-                retry_after: Some(60),
-                ..r(
-                    429,
-                    r#"{"message":"Too Many Requests"}"#,
-                    "TooManyRequestsException",
-                    T::Throttled,
-                    "Too Many Requests",
-                )
-            },
-            E::Throttled { retry_after } => ErrorResponse {
-                retry_after: Some(retry_secs(*retry_after)),
-                ..r(
-                    429,
-                    r#"{"message":"Too Many Requests"}"#,
-                    "TooManyRequestsException",
-                    T::Throttled,
-                    "Too Many Requests",
-                )
-            },
-            E::UpstreamThrottled(_) => ErrorResponse {
-                retry_after: Some(1),
-                ..r(
-                    429,
-                    r#"{"message":"Too Many Requests"}"#,
-                    "TooManyRequestsException",
-                    T::Throttled,
-                    "Too Many Requests",
-                )
-            },
+            // One THROTTLED response, with the wait that fits each cause.
+            E::KeyAttemptsThrottled | E::Throttled { .. } | E::UpstreamThrottled(_) => {
+                let wait = match self {
+                    E::Throttled { retry_after } => retry_secs(*retry_after),
+                    E::KeyAttemptsThrottled => 60,
+                    _ => 1,
+                };
+                ErrorResponse {
+                    retry_after: Some(wait),
+                    ..r(
+                        429,
+                        r#"{"message":"Too Many Requests"}"#,
+                        "TooManyRequestsException",
+                        T::Throttled,
+                        "Too Many Requests",
+                    )
+                }
+            }
             E::QuotaExceeded { retry_after } => ErrorResponse {
                 retry_after: Some(retry_secs(*retry_after)),
                 ..r(
