@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Dependency policy: bans, licenses and sources (deny.toml). Installs cargo-deny when missing
-# (a from-source build took 27 min wall with -j1 on the 2-core build box, next to other builds).
+# (a from-source build takes about 4.5 min on the 2-core build box).
 # The advisories check needs network access to the RustSec database; run `cargo deny check advisories` elsewhere (docs/security.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
