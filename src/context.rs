@@ -55,7 +55,8 @@ pub struct RequestContext {
     pub error_cause: Option<String>,
     /// Stage cache outcome (`hit`, `miss`, `coalesced`, `refresh`, `bypass`) when the stage caches.
     pub cache: Option<&'static str>,
-    /// SageMaker's error type when this request's own call failed (for metrics).
+    /// SageMaker's error type when this request's own call failed (for metrics and the access log's
+    /// `upstreamErrorType`), or `CircuitOpen` when the circuit breaker refused the call.
     pub upstream_error: Option<&'static str>,
     /// Which limit refused the request, if one did (for the per-key metrics).
     pub limited: Option<Limited>,
@@ -122,6 +123,7 @@ impl RequestContext {
             awsEndpointRequestId = self.aws_endpoint_request_id.as_deref(),
             "error.responseType" = self.error_type,
             cacheStatus = self.cache,
+            upstreamErrorType = self.upstream_error,
             xrayTraceId = %self.trace_id,
         );
         if let Some(cause) = &self.error_cause {

@@ -72,6 +72,16 @@ pub enum GatewayError {
     /// Any other upstream failure (5xx, 530, reset, refused, unparsable answer): INTEGRATION_FAILURE.
     #[error("integration failed: {0}")]
     IntegrationFailure(String),
+    /// The endpoint's circuit breaker is open: the call was not made ([`crate::breaker`]). The
+    /// client sees what a failing SageMaker call gives (INTEGRATION_FAILURE, 502), plus
+    /// `Retry-After` with the rest of the cool-down; the access log says `CircuitOpen`.
+    #[error("circuit breaker open for endpoint `{endpoint}`: failing fast for {retry_after:?}")]
+    CircuitOpen {
+        /// The SageMaker endpoint whose circuit is open.
+        endpoint: String,
+        /// Rest of the cool-down (zero while half-open probes are in flight).
+        retry_after: Duration,
+    },
     /// A mapping template or configuration failed at run time: API_CONFIGURATION_ERROR.
     #[error("configuration error: {0}")]
     ApiConfiguration(String),
@@ -152,7 +162,7 @@ pub struct ErrorResponse {
     pub content_type: &'static str,
     /// `x-amzn-ErrorType`, absent for the model's own errors.
     pub error_type: Option<&'static str>,
-    /// `Retry-After` in seconds, on 429s.
+    /// `Retry-After` in seconds, on 429s and on 502s of an open circuit breaker.
     pub retry_after: Option<u64>,
     /// The gateway-response type (for overrides and the access log); `None` for model errors.
     pub response_type: Option<ResponseType>,
@@ -301,6 +311,19 @@ impl GatewayError {
                 T::IntegrationFailure,
                 "Internal server error",
             ),
+            // Same bytes as any failed SageMaker call: a client cannot tell (and need not care)
+            // whether the endpoint failed just now or a moment ago. `Retry-After` says when to
+            // come back.
+            E::CircuitOpen { retry_after, .. } => ErrorResponse {
+                retry_after: Some(retry_secs(*retry_after)),
+                ..r(
+                    502,
+                    r#"{"message": "Internal server error"}"#,
+                    "InternalServerErrorException",
+                    T::IntegrationFailure,
+                    "Internal server error",
+                )
+            },
             E::ApiConfiguration(_) => r(
                 500,
                 r#"{"message": "Internal server error"}"#,
@@ -372,5 +395,30 @@ mod tests {
         }
         .default_response();
         assert_eq!(throttled.retry_after, Some(2));
+    }
+
+    #[test]
+    fn an_open_circuit_looks_like_a_failed_call_with_retry_after() {
+        let open = GatewayError::CircuitOpen {
+            endpoint: "ep".into(),
+            retry_after: Duration::from_millis(2500),
+        }
+        .default_response();
+        let failed = GatewayError::IntegrationFailure(String::new()).default_response();
+        assert_eq!(
+            (open.status, &open.body, open.error_type, open.response_type),
+            (
+                failed.status,
+                &failed.body,
+                failed.error_type,
+                failed.response_type
+            )
+        );
+        assert_eq!(open.retry_after, Some(3));
+        let probing = GatewayError::CircuitOpen {
+            endpoint: "ep".into(),
+            retry_after: Duration::ZERO,
+        };
+        assert_eq!(probing.default_response().retry_after, Some(1));
     }
 }

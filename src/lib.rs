@@ -10,6 +10,7 @@
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas.
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
+//! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
 //! - [`upstream`]: the SageMaker `InvokeEndpoint` call through the AWS SDK (feature `aws`).
 //! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
@@ -21,6 +22,8 @@
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
 
 pub mod auth;
+#[cfg(feature = "aws")]
+pub mod breaker;
 #[cfg(feature = "aws")]
 pub mod cache;
 pub mod config;

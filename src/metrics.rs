@@ -9,10 +9,16 @@
 //! - `cache_lookups_total` by `stage`, `result` (`hit`, `miss`, `coalesced`, `refresh`, `bypass`),
 //!   `cache_evictions_total` by `stage`, `cause` (`size`, `expired`), `cache_bytes`, `cache_entries`;
 //! - `upstream_errors_total` by `error_type` (SageMaker's error type, from a fixed list);
+//!   (a request refused by the circuit breaker made no call and is not counted here);
+//! - `circuit_breaker_state` by `endpoint` (0 closed, 1 open, 2 half-open),
+//!   `circuit_breaker_transitions_total` by `endpoint`, `state` (the state entered),
+//!   `circuit_breaker_short_circuited_total` by `endpoint` (requests failed fast), for the endpoints
+//!   that have a breaker ([`crate::breaker`]), updated by the breaker as it changes;
 //! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`.
 //!
 //! Cardinality is bounded by the configuration: stage and route labels only take configured values
-//! (`""` for requests that matched none), key ids come from the keys file, error types from a list.
+//! (`""` for requests that matched none), key ids come from the keys file, error types from a list,
+//! endpoint names from the configuration (after stage variables).
 //! Hot path: the per-(stage, route) children are created at start and found by two map lookups on
 //! borrowed strings; nothing is allocated per request.
 
@@ -70,6 +76,24 @@ pub struct Metrics {
     /// Requests being handled now.
     pub in_flight: IntGauge,
     key_reloads: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    breaker_short_circuited: IntCounterVec,
+}
+
+/// The metric children of one endpoint's circuit breaker (see [`crate::breaker`]).
+#[derive(Debug, Clone)]
+pub struct BreakerMetrics {
+    /// 0 closed, 1 open, 2 half-open.
+    pub state: IntGauge,
+    /// Transitions into closed.
+    pub to_closed: IntCounter,
+    /// Transitions into open.
+    pub to_open: IntCounter,
+    /// Transitions into half-open.
+    pub to_half_open: IntCounter,
+    /// Requests failed fast without a SageMaker call.
+    pub short_circuited: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -204,7 +228,28 @@ impl Metrics {
         );
         key_reloads.with_label_values(&["ok"]);
         key_reloads.with_label_values(&["failed"]);
+        let breaker_state = gauge_vec(
+            &registry,
+            "circuit_breaker_state",
+            "Circuit breaker state per SageMaker endpoint: 0 closed, 1 open, 2 half-open.",
+            &["endpoint"],
+        );
+        let breaker_transitions = counter_vec(
+            &registry,
+            "circuit_breaker_transitions_total",
+            "Circuit breaker transitions per SageMaker endpoint, by the state entered (closed, open, half_open).",
+            &["endpoint", "state"],
+        );
+        let breaker_short_circuited = counter_vec(
+            &registry,
+            "circuit_breaker_short_circuited_total",
+            "Requests failed fast by an open circuit breaker (no SageMaker call), per endpoint.",
+            &["endpoint"],
+        );
         Metrics {
+            breaker_state,
+            breaker_transitions,
+            breaker_short_circuited,
             routes,
             throttled: counter_vec(
                 &registry,
@@ -234,6 +279,21 @@ impl Metrics {
         }
     }
 
+    /// The children of `endpoint`'s circuit breaker (created at zero, closed).
+    pub fn breaker(&self, endpoint: &str) -> BreakerMetrics {
+        let to = |state: &str| {
+            self.breaker_transitions
+                .with_label_values(&[endpoint, state])
+        };
+        BreakerMetrics {
+            state: self.breaker_state.with_label_values(&[endpoint]),
+            to_closed: to("closed"),
+            to_open: to("open"),
+            to_half_open: to("half_open"),
+            short_circuited: self.breaker_short_circuited.with_label_values(&[endpoint]),
+        }
+    }
+
     /// Records one finished request.
     pub fn observe(&self, ctx: &RequestContext, status: u16, elapsed: Duration) {
         let stage = ctx.stage.as_deref().unwrap_or("");
@@ -259,7 +319,11 @@ impl Metrics {
         if let Some(result) = ctx.cache {
             self.inc(&self.cache_lookups, &[stage, result]);
         }
-        if let Some(error_type) = ctx.upstream_error {
+        // A short-circuited request made no SageMaker call; the breaker counts it per endpoint.
+        if let Some(error_type) = ctx
+            .upstream_error
+            .filter(|t| *t != crate::breaker::CIRCUIT_OPEN)
+        {
             self.inc(&self.upstream_errors, &[error_type]);
         }
     }

@@ -1,7 +1,7 @@
 //! The request pipeline: the stages in order, one line each.
 //!
 //! ```text
-//! route → authenticate → admit → validate → render request → cache lookup / invoke → respond
+//! route → authenticate → admit → validate → render request → cache lookup / (breaker) invoke → respond
 //!       → access log + metrics (in the HTTP adapter)
 //! ```
 //!
@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::auth::{AuthError, Caller, KeySet};
+use crate::breaker::{self, Breakers};
 use crate::cache::{self, CacheStatus, Directive, Fetched, StageCache};
 use crate::config::GatewayConfig;
 use crate::config::gateway::{Route, Stage};
@@ -107,6 +108,8 @@ pub struct Gateway {
     pub failed_attempts: FailedAttemptLimiter,
     /// The SageMaker integration.
     pub upstream: SageMaker,
+    /// Circuit breakers of the endpoints that have one, around `upstream`.
+    pub breakers: Breakers,
     /// Stage caches by stage name, for the stages that cache.
     pub caches: BTreeMap<String, StageCache>,
     /// Metrics, recorded once per request by the HTTP adapter.
@@ -141,9 +144,12 @@ impl Gateway {
             .filter(|s| s.cache.enabled)
             .map(|s| (s.name.clone(), StageCache::new(&s.cache, clock.clone())))
             .collect();
+        let metrics = Metrics::new(&config);
+        let breakers = Breakers::new(&config, &metrics, clock.clone());
         Ok(Gateway {
             caches,
-            metrics: Metrics::new(&config),
+            metrics,
+            breakers,
             keys: ArcSwap::from_pointee(KeysSnapshot { keys, limiters }),
             stage_limiters,
             limiter: Limiter::memory(clock.clone()),
@@ -266,7 +272,14 @@ impl Gateway {
         invocation: Invocation,
         ctx: &mut RequestContext,
     ) -> Result<(Fetched, bool), GatewayError> {
-        let invoke = || self.upstream.invoke(invocation.clone());
+        // The endpoint's circuit breaker wraps the call: a cache hit never reaches it, and an open
+        // circuit answers without starting the call.
+        let invoke = || {
+            self.breakers.call(
+                &invocation.endpoint_name,
+                self.upstream.invoke(invocation.clone()),
+            )
+        };
         let cached = self.caches.get(&stage.name).and_then(|c| {
             let ttl = cache::route_ttl(stage, route)?;
             let key = cache::key(stage, route, |p| input.value(p, ctx))?;
@@ -306,7 +319,12 @@ impl Gateway {
         if self.caches.contains_key(&stage.name) {
             ctx.cache = Some(fetched.status.as_str());
         }
-        if let Some(stats) = fetched.stats {
+        if let Err(failure) = &fetched.result
+            && breaker::is_short_circuit(failure)
+        {
+            // No SageMaker call was made: no integration latency or status to log.
+            ctx.upstream_error = Some(breaker::CIRCUIT_OPEN);
+        } else if let Some(stats) = fetched.stats {
             ctx.integration_latency = Some(stats.latency);
             ctx.integration_status = stats.status;
             if let Err(failure) = &fetched.result {

@@ -77,6 +77,29 @@ struct RawSageMaker {
     max_attempts: Option<u32>,
     /// TCP/TLS connect timeout in milliseconds (default 2000).
     connect_timeout_ms: Option<u64>,
+    /// Circuit-breaker defaults for every integration (default: no breaker); see
+    /// [`RawCircuitBreaker`]. A route's own `integration.circuit_breaker` overrides field by field.
+    circuit_breaker: Option<RawCircuitBreaker>,
+}
+
+/// `sagemaker.circuit_breaker:` and `routes[i].integration.circuit_breaker:` — one breaker per
+/// SageMaker endpoint name (after stage variables), see [`crate::breaker`]. Present = on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCircuitBreaker {
+    /// Whether the breaker is on (default true when the section is written; not inherited);
+    /// `false` on a route turns off the defaults of `sagemaker.circuit_breaker` for it.
+    enabled: Option<bool>,
+    /// Consecutive failed calls (counted per client request, after the SDK's retries) that open
+    /// the circuit (default 5, 1 to 1000).
+    consecutive_failures: Option<u32>,
+    /// Milliseconds the circuit stays open after it first opens (default 5000, 1 to 3600000).
+    cool_down_ms: Option<u64>,
+    /// Cap in milliseconds of the cool-down, which doubles each time a probe fails (default
+    /// 60000 or `cool_down_ms` if larger; at least `cool_down_ms`, at most 3600000).
+    max_cool_down_ms: Option<u64>,
+    /// Probe requests let through at once while half-open (default 1, 1 to 100).
+    half_open_probes: Option<u32>,
 }
 
 /// `stages.<name>:`
@@ -159,6 +182,8 @@ struct RawIntegration {
     /// Integration responses (compiled from the document, see `templates::integration_responses`).
     #[serde(default, rename = "responses")]
     _responses: Option<Value>,
+    /// This integration's circuit breaker, over the defaults of `sagemaker.circuit_breaker`.
+    circuit_breaker: Option<RawCircuitBreaker>,
 }
 
 fn default_request_id_source() -> Option<String> {
@@ -225,7 +250,31 @@ pub struct SageMakerConfig {
     pub max_attempts: u32,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// The circuit breaker of integrations that do not set their own; `None` = off.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
 }
+
+/// A circuit breaker's settings, compiled (see `RawCircuitBreaker` for units and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failed calls that open the circuit.
+    pub consecutive_failures: u32,
+    /// Cool-down after the circuit first opens.
+    pub cool_down: Duration,
+    /// Cap of the doubling cool-down.
+    pub max_cool_down: Duration,
+    /// Probes let through at once while half-open.
+    pub half_open_probes: u32,
+}
+
+/// Default of `consecutive_failures`.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// Default of `cool_down_ms`.
+pub const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(5);
+/// Default of `max_cool_down_ms` (unless `cool_down_ms` is larger).
+pub const DEFAULT_BREAKER_MAX_COOL_DOWN: Duration = Duration::from_secs(60);
+/// Longest cool-down accepted.
+pub const MAX_BREAKER_COOL_DOWN_MS: u64 = 3_600_000;
 
 /// A deployed stage.
 #[derive(Debug, Clone)]
@@ -300,6 +349,8 @@ pub struct Integration {
     pub passthrough: Passthrough,
     /// Integration responses; empty = DESIGN §1's defaults.
     pub responses: Vec<IntegrationResponse>,
+    /// The circuit breaker guarding this integration's endpoints; `None` = off.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,10 +434,11 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
         }
     }
     let server = compile_server(doc, errors);
-    let sagemaker = compile_sagemaker(doc, errors);
+    let (sagemaker, breaker_defaults) = compile_sagemaker(doc, errors);
     let stages = compile_stages(doc, errors);
-    let routes = compile_routes(doc, &stages, errors);
+    let routes = compile_routes(doc, &stages, breaker_defaults.as_ref(), errors);
     check_stage_route_throttles(doc, &stages, &routes, errors);
+    check_shared_breakers(doc, &routes, errors);
 
     let specs = routes
         .iter()
@@ -500,8 +552,14 @@ fn compile_server(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<ServerConfi
     })
 }
 
-fn compile_sagemaker(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<SageMakerConfig> {
-    let raw: RawSageMaker = section(doc, "sagemaker", errors)?;
+/// The client settings, and the raw circuit-breaker defaults routes inherit field by field.
+fn compile_sagemaker(
+    doc: &Doc,
+    errors: &mut Vec<Diagnostic>,
+) -> (Option<SageMakerConfig>, Option<RawCircuitBreaker>) {
+    let Some(raw) = section::<RawSageMaker>(doc, "sagemaker", errors) else {
+        return (None, None);
+    };
     let max_attempts = raw.max_attempts.unwrap_or(2);
     if !(1..=3).contains(&max_attempts) {
         errors.push(doc.error("sagemaker.max_attempts", "must be 1, 2 or 3"));
@@ -518,12 +576,166 @@ fn compile_sagemaker(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<SageMake
     if connect_timeout.is_zero() {
         errors.push(doc.error("sagemaker.connect_timeout_ms", "must be > 0"));
     }
-    Some(SageMakerConfig {
+    let circuit_breaker = compile_breaker(
+        doc,
+        BREAKER_DEFAULTS_PATH,
+        raw.circuit_breaker.as_ref(),
+        None,
+        errors,
+    );
+    let config = SageMakerConfig {
         region: raw.region.filter(|r| !r.is_empty()),
         endpoint_url: raw.endpoint_url.filter(|u| !u.is_empty()),
         max_attempts,
         connect_timeout,
+        circuit_breaker,
+    };
+    (Some(config), raw.circuit_breaker)
+}
+
+const BREAKER_DEFAULTS_PATH: &str = "sagemaker.circuit_breaker";
+
+/// Compiles the breaker at `path` (`own`, possibly absent) over `inherited` defaults. Each field
+/// comes from `own`, else the defaults, else the built-in default. Range errors are reported only
+/// for fields written at `path`: the defaults' own errors are reported once, where they are written.
+fn compile_breaker(
+    doc: &Doc,
+    path: &str,
+    own: Option<&RawCircuitBreaker>,
+    inherited: Option<&RawCircuitBreaker>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<CircuitBreakerConfig> {
+    if own.is_none() && inherited.is_none() {
+        return None;
+    }
+    // (value, where it is written) of one field.
+    fn pick<T>(
+        path: &str,
+        own: Option<&RawCircuitBreaker>,
+        inherited: Option<&RawCircuitBreaker>,
+        field: &str,
+        get: fn(&RawCircuitBreaker) -> Option<T>,
+    ) -> Option<(T, String)> {
+        own.and_then(get)
+            .map(|v| (v, format!("{path}.{field}")))
+            .or_else(|| {
+                inherited
+                    .and_then(get)
+                    .map(|v| (v, format!("{BREAKER_DEFAULTS_PATH}.{field}")))
+            })
+    }
+    // A section that is written is on unless it says otherwise; it does not inherit `enabled`.
+    let enabled = match own {
+        Some(own) => own.enabled,
+        None => inherited.and_then(|d| d.enabled),
+    };
+    if enabled == Some(false) {
+        return None;
+    }
+    let mut valid = true;
+    let mut check = |ok: bool, at: &str, message: &str| {
+        if !ok {
+            valid = false;
+            if at.starts_with(path) {
+                errors.push(doc.error(at, message));
+            }
+        }
+    };
+    let failures = pick(path, own, inherited, "consecutive_failures", |r| {
+        r.consecutive_failures
+    });
+    if let Some((n, at)) = &failures {
+        check((1..=1000).contains(n), at, "must be between 1 and 1000");
+    }
+    let cool_down = pick(path, own, inherited, "cool_down_ms", |r| r.cool_down_ms);
+    if let Some((ms, at)) = &cool_down {
+        check(
+            (1..=MAX_BREAKER_COOL_DOWN_MS).contains(ms),
+            at,
+            "must be between 1 and 3600000",
+        );
+    }
+    let max_cool_down = pick(path, own, inherited, "max_cool_down_ms", |r| {
+        r.max_cool_down_ms
+    });
+    if let Some((ms, at)) = &max_cool_down {
+        check(
+            (1..=MAX_BREAKER_COOL_DOWN_MS).contains(ms),
+            at,
+            "must be between 1 and 3600000",
+        );
+    }
+    let probes = pick(path, own, inherited, "half_open_probes", |r| {
+        r.half_open_probes
+    });
+    if let Some((n, at)) = &probes {
+        check((1..=100).contains(n), at, "must be between 1 and 100");
+    }
+    let cool_down_value = cool_down
+        .as_ref()
+        .map_or(DEFAULT_BREAKER_COOL_DOWN, |(ms, _)| {
+            Duration::from_millis(*ms)
+        });
+    let max_value = max_cool_down.as_ref().map_or(
+        DEFAULT_BREAKER_MAX_COOL_DOWN.max(cool_down_value),
+        |(ms, _)| Duration::from_millis(*ms),
+    );
+    if max_value < cool_down_value {
+        // Reported where the conflict is written: this section's max, else this section's
+        // cool-down; when both come from the defaults, the defaults' own check reports it.
+        let at = [&max_cool_down, &cool_down]
+            .into_iter()
+            .flatten()
+            .map(|(_, at)| at.as_str())
+            .find(|at| at.starts_with(path))
+            .unwrap_or(BREAKER_DEFAULTS_PATH)
+            .to_owned();
+        let message = if at.ends_with(".cool_down_ms") {
+            "must not exceed max_cool_down_ms"
+        } else {
+            "must be at least cool_down_ms"
+        };
+        check(false, &at, message);
+    }
+    valid.then_some(CircuitBreakerConfig {
+        consecutive_failures: failures.map_or(DEFAULT_BREAKER_FAILURES, |(n, _)| n),
+        cool_down: cool_down_value,
+        max_cool_down: max_value,
+        half_open_probes: probes.map_or(1, |(n, _)| n),
     })
+}
+
+/// One breaker guards each endpoint, so every route that reaches an endpoint must agree on it.
+fn check_shared_breakers(doc: &Doc, routes: &[Route], errors: &mut Vec<Diagnostic>) {
+    let mut first: BTreeMap<&str, (usize, &str, Option<CircuitBreakerConfig>)> = BTreeMap::new();
+    for (i, route) in routes.iter().enumerate() {
+        let mut by_stage: Vec<(&String, &String)> =
+            route.integration.endpoint_by_stage.iter().collect();
+        by_stage.sort();
+        for (stage, endpoint) in by_stage {
+            let mine = route.integration.circuit_breaker;
+            match first.get(endpoint.as_str()) {
+                None => {
+                    first.insert(endpoint, (i, stage, mine));
+                }
+                Some((j, other_stage, theirs)) if *theirs != mine => {
+                    let at = format!("routes[{i}].integration");
+                    let at = if doc.get(&format!("{at}.circuit_breaker")).is_some() {
+                        format!("{at}.circuit_breaker")
+                    } else {
+                        format!("{at}.endpoint_name")
+                    };
+                    errors.push(doc.error(
+                        &at,
+                        format!(
+                            "endpoint `{endpoint}` (stage `{stage}`) has one circuit breaker, but routes[{j}] (stage `{other_stage}`) sets it differently"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 fn valid_stage_name(name: &str) -> bool {
@@ -649,6 +861,7 @@ fn normalize_path(p: &str) -> String {
 fn compile_routes(
     doc: &Doc,
     stages: &BTreeMap<String, Stage>,
+    breaker_defaults: Option<&RawCircuitBreaker>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Route> {
     let mut routes = Vec::new();
@@ -670,6 +883,7 @@ fn compile_routes(
             &format!("{path}.integration"),
             raw.integration,
             stages,
+            breaker_defaults,
             errors,
         );
         let validation = Validation {
@@ -699,6 +913,7 @@ fn compile_integration(
     path: &str,
     raw: RawIntegration,
     stages: &BTreeMap<String, Stage>,
+    breaker_defaults: Option<&RawCircuitBreaker>,
     errors: &mut Vec<Diagnostic>,
 ) -> Integration {
     let mut endpoint_by_stage = HashMap::new();
@@ -746,7 +961,15 @@ fn compile_integration(
         errors,
     );
     let responses = templates::integration_responses(doc, &format!("{path}.responses"), errors);
+    let circuit_breaker = compile_breaker(
+        doc,
+        &format!("{path}.circuit_breaker"),
+        raw.circuit_breaker.as_ref(),
+        breaker_defaults,
+        errors,
+    );
     Integration {
+        circuit_breaker,
         request_headers,
         request_templates,
         passthrough: raw.passthrough_behavior,
@@ -884,6 +1107,120 @@ routes:
             assert!(err.contains(e), "missing `{e}` in:\n{err}");
         }
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn circuit_breakers_inherit_field_by_field_and_are_off_when_absent() {
+        let text = r#"
+sagemaker:
+  circuit_breaker: { consecutive_failures: 7, cool_down_ms: 2000 }
+stages:
+  prod: {}
+routes:
+  - method: GET
+    path: /inherits
+    integration: { endpoint_name: a }
+  - method: GET
+    path: /overrides
+    integration: { endpoint_name: b, circuit_breaker: { cool_down_ms: 90000, half_open_probes: 3 } }
+  - method: GET
+    path: /off
+    integration: { endpoint_name: c, circuit_breaker: { enabled: false } }
+"#;
+        let c = GatewayConfig::parse("g.yaml", text, &no_env).unwrap();
+        let breaker = |i: usize| c.routes[i].integration.circuit_breaker;
+        let expected = CircuitBreakerConfig {
+            consecutive_failures: 7,
+            cool_down: Duration::from_secs(2),
+            max_cool_down: Duration::from_secs(60),
+            half_open_probes: 1,
+        };
+        assert_eq!(c.sagemaker.circuit_breaker, Some(expected));
+        assert_eq!(breaker(0), Some(expected));
+        assert_eq!(
+            breaker(1),
+            Some(CircuitBreakerConfig {
+                cool_down: Duration::from_secs(90),
+                max_cool_down: Duration::from_secs(90),
+                half_open_probes: 3,
+                ..expected
+            })
+        );
+        assert_eq!(breaker(2), None);
+        // Absent everywhere: off. Only on the route: on, with the built-in defaults.
+        let c = GatewayConfig::parse("g.yaml", GOOD, &no_env).unwrap();
+        assert_eq!(c.routes[0].integration.circuit_breaker, None);
+        let on = GOOD.replace(
+            "      endpoint_name:",
+            "      circuit_breaker: {}\n      endpoint_name:",
+        );
+        let c = GatewayConfig::parse("g.yaml", &on, &no_env).unwrap();
+        assert_eq!(
+            c.routes[0].integration.circuit_breaker,
+            Some(CircuitBreakerConfig {
+                consecutive_failures: DEFAULT_BREAKER_FAILURES,
+                cool_down: DEFAULT_BREAKER_COOL_DOWN,
+                max_cool_down: DEFAULT_BREAKER_MAX_COOL_DOWN,
+                half_open_probes: 1,
+            })
+        );
+    }
+
+    #[test]
+    fn circuit_breaker_errors_are_located_where_they_are_written() {
+        let text = r#"
+sagemaker:
+  circuit_breaker: { half_open_probes: 0, max_cool_down_ms: 1000 }
+stages:
+  prod: {}
+routes:
+  - method: GET
+    path: /a
+    integration: { endpoint_name: a, circuit_breaker: { consecutive_failures: 0, cool_down_ms: 500 } }
+  - method: GET
+    path: /b
+    integration: { endpoint_name: b, circuit_breaker: { colour: red } }
+  - method: GET
+    path: /c
+    integration: { endpoint_name: c, circuit_breaker: { cool_down_ms: 5000 } }
+"#;
+        let err = GatewayConfig::parse("g.yaml", text, &no_env)
+            .unwrap_err()
+            .to_string();
+        let expected = [
+            "g.yaml:3:40: sagemaker.circuit_breaker.half_open_probes: must be between 1 and 100",
+            // The built-in cool-down (5000) is above the defaults' cap.
+            "g.yaml:3:61: sagemaker.circuit_breaker.max_cool_down_ms: must be at least cool_down_ms",
+            "g.yaml:9:79: routes[0].integration.circuit_breaker.consecutive_failures: must be between 1 and 1000",
+            "g.yaml:12:65: routes[1].integration.circuit_breaker.colour: unknown field `colour`",
+            "g.yaml:15:71: routes[2].integration.circuit_breaker.cool_down_ms: must not exceed max_cool_down_ms",
+        ];
+        for e in expected {
+            assert!(err.contains(e), "missing `{e}` in:\n{err}");
+        }
+        // Reported once, where written, not again for every route that inherits it.
+        assert_eq!(err.matches(".half_open_probes:").count(), 1, "{err}");
+        assert_eq!(err.lines().count(), expected.len(), "{err}");
+
+        // One endpoint, one breaker: routes reaching it must agree.
+        let text = r#"
+stages:
+  prod: {}
+routes:
+  - method: GET
+    path: /a
+    integration: { endpoint_name: a, circuit_breaker: { consecutive_failures: 3 } }
+  - method: GET
+    path: /b
+    integration: { endpoint_name: a }
+"#;
+        let err = GatewayConfig::parse("g.yaml", text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "g.yaml:10:35: routes[1].integration.endpoint_name: endpoint `a` (stage `prod`) has one circuit breaker, but routes[0] (stage `prod`) sets it differently"
+        );
     }
 
     #[test]

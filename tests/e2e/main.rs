@@ -14,6 +14,7 @@
 mod kit;
 
 mod access_log;
+mod breaker;
 mod cache;
 mod chaos;
 mod cli;

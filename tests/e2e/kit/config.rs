@@ -31,6 +31,7 @@ pub struct GatewayYaml {
     trusted_proxy_hops: usize,
     drain_grace_secs: u64,
     stage_throttle: Option<(f64, u32)>,
+    circuit_breaker: Option<String>,
 }
 
 impl GatewayYaml {
@@ -43,6 +44,7 @@ impl GatewayYaml {
             trusted_proxy_hops: 0,
             drain_grace_secs: 5,
             stage_throttle: Some((1000.0, 2000)),
+            circuit_breaker: None,
         }
     }
 
@@ -82,6 +84,12 @@ impl GatewayYaml {
         self
     }
 
+    /// `sagemaker.circuit_breaker` (a YAML flow mapping), inherited by every route.
+    pub fn circuit_breaker(mut self, yaml: &str) -> Self {
+        self.circuit_breaker = Some(yaml.to_owned());
+        self
+    }
+
     /// The YAML text.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -101,7 +109,7 @@ sagemaker:
   region: us-east-1
   max_attempts: {attempts}
   connect_timeout_ms: 1000
-stages:
+{breaker}stages:
   temp:
     variables: {{ endpoint: {ENDPOINT_TEMP} }}
 {throttle}  prod:
@@ -112,6 +120,11 @@ stages:
             grace = self.drain_grace_secs,
             body = self.max_body_bytes,
             attempts = self.max_attempts,
+            breaker = self
+                .circuit_breaker
+                .as_ref()
+                .map(|b| format!("  circuit_breaker: {b}\n"))
+                .unwrap_or_default(),
         )
         .unwrap();
         for (path, key, required) in [
