@@ -277,6 +277,9 @@ impl GatewayBuilder {
             .env("AWS_CONFIG_FILE", &nowhere)
             .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
             .env("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", &upstream)
+            // The admin listener is off unless a test turns it on (with port 0): configs that name
+            // a fixed admin port, like the shipped one, would otherwise collide between tests.
+            .env("SAGEGATE_ADMIN_LISTEN", "")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(stdout)
