@@ -10,7 +10,8 @@
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas.
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
-//! - [`upstream`]: the SageMaker `InvokeEndpoint` call through the AWS SDK (feature `aws`).
+//! - [`upstream`]: the SageMaker `InvokeEndpoint` call, SigV4-signed with credentials from the AWS
+//!   chain: a lean `aws-sigv4` + hyper client (default) or the full SDK client (feature `aws`).
 //! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.

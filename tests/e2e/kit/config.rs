@@ -31,6 +31,7 @@ pub struct GatewayYaml {
     trusted_proxy_hops: usize,
     drain_grace_secs: u64,
     stage_throttle: Option<(f64, u32)>,
+    client: Option<&'static str>,
 }
 
 impl GatewayYaml {
@@ -43,6 +44,7 @@ impl GatewayYaml {
             trusted_proxy_hops: 0,
             drain_grace_secs: 5,
             stage_throttle: Some((1000.0, 2000)),
+            client: None,
         }
     }
 
@@ -55,6 +57,12 @@ impl GatewayYaml {
     /// `sagemaker.max_attempts`.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
+        self
+    }
+
+    /// `sagemaker.client` (`lean` or `sdk`; unset = the default).
+    pub fn client(mut self, client: &'static str) -> Self {
+        self.client = Some(client);
         self
     }
 
@@ -101,7 +109,7 @@ sagemaker:
   region: us-east-1
   max_attempts: {attempts}
   connect_timeout_ms: 1000
-stages:
+{client}stages:
   temp:
     variables: {{ endpoint: {ENDPOINT_TEMP} }}
 {throttle}  prod:
@@ -112,6 +120,10 @@ stages:
             grace = self.drain_grace_secs,
             body = self.max_body_bytes,
             attempts = self.max_attempts,
+            client = self
+                .client
+                .map(|c| format!("  client: {c}\n"))
+                .unwrap_or_default(),
         )
         .unwrap();
         for (path, key, required) in [
