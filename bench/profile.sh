@@ -98,11 +98,11 @@ profile() {
 }
 
 GW_PORT=$(free_port)
-AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
+SAGEGATE_BENCH_CLIENT="${BENCH_CLIENT:-lean}" AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
     AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:$UP_PORT" \
     valgrind --tool=callgrind --collect-atstart=yes --dump-instr=no \
     --callgrind-out-file="$OUT/sagegate.callgrind" \
-    SAGEGATE_BENCH_CLIENT="${BENCH_CLIENT:-lean}" "$BIN/sagegate" serve --config "$BENCH/config/gateway.yaml" --keys "$BENCH/config/keys.yaml" \
+    "$BIN/sagegate" serve --config "$BENCH/config/gateway.yaml" --keys "$BENCH/config/keys.yaml" \
     --listen "127.0.0.1:$GW_PORT" >"$OUT/sagegate-access.log" 2>"$OUT/sagegate.valgrind.log" &
 GW_PID=$!
 PIDS+=("$GW_PID")
