@@ -22,7 +22,8 @@
 //!   an answer that is not HTTP; full-jitter exponential backoff from 50 ms; the standard retry quota
 //!   (500 tokens, 5 per throttling retry, 10 per other retry, returned on success).
 //! - **Timeouts**: the route's timeout bounds the whole call, retries and backoff included; the
-//!   connect timeout bounds each TCP connect.
+//!   connect timeout bounds each new connection, TCP connect and TLS handshake together, as the
+//!   SDK's does (a connection that times out is retried like any transport failure).
 //!
 //! Invariants: credentials are read from [`CredentialCache`] (never fetched on the request path);
 //! the secret and the signature never reach a log line.
@@ -65,7 +66,7 @@ const TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 const AMZ_USER_AGENT: HeaderName = HeaderName::from_static("x-amz-user-agent");
 const AGENT: &str = concat!("sagegate/", env!("CARGO_PKG_VERSION"), " md/aws-sigv4-lean");
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = ConnectTimeout<hyper_rustls::HttpsConnector<HttpConnector>>;
 
 /// Where calls go, resolved once at start.
 #[derive(Debug, Clone)]
@@ -125,7 +126,6 @@ impl Lean {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(settings.connect_timeout));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?;
@@ -141,11 +141,14 @@ impl Lean {
             }
         }
         .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
+        let connector = ConnectTimeout {
+            inner: hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(tcp),
+            timeout: settings.connect_timeout,
+        };
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -354,6 +357,49 @@ impl Lean {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
                 Some((t + n).min(QUOTA_CAPACITY))
             });
+    }
+}
+
+/// A connector whose whole connection set-up (TCP and TLS) is bounded, like the SDK's
+/// `connect_timeout`; the timeout surfaces as an I/O `TimedOut` connect error.
+#[derive(Clone)]
+pub struct ConnectTimeout<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<http::Uri> for ConnectTimeout<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect (TCP + TLS) timed out after {limit:?}"),
+                )) as BoxError),
+            }
+        })
     }
 }
 

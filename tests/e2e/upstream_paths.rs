@@ -156,3 +156,45 @@ async fn both_clients_answer_every_sagemaker_outcome_alike() {
         );
     }
 }
+
+/// An `https://` endpoint that accepts TCP connections and never answers the TLS handshake: the
+/// connect timeout (1 s in the test config) bounds TCP *and* TLS set-up, the timed-out connection
+/// is retried once like any transport failure, and the client gets 502 well inside the route's
+/// 10 s timeout — with either client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_clients_bound_the_tls_handshake_by_the_connect_timeout() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream); // read nothing, answer nothing, close nothing
+        }
+    });
+    for client in ["sdk", "lean"] {
+        let gw = Gateway::builder()
+            .config(GatewayYaml::standard().client(client).max_attempts(2))
+            .upstream_url(&format!("https://127.0.0.1:{port}"))
+            .start()
+            .await;
+        let before = accepted.load(Ordering::SeqCst);
+        let r = gw.recommend("temp", "U:1", Some(KEY_A)).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (502, r#"{"message": "Internal server error"}"#),
+            "{client}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst) - before,
+            2,
+            "{client}: one connection per attempt"
+        );
+    }
+    silent.abort();
+}
