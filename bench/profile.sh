@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/profile.sh [REQUESTS] — instruction-level profile of sagegate (and of nginx doing the same job)
 # with valgrind's callgrind: warm up, zero the counters, send REQUESTS (default 2000) requests on one
-# connection, dump. Instruction counts do not depend on how busy the machine is, so this is the
+# connection, dump; then the same for a request sagegate answers from its stage cache. BENCH_CLIENT=sdk
+# profiles the full AWS SDK client instead of the lean one. Instruction counts do not depend on how busy the machine is, so this is the
 # stable per-request cost. Writes bench/out/profile-<time>/{summary.md,*.callgrind,*.annotate.txt}.
 # `perf` would be lighter, but hardware counters are not available in this VM
 # (`perf stat -e instructions true` reports <not supported>).
@@ -71,20 +72,23 @@ PIDS+=("$UP_PID")
 wait_port "$UP_PORT" "$UP_PID" || die "fake-sagemaker did not start"
 PATH_Q="/prod/recommended-movies/U1?k=5&inference_type=PL"
 
-# profile NAME PORT PID: warm up, zero, measure REQUESTS, dump, annotate.
+# Deterministic answers are cached (bench/config/gateway.yaml): the in-process path.
+PATH_CACHED="/prod/recommended-movies/U1?k=5&inference_type=deterministic"
+
+# profile NAME PORT PID [PATH [CALLGRIND-FILE-BASE]]: warm up, zero, measure REQUESTS, dump, annotate.
 profile() {
-    local name=$1 port=$2 pid=$3 r
+    local name=$1 port=$2 pid=$3 path=${4:-$PATH_Q} base=${5:-$1} r
     wait_port "$port" "$pid" 1200 || die "$name did not start under valgrind"
-    "$BIN/loadgen" --url "http://127.0.0.1:$port$PATH_Q" -H "x-api-key:$KEY" -c 1 --requests "$WARM" \
+    "$BIN/loadgen" --url "http://127.0.0.1:$port$path" -H "x-api-key:$KEY" -c 1 --requests "$WARM" \
         --timeout-ms 60000 >/dev/null
     callgrind_control --zero "$pid" >/dev/null
-    r=$("$BIN/loadgen" --url "http://127.0.0.1:$port$PATH_Q" -H "x-api-key:$KEY" -c 1 \
+    r=$("$BIN/loadgen" --url "http://127.0.0.1:$port$path" -H "x-api-key:$KEY" -c 1 \
         --requests "$REQUESTS" --timeout-ms 60000)
     [[ $(jq .ok <<<"$r") == "$REQUESTS" ]] || die "$name: not every request succeeded: $r"
     callgrind_control --dump="measured" "$pid" >/dev/null
     sleep 1
     local file
-    file=$(ls -t "$OUT/$name".callgrind* | head -1)
+    file=$(ls -t "$OUT/$base".callgrind* | head -1)
     callgrind_annotate --inclusive=yes "$file" >"$OUT/$name.inclusive.txt" 2>/dev/null || true
     callgrind_annotate "$file" >"$OUT/$name.self.txt" 2>/dev/null || true
     local total
@@ -94,7 +98,7 @@ profile() {
 }
 
 GW_PORT=$(free_port)
-AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
+SAGEGATE_BENCH_CLIENT="${BENCH_CLIENT:-lean}" AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
     AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:$UP_PORT" \
     valgrind --tool=callgrind --collect-atstart=yes --dump-instr=no \
     --callgrind-out-file="$OUT/sagegate.callgrind" \
@@ -104,6 +108,7 @@ GW_PID=$!
 PIDS+=("$GW_PID")
 log "sagegate under callgrind (pid $GW_PID)"
 profile sagegate "$GW_PORT" "$GW_PID"
+profile sagegate-cache-hit "$GW_PORT" "$GW_PID" "$PATH_CACHED" sagegate
 
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [[ -x $NGINX ]]; then

@@ -159,9 +159,12 @@ start_upstream() { # $1 port, $2 delay ms; sets UP_PID
     PIDS+=("$UP_PID")
     wait_port "$1" "$UP_PID" || die "fake-sagemaker did not start (see $OUT/fake-sagemaker-$1.log)"
 }
+# BENCH_CLIENT=sdk|lean picks `sagemaker.client` of every gateway started here (default lean).
+BENCH_CLIENT=${BENCH_CLIENT:-lean}
 start_gateway() { # $1 port, $2 upstream port, $3 log name, [$4 config]; sets GW_PID
     AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
         AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:$2" \
+        SAGEGATE_BENCH_CLIENT="$BENCH_CLIENT" \
         "${SUT_PIN[@]}" "$BIN/sagegate" serve --config "${4:-$BENCH/config/gateway.yaml}" \
         --keys "$BENCH/config/keys.yaml" --listen "127.0.0.1:$1" \
         >"$OUT/$3" 2>"$OUT/$3.stderr" &
@@ -189,22 +192,28 @@ if [[ -n $NGINX ]]; then
     log "nginx $("$NGINX" -v 2>&1 | sed 's/.*version: //') on :$NG_PORT (pid $NG_PID)"
 fi
 
+# ---- the rows: one name each in TARGETS, with its loadgen arguments and the pid whose CPU and RSS
+# it is charged to. To add a row (e.g. a gateway with another limiter store): start its process
+# above, add its two case entries here and its name to TARGETS. `direct` must stay first. ----
 PATH_Q="/prod/recommended-movies/U1?k=5&inference_type=PL"
+# Deterministic answers are cached (bench/config/gateway.yaml): after the first call, served in-process.
+PATH_CACHED="/prod/recommended-movies/U1?k=5&inference_type=deterministic"
 target_args() { # the loadgen arguments that address one target
     case "$1" in
         direct) echo "--url http://127.0.0.1:$UP_PORT/endpoints/movie-recommender-prod/invocations --method POST --body {\"user_id\":\"U1\",\"k\":\"5\",\"inference_type\":\"PL\"}" ;;
         sagegate) echo "--url http://127.0.0.1:$GW_PORT$PATH_Q -H x-api-key:$KEY" ;;
+        sagegate-cache-hit) echo "--url http://127.0.0.1:$GW_PORT$PATH_CACHED -H x-api-key:$KEY" ;;
         nginx) echo "--url http://127.0.0.1:$NG_PORT$PATH_Q -H x-api-key:$KEY" ;;
     esac
 }
 target_pid() {
     case "$1" in
         direct) echo "$UP_PID" ;;
-        sagegate) echo "$GW_PID" ;;
+        sagegate | sagegate-cache-hit) echo "$GW_PID" ;;
         nginx) echo "$NG_PID" ;;
     esac
 }
-TARGETS=(direct sagegate)
+TARGETS=(direct sagegate sagegate-cache-hit)
 [[ -n $NG_PID ]] && TARGETS+=(nginx)
 
 # ---- smoke: each target answers 2xx, and sagegate rejects a wrong key (the check is really on) ----
@@ -222,11 +231,17 @@ for t in sagegate nginx; do
         "http://127.0.0.1:$port$PATH_Q")
     [[ $code == 403 ]] || die "$t answered $code to a wrong key (expected 403)"
 done
-log "smoke ok: every target answers 2xx; a wrong key gets 403"
+# The cache-hit row really hits: after the smoke requests above, the answer comes from the cache.
+cache_status=$(curl -s -o /dev/null -D - -H "x-api-key: $KEY" "http://127.0.0.1:$GW_PORT$PATH_CACHED" |
+    awk -F': ' 'tolower($1) == "x-sagegate-cache" {print $2}' | tr -d '\r')
+[[ ${cache_status,,} == hit ]] || die "sagegate-cache-hit is not served from the cache (x-sagegate-cache: $cache_status)"
+log "smoke ok: every target answers 2xx; a wrong key gets 403; the cached row hits the cache"
 
 # ---- throughput / latency rows ----
 ROWS=$OUT/rows.jsonl
 : >"$ROWS"
+# The 1-minute load average, sampled at the start and after every row: the machine may be shared.
+LOADS=("$(cut -d' ' -f1 /proc/loadavg)")
 for c in "${LEVELS[@]}"; do
     for t in "${TARGETS[@]}"; do
         pid=$(target_pid "$t")
@@ -244,6 +259,7 @@ for c in "${LEVELS[@]}"; do
             <<<"$r" >>"$ROWS"
         log "$(jq -r '"\(.target) c=\(.connections): \(.rps|floor) req/s p50 \(.latency_ms.p50) ms, \(.ok) ok, \(.errors) errors, \(.non_2xx) non-2xx"' <<<"$(tail -1 "$ROWS")")"
         [[ $(jq .ok <<<"$r") -gt 0 ]] || die "$t at $c connections: no request succeeded"
+        LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
     done
 done
 
@@ -300,6 +316,7 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
     fi
     echo "Machine: $(nproc) CPU(s), $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)."
     echo "Placement: $PLACEMENT. Closed loop, HTTP/1.1 keep-alive, ${WARMUP} s warm-up + ${DURATION} s measured per row."
+    echo "sagegate's SageMaker client: \`sagemaker.client: $BENCH_CLIENT\`. Load average (1 min) on $(nproc) CPUs, sampled at the start and after each row: $(printf '%s\n' "${LOADS[@]}" | sort -n | head -1) to $(printf '%s\n' "${LOADS[@]}" | sort -n | tail -1) (anything above ~2 means other processes competed for the cores; compare rows by CPU per request, not req/s)."
     echo "CPU columns: utime+stime from /proc/<pid>/stat over the whole row (warm-up included) divided by every"
     echo "answered request; RSS: VmHWM so far (the process has served every earlier row)."
     echo
@@ -330,6 +347,14 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
         + (if $xc > 0 then "\($gc / $xc * 100 | round / 100)×" else "n/a (nginx CPU below tick resolution)" end)
         + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
         + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end)
+    ' "$ROWS"
+    echo
+    echo "sagegate answering from its stage cache (no upstream call) against the direct call at the same concurrency:"
+    echo
+    jq -rs '
+      (map(select(.target == "direct")) | map({key: (.connections|tostring), value: .latency_ms.p50}) | from_entries) as $floor
+      | .[] | select(.target == "sagegate-cache-hit")
+      | "- \(.connections) connection(s): \(.rps | floor) req/s; CPU/request \(.cpu_s / ([.ok + .non_2xx, 1] | max) * 1e6 | round) µs; p50 \(.latency_ms.p50) ms vs direct \($floor[.connections|tostring]) ms"
     ' "$ROWS"
     echo
     echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s (header and route timeouts 60 s):"

@@ -54,6 +54,13 @@ impl MappingInput<'_> {
             ParamSource::Header(n) => self.req.header(&n.to_ascii_lowercase()).map(str::to_owned),
             ParamSource::Query(n) => last(&self.params.querystring, n),
             ParamSource::Path(n) => last(&self.params.path, n),
+            // The identifier headers read these per request (custom attributes and inference id
+            // default to the request id): answered directly instead of building the whole
+            // `$context` document (≈22k instructions each in the bench profile).
+            ParamSource::Context(n) if n == "requestId" || n == "extendedRequestId" => {
+                Some(ctx.request_id.clone())
+            }
+            ParamSource::Context(n) if n == "xrayTraceId" => Some(ctx.trace_id.clone()),
             ParamSource::Context(n) => context_value(&template_context(self.stage, ctx, None), n),
         }
     }

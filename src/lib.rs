@@ -11,7 +11,8 @@
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
-//! - [`upstream`]: the SageMaker `InvokeEndpoint` call through the AWS SDK (feature `aws`).
+//! - [`upstream`]: the SageMaker `InvokeEndpoint` call, SigV4-signed with credentials from the AWS
+//!   chain: a lean `aws-sigv4` + hyper client (default) or the full SDK client (feature `aws`).
 //! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.

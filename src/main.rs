@@ -11,7 +11,7 @@ use sagegate::auth::{self, KeySource, KeysContext};
 use sagegate::config::GatewayConfig;
 use sagegate::limits::LimitClock;
 use sagegate::pipeline::Gateway;
-use sagegate::upstream::{self, SageMaker};
+use sagegate::upstream;
 
 #[derive(Parser)]
 #[command(
@@ -222,13 +222,13 @@ fn serve(
             }
             None => tracing::info!("SageMaker Runtime endpoint from the region"),
         }
-        let client = upstream::client::build(sagemaker).await;
+        let upstream = upstream::client::build(sagemaker).await?;
         let config = Arc::new(gateway_config);
         let store = Arc::new(auth::KeyStore::new(set));
         let gateway = Arc::new(Gateway::new(
             config,
             store.current(),
-            SageMaker::new(client),
+            upstream,
             LimitClock::system(),
         )?);
         let on_reload = {

@@ -77,6 +77,8 @@ struct RawSageMaker {
     max_attempts: Option<u32>,
     /// TCP/TLS connect timeout in milliseconds (default 2000).
     connect_timeout_ms: Option<u64>,
+    /// How the call is made: `lean` (default) or `sdk`; see [`SageMakerClient`].
+    client: Option<String>,
     /// Circuit-breaker defaults for every integration (default: no breaker); see
     /// [`RawCircuitBreaker`]. A route's own `integration.circuit_breaker` overrides field by field.
     circuit_breaker: Option<RawCircuitBreaker>,
@@ -252,6 +254,21 @@ pub struct SageMakerConfig {
     pub connect_timeout: Duration,
     /// The circuit breaker of integrations that do not set their own; `None` = off.
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// How the call is made.
+    pub client: SageMakerClient,
+}
+
+/// `sagemaker.client`: which code makes the `InvokeEndpoint` call. Both sign with AWS's SigV4 signer
+/// and credentials from `aws-config`'s default chain, and give the same answers (e2e
+/// `upstream_paths.rs` compares what the upstream receives from each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SageMakerClient {
+    /// `aws-sigv4` on one shared hyper client (`src/upstream/lean.rs`): a fraction of the SDK's
+    /// per-call CPU and memory (bench/RESULTS.md).
+    #[default]
+    Lean,
+    /// The full `aws-sdk-sagemakerruntime` client (orchestrator, interceptors, retry machinery).
+    Sdk,
 }
 
 /// A circuit breaker's settings, compiled (see `RawCircuitBreaker` for units and defaults).
@@ -583,7 +600,19 @@ fn compile_sagemaker(
         None,
         errors,
     );
+    let client = match raw.client.as_deref() {
+        None | Some("lean") => SageMakerClient::Lean,
+        Some("sdk") => SageMakerClient::Sdk,
+        Some(other) => {
+            errors.push(doc.error(
+                "sagemaker.client",
+                format!("`{other}` must be `lean` or `sdk`"),
+            ));
+            SageMakerClient::Lean
+        }
+    };
     let config = SageMakerConfig {
+        client,
         region: raw.region.filter(|r| !r.is_empty()),
         endpoint_url: raw.endpoint_url.filter(|u| !u.is_empty()),
         max_attempts,
@@ -1072,6 +1101,17 @@ routes:
             c.routes[0].integration.custom_attributes,
             Some(ParamSource::Context("requestId".into()))
         );
+        assert_eq!(c.sagemaker.client, SageMakerClient::Lean);
+    }
+
+    #[test]
+    fn sagemaker_client_is_lean_or_sdk() {
+        let with = |v: &str| format!("sagemaker:\n  client: {v}\n{GOOD}");
+        let sdk = GatewayConfig::parse("g.yaml", &with("sdk"), &no_env).unwrap();
+        assert_eq!(sdk.sagemaker.client, SageMakerClient::Sdk);
+        let errs = GatewayConfig::parse("g.yaml", &with("fast"), &no_env).unwrap_err();
+        let text = format!("{errs:?}");
+        assert!(text.contains("sagemaker.client"), "{text}");
     }
 
     #[test]

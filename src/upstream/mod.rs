@@ -1,21 +1,27 @@
-//! The `invoke` stage: one SageMaker `InvokeEndpoint` call through the official SDK.
+//! The `invoke` stage: one SageMaker `InvokeEndpoint` call, signed with AWS's SigV4 signer and
+//! credentials from the default AWS chain.
 //!
 //! Input: an [`Invocation`] (endpoint, body, content type, identifier headers, timeout). Output: an
-//! [`InvocationOutput`] or a [`GatewayError`] already classified the way API Gateway reports it.
+//! [`UpstreamReply`] or an [`UpstreamFailure`] already classified the way API Gateway reports it.
 //! This is the only stage that does I/O.
 //!
-//! Layout, shaped like a vector sink: [`client`] builds the SDK client once from the default AWS chain
-//! (config, credentials, region, endpoint override); [`classify`] maps every SDK outcome onto the
-//! error table. Retries are the SDK's standard classifier (throttling and transient 5xx/IO errors,
-//! never a model's 4xx), bounded by `sagemaker.max_attempts`, and the whole call including retries is
-//! bounded by the route's timeout.
+//! Layout, shaped like a vector sink: [`client`] builds the client once at start from the default
+//! AWS chain (config, credentials, region, endpoint override), choosing by `sagemaker.client`:
+//! [`lean`] (default: `aws-sigv4` + a shared hyper client, credentials kept fresh by
+//! [`credentials`]) or the full SDK client (`sdk`). [`classify`] maps every outcome of either onto
+//! the error table. Retries, on both: the SDK's standard rule (throttling and transient 5xx/IO
+//! errors, never a model's 4xx), bounded by `sagemaker.max_attempts`; the whole call including
+//! retries is bounded by the route's timeout.
 //!
-//! Security: requests are SigV4-signed by the SDK with credentials from the chain; credentials and
-//! upstream bodies of non-model errors are never logged verbatim at info level or returned to clients.
+//! Security: requests are SigV4-signed with credentials from the chain; credentials and upstream
+//! bodies of non-model errors are never logged verbatim at info level or returned to clients.
 
 pub mod classify;
 pub mod client;
+pub mod credentials;
+pub mod lean;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sagemakerruntime::Client;
@@ -83,7 +89,14 @@ pub struct UpstreamFailure {
 /// The SageMaker Runtime integration.
 #[derive(Debug, Clone)]
 pub struct SageMaker {
-    client: Client,
+    client: Calls,
+}
+
+/// Which code makes the call (`sagemaker.client`).
+#[derive(Debug, Clone)]
+enum Calls {
+    Sdk(Client),
+    Lean(Arc<lean::Lean>),
 }
 
 /// What an invocation did, for the access log.
@@ -96,9 +109,18 @@ pub struct InvokeStats {
 }
 
 impl SageMaker {
-    /// Wraps a client built by [`client::build`].
+    /// Calls through the SDK client `client`.
     pub fn new(client: Client) -> Self {
-        SageMaker { client }
+        SageMaker {
+            client: Calls::Sdk(client),
+        }
+    }
+
+    /// Calls through the lean client.
+    pub fn lean(client: lean::Lean) -> Self {
+        SageMaker {
+            client: Calls::Lean(Arc::new(client)),
+        }
     }
 
     /// Calls `InvokeEndpoint`, bounded by `inv.timeout`.
@@ -106,80 +128,92 @@ impl SageMaker {
         &self,
         inv: Invocation,
     ) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
-        let started = Instant::now();
-        let trace_id = inv.trace_id;
-        let call = self
-            .client
-            .invoke_endpoint()
-            .endpoint_name(inv.endpoint_name)
-            .content_type(inv.content_type)
-            .accept(inv.accept)
-            .set_custom_attributes(inv.custom_attributes)
-            .set_inference_id(inv.inference_id)
-            .set_target_variant(inv.target_variant)
-            .body(Blob::new(inv.body))
-            .customize()
-            .mutate_request(move |req| {
-                // Propagate the caller's trace so SageMaker's logs and X-Ray join the same trace.
-                let _ = req
-                    .headers_mut()
-                    .try_insert("x-amzn-trace-id", trace_id.clone());
-            })
-            .send();
-        let result = tokio::time::timeout(inv.timeout, call).await;
-        let latency = started.elapsed();
-        match result {
-            Err(_) => {
-                let failure = UpstreamFailure {
-                    error: GatewayError::IntegrationTimeout(inv.timeout),
-                    reply: None,
-                };
-                (
-                    Err(failure),
-                    InvokeStats {
-                        latency,
-                        status: None,
-                    },
-                )
-            }
-            Ok(Ok(out)) => {
-                let mut headers = Vec::with_capacity(4);
-                let mut put = |name: &str, value: Option<&str>| {
-                    if let Some(v) = value {
-                        headers.push((name.to_owned(), v.to_owned()));
-                    }
-                };
-                put("content-type", out.content_type());
-                put(
-                    "x-amzn-invoked-production-variant",
-                    out.invoked_production_variant(),
-                );
-                put(
-                    "x-amzn-sagemaker-custom-attributes",
-                    out.custom_attributes(),
-                );
-                put("x-amzn-requestid", out.request_id());
-                let body = out
-                    .body
-                    .map(|b| Bytes::from(b.into_inner()))
-                    .unwrap_or_default();
-                (
-                    Ok(UpstreamReply {
-                        status: 200,
-                        body,
-                        headers,
-                    }),
-                    InvokeStats {
-                        latency,
-                        status: Some(200),
-                    },
-                )
-            }
-            Ok(Err(err)) => {
-                let failure = classify::classify(err, inv.timeout);
-                let status = failure.reply.as_ref().map(|r| r.status);
-                (Err(failure), InvokeStats { latency, status })
-            }
+        match &self.client {
+            Calls::Lean(lean) => lean.invoke(inv).await,
+            // Boxed: the SDK's call future is several KB, and every in-flight request through the
+            // lean path would otherwise reserve that much too.
+            Calls::Sdk(client) => Box::pin(invoke_sdk(client, inv)).await,
+        }
+    }
+}
+
+/// The SDK path: `InvokeEndpoint` through `aws-sdk-sagemakerruntime`.
+async fn invoke_sdk(
+    client: &Client,
+    inv: Invocation,
+) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
+    let started = Instant::now();
+    let trace_id = inv.trace_id;
+    let call = client
+        .invoke_endpoint()
+        .endpoint_name(inv.endpoint_name)
+        .content_type(inv.content_type)
+        .accept(inv.accept)
+        .set_custom_attributes(inv.custom_attributes)
+        .set_inference_id(inv.inference_id)
+        .set_target_variant(inv.target_variant)
+        .body(Blob::new(inv.body))
+        .customize()
+        .mutate_request(move |req| {
+            // Propagate the caller's trace so SageMaker's logs and X-Ray join the same trace.
+            let _ = req
+                .headers_mut()
+                .try_insert("x-amzn-trace-id", trace_id.clone());
+        })
+        .send();
+    let result = tokio::time::timeout(inv.timeout, call).await;
+    let latency = started.elapsed();
+    match result {
+        Err(_) => {
+            let failure = UpstreamFailure {
+                error: GatewayError::IntegrationTimeout(inv.timeout),
+                reply: None,
+            };
+            (
+                Err(failure),
+                InvokeStats {
+                    latency,
+                    status: None,
+                },
+            )
+        }
+        Ok(Ok(out)) => {
+            let mut headers = Vec::with_capacity(4);
+            let mut put = |name: &str, value: Option<&str>| {
+                if let Some(v) = value {
+                    headers.push((name.to_owned(), v.to_owned()));
+                }
+            };
+            put("content-type", out.content_type());
+            put(
+                "x-amzn-invoked-production-variant",
+                out.invoked_production_variant(),
+            );
+            put(
+                "x-amzn-sagemaker-custom-attributes",
+                out.custom_attributes(),
+            );
+            put("x-amzn-requestid", out.request_id());
+            let body = out
+                .body
+                .map(|b| Bytes::from(b.into_inner()))
+                .unwrap_or_default();
+            (
+                Ok(UpstreamReply {
+                    status: 200,
+                    body,
+                    headers,
+                }),
+                InvokeStats {
+                    latency,
+                    status: Some(200),
+                },
+            )
+        }
+        Ok(Err(err)) => {
+            let failure = classify::classify(err, inv.timeout);
+            let status = failure.reply.as_ref().map(|r| r.status);
+            (Err(failure), InvokeStats { latency, status })
         }
     }
 }

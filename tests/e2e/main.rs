@@ -31,3 +31,4 @@ mod retries;
 mod sagemaker_request;
 mod seed;
 mod throttling;
+mod upstream_paths;

@@ -32,6 +32,7 @@ pub struct GatewayYaml {
     drain_grace_secs: u64,
     stage_throttle: Option<(f64, u32)>,
     circuit_breaker: Option<String>,
+    client: Option<&'static str>,
 }
 
 impl GatewayYaml {
@@ -45,6 +46,7 @@ impl GatewayYaml {
             drain_grace_secs: 5,
             stage_throttle: Some((1000.0, 2000)),
             circuit_breaker: None,
+            client: None,
         }
     }
 
@@ -57,6 +59,12 @@ impl GatewayYaml {
     /// `sagemaker.max_attempts`.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
+        self
+    }
+
+    /// `sagemaker.client` (`lean` or `sdk`; unset = the default).
+    pub fn client(mut self, client: &'static str) -> Self {
+        self.client = Some(client);
         self
     }
 
@@ -109,7 +117,7 @@ sagemaker:
   region: us-east-1
   max_attempts: {attempts}
   connect_timeout_ms: 1000
-{breaker}stages:
+{client}{breaker}stages:
   temp:
     variables: {{ endpoint: {ENDPOINT_TEMP} }}
 {throttle}  prod:
@@ -124,6 +132,10 @@ sagemaker:
                 .circuit_breaker
                 .as_ref()
                 .map(|b| format!("  circuit_breaker: {b}\n"))
+                .unwrap_or_default(),
+            client = self
+                .client
+                .map(|c| format!("  client: {c}\n"))
                 .unwrap_or_default(),
         )
         .unwrap();

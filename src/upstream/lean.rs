@@ -1,0 +1,619 @@
+//! The lean `InvokeEndpoint` call: AWS's own SigV4 signer (`aws-sigv4`) and credentials from
+//! `aws-config`'s default chain, sent on one shared hyper client with a connection pool.
+//!
+//! Input: an [`Invocation`]. Output: the same `(Result<UpstreamReply, UpstreamFailure>, InvokeStats)`
+//! as the SDK path, classified by the same table ([`super::classify`]).
+//!
+//! Why it exists: the SDK's orchestrator (config-bag layers, a dozen interceptor hooks, a retry
+//! strategy object, user-agent formatting, boxed futures) cost about as much CPU per call as the
+//! signature itself, and its call future dominated memory per in-flight request (bench/RESULTS.md).
+//! This path keeps what SageMaker needs and what the gateway promises, and nothing else:
+//!
+//! - **Endpoint**: resolved once at start by the SDK's own endpoint resolver from the region, FIPS
+//!   and dual-stack settings, or the override (`AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`,
+//!   `AWS_ENDPOINT_URL`, `sagemaker.endpoint_url`, in that order: [`super::client::endpoint_override`]).
+//! - **Request**: `POST {endpoint}/endpoints/{name}/invocations` with `Content-Type`, `Accept`,
+//!   `Content-Length`, the three `X-Amzn-SageMaker-*` headers when set, `X-Amzn-Trace-Id`, user
+//!   agents; signed per attempt for signing name `sagemaker` with the SDK's default signing settings
+//!   (the same signed headers as the SDK: e2e `upstream_paths.rs` compares them).
+//! - **Retries**: the SDK's standard strategy as configured for the SDK path: at most
+//!   `sagemaker.max_attempts` attempts; retried only for the SDK's throttling and transient error
+//!   codes, HTTP 500/502/503/504, transport failures and responses cut short, never a model error or
+//!   an answer that is not HTTP; full-jitter exponential backoff from 50 ms; the standard retry quota
+//!   (500 tokens, 5 per throttling retry, 10 per other retry, returned on success).
+//! - **Timeouts**: the route's timeout bounds the whole call, retries and backoff included; the
+//!   connect timeout bounds each new connection, TCP connect and TLS handshake together, as the
+//!   SDK's does (a connection that times out is retried like any transport failure).
+//!
+//! Invariants: credentials are read from [`CredentialCache`] (never fetched on the request path);
+//! the secret and the signature never reach a log line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::credentials::CredentialCache;
+use super::{Invocation, InvokeStats, UpstreamFailure, UpstreamReply, classify};
+use crate::error::GatewayError;
+
+/// SageMaker Runtime's SigV4 signing name (not `runtime.sagemaker`).
+pub const SIGNING_NAME: &str = "sagemaker";
+/// First retry's backoff ceiling (the SDK path is configured with the same).
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// The SDK's backoff ceiling.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// The SDK's standard retry quota.
+const QUOTA_CAPACITY: u32 = 500;
+const QUOTA_THROTTLING_COST: u32 = 5;
+const QUOTA_TRANSIENT_COST: u32 = 10;
+
+const CUSTOM_ATTRIBUTES: HeaderName = HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
+const INFERENCE_ID: HeaderName = HeaderName::from_static("x-amzn-sagemaker-inference-id");
+const TARGET_VARIANT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-target-variant");
+const TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+const AMZ_USER_AGENT: HeaderName = HeaderName::from_static("x-amz-user-agent");
+const AGENT: &str = concat!("sagegate/", env!("CARGO_PKG_VERSION"), " md/aws-sigv4-lean");
+
+type Connector = ConnectTimeout<hyper_rustls::HttpsConnector<HttpConnector>>;
+
+/// Where calls go, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Endpoint URL without a trailing `/` (`https://runtime.sagemaker.us-east-1.amazonaws.com`).
+    pub base: String,
+    /// Signing region.
+    pub region: String,
+}
+
+/// Settings of the lean client.
+#[derive(Debug, Clone)]
+pub struct LeanSettings {
+    /// The endpoint, or why none could be resolved (every call then fails with that reason).
+    pub target: Result<Target, String>,
+    /// Total attempts per call (1 to 3).
+    pub max_attempts: u32,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// The lean SageMaker Runtime client; one per process, shared by every worker.
+pub struct Lean {
+    http: HyperClient<Connector, Full<Bytes>>,
+    /// The target and its `Host` value, or why there is none.
+    target: Result<(Target, HeaderValue), String>,
+    credentials: Arc<CredentialCache>,
+    max_attempts: u32,
+    quota: AtomicU32,
+}
+
+impl std::fmt::Debug for Lean {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lean")
+            .field("target", &self.target)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attempt's outcome before classification.
+enum Attempt {
+    /// SageMaker (or something speaking HTTP) answered.
+    Answered {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// No complete answer; `retry` says whether the SDK would try again, and how it would charge
+    /// the retry quota.
+    Failed { retry: Option<u32>, detail: String },
+}
+
+impl Lean {
+    /// Builds the client. Fails only when TLS cannot be set up at all.
+    pub fn new(settings: LeanSettings, credentials: Arc<CredentialCache>) -> anyhow::Result<Lean> {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?;
+        let tls = {
+            use hyper_rustls::ConfigBuilderExt;
+            match builder.clone().with_native_roots() {
+                Ok(b) => b,
+                Err(e) => {
+                    // As the SDK's client does: start anyway; an https endpoint then fails per call.
+                    tracing::warn!(error = %e, "no usable root certificates; https calls will fail");
+                    builder.with_root_certificates(rustls::RootCertStore::empty())
+                }
+            }
+        }
+        .with_no_client_auth();
+        let connector = ConnectTimeout {
+            inner: hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(tcp),
+            timeout: settings.connect_timeout,
+        };
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let target = settings.target.and_then(|t| {
+            let host = host_of(&t.base).map_err(|e| e.to_string())?;
+            Ok((t, host))
+        });
+        Ok(Lean {
+            http,
+            target,
+            credentials,
+            max_attempts: settings.max_attempts.clamp(1, 3),
+            quota: AtomicU32::new(QUOTA_CAPACITY),
+        })
+    }
+
+    /// Calls `InvokeEndpoint`, bounded by `inv.timeout`.
+    pub async fn invoke(
+        &self,
+        inv: Invocation,
+    ) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
+        let started = Instant::now();
+        let result = tokio::time::timeout(inv.timeout, self.call(&inv)).await;
+        let latency = started.elapsed();
+        match result {
+            Err(_) => (
+                Err(UpstreamFailure {
+                    error: GatewayError::IntegrationTimeout(inv.timeout),
+                    reply: None,
+                }),
+                InvokeStats {
+                    latency,
+                    status: None,
+                },
+            ),
+            Ok(Ok(reply)) => (
+                Ok(reply),
+                InvokeStats {
+                    latency,
+                    status: Some(200),
+                },
+            ),
+            Ok(Err(failure)) => {
+                let status = failure.reply.as_ref().map(|r| r.status);
+                (Err(failure), InvokeStats { latency, status })
+            }
+        }
+    }
+
+    /// Attempts and retries, unbounded in time (the caller bounds it).
+    async fn call(&self, inv: &Invocation) -> Result<UpstreamReply, UpstreamFailure> {
+        let (target, host) = match &self.target {
+            Ok((t, h)) => (t, h),
+            Err(why) => {
+                return Err(transport_failure(format!(
+                    "SageMaker endpoint unavailable: {why}"
+                )));
+            }
+        };
+        let uri = format!(
+            "{}/endpoints/{}/invocations",
+            target.base,
+            percent_encoding::utf8_percent_encode(&inv.endpoint_name, LABEL)
+        );
+        let mut attempt = 1;
+        let mut held: Option<u32> = None;
+        loop {
+            let outcome = self.attempt(inv, target, host, &uri).await;
+            let retry = match &outcome {
+                Attempt::Answered {
+                    status,
+                    headers,
+                    body,
+                } if !(200..300).contains(status) => retry_cost(*status, headers, body),
+                Attempt::Answered { .. } => None,
+                Attempt::Failed { retry, .. } => *retry,
+            };
+            let succeeded =
+                matches!(&outcome, Attempt::Answered { status, .. } if (200..300).contains(status));
+            if succeeded {
+                // The SDK returns a held retry permit on success, or earns one token back.
+                self.refund(held.take().unwrap_or(1));
+            }
+            match retry {
+                Some(cost) if attempt < self.max_attempts && self.take(cost) => {
+                    held = Some(cost);
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                _ => return finish(outcome),
+            }
+        }
+    }
+
+    /// One signed request and its whole answer.
+    async fn attempt(
+        &self,
+        inv: &Invocation,
+        target: &Target,
+        host: &HeaderValue,
+        uri: &str,
+    ) -> Attempt {
+        let fail = |detail: String| Attempt::Failed {
+            retry: None,
+            detail,
+        };
+        let Some(identity) = self.credentials.current() else {
+            return fail("no AWS credentials loaded (see the credential log lines)".to_owned());
+        };
+        let mut headers = HeaderMap::with_capacity(12);
+        headers.insert(HOST, host.clone());
+        let values = [
+            (CONTENT_TYPE, Some(inv.content_type.as_str())),
+            (ACCEPT, Some(inv.accept.as_str())),
+            (CUSTOM_ATTRIBUTES, inv.custom_attributes.as_deref()),
+            (INFERENCE_ID, inv.inference_id.as_deref()),
+            (TARGET_VARIANT, inv.target_variant.as_deref()),
+        ];
+        for (name, value) in values {
+            if let Some(v) = value {
+                match HeaderValue::from_str(v) {
+                    Ok(v) => {
+                        headers.insert(name, v);
+                    }
+                    Err(_) => return fail(format!("{name} is not a valid header value")),
+                }
+            }
+        }
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(inv.body.len()));
+        headers.insert(AMZ_USER_AGENT, HeaderValue::from_static(AGENT));
+        headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+        // Like the SDK path's `try_insert`: a trace id that is not a header value is left out.
+        if let Ok(v) = HeaderValue::from_str(&inv.trace_id) {
+            headers.insert(TRACE_ID, v);
+        }
+        let signed = {
+            let signable = SignableRequest::new(
+                "POST",
+                uri,
+                headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
+                SignableBody::Bytes(&inv.body),
+            );
+            let params = v4::SigningParams::builder()
+                .identity(&identity)
+                .region(&target.region)
+                .name(SIGNING_NAME)
+                .time(SystemTime::now())
+                .settings(SigningSettings::default())
+                .build();
+            match (signable, params) {
+                (Ok(signable), Ok(params)) => sign(signable, &params.into()),
+                (Err(e), _) => return fail(format!("cannot sign: {e}")),
+                (_, Err(e)) => return fail(format!("cannot sign: {e}")),
+            }
+        };
+        let instructions = match signed {
+            Ok(output) => output.into_parts().0,
+            Err(e) => return fail(format!("cannot sign: {e}")),
+        };
+        let mut request = match http::Request::builder()
+            .method(http::Method::POST)
+            .uri(uri)
+            .body(Full::new(inv.body.clone()))
+        {
+            Ok(r) => r,
+            Err(e) => return fail(format!("cannot build the request: {e}")),
+        };
+        *request.headers_mut() = headers;
+        instructions.apply_to_request_http1x(&mut request);
+        let response = match self.http.request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Failed {
+                    retry: transport_retry(&e),
+                    detail: format!("dispatch failure: {}", error_chain(&e)),
+                };
+            }
+        };
+        let (parts, body) = response.into_parts();
+        match body.collect().await {
+            Ok(collected) => Attempt::Answered {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: collected.to_bytes(),
+            },
+            // A response cut short is a response error, which the SDK retries.
+            Err(e) => Attempt::Failed {
+                retry: Some(QUOTA_TRANSIENT_COST),
+                detail: format!("response error: {}", error_chain(&e)),
+            },
+        }
+    }
+
+    fn take(&self, cost: u32) -> bool {
+        self.quota
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(cost))
+            .is_ok()
+    }
+
+    fn refund(&self, n: u32) {
+        let _ = self
+            .quota
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some((t + n).min(QUOTA_CAPACITY))
+            });
+    }
+}
+
+/// A connector whose whole connection set-up (TCP and TLS) is bounded, like the SDK's
+/// `connect_timeout`; the timeout surfaces as an I/O `TimedOut` connect error.
+#[derive(Clone)]
+pub struct ConnectTimeout<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<http::Uri> for ConnectTimeout<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect (TCP + TLS) timed out after {limit:?}"),
+                )) as BoxError),
+            }
+        })
+    }
+}
+
+/// SigV4 and SageMaker path label encoding: everything but unreserved characters.
+const LABEL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The `Host` value of an endpoint URL: its authority, as hyper would send it.
+fn host_of(base: &str) -> anyhow::Result<HeaderValue> {
+    let uri: http::Uri = base.parse()?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("endpoint {base} has no host"))?;
+    Ok(HeaderValue::from_str(authority.as_str())?)
+}
+
+/// The SDK's backoff before retry number `attempt` (1 = first retry): a uniform random fraction of
+/// `50 ms × 2^(attempt-1)`, at most 20 s.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = INITIAL_BACKOFF
+        .saturating_mul(1 << (attempt - 1).min(16))
+        .min(MAX_BACKOFF);
+    ceiling.mul_f64(rand::random::<f64>())
+}
+
+/// The SDK's retry classifiers for an HTTP error answer; `Some(quota cost)` when it retries.
+fn retry_cost(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<u32> {
+    let code = classify::error_code(
+        headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok()),
+        body,
+    );
+    match code.as_deref() {
+        Some(c) if THROTTLING_ERRORS.contains(&c) => Some(QUOTA_THROTTLING_COST),
+        Some(c) if TRANSIENT_ERRORS.contains(&c) => Some(QUOTA_TRANSIENT_COST),
+        _ if matches!(status, 500 | 502 | 503 | 504) => Some(QUOTA_TRANSIENT_COST),
+        _ => None,
+    }
+}
+
+/// The SDK's rule for a failed dispatch (aws-smithy-http-client's error mapping + the transient
+/// classifier): connect failures, closed or cancelled connections, I/O errors and messages cut
+/// short are retried; an answer that is not HTTP is not.
+fn transport_retry(e: &hyper_util::client::legacy::Error) -> Option<u32> {
+    if e.is_connect() {
+        return Some(QUOTA_TRANSIENT_COST);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return Some(QUOTA_TRANSIENT_COST);
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_closed() || h.is_canceled() || h.is_incomplete_message() || h.is_timeout())
+        {
+            return Some(QUOTA_TRANSIENT_COST);
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn transport_failure(detail: String) -> UpstreamFailure {
+    UpstreamFailure {
+        error: GatewayError::IntegrationFailure(detail),
+        reply: None,
+    }
+}
+
+/// The last attempt's outcome as the pipeline sees it.
+fn finish(outcome: Attempt) -> Result<UpstreamReply, UpstreamFailure> {
+    match outcome {
+        Attempt::Answered {
+            status,
+            headers,
+            body,
+        } if (200..300).contains(&status) => {
+            // The SDK path reports these four, from the operation's output.
+            let mut kept = Vec::with_capacity(4);
+            for name in [
+                "content-type",
+                "x-amzn-invoked-production-variant",
+                "x-amzn-sagemaker-custom-attributes",
+                "x-amzn-requestid",
+            ] {
+                if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                    kept.push((name.to_owned(), v.to_owned()));
+                }
+            }
+            Ok(UpstreamReply {
+                status: 200,
+                body,
+                headers: kept,
+            })
+        }
+        Attempt::Answered {
+            status,
+            headers,
+            body,
+        } => {
+            let headers = headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            Err(classify::from_reply(UpstreamReply {
+                status,
+                body,
+                headers,
+            }))
+        }
+        Attempt::Failed { detail, .. } => Err(transport_failure(detail)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(error_type: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(t) = error_type {
+            h.insert("x-amzn-errortype", HeaderValue::from_str(t).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retried_exactly_where_the_sdk_retries() {
+        let none = headers(None);
+        assert_eq!(
+            retry_cost(400, &headers(Some("ThrottlingException")), b"{}"),
+            Some(5)
+        );
+        assert_eq!(retry_cost(503, &none, b"{}"), Some(10));
+        assert_eq!(
+            retry_cost(500, &headers(Some("InternalFailure")), b""),
+            Some(10)
+        );
+        assert_eq!(
+            retry_cost(408, &none, br#"{"__type":"com.amazon#RequestTimeout"}"#),
+            Some(10)
+        );
+        // Never: a model error (424), a validation error, an unknown 4xx, 501.
+        assert_eq!(retry_cost(424, &headers(Some("ModelError")), b"{}"), None);
+        assert_eq!(
+            retry_cost(400, &headers(Some("ValidationError")), b"{}"),
+            None
+        );
+        assert_eq!(
+            retry_cost(429, &headers(Some("ModelNotReadyException")), b""),
+            None
+        );
+        assert_eq!(retry_cost(501, &none, b""), None);
+    }
+
+    #[test]
+    fn backoff_is_jittered_under_an_exponential_ceiling() {
+        for _ in 0..200 {
+            assert!(backoff(1) < Duration::from_millis(50));
+            assert!(backoff(2) < Duration::from_millis(100));
+            assert!(backoff(30) <= MAX_BACKOFF);
+        }
+    }
+
+    #[test]
+    fn host_is_the_authority() {
+        assert_eq!(host_of("http://127.0.0.1:8081").unwrap(), "127.0.0.1:8081");
+        assert_eq!(
+            host_of("https://runtime.sagemaker.eu-west-1.amazonaws.com").unwrap(),
+            "runtime.sagemaker.eu-west-1.amazonaws.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn quota_is_spent_by_retries_and_refilled_by_success() {
+        let creds = aws_credential_types::Credentials::new("a", "b", None, None, "t");
+        let lean = Lean::new(
+            LeanSettings {
+                target: Err("none".into()),
+                max_attempts: 2,
+                connect_timeout: Duration::from_secs(1),
+            },
+            CredentialCache::fixed(creds.into()),
+        )
+        .unwrap();
+        let mut retries = 0;
+        while lean.take(QUOTA_TRANSIENT_COST) {
+            retries += 1;
+        }
+        assert_eq!(retries, QUOTA_CAPACITY / QUOTA_TRANSIENT_COST);
+        assert!(!lean.take(QUOTA_THROTTLING_COST));
+        lean.refund(QUOTA_THROTTLING_COST);
+        assert!(lean.take(QUOTA_THROTTLING_COST));
+        lean.refund(10_000);
+        assert_eq!(lean.quota.load(Ordering::Relaxed), QUOTA_CAPACITY);
+    }
+}
