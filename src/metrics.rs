@@ -9,7 +9,8 @@
 //! - `cache_lookups_total` by `stage`, `result` (`hit`, `miss`, `coalesced`, `refresh`, `bypass`),
 //!   `cache_evictions_total` by `stage`, `cause` (`size`, `expired`), `cache_bytes`, `cache_entries`;
 //! - `upstream_errors_total` by `error_type` (SageMaker's error type, from a fixed list);
-//! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`.
+//! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
+//! - `otel_spans_total` by `result` (`exported`, `queue_full`, `export_failed`), only with OTLP on.
 //!
 //! Cardinality is bounded by the configuration: stage and route labels only take configured values
 //! (`""` for requests that matched none), key ids come from the keys file, error types from a list.
@@ -70,6 +71,7 @@ pub struct Metrics {
     /// Requests being handled now.
     pub in_flight: IntGauge,
     key_reloads: IntCounterVec,
+    otel_spans: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -204,7 +206,20 @@ impl Metrics {
         );
         key_reloads.with_label_values(&["ok"]);
         key_reloads.with_label_values(&["failed"]);
+        let otel_spans = counter_vec(
+            &registry,
+            "otel_spans_total",
+            "Trace spans by fate: exported, queue_full (dropped at the request), export_failed (dropped after a failed export).",
+            &["result"],
+        );
+        // The family only shows when OTLP export is on.
+        if config.telemetry.otlp.is_some() {
+            for result in ["exported", "queue_full", "export_failed"] {
+                otel_spans.with_label_values(&[result]);
+            }
+        }
         Metrics {
+            otel_spans,
             routes,
             throttled: counter_vec(
                 &registry,
@@ -232,6 +247,11 @@ impl Metrics {
             key_reloads,
             registry,
         }
+    }
+
+    /// The `sagegate_otel_spans_total` counter of `result` (for the OTLP export task).
+    pub fn otel_spans(&self, result: &str) -> IntCounter {
+        self.otel_spans.with_label_values(&[result])
     }
 
     /// Records one finished request.
