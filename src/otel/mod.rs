@@ -363,7 +363,6 @@ impl Tracer {
             KeyValue::new("url.path", ctx.path.clone()),
             KeyValue::new("http.response.status_code", i64::from(status)),
             KeyValue::new("client.address", ctx.source_ip.to_string()),
-            KeyValue::new("aws.request_id", ctx.request_id.clone()),
             KeyValue::new("sagegate.request_id", ctx.request_id.clone()),
         ];
         let mut optional = |key: &'static str, value: Option<String>| {

@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use crate::cache::cached_config;
 use crate::kit::config::{KEY_A, Key, Plan};
 use crate::kit::otlp::{Collector, KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, STATUS_ERROR, Span};
-use crate::kit::{Gateway, GatewayYaml, KeysYaml, Upstream, WAIT, closed_port, eventually};
+use crate::kit::{
+    Gateway, GatewayYaml, KeysYaml, SageMakerReply, Upstream, WAIT, closed_port, eventually,
+};
 use crate::metrics::{admin_url, sample, scrape};
 
 const STAGES: [&str; 8] = [
@@ -153,6 +155,20 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
         .await
         .assert_ok();
 
+    // SageMaker throttles: the SDK's one retry shows as the call's attempt count.
+    upstream.reply_with(SageMakerReply::throttling());
+    let retried_trace = "11112222333344445555666677778888";
+    gateway
+        .get("/temp/recommended-movies/U:8?k=10&inference_type=stochastic_plackett_luce")
+        .key(KEY_A)
+        .header(
+            "traceparent",
+            &format!("00-{retried_trace}-1111222233334444-01"),
+        )
+        .send()
+        .await
+        .assert_too_many_requests();
+
     let xray_trace = "5759e988bd862e3fe1be46a994272793";
     let fresh_trace: String = fresh
         .header("x-amzn-trace-id")
@@ -182,6 +198,7 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
                 w3c_trace.to_owned(),
                 xray_trace.to_owned(),
                 fresh_trace.clone(),
+                retried_trace.to_owned(),
             ];
             ids.sort();
             ids
@@ -257,6 +274,16 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
     let auth = by_name(refused, "authenticate");
     assert_eq!(auth.status, STATUS_ERROR);
     assert_eq!(auth.attr("error.type"), Some("INVALID_API_KEY"));
+
+    // The throttled call: bypassed the cache (stochastic), two attempts, SageMaker's error type.
+    let retried = &all[retried_trace];
+    let server = server_span(retried);
+    assert_eq!(server.attr("http.response.status_code"), Some("429"));
+    assert_eq!(server.attr("sagegate.cache"), Some("bypass"));
+    let invoke = by_name(retried, "SageMaker InvokeEndpoint");
+    assert_eq!(invoke.attr("sagegate.attempts"), Some("2"));
+    assert_eq!(invoke.attr("error.type"), Some("ThrottlingException"));
+    assert_eq!(invoke.status, STATUS_ERROR);
 
     // No key material anywhere: neither key value nor its hash.
     let hash = hex::encode(Sha256::digest(KEY_A.as_bytes()));
