@@ -9,6 +9,9 @@
 //! limits and assigned the request and trace ids). Output: a [`GatewayResponse`]. Every early exit is
 //! a [`GatewayError`] value; one place ([`Gateway::handle`]) turns it into API Gateway's response and
 //! logs the cause. Only `invoke` does I/O; every other stage is a plain function over borrowed state.
+//!
+//! Each stage line is wrapped in [`traced`], which records the stage's span when the request is
+//! traced ([`crate::otel`], OTLP export on and sampled) and otherwise costs one `Option` check.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
