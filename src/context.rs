@@ -60,6 +60,10 @@ pub struct RequestContext {
     pub upstream_error: Option<&'static str>,
     /// Which limit refused the request, if one did (for the per-key metrics).
     pub limited: Option<Limited>,
+    /// The request's trace when OTLP export is on and it is sampled; `None` otherwise, and then
+    /// the stages record nothing (see [`crate::otel`]).
+    #[cfg(feature = "aws")]
+    pub trace: Option<Box<crate::otel::RequestTrace>>,
 }
 
 impl RequestContext {
@@ -91,6 +95,8 @@ impl RequestContext {
             cache: None,
             upstream_error: None,
             limited: None,
+            #[cfg(feature = "aws")]
+            trace: None,
         }
     }
 

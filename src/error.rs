@@ -25,6 +25,13 @@ pub enum GatewayError {
         /// Which check failed (for the log).
         reason: &'static str,
     },
+    /// A caller the stage does not allow asked for something only some callers may do (a
+    /// `Cache-Control: max-age=0` invalidation under FAIL_WITH_403): ACCESS_DENIED, 403 Forbidden.
+    #[error("access denied: {reason}")]
+    AccessDenied {
+        /// What was refused (for the log).
+        reason: &'static str,
+    },
     /// Too many failed key attempts from one address: THROTTLED for unknown keys only.
     #[error("too many failed API key attempts from this address")]
     KeyAttemptsThrottled,
@@ -197,6 +204,13 @@ impl GatewayError {
                 "Missing Authentication Token",
             ),
             E::UnknownStage => r(
+                403,
+                r#"{"message":"Forbidden"}"#,
+                "ForbiddenException",
+                T::AccessDenied,
+                "Forbidden",
+            ),
+            E::AccessDenied { .. } => r(
                 403,
                 r#"{"message":"Forbidden"}"#,
                 "ForbiddenException",

@@ -20,6 +20,7 @@
 //! - [`error`]: client-visible outcomes, API Gateway's default gateway responses.
 //! - [`config`]: `gateway.yaml` compiled into a typed model, every error located.
 //! - [`metrics`]: Prometheus metrics from each request's context, served on the admin listener.
+//! - [`otel`]: optional OpenTelemetry traces (a span per request, a child per stage) over OTLP/HTTP.
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
 
 pub mod auth;
@@ -37,6 +38,8 @@ pub mod limits;
 pub mod mapping;
 #[cfg(feature = "aws")]
 pub mod metrics;
+#[cfg(feature = "aws")]
+pub mod otel;
 #[cfg(feature = "aws")]
 pub mod pipeline;
 pub mod route;

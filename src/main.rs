@@ -225,12 +225,24 @@ fn serve(
         let upstream = upstream::client::build(sagemaker).await?;
         let config = Arc::new(gateway_config);
         let store = Arc::new(auth::KeyStore::new(set));
-        let gateway = Arc::new(Gateway::new(
+        let otlp = config.telemetry.otlp.clone();
+        let mut gateway = Gateway::new(
             config,
             store.current(),
             upstream,
             LimitClock::system(),
-        )?);
+        )?;
+        // OTLP traces (off unless `telemetry.otlp.enabled`): started before the listener opens.
+        let exporting = match &otlp {
+            Some(otlp) => {
+                let (tracer, exporting) = sagegate::otel::start(otlp, &gateway.metrics)?;
+                tracing::info!(endpoint = %otlp.traces_url, service = %otlp.service_name, ratio = otlp.sampling.ratio, "OTLP trace export on");
+                gateway = gateway.with_tracer(tracer);
+                Some(exporting)
+            }
+            None => None,
+        };
+        let gateway = Arc::new(gateway);
         let on_reload = {
             let gateway = gateway.clone();
             move |set: &Arc<auth::KeySet>| gateway.install_keys(set.clone())
@@ -259,6 +271,10 @@ fn serve(
         let _ = stop_admin.send(());
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        // After the drain: every request has finished, so every span is queued.
+        if let Some(exporting) = exporting {
+            exporting.shutdown(sagegate::otel::FLUSH_BOUND).await;
         }
         tracing::info!("sagegate stopped");
         Ok(())

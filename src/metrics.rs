@@ -14,7 +14,8 @@
 //!   `circuit_breaker_transitions_total` by `endpoint`, `state` (the state entered),
 //!   `circuit_breaker_short_circuited_total` by `endpoint` (requests failed fast), for the endpoints
 //!   that have a breaker ([`crate::breaker`]), updated by the breaker as it changes;
-//! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`.
+//! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
+//! - `otel_spans_total` by `result` (`exported`, `queue_full`, `export_failed`), only with OTLP on.
 //!
 //! Cardinality is bounded by the configuration: stage and route labels only take configured values
 //! (`""` for requests that matched none), key ids come from the keys file, error types from a list,
@@ -76,6 +77,7 @@ pub struct Metrics {
     /// Requests being handled now.
     pub in_flight: IntGauge,
     key_reloads: IntCounterVec,
+    otel_spans: IntCounterVec,
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
     breaker_short_circuited: IntCounterVec,
@@ -228,6 +230,18 @@ impl Metrics {
         );
         key_reloads.with_label_values(&["ok"]);
         key_reloads.with_label_values(&["failed"]);
+        let otel_spans = counter_vec(
+            &registry,
+            "otel_spans_total",
+            "Trace spans by fate: exported, queue_full (dropped at the request), export_failed (dropped after a failed export).",
+            &["result"],
+        );
+        // The family only shows when OTLP export is on.
+        if config.telemetry.otlp.is_some() {
+            for result in ["exported", "queue_full", "export_failed"] {
+                otel_spans.with_label_values(&[result]);
+            }
+        }
         let breaker_state = gauge_vec(
             &registry,
             "circuit_breaker_state",
@@ -247,6 +261,7 @@ impl Metrics {
             &["endpoint"],
         );
         Metrics {
+            otel_spans,
             breaker_state,
             breaker_transitions,
             breaker_short_circuited,
@@ -292,6 +307,11 @@ impl Metrics {
             to_half_open: to("half_open"),
             short_circuited: self.breaker_short_circuited.with_label_values(&[endpoint]),
         }
+    }
+
+    /// The `sagegate_otel_spans_total` counter of `result` (for the OTLP export task).
+    pub fn otel_spans(&self, result: &str) -> IntCounter {
+        self.otel_spans.with_label_values(&[result])
     }
 
     /// Records one finished request.

@@ -9,6 +9,9 @@
 //! limits and assigned the request and trace ids). Output: a [`GatewayResponse`]. Every early exit is
 //! a [`GatewayError`] value; one place ([`Gateway::handle`]) turns it into API Gateway's response and
 //! logs the cause. Only `invoke` does I/O; every other stage is a plain function over borrowed state.
+//!
+//! Each stage line is wrapped in [`traced`], which records the stage's span when the request is
+//! traced ([`crate::otel`], OTLP export on and sampled) and otherwise costs one `Option` check.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -34,6 +37,7 @@ use crate::limits::{
 };
 use crate::mapping;
 use crate::metrics::Metrics;
+use crate::otel::{Tracer, names};
 use crate::route::{self, RouteError};
 use crate::upstream::{Invocation, SageMaker};
 
@@ -114,6 +118,8 @@ pub struct Gateway {
     pub caches: BTreeMap<String, StageCache>,
     /// Metrics, recorded once per request by the HTTP adapter.
     pub metrics: Metrics,
+    /// OTLP trace export; `None` (the default) records no spans at all.
+    pub tracer: Option<Tracer>,
     clock: LimitClock,
 }
 
@@ -157,7 +163,14 @@ impl Gateway {
             upstream,
             config,
             clock,
+            tracer: None,
         })
+    }
+
+    /// Turns on OTLP traces (see [`crate::otel`]).
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// Installs a reloaded key set, keeping limiter state for (key, plan) pairs whose settings did
@@ -216,41 +229,36 @@ impl Gateway {
     ) -> Result<GatewayResponse, GatewayError> {
         let decode = self.config.server.decode_parameters;
         // route
-        let (stage, route, path_params) = self.route(req, ctx)?;
+        let (stage, route, path_params) = traced(ctx, names::ROUTE, |ctx| self.route(req, ctx))?;
         let query = route::decode_query(&req.query, decode)
             .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
         let input = input.insert(mapping_input(stage, req, path_params, query));
         // authenticate
         let keys = self.keys.load();
-        let caller = self.authenticate(&keys.keys, req, stage, route, ctx)?;
+        let caller = traced(ctx, names::AUTHENTICATE, |ctx| {
+            self.authenticate(&keys.keys, req, stage, route, ctx)
+        })?;
         // admit
-        self.admit(&keys, caller.as_ref(), stage, route).await?;
+        let start = ctx.span_start();
+        let admitted = self.admit(&keys, caller.as_ref(), stage, route).await;
+        end_span(ctx, names::ADMIT, start, &admitted);
+        admitted?;
         // validate
-        validate(route, req, &input.params.querystring)?;
+        traced(ctx, names::VALIDATE, |_| {
+            validate(route, req, &input.params.querystring)
+        })?;
         // render request
-        let invocation = self.render_request(stage, route, input, ctx)?;
+        let invocation = traced(ctx, names::RENDER, |ctx| {
+            self.render_request(stage, route, input, ctx)
+        })?;
         // cache lookup + invoke
         let (fetched, warn) = self
             .fetch(stage, route, caller.as_ref(), input, invocation, ctx)
             .await?;
         // select integration response + render response
-        let response = match fetched.result {
-            Ok(reply) => {
-                ctx.aws_endpoint_request_id = reply.header("x-amzn-requestid").map(str::to_owned);
-                integration::respond(route, &reply, input, ctx)
-            }
-            Err(failure) => match failure
-                .reply
-                .as_ref()
-                .and_then(|r| integration::respond_failure(route, r, input, ctx))
-            {
-                Some(mapped) => {
-                    ctx.error_cause = Some(failure.error.to_string());
-                    mapped
-                }
-                None => Err(failure.error),
-            },
-        };
+        let response = traced(ctx, names::RESPOND, |ctx| {
+            respond(route, fetched, input, ctx)
+        });
         response.map(|mut r| {
             if warn {
                 r.headers
@@ -272,6 +280,7 @@ impl Gateway {
         invocation: Invocation,
         ctx: &mut RequestContext,
     ) -> Result<(Fetched, bool), GatewayError> {
+        let start = ctx.span_start();
         // The endpoint's circuit breaker wraps the call: a cache hit never reaches it, and an open
         // circuit answers without starting the call.
         let invoke = || {
@@ -294,8 +303,9 @@ impl Gateway {
                     &stage.cache,
                 );
                 let directive = match directive {
+                    // API Gateway's FAIL_WITH_403: the key is valid, the action is not allowed.
                     Directive::Refuse => {
-                        return Err(GatewayError::InvalidApiKey {
+                        return Err(GatewayError::AccessDenied {
                             reason: "not authorized to invalidate the cache",
                         });
                     }
@@ -318,6 +328,9 @@ impl Gateway {
         };
         if self.caches.contains_key(&stage.name) {
             ctx.cache = Some(fetched.status.as_str());
+        }
+        if let Some(start) = start {
+            crate::otel::record_fetch(ctx, start, &invocation.endpoint_name, &fetched);
         }
         if let Err(failure) = &fetched.result
             && breaker::is_short_circuit(failure)
@@ -530,6 +543,56 @@ pub fn spawn_housekeeping(gateway: Arc<Gateway>) {
             gateway.failed_attempts.housekeeping();
         }
     });
+}
+
+/// Runs one synchronous stage, recording its span when the request is traced (otherwise the cost
+/// is two `Option` checks).
+fn traced<T>(
+    ctx: &mut RequestContext,
+    name: &'static str,
+    stage: impl FnOnce(&mut RequestContext) -> Result<T, GatewayError>,
+) -> Result<T, GatewayError> {
+    let start = ctx.span_start();
+    let out = stage(ctx);
+    end_span(ctx, name, start, &out);
+    out
+}
+
+fn end_span<T>(
+    ctx: &mut RequestContext,
+    name: &'static str,
+    start: Option<std::time::SystemTime>,
+    out: &Result<T, GatewayError>,
+) {
+    if let Some(start) = start {
+        ctx.span_end(name, start, out.as_ref().err());
+    }
+}
+
+/// The select-integration-response and render-response stages over what `fetch` returned.
+fn respond(
+    route: &Route,
+    fetched: Fetched,
+    input: &MappingInput<'_>,
+    ctx: &mut RequestContext,
+) -> Result<GatewayResponse, GatewayError> {
+    match fetched.result {
+        Ok(reply) => {
+            ctx.aws_endpoint_request_id = reply.header("x-amzn-requestid").map(str::to_owned);
+            integration::respond(route, &reply, input, ctx)
+        }
+        Err(failure) => match failure
+            .reply
+            .as_ref()
+            .and_then(|r| integration::respond_failure(route, r, input, ctx))
+        {
+            Some(mapped) => {
+                ctx.error_cause = Some(failure.error.to_string());
+                mapped
+            }
+            None => Err(failure.error),
+        },
+    }
 }
 
 /// The route stage's output: the stage, the route and its path parameters.

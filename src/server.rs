@@ -4,7 +4,8 @@
 //! client header timeout, keep-alive), assigns the request id and trace id, derives the client address
 //! from the trusted `X-Forwarded-For` hops, serves `/healthz` outside the stage namespace, and drains on
 //! shutdown: `/healthz` turns 503, the listener closes, in-flight requests finish within the grace.
-//! Each finished request is written to the access log and the metrics.
+//! Each finished request is written to the access log and the metrics, and, when OTLP export is on,
+//! its trace is started here (from `traceparent` / `X-Amzn-Trace-Id`) and finished here.
 //!
 //! The admin listener ([`run_admin`]) is a second server on its own address (default
 //! 127.0.0.1:9090), serving `GET /metrics`; nothing of it is reachable through the stage routes.
@@ -231,6 +232,13 @@ async fn proxy(
         .find(|(n, _)| n == "user-agent")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    if let Some(tracer) = &state.gateway.tracer {
+        let traceparent = headers
+            .iter()
+            .find(|(n, _)| n == "traceparent")
+            .map(|(_, v)| v.as_str());
+        ctx.trace = tracer.start(traceparent, &ctx.trace_id);
+    }
 
     // Limits that hold before routing, as in API Gateway: header size, then body size.
     let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
@@ -263,6 +271,9 @@ async fn proxy(
         .gateway
         .metrics
         .observe(&ctx, response.status, ctx.started.elapsed());
+    if let (Some(trace), Some(tracer)) = (ctx.trace.take(), &state.gateway.tracer) {
+        tracer.finish(*trace, &ctx, response.status);
+    }
     write(response, &ctx)
 }
 

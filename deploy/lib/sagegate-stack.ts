@@ -13,7 +13,9 @@
  * - ALB idle timeout (65 s) > longest route timeout (60 s) and < the gateway's keep-alive (75 s);
  * - deregistration delay = drain grace, and ECS's stopTimeout = drain grace + 10 s, so a stopping task
  *   first gets no new requests, then drains on SIGTERM, and exits by itself before SIGKILL;
- * - the container has a read-only root filesystem (the gateway writes nothing) and runs on ARM64.
+ * - the container has a read-only root filesystem (the gateway writes nothing) and runs on ARM64;
+ * - with `observability` (the default), an ADOT collector sidecar ships traces to X-Ray and metrics
+ *   to CloudWatch (deploy/lib/observability.ts), and may write exactly that.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -29,6 +31,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sagemaker from 'aws-cdk-lib/aws-sagemaker';
 import * as cr from 'aws-cdk-lib/custom-resources';
+import { addCollector, gatewayOtelEnvironment } from './observability';
 import {
   ALB_IDLE_TIMEOUT_SECS, Settings, STOP_HEADROOM_SECS, readSettings,
 } from './settings';
@@ -118,8 +121,11 @@ export class SagegateStack extends Stack {
     if (settings.routeTimeoutMs !== undefined) {
       environment.SAGEGATE_ROUTE_TIMEOUT_MS = String(settings.routeTimeoutMs);
     }
+    if (settings.observability) {
+      Object.assign(environment, gatewayOtelEnvironment(settings));
+    }
 
-    taskDefinition.addContainer(GATEWAY_CONTAINER, {
+    const gateway = taskDefinition.addContainer(GATEWAY_CONTAINER, {
       image: this.gatewayImage(settings),
       essential: true,
       portMappings: [{ containerPort: CONTAINER_PORT, protocol: ecs.Protocol.TCP }],
@@ -143,6 +149,10 @@ export class SagegateStack extends Stack {
         maxBufferSize: Size.mebibytes(25),
       }),
     });
+
+    if (settings.observability) {
+      addCollector(this, taskDefinition, gateway, logGroup, settings);
+    }
 
     const cluster = new ecs.Cluster(this, 'Cluster', {
       vpc,

@@ -49,7 +49,19 @@ export interface Settings {
   readonly drainGraceSecs: number;
   /** Optional override of the routes' default integration timeout, ms (`SAGEGATE_ROUTE_TIMEOUT_MS`). */
   readonly routeTimeoutMs?: number;
+  /**
+   * The ADOT collector sidecar: OTLP traces from the gateway → AWS X-Ray, and the gateway's
+   * Prometheus metrics (127.0.0.1:9090) → CloudWatch through EMF. See deploy/observability.md.
+   */
+  readonly observability: boolean;
+  /** Share of new traces the gateway records (callers' own sampling decisions are followed). */
+  readonly traceSampleRatio: number;
+  /** The collector image (multi-arch; pinned so a deploy never changes the collector by surprise). */
+  readonly collectorImage: string;
 }
+
+/** The ADOT collector release the stack runs unless `-c collectorImage=` says otherwise. */
+export const DEFAULT_COLLECTOR_IMAGE = 'public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0';
 
 /** The gateway's longest allowed integration timeout; the ALB idle timeout must exceed it. */
 export const MAX_ROUTE_TIMEOUT_SECS = 60;
@@ -104,13 +116,17 @@ export function readSettings(node: Node): Settings {
     ? undefined
     : readInt('routeTimeoutMs', rawRouteTimeout, 29000, 1, MAX_ROUTE_TIMEOUT_SECS * 1000, problems);
 
+  const observability = readBool('observability', ctx('observability'), true, problems);
+  const traceSampleRatio = readRatio('traceSampleRatio', ctx('traceSampleRatio'), 0.01, problems);
+  const collectorImage = optString(ctx('collectorImage')) ?? DEFAULT_COLLECTOR_IMAGE;
+
   if (problems.length > 0) {
     throw new Error(`invalid deployment context:\n  ${problems.join('\n  ')}`);
   }
   return {
     stages, certificateArn, gatewayImage, deployModel, modelInstanceType, modelInstanceCount,
     modelDataUrl, initialKeysFile, minTasks, maxTasks, requestsPerTaskPerMinute, cpuTargetPercent,
-    drainGraceSecs, routeTimeoutMs,
+    drainGraceSecs, routeTimeoutMs, observability, traceSampleRatio, collectorImage,
   };
 }
 
@@ -172,6 +188,16 @@ function readBool(key: string, raw: unknown, dflt: boolean, problems: string[]):
   if (raw === 'false') return false;
   problems.push(`${key}: expected true or false, got ${JSON.stringify(raw)}`);
   return dflt;
+}
+
+function readRatio(key: string, raw: unknown, dflt: number, problems: string[]): number {
+  if (raw === undefined || raw === null) return dflt;
+  const n = typeof raw === 'number' ? raw : Number(String(raw).trim());
+  if (!Number.isFinite(n) || n < 0 || n > 1) {
+    problems.push(`${key}: expected a number in [0, 1], got ${JSON.stringify(raw)}`);
+    return dflt;
+  }
+  return n;
 }
 
 function readInt(

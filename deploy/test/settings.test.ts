@@ -29,6 +29,9 @@ describe('readSettings', () => {
     assert.equal(s.modelInstanceType, 'ml.m5.large');
     assert.equal(s.routeTimeoutMs, undefined);
     assert.equal(s.certificateArn, undefined);
+    assert.equal(s.observability, true);
+    assert.equal(s.traceSampleRatio, 0.01);
+    assert.match(s.collectorImage, /aws-otel-collector:v/);
   });
 
   test('booleans and numbers accept both string and JSON forms', () => {

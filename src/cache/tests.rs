@@ -81,6 +81,7 @@ fn stats() -> InvokeStats {
     InvokeStats {
         latency: Duration::from_millis(1),
         status: Some(200),
+        attempts: 1,
     }
 }
 

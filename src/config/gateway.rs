@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
 use super::diag::{Diagnostic, Diagnostics};
 use super::param::ParamSource;
+use super::telemetry::{self, TelemetryConfig};
 use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
 use super::yaml::Doc;
 use crate::limits::ThrottleSpec;
@@ -34,6 +35,7 @@ const TOP_LEVEL: &[&str] = &[
     "routes",
     "gateway_responses",
     "binary_media_types",
+    "telemetry",
 ];
 
 /// `server:` — listener and connection handling.
@@ -214,6 +216,8 @@ pub struct GatewayConfig {
     pub binary_media_types: Vec<String>,
     /// Gateway response overrides.
     pub gateway_responses: GatewayResponses,
+    /// OTLP trace export (`telemetry:`), merged with the `OTEL_*` environment.
+    pub telemetry: TelemetryConfig,
 }
 
 /// See `server:` in the file for each field's meaning and default.
@@ -383,6 +387,8 @@ impl GatewayConfig {
         let doc = Doc::parse(file, text, env).map_err(Diagnostics)?;
         let mut errors = Vec::new();
         let config = compile(&doc, &mut errors);
+        let telemetry = telemetry::compile(&doc, env, &mut errors);
+        let config = config.map(|c| GatewayConfig { telemetry, ..c });
         match config {
             Some(c) if errors.is_empty() => Ok(c),
             _ => {
@@ -491,6 +497,7 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
             .map(|m| m.to_ascii_lowercase())
             .collect(),
         gateway_responses,
+        telemetry: TelemetryConfig::default(),
     })
 }
 

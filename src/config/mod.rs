@@ -3,6 +3,7 @@ pub mod cache;
 pub mod diag;
 pub mod gateway;
 pub mod param;
+pub mod telemetry;
 pub mod templates;
 pub mod yaml;
 

@@ -172,8 +172,11 @@ impl Lean {
         inv: Invocation,
     ) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
         let started = Instant::now();
-        let result = tokio::time::timeout(inv.timeout, self.call(&inv)).await;
+        // Counted by `call` as each attempt starts; read after a timeout too.
+        let attempts = AtomicU32::new(0);
+        let result = tokio::time::timeout(inv.timeout, self.call(&inv, &attempts)).await;
         let latency = started.elapsed();
+        let attempts = attempts.into_inner();
         match result {
             Err(_) => (
                 Err(UpstreamFailure {
@@ -183,6 +186,7 @@ impl Lean {
                 InvokeStats {
                     latency,
                     status: None,
+                    attempts,
                 },
             ),
             Ok(Ok(reply)) => (
@@ -190,17 +194,29 @@ impl Lean {
                 InvokeStats {
                     latency,
                     status: Some(200),
+                    attempts,
                 },
             ),
             Ok(Err(failure)) => {
                 let status = failure.reply.as_ref().map(|r| r.status);
-                (Err(failure), InvokeStats { latency, status })
+                (
+                    Err(failure),
+                    InvokeStats {
+                        latency,
+                        status,
+                        attempts,
+                    },
+                )
             }
         }
     }
 
     /// Attempts and retries, unbounded in time (the caller bounds it).
-    async fn call(&self, inv: &Invocation) -> Result<UpstreamReply, UpstreamFailure> {
+    async fn call(
+        &self,
+        inv: &Invocation,
+        attempts: &AtomicU32,
+    ) -> Result<UpstreamReply, UpstreamFailure> {
         let (target, host) = match &self.target {
             Ok((t, h)) => (t, h),
             Err(why) => {
@@ -217,6 +233,7 @@ impl Lean {
         let mut attempt = 1;
         let mut held: Option<u32> = None;
         loop {
+            attempts.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(inv, target, host, &uri).await;
             let retry = match &outcome {
                 Attempt::Answered {

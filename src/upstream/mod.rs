@@ -22,6 +22,7 @@ pub mod credentials;
 pub mod lean;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sagemakerruntime::Client;
@@ -106,6 +107,8 @@ pub struct InvokeStats {
     pub latency: Duration,
     /// Upstream HTTP status when one was received.
     pub status: Option<u16>,
+    /// HTTP attempts the SDK made (1, or more after retries); 0 before the first was sent.
+    pub attempts: u32,
 }
 
 impl SageMaker {
@@ -144,6 +147,9 @@ async fn invoke_sdk(
 ) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
     let started = Instant::now();
     let trace_id = inv.trace_id;
+    // The request mutator runs once per attempt (the SDK signs each attempt anew).
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
     let call = client
         .invoke_endpoint()
         .endpoint_name(inv.endpoint_name)
@@ -155,6 +161,7 @@ async fn invoke_sdk(
         .body(Blob::new(inv.body))
         .customize()
         .mutate_request(move |req| {
+            counted.fetch_add(1, Ordering::Relaxed);
             // Propagate the caller's trace so SageMaker's logs and X-Ray join the same trace.
             let _ = req
                 .headers_mut()
@@ -163,6 +170,7 @@ async fn invoke_sdk(
         .send();
     let result = tokio::time::timeout(inv.timeout, call).await;
     let latency = started.elapsed();
+    let attempts = attempts.load(Ordering::Relaxed);
     match result {
         Err(_) => {
             let failure = UpstreamFailure {
@@ -174,6 +182,7 @@ async fn invoke_sdk(
                 InvokeStats {
                     latency,
                     status: None,
+                    attempts,
                 },
             )
         }
@@ -207,13 +216,21 @@ async fn invoke_sdk(
                 InvokeStats {
                     latency,
                     status: Some(200),
+                    attempts,
                 },
             )
         }
         Ok(Err(err)) => {
             let failure = classify::classify(err, inv.timeout);
             let status = failure.reply.as_ref().map(|r| r.status);
-            (Err(failure), InvokeStats { latency, status })
+            (
+                Err(failure),
+                InvokeStats {
+                    latency,
+                    status,
+                    attempts,
+                },
+            )
         }
     }
 }

@@ -239,8 +239,12 @@ async fn max_age_0_refreshes_for_allowed_callers_only() {
     assert_eq!(after.json()["v"], "new");
     assert_eq!(after.header("x-sagegate-cache"), Some("hit"));
 
-    // FAIL_WITH_403 on prod.
-    get("prod", KEY_A, true).await.assert_forbidden();
+    // FAIL_WITH_403 on prod: API Gateway's ACCESS_DENIED (the key is valid, the action is not).
+    let refused = get("prod", KEY_A, true).await;
+    refused.assert_forbidden();
+    let entry = gateway.access_entry(&refused.request_id()).await;
+    assert_eq!(entry["error.responseType"], "ACCESS_DENIED");
+    assert_eq!(entry["identity.apiKeyId"], "partner-a");
     assert_eq!(get("prod", KEY_OPS, true).await.json()["v"], "new");
     assert_eq!(upstream.count(), 3);
 }

@@ -25,6 +25,7 @@ mod hostile;
 mod load;
 mod mapping;
 mod metrics;
+mod otel;
 mod quota;
 mod reload;
 mod retries;

@@ -7,6 +7,7 @@
 //!   every request (and checks its SigV4 signature) and answers with the reply the test scripts —
 //!   success, each SageMaker error, a delay, a reset, a close, or a hold until released.
 //! - [`recommender`]: the real `recommender` binary on a sample model.
+//! - [`otlp`]: an in-test OTLP/HTTP trace collector decoding spans with the official protobuf types.
 //! - [`client`]: requests to the gateway and assertions every response must satisfy.
 //! - [`sigv4`]: recomputes an AWS Signature Version 4 from what the upstream received.
 //!
@@ -16,6 +17,7 @@ pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod otlp;
 pub mod recommender;
 pub mod sigv4;
 pub mod upstream;

@@ -1,0 +1,602 @@
+//! OpenTelemetry traces: one server span per request with a child span per pipeline stage,
+//! exported over OTLP/HTTP (protobuf) to a collector, typically the ADOT sidecar on ECS, which
+//! forwards to AWS X-Ray.
+//!
+//! Input: the request's incoming trace headers (at arrival), stage start and end times (as the
+//! stages run, through [`RequestContext::span_start`] / [`RequestContext::span_end`]) and the
+//! finished [`RequestContext`]. Output: `SpanData` batches handed to the OTLP exporter by one
+//! background task.
+//!
+//! - Off (the default): `Gateway::tracer` is `None`, `RequestContext::trace` stays `None`, and each
+//!   stage costs one `Option` check; nothing else runs, nothing is sent.
+//! - Joining the caller's trace: `traceparent` (W3C) wins, then `X-Amzn-Trace-Id` (the header the
+//!   gateway already propagates to SageMaker, or the root it generated), see [`propagation`]. The
+//!   caller's sampling decision is followed; new traces are sampled by trace-id ratio.
+//! - Spans are built only for sampled requests, at the end of the request: a few small vectors.
+//! - Export never slows or fails a request: finished spans go to an unbounded channel gated by an
+//!   atomic count (`max_queue_size` spans); above it they are dropped and counted. One task batches
+//!   (`max_export_batch_size`, `schedule_delay`) and exports one call at a time, each bounded by the
+//!   exporter timeout; a failed export drops its spans and counts them
+//!   (`sagegate_otel_spans_total{result}`), with one warning per minute at most.
+//! - Shutdown: after the HTTP server drained, [`Exporting::shutdown`] sends what is queued, bounded
+//!   by [`FLUSH_BOUND`] so the task stops before ECS's SIGKILL.
+//!
+//! Security: attributes carry the API key *id*, never the key or its hash, and no header values;
+//! the query string is not recorded (it may carry tokens).
+
+pub mod propagation;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use prometheus::IntCounter;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cache::Fetched;
+use crate::config::telemetry::{OtlpConfig, Sampling};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+
+/// Longest the final flush may take at shutdown (ECS stops the task 10 s after the drain grace).
+pub const FLUSH_BOUND: Duration = Duration::from_secs(5);
+
+/// Span names of the stages, as they appear in X-Ray and trace back ends.
+pub mod names {
+    /// Stage selection and resource matching.
+    pub const ROUTE: &str = "route";
+    /// API key check.
+    pub const AUTHENTICATE: &str = "authenticate";
+    /// Throttles and quota.
+    pub const ADMIT: &str = "admit";
+    /// Required parameters.
+    pub const VALIDATE: &str = "validate";
+    /// Request template.
+    pub const RENDER: &str = "render request";
+    /// Stage cache (the SageMaker call of a miss is its child).
+    pub const CACHE: &str = "cache lookup";
+    /// The SageMaker Runtime call, retries included.
+    pub const INVOKE: &str = "SageMaker InvokeEndpoint";
+    /// Integration response and response template.
+    pub const RESPOND: &str = "respond";
+}
+
+/// One stage's span, recorded while the request runs.
+#[derive(Debug, Clone)]
+pub struct StageSpan {
+    /// Span name (one of [`names`]).
+    pub name: &'static str,
+    /// `Internal`, or `Client` for the SageMaker call.
+    pub kind: SpanKind,
+    /// Index of the enclosing stage span in [`RequestTrace::stages`]; `None` = the server span.
+    pub parent: Option<usize>,
+    /// Start.
+    pub start: SystemTime,
+    /// End.
+    pub end: SystemTime,
+    /// Attributes.
+    pub attributes: Vec<KeyValue>,
+    /// Error type when the stage failed (API Gateway's response type or SageMaker's error type).
+    pub error: Option<&'static str>,
+}
+
+/// The trace of one sampled request.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    start: SystemTime,
+    /// Stage spans in the order they ended.
+    pub stages: Vec<StageSpan>,
+}
+
+impl RequestTrace {
+    /// Adds a stage span; returns its index (to parent later spans on it).
+    pub fn push(&mut self, span: StageSpan) -> usize {
+        self.stages.push(span);
+        self.stages.len() - 1
+    }
+}
+
+impl RequestContext {
+    /// The current time when this request is traced, to start a stage span; `None` (one branch,
+    /// no clock read) when it is not.
+    #[inline]
+    pub fn span_start(&self) -> Option<SystemTime> {
+        self.trace.as_ref().map(|_| SystemTime::now())
+    }
+
+    /// Records stage `name` from `start` to now, as a child of the server span.
+    pub fn span_end(
+        &mut self,
+        name: &'static str,
+        start: SystemTime,
+        error: Option<&GatewayError>,
+    ) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.push(StageSpan {
+                name,
+                kind: SpanKind::Internal,
+                parent: None,
+                start,
+                end: SystemTime::now(),
+                attributes: Vec::new(),
+                error: error.map(error_type),
+            });
+        }
+    }
+}
+
+/// Records the cache lookup (when the stage caches) and this request's own SageMaker call (when it
+/// made one: not for hits, nor for waiters of another request's call). The call is the lookup's
+/// child; it ended when the lookup returned and lasted `stats.latency`.
+pub fn record_fetch(
+    ctx: &mut RequestContext,
+    start: SystemTime,
+    endpoint: &str,
+    fetched: &Fetched,
+) {
+    let cache = ctx.cache;
+    let Some(trace) = ctx.trace.as_mut() else {
+        return;
+    };
+    let end = SystemTime::now();
+    let parent = cache.map(|status| {
+        trace.push(StageSpan {
+            name: names::CACHE,
+            kind: SpanKind::Internal,
+            parent: None,
+            start,
+            end,
+            attributes: vec![KeyValue::new("sagegate.cache", status)],
+            error: None,
+        })
+    });
+    let Some(stats) = fetched.stats else {
+        return;
+    };
+    let mut attributes = vec![
+        KeyValue::new("rpc.system", "aws-api"),
+        KeyValue::new("rpc.service", "SageMaker Runtime"),
+        KeyValue::new("rpc.method", "InvokeEndpoint"),
+        KeyValue::new("aws.sagemaker.endpoint_name", endpoint.to_owned()),
+        KeyValue::new("sagegate.attempts", i64::from(stats.attempts)),
+    ];
+    if let Some(status) = stats.status {
+        attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+    }
+    if let Ok(reply) = &fetched.result
+        && let Some(id) = reply.header("x-amzn-requestid")
+    {
+        attributes.push(KeyValue::new("aws.request_id", id.to_owned()));
+    }
+    trace.push(StageSpan {
+        name: names::INVOKE,
+        kind: SpanKind::Client,
+        parent,
+        start: end.checked_sub(stats.latency).unwrap_or(start).max(start),
+        end,
+        attributes,
+        error: fetched
+            .result
+            .as_ref()
+            .err()
+            .map(crate::metrics::upstream_error_type),
+    });
+}
+
+/// API Gateway's response type of `err` (`INVALID_API_KEY`, `THROTTLED`, …).
+pub fn error_type(err: &GatewayError) -> &'static str {
+    err.default_response()
+        .response_type
+        .map_or("DEFAULT_5XX", crate::error::ResponseType::name)
+}
+
+/// The counters of `sagegate_otel_spans_total`.
+#[derive(Clone)]
+struct Counters {
+    exported: IntCounter,
+    queue_full: IntCounter,
+    export_failed: IntCounter,
+}
+
+/// Starts traces and hands finished ones to the export task. Shared by all workers.
+pub struct Tracer {
+    queue: mpsc::UnboundedSender<Vec<SpanData>>,
+    /// Spans in the channel; bounds it to `max_queue_size`.
+    queued: Arc<AtomicUsize>,
+    max_queue_size: usize,
+    sampling: Sampling,
+    scope: InstrumentationScope,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("sampling", &self.sampling)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running export task.
+#[derive(Debug)]
+pub struct Exporting {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Exporting {
+    /// Exports what is queued and stops, within `within` at most (what is left is dropped).
+    pub async fn shutdown(self, within: Duration) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            task.abort();
+            tracing::warn!(
+                bound_ms = within.as_millis() as u64,
+                "OTLP flush at shutdown did not finish; remaining spans dropped"
+            );
+        }
+    }
+}
+
+/// Builds the OTLP exporter for `cfg` and starts the export task on the current Tokio runtime.
+pub fn start(cfg: &OtlpConfig, metrics: &Metrics) -> anyhow::Result<(Tracer, Exporting)> {
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(cfg.traces_url.clone())
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(cfg.timeout)
+        .with_headers(cfg.headers.clone().into_iter().collect())
+        .build()
+        .map_err(|e| anyhow::anyhow!("OTLP exporter for {}: {e}", cfg.traces_url))?;
+    // `Resource::builder` also reads OTEL_RESOURCE_ATTRIBUTES; the resolved name wins over it.
+    let resource = Resource::builder()
+        .with_service_name(cfg.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    exporter.set_resource(&resource);
+    let counters = Counters {
+        exported: metrics.otel_spans("exported"),
+        queue_full: metrics.otel_spans("queue_full"),
+        export_failed: metrics.otel_spans("export_failed"),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(run(
+        exporter,
+        rx,
+        stopped,
+        queued.clone(),
+        Batching {
+            size: cfg.max_export_batch_size,
+            delay: cfg.schedule_delay,
+            timeout: cfg.timeout,
+        },
+        counters.clone(),
+    ));
+    let tracer = Tracer {
+        queue: tx,
+        queued,
+        max_queue_size: cfg.max_queue_size,
+        sampling: cfg.sampling,
+        scope: InstrumentationScope::builder("sagegate")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build(),
+        counters,
+    };
+    Ok((tracer, Exporting { stop, task }))
+}
+
+impl Tracer {
+    /// The trace of a new request, or `None` when it is not sampled. `traceparent` is the W3C
+    /// header if sent; `xray` is the request's `X-Amzn-Trace-Id` (the caller's, or the new root
+    /// the gateway generated).
+    pub fn start(&self, traceparent: Option<&str>, xray: &str) -> Option<Box<RequestTrace>> {
+        let incoming = traceparent
+            .and_then(propagation::traceparent)
+            .or_else(|| propagation::xray(xray));
+        let (trace_id, parent, decided) = match incoming {
+            Some(i) => (i.trace_id, i.parent_span_id, i.sampled),
+            None => (new_trace_id(), None, None),
+        };
+        let sampled = match decided {
+            Some(d) if self.sampling.parent_based => d,
+            _ => ratio_sampled(&trace_id, self.sampling.ratio),
+        };
+        sampled.then(|| {
+            Box::new(RequestTrace {
+                trace_id: TraceId::from_bytes(trace_id),
+                span_id: new_span_id(),
+                parent: parent.map(SpanId::from_bytes),
+                start: SystemTime::now(),
+                stages: Vec::with_capacity(8),
+            })
+        })
+    }
+
+    /// Turns a finished request into spans and queues them; drops and counts them when the
+    /// queue is full. Never blocks.
+    pub fn finish(&self, trace: RequestTrace, ctx: &RequestContext, status: u16) {
+        let spans = self.spans(trace, ctx, status);
+        let n = spans.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.max_queue_size {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.counters.queue_full.inc_by(n as u64);
+            return;
+        }
+        if self.queue.send(spans).is_err() {
+            // The export task is gone (shutdown): nothing will send these.
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.counters.queue_full.inc_by(n as u64);
+        }
+    }
+
+    fn spans(&self, trace: RequestTrace, ctx: &RequestContext, status: u16) -> Vec<SpanData> {
+        let end = SystemTime::now();
+        let context = |span_id| {
+            SpanContext::new(
+                trace.trace_id,
+                span_id,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            )
+        };
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", ctx.http_method.clone()),
+            KeyValue::new("url.path", ctx.path.clone()),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("client.address", ctx.source_ip.to_string()),
+            KeyValue::new("sagegate.request_id", ctx.request_id.clone()),
+        ];
+        let mut optional = |key: &'static str, value: Option<String>| {
+            if let Some(v) = value {
+                attributes.push(KeyValue::new(key, v));
+            }
+        };
+        optional("http.route", ctx.resource_path.clone());
+        optional("sagegate.stage", ctx.stage.clone());
+        optional("sagegate.api_key_id", ctx.api_key_id.clone());
+        optional("sagegate.cache", ctx.cache.map(str::to_owned));
+        optional("error.type", ctx.error_type.map(str::to_owned));
+        optional(
+            "user_agent.original",
+            Some(ctx.user_agent.clone()).filter(|u| !u.is_empty()),
+        );
+        let name = match &ctx.resource_path {
+            Some(route) => format!("{} {route}", ctx.http_method),
+            None => ctx.http_method.clone(),
+        };
+        let server = SpanData {
+            span_context: context(trace.span_id),
+            parent_span_id: trace.parent.unwrap_or(SpanId::INVALID),
+            parent_span_is_remote: trace.parent.is_some(),
+            span_kind: SpanKind::Server,
+            name: Cow::Owned(name),
+            start_time: trace.start,
+            end_time: end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            // HTTP server semantics: only 5xx marks the server span as failed.
+            status: if status >= 500 {
+                Status::error(ctx.error_type.unwrap_or("5xx"))
+            } else {
+                Status::Unset
+            },
+            instrumentation_scope: self.scope.clone(),
+        };
+        let ids: Vec<SpanId> = trace.stages.iter().map(|_| new_span_id()).collect();
+        let mut spans = Vec::with_capacity(trace.stages.len() + 1);
+        spans.push(server);
+        for (i, stage) in trace.stages.into_iter().enumerate() {
+            let parent = stage
+                .parent
+                .and_then(|p| ids.get(p).copied())
+                .unwrap_or(trace.span_id);
+            spans.push(SpanData {
+                span_context: context(ids[i]),
+                parent_span_id: parent,
+                parent_span_is_remote: false,
+                span_kind: stage.kind,
+                name: Cow::Borrowed(stage.name),
+                start_time: stage.start,
+                end_time: stage.end,
+                attributes: {
+                    let mut a = stage.attributes;
+                    if let Some(e) = stage.error {
+                        a.push(KeyValue::new("error.type", e));
+                    }
+                    a
+                },
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: stage.error.map_or(Status::Unset, Status::error),
+                instrumentation_scope: self.scope.clone(),
+            });
+        }
+        spans
+    }
+}
+
+/// OTel's `TraceIdRatioBased` rule: the trace's low 63 bits against the ratio, so every service
+/// sampling at the same ratio keeps the same traces.
+fn ratio_sampled(trace_id: &[u8; 16], ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id[8..]);
+    let x = u64::from_be_bytes(low) >> 1;
+    x < (ratio * (1u64 << 63) as f64) as u64
+}
+
+/// An X-Ray-compatible trace id: 4 bytes of epoch seconds, 12 random bytes.
+fn new_trace_id() -> [u8; 16] {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&secs.to_be_bytes());
+    id[4..].copy_from_slice(&rand::random::<[u8; 12]>());
+    id
+}
+
+fn new_span_id() -> SpanId {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return SpanId::from_bytes(id.to_be_bytes());
+        }
+    }
+}
+
+struct Batching {
+    size: usize,
+    delay: Duration,
+    timeout: Duration,
+}
+
+/// The export task: batches by size or age, exports one call at a time, drains at stop.
+async fn run(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut rx: mpsc::UnboundedReceiver<Vec<SpanData>>,
+    mut stop: oneshot::Receiver<()>,
+    queued: Arc<AtomicUsize>,
+    batching: Batching,
+    counters: Counters,
+) {
+    let mut failures = Failures::default();
+    let mut batch: Vec<SpanData> = Vec::with_capacity(batching.size);
+    let mut tick = tokio::time::interval(batching.delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            received = rx.recv() => {
+                let Some(spans) = received else { break };
+                queued.fetch_sub(spans.len(), Ordering::Relaxed);
+                batch.extend(spans);
+                while batch.len() >= batching.size {
+                    let rest = batch.split_off(batching.size);
+                    let full = std::mem::replace(&mut batch, rest);
+                    export(&exporter, full, &batching, &counters, &mut failures).await;
+                }
+            }
+            _ = tick.tick() => {
+                if !batch.is_empty() {
+                    let due = std::mem::take(&mut batch);
+                    export(&exporter, due, &batching, &counters, &mut failures).await;
+                }
+            }
+        }
+    }
+    // Shutdown: whatever is queued goes out now; `Exporting::shutdown` bounds the time.
+    rx.close();
+    while let Ok(spans) = rx.try_recv() {
+        queued.fetch_sub(spans.len(), Ordering::Relaxed);
+        batch.extend(spans);
+    }
+    while !batch.is_empty() {
+        let rest = batch.split_off(batch.len().min(batching.size));
+        let chunk = std::mem::replace(&mut batch, rest);
+        export(&exporter, chunk, &batching, &counters, &mut failures).await;
+    }
+    let _ = exporter.shutdown();
+}
+
+/// Export failures since the last warning (one warning a minute at most).
+#[derive(Default)]
+struct Failures {
+    last_warning: Option<Instant>,
+    spans_since: u64,
+}
+
+async fn export(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    batch: Vec<SpanData>,
+    batching: &Batching,
+    counters: &Counters,
+    failures: &mut Failures,
+) {
+    let n = batch.len() as u64;
+    // The exporter bounds its own call (retries included) by the timeout; this is the backstop.
+    let bound = batching.timeout + Duration::from_secs(1);
+    let outcome = match tokio::time::timeout(bound, exporter.export(batch)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", bound.as_millis())),
+    };
+    match outcome {
+        Ok(()) => counters.exported.inc_by(n),
+        Err(error) => {
+            counters.export_failed.inc_by(n);
+            failures.spans_since += n;
+            if failures
+                .last_warning
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                tracing::warn!(
+                    %error,
+                    dropped_spans = failures.spans_since,
+                    "OTLP trace export failed; spans dropped (counted in sagegate_otel_spans_total)"
+                );
+                failures.last_warning = Some(Instant::now());
+                failures.spans_since = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_sampling_is_a_function_of_the_trace_id() {
+        let low = |b: u8| {
+            let mut id = [0u8; 16];
+            id[8] = b;
+            id
+        };
+        assert!(ratio_sampled(&low(0xff), 1.0));
+        assert!(!ratio_sampled(&low(0x00), 0.0));
+        assert!(ratio_sampled(&low(0x10), 0.5));
+        assert!(!ratio_sampled(&low(0x90), 0.5));
+        // About the ratio over many random ids.
+        let kept = (0..10_000)
+            .filter(|_| ratio_sampled(&rand::random(), 0.25))
+            .count();
+        assert!((2000..3000).contains(&kept), "{kept}");
+    }
+
+    #[test]
+    fn new_trace_ids_carry_the_epoch_like_x_ray() {
+        let id = new_trace_id();
+        let secs = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        assert!(now - secs < 5);
+    }
+}
