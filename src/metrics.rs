@@ -9,7 +9,9 @@
 //! - `cache_lookups_total` by `stage`, `result` (`hit`, `miss`, `coalesced`, `refresh`, `bypass`),
 //!   `cache_evictions_total` by `stage`, `cause` (`size`, `expired`), `cache_bytes`, `cache_entries`;
 //! - `upstream_errors_total` by `error_type` (SageMaker's error type, from a fixed list);
-//! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`.
+//! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
+//! - `limit_store_up` (0 while the shared store is down), `limit_store_errors_total`,
+//!   `limit_store_fallback_total` by `decision` (`local`, `deny`).
 //!
 //! Cardinality is bounded by the configuration: stage and route labels only take configured values
 //! (`""` for requests that matched none), key ids come from the keys file, error types from a list.
@@ -70,6 +72,9 @@ pub struct Metrics {
     /// Requests being handled now.
     pub in_flight: IntGauge,
     key_reloads: IntCounterVec,
+    limit_store_up: IntGauge,
+    limit_store_errors: IntCounter,
+    limit_store_fallback: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -204,6 +209,27 @@ impl Metrics {
         );
         key_reloads.with_label_values(&["ok"]);
         key_reloads.with_label_values(&["failed"]);
+        let limit_store_up = IntGauge::new(
+            "limit_store_up",
+            "1 while limit decisions are shared (always 1 for the memory store), 0 while the shared store is down.",
+        )
+        .unwrap_or_else(|e| unreachable_metric("limit_store_up", e));
+        let _ = registry.register(Box::new(limit_store_up.clone()));
+        limit_store_up.set(1);
+        let limit_store_errors = IntCounter::new(
+            "limit_store_errors_total",
+            "Calls to the shared limit store that failed or timed out.",
+        )
+        .unwrap_or_else(|e| unreachable_metric("limit_store_errors_total", e));
+        let _ = registry.register(Box::new(limit_store_errors.clone()));
+        let limit_store_fallback = counter_vec(
+            &registry,
+            "limit_store_fallback_total",
+            "Requests decided without the shared store (it was down), by decision: local (in-process limits) or deny (503).",
+            &["decision"],
+        );
+        limit_store_fallback.with_label_values(&["local"]);
+        limit_store_fallback.with_label_values(&["deny"]);
         Metrics {
             routes,
             throttled: counter_vec(
@@ -230,6 +256,9 @@ impl Metrics {
             ),
             in_flight,
             key_reloads,
+            limit_store_up,
+            limit_store_errors,
+            limit_store_fallback,
             registry,
         }
     }
@@ -293,6 +322,21 @@ impl Metrics {
     pub fn set_key_reloads(&self, ok: u64, failed: u64) {
         for (result, total) in [("ok", ok), ("failed", failed)] {
             if let Ok(c) = self.key_reloads.get_metric_with_label_values(&[result]) {
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+        }
+    }
+
+    /// Sets the limit store's state and counts (read from the store at scrape time).
+    pub fn set_limit_store(&self, status: &crate::limits::StoreStatus) {
+        self.limit_store_up.set(i64::from(status.up));
+        self.limit_store_errors
+            .inc_by(status.errors.saturating_sub(self.limit_store_errors.get()));
+        for (decision, total) in [("local", status.fallback_local), ("deny", status.denied)] {
+            if let Ok(c) = self
+                .limit_store_fallback
+                .get_metric_with_label_values(&[decision])
+            {
                 c.inc_by(total.saturating_sub(c.get()));
             }
         }

@@ -52,6 +52,7 @@ struct RouteBucket {
 
 fn route_buckets(
     prefix: &str,
+    store_prefix: &str,
     routes: &[RouteThrottle],
     clock: &LimitClock,
 ) -> Result<Vec<RouteBucket>, SpecError> {
@@ -59,13 +60,24 @@ fn route_buckets(
         .iter()
         .map(|route| {
             let name = format!("{prefix}/route:{} {}", route.method, route.resource_path);
+            let store_key = format!("{store_prefix}:{} {}", route.method, route.resource_path);
             Ok(RouteBucket {
                 method: route.method.clone(),
                 resource_path: route.resource_path.clone(),
-                bucket: Bucket::new(name, route.throttle, clock)?,
+                bucket: Bucket::new(name, route.throttle, clock)?.with_store_key(store_key),
             })
         })
         .collect()
+}
+
+/// An id as one component of a shared-store key: `%` and `:` escaped, so `a:b` + `c` and `a` +
+/// `b:c` never name the same counter.
+pub(crate) fn key_part(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.contains(['%', ':']) {
+        std::borrow::Cow::Owned(id.replace('%', "%25").replace(':', "%3A"))
+    } else {
+        std::borrow::Cow::Borrowed(id)
+    }
 }
 
 fn find_route<'a>(
@@ -92,14 +104,27 @@ impl KeyLimiter {
     /// Fresh state (full buckets, zero usage) for `spec`, created at `clock`'s current time.
     pub fn new(spec: KeyPlanSpec, clock: &LimitClock) -> Result<Self, SpecError> {
         let prefix = format!("key:{}/plan:{}", spec.key_id, spec.plan_id);
-        let plan = spec
+        // Shared-store names: throttle cells per (key, plan), the quota per (plan, key); the
+        // period is appended by the store.
+        let (key, plan) = (key_part(&spec.key_id), key_part(&spec.plan_id));
+        let plan_bucket = spec
             .throttle
-            .map(|t| Bucket::new(prefix.as_str(), t, clock))
+            .map(|t| {
+                Bucket::new(prefix.as_str(), t, clock)
+                    .map(|b| b.with_store_key(format!("t:k:{key}:{plan}")))
+            })
             .transpose()?;
-        let routes = route_buckets(&prefix, &spec.route_throttles, clock)?;
-        let quota = spec
-            .quota
-            .map(|q| QuotaCounter::new(format!("{prefix}/quota"), q, clock.wall_now()));
+        let routes = route_buckets(
+            &prefix,
+            &format!("t:kr:{key}:{plan}"),
+            &spec.route_throttles,
+            clock,
+        )?;
+        let quota = spec.quota.map(|q| {
+            QuotaCounter::new(format!("{prefix}/quota"), q, clock.wall_now())
+                .with_store_key(format!("q:{plan}:{key}"))
+        });
+        let plan = plan_bucket;
         Ok(KeyLimiter {
             spec,
             plan,
@@ -161,12 +186,16 @@ impl StageLimiter {
         clock: &LimitClock,
     ) -> Result<Self, SpecError> {
         let prefix = format!("stage:{stage}");
+        let part = key_part(stage);
         Ok(StageLimiter {
             stage: stage.to_owned(),
             default: default
-                .map(|t| Bucket::new(prefix.as_str(), t, clock))
+                .map(|t| {
+                    Bucket::new(prefix.as_str(), t, clock)
+                        .map(|b| b.with_store_key(format!("t:s:{part}")))
+                })
                 .transpose()?,
-            routes: route_buckets(&prefix, routes, clock)?,
+            routes: route_buckets(&prefix, &format!("t:sr:{part}"), routes, clock)?,
         })
     }
 

@@ -43,6 +43,7 @@ mod clock;
 mod failed;
 mod keys;
 mod quota;
+pub mod redis;
 mod store;
 
 #[cfg(test)]
@@ -59,7 +60,8 @@ pub use self::keys::{
     KeyLimiter, KeyLimiters, KeyPlanSpec, ReconcileReport, RouteThrottle, StageLimiter,
 };
 pub use self::quota::{QuotaCounter, QuotaUsage, period_bounds};
-pub use self::store::{AdmitRequest, LimitStore, Limiter, MemoryStore};
+pub use self::redis::{FailurePolicy, RedisSettings, RedisStore, UsagePeriod};
+pub use self::store::{AdmitRequest, LimitStore, Limiter, MemoryStore, StoreStatus};
 
 /// A token bucket's settings, as in API Gateway's `ThrottleSettings`.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -114,6 +116,8 @@ pub enum Admission {
         /// How long until the period resets.
         retry_after: Duration,
     },
+    /// The shared store is down and the failure policy is `deny`: 503 Service Unavailable.
+    StoreUnavailable,
 }
 
 impl Admission {
@@ -130,6 +134,8 @@ impl Admission {
             Admission::Throttled { retry_after } | Admission::QuotaExceeded { retry_after } => {
                 Some(ceil_secs(*retry_after).max(1))
             }
+            // The store is probed every second or so by default.
+            Admission::StoreUnavailable => Some(1),
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct QuotaUsage {
 /// The quota state of one (key, plan).
 pub struct QuotaCounter {
     name: Arc<str>,
+    /// The counter's base name in a shared store; see [`QuotaCounter::store_key`].
+    store_key: Arc<str>,
     spec: QuotaSpec,
     /// Start of the period the counter was created in: `offset` applies in that period only.
     first_period: DateTime<Utc>,
@@ -76,22 +78,42 @@ struct Window {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     used: u64,
+    /// The period before (start, end, used), when this counter saw it, for the usage read-out.
+    previous: Option<(DateTime<Utc>, DateTime<Utc>, u64)>,
 }
 
 impl QuotaCounter {
     /// A counter at zero, created at `now`.
     pub fn new(name: impl Into<Arc<str>>, spec: QuotaSpec, now: DateTime<Utc>) -> Self {
         let (start, end) = period_bounds(spec.period, now);
+        let name: Arc<str> = name.into();
         QuotaCounter {
-            name: name.into(),
+            store_key: Arc::clone(&name),
+            name,
             spec,
             first_period: start,
             window: Mutex::new(Window {
                 start,
                 end,
                 used: 0,
+                previous: None,
             }),
         }
+    }
+
+    /// Names the counter in a shared store (default: its name): the store appends the period.
+    pub fn with_store_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.store_key = key.into();
+        self
+    }
+
+    /// The counter's base name in a shared store.
+    pub fn store_key(&self) -> &str {
+        &self.store_key
+    }
+
+    pub(crate) fn store_key_arc(&self) -> &Arc<str> {
+        &self.store_key
     }
 
     /// The counter's name (for logs).
@@ -135,6 +157,34 @@ impl QuotaCounter {
         }
     }
 
+    /// The usage in the period before the one containing `now` (0 when this counter did not
+    /// count in it, e.g. it was created later).
+    pub fn previous_usage(&self, now: DateTime<Utc>) -> QuotaUsage {
+        let window = {
+            let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+            self.roll(&mut window, now);
+            *window
+        };
+        let start = period_bounds(self.spec.period, window.start - TimeDelta::seconds(1)).0;
+        let used = match window.previous {
+            Some((s, _, used)) if s == start => used,
+            _ => 0,
+        };
+        let limit = if start == self.first_period {
+            self.spec.limit.saturating_sub(self.spec.offset)
+        } else {
+            self.spec.limit
+        };
+        QuotaUsage {
+            period: self.spec.period,
+            period_start: start,
+            resets_at: window.start,
+            limit,
+            used,
+            remaining: limit.saturating_sub(used),
+        }
+    }
+
     /// Starts a new period when `now` has passed the current one. A wall clock stepped backwards
     /// keeps the current period (never re-opens an old one).
     fn roll(&self, window: &mut Window, now: DateTime<Utc>) {
@@ -144,6 +194,7 @@ impl QuotaCounter {
                 start,
                 end,
                 used: 0,
+                previous: Some((window.start, window.end, window.used)),
             };
         }
     }

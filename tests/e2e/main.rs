@@ -29,4 +29,5 @@ mod reload;
 mod retries;
 mod sagemaker_request;
 mod seed;
+mod shared_limits;
 mod throttling;

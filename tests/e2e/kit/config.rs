@@ -31,6 +31,8 @@ pub struct GatewayYaml {
     trusted_proxy_hops: usize,
     drain_grace_secs: u64,
     stage_throttle: Option<(f64, u32)>,
+    /// `limits:` with the Redis store: (url, on_store_failure, timeout_ms).
+    shared_limits: Option<(String, &'static str, u64)>,
 }
 
 impl GatewayYaml {
@@ -43,7 +45,20 @@ impl GatewayYaml {
             trusted_proxy_hops: 0,
             drain_grace_secs: 5,
             stage_throttle: Some((1000.0, 2000)),
+            shared_limits: None,
         }
+    }
+
+    /// `limits.store: redis` at `url`, with `on_store_failure` (`local`, `deny`) and a per-call
+    /// `timeout_ms`; a down store is probed every 100 ms.
+    pub fn redis_limits(
+        mut self,
+        url: &str,
+        on_store_failure: &'static str,
+        timeout_ms: u64,
+    ) -> Self {
+        self.shared_limits = Some((url.to_owned(), on_store_failure, timeout_ms));
+        self
     }
 
     /// `server.max_body_bytes`.
@@ -134,6 +149,21 @@ stages:
       inference_id: context.requestId
 "#,
                 timeout = self.timeout_ms,
+            )
+            .unwrap();
+        }
+        if let Some((url, policy, timeout_ms)) = &self.shared_limits {
+            write!(
+                s,
+                r#"limits:
+  store: redis
+  on_store_failure: {policy}
+  redis:
+    url: "{url}"
+    timeout_ms: {timeout_ms}
+    connect_timeout_ms: 500
+    probe_interval_ms: 100
+"#
             )
             .unwrap();
         }
