@@ -238,7 +238,10 @@ fn usage(
         if status != 200 {
             return Err(format!("{url} answered {status}: {body}"));
         }
-        return Ok(body);
+        // The same layout as the direct read-out.
+        return serde_json::from_str::<serde_json::Value>(&body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .map_err(|e| format!("{url}: not JSON: {e}"));
     }
     let (gateway, _, _, set) =
         load(config, keys).map_err(|e| format!("configuration is invalid:\n{e}"))?;

@@ -7,6 +7,12 @@
 //! [`KeyLimiters::reconcile`] reuses the handle of a (key, plan) whose settings are equal, so its
 //! tokens and quota count carry on; a changed plan gets a fresh handle (new limits apply at once);
 //! a removed pair is dropped once in-flight requests release it.
+//!
+//! With the shared store the state is not in the handle but under the handle's store names,
+//! which depend on ids only (`t:k:<key>:<plan>`, `t:kr:<key>:<plan>:<route>`, `t:s:<stage>`,
+//! `t:sr:<stage>:<route>`, `q:<plan>:<key>`, ids escaped by `key_part`): a changed plan's new
+//! limits apply to the count and tokens so far, a key deleted and added back within a period
+//! resumes its count, and a deleted key's state simply expires.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

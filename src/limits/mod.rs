@@ -33,6 +33,10 @@
 //!   no allocation, no lock across `.await`.
 //! - Limiter state lives in per-key [`KeyLimiter`] handles that survive a keys reload when the
 //!   key's plan settings did not change ([`KeyLimiters::reconcile`]).
+//! - Where the state lives is the [`Limiter`]: in process ([`MemoryStore`], exact for one task),
+//!   or shared by every task in Redis / Valkey ([`RedisStore`], module [`redis`]: one atomic
+//!   script call per request, server time, a declared failure policy). Both give the same
+//!   answers for the same inputs (tested against a real server in `redis/tests.rs`).
 //! - Time is injected ([`LimitClock`]), so tests move time with a [`ManualClock`] and never sleep.
 //!
 //! Security: [`FailedAttemptLimiter`] caps unknown-key attempts per client address (key

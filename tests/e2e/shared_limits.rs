@@ -408,3 +408,74 @@ async fn deny_policy_answers_503_while_redis_is_down() {
         gateway.get(SEED).key(KEY_A).send().await.assert_ok();
     }
 }
+
+fn reconciles(gateway: &Gateway) -> usize {
+    gateway
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("limiter state reconciled with keys"))
+        .count()
+}
+
+/// Replaces the keys file and waits until the gateway has installed it.
+async fn reload(gateway: &Gateway, keys: &KeysYaml) {
+    let before = reconciles(gateway);
+    gateway.replace_keys(&keys.render());
+    eventually("the keys reload", WAIT, || async {
+        (reconciles(gateway) > before).then_some(())
+    })
+    .await;
+}
+
+/// Shared counters are named by (plan, key id), not by the settings: a reload that changes the
+/// plan's limit applies it to the count so far, and a key deleted and added back within the
+/// period resumes its count (deleted keys' counters simply expire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_apply_changed_limits_to_the_shared_count() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let keys = |limit: u64, with_a: bool| {
+        let k = KeysYaml::new()
+            .plan(Plan::new("metered", &["temp", "prod"]).quota(limit, "DAY"))
+            .key(Key::new("metered-b", KEY_B, &["metered"]));
+        if with_a {
+            k.key(Key::new("metered-a", KEY_A, &["metered"]))
+        } else {
+            k
+        }
+    };
+    let gateway = gateway(&redis, "local", &keys(5, true), &upstream).await;
+    for _ in 0..3 {
+        gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    }
+    // Lowered to 4: one more, not four more.
+    reload(&gateway, &keys(4, true)).await;
+    gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    gateway
+        .get(SEED)
+        .key(KEY_A)
+        .send()
+        .await
+        .assert_limit_exceeded();
+    // Deleted, then back: the count is still there.
+    reload(&gateway, &keys(4, false)).await;
+    gateway.get(SEED).key(KEY_A).send().await.assert_forbidden();
+    reload(&gateway, &keys(4, true)).await;
+    gateway
+        .get(SEED)
+        .key(KEY_A)
+        .send()
+        .await
+        .assert_limit_exceeded();
+    // Raised to 6: two more.
+    reload(&gateway, &keys(6, true)).await;
+    gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    gateway
+        .get(SEED)
+        .key(KEY_A)
+        .send()
+        .await
+        .assert_limit_exceeded();
+    assert_eq!(upstream.count(), 6);
+}
