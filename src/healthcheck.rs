@@ -115,3 +115,33 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Serves one connection with `answer` and returns the URL.
+    fn serve_once(answer: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head);
+            s.write_all(answer.as_bytes()).unwrap();
+        });
+        format!("http://{addr}/usage?period=current")
+    }
+
+    #[test]
+    fn get_reads_sized_and_chunked_bodies() {
+        let url = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}");
+        assert_eq!(get(&url).unwrap(), (200, "{\"a\":1}".to_owned()));
+        let url = serve_once(
+            "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+        );
+        assert_eq!(get(&url).unwrap(), (503, "{\"a\":1}".to_owned()));
+        assert!(get("https://example.invalid/").is_err());
+    }
+}

@@ -1,6 +1,7 @@
 -- sagegate admit: every throttle layer (GCRA) and the usage-plan quota of one request, decided and
--- written in one atomic step. Nothing is written unless everything passes, so a rejected request
--- consumes no token and no quota (no refunds needed).
+-- written in one atomic step. No token or count is written unless everything passes, so a rejected
+-- request consumes nothing (no refunds needed); the one other write, the `offset` marker, counts
+-- nothing.
 --
 -- KEYS[1..n]  GCRA cells (value: theoretical arrival time, microseconds since the epoch)
 -- KEYS[n+1]   (optional) quota base key; the period's counter is KEYS[n+1]..':'..P..':'..start
