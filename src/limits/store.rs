@@ -52,6 +52,11 @@ impl<'a> AdmitRequest<'a> {
         }
     }
 
+    /// Whether no layer and no quota applies (nothing to decide, nothing to count).
+    pub fn is_empty(&self) -> bool {
+        self.quota.is_none() && self.layers().iter().all(Option::is_none)
+    }
+
     fn layers(&self) -> [Option<&'a Bucket>; 4] {
         [
             self.key_route,

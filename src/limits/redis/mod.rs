@@ -267,6 +267,10 @@ impl RedisStore {
     /// Decides one request: the script when the store is up, the failure policy otherwise.
     pub async fn admit(&self, req: &AdmitRequest<'_>) -> Admission {
         let shared = &self.shared;
+        if req.is_empty() {
+            // No limit applies (a route without key on an unthrottled stage): no round trip.
+            return Admission::Admitted;
+        }
         if !shared.up.load(Ordering::Acquire) {
             return shared.fallback(req);
         }

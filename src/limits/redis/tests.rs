@@ -28,16 +28,28 @@ struct Server {
 }
 
 impl Server {
+    /// On a free port (retried when another process took the port between the probe and the bind).
     fn start() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Server::start_on(port)
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(server) = Server::try_start_on(port) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port");
     }
 
     fn start_on(port: u16) -> Server {
+        Server::try_start_on(port).expect("redis-server on its old port")
+    }
+
+    /// Ready once the server on `port` answers PING and reports this child's process id (another
+    /// test's server on a reused port would answer PING too).
+    fn try_start_on(port: u16) -> Option<Server> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -48,13 +60,21 @@ impl Server {
                 "redis-server must be installed for these tests (apt-get install redis-server)",
             );
         // The handle kills and reaps the process on drop, also when the wait below fails.
-        let server = Server { child, port };
+        let mut server = Server { child, port };
+        let pid = format!("process_id:{}", server.child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        loop {
+            if server.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            if info(port).is_some_and(|i| i.contains(&pid)) {
+                return Some(server);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
-        server
     }
 
     fn url(&self) -> String {
@@ -73,13 +93,13 @@ impl Drop for Server {
     }
 }
 
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+fn info(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut buf = [0u8; 8192];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 fn settings(url: &str, on_failure: FailurePolicy) -> RedisSettings {
@@ -201,6 +221,66 @@ async fn script_decides_like_the_memory_limiter() {
         over_quota += exhausted;
     }
     assert!(over_quota > 0, "some case runs out of quota");
+}
+
+/// On the server's clock, a cell expires when its bucket is full again (a missing cell reads as
+/// full), so idle keys cost no memory; a quota counter lives until its period ends + retention.
+#[tokio::test]
+async fn cells_expire_when_full_and_counters_after_the_retention() {
+    let server = Server::start();
+    let clock = LimitClock::system();
+    let shared = store(&server, FailurePolicy::Local, clock.clone()).await;
+    let key = KeyLimiter::new(
+        KeyPlanSpec {
+            key_id: "ttl".to_owned(),
+            plan_id: "p".to_owned(),
+            // One token per 10 s, burst 3: after 3 requests the bucket is full again in 30 s.
+            throttle: Some(throttle(0.1, 3)),
+            route_throttles: Vec::new(),
+            quota: Some(QuotaSpec {
+                limit: 100,
+                period: QuotaPeriod::Day,
+                offset: 0,
+            }),
+        },
+        &clock,
+    )
+    .unwrap();
+    let req = AdmitRequest::new(Some(&key), None, "GET", "/");
+    for _ in 0..3 {
+        assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    }
+    assert!(matches!(
+        shared.admit(&req).await,
+        Admission::Throttled { .. }
+    ));
+    let mut con = shared.shared.conn();
+    let cell_ttl: i64 = redis::cmd("PTTL")
+        .arg("{test}:t:k:ttl:p")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        (20_000..=30_000).contains(&cell_ttl),
+        "cell expires when full again (30 s after the first take): {cell_ttl} ms"
+    );
+    let counters: Vec<String> = redis::cmd("KEYS")
+        .arg("{test}:q:p:ttl:D:*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    let counter_ttl: i64 = redis::cmd("TTL")
+        .arg(&counters[0])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let (_, end) = period_bounds(QuotaPeriod::Day, Utc::now());
+    let expected = end.timestamp() + 35 * 86_400 - Utc::now().timestamp();
+    assert!(
+        (expected - 5..=expected + 5).contains(&counter_ttl),
+        "counter kept until period end + retention: {counter_ttl} s, expected {expected}"
+    );
 }
 
 /// The script's calendar periods (cut from the store's time in Lua) are the Rust ones.
