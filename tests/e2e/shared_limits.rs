@@ -483,3 +483,36 @@ async fn reloads_apply_changed_limits_to_the_shared_count() {
         .assert_limit_exceeded();
     assert_eq!(upstream.count(), 6);
 }
+
+/// A store that is down when the gateway starts does not stop it: the policy decides until the
+/// probe reaches the store, and from then on the limits are shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_starts_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let upstream = Upstream::start().await;
+    let keys = KeysYaml::new()
+        .plan(Plan::new("metered", &["temp", "prod"]).quota(2, "DAY"))
+        .key(Key::new("metered-a", KEY_A, &["metered"]));
+    let gateway = Gateway::builder()
+        .config(GatewayYaml::standard().redis_limits(&redis.url(), "local", 50))
+        .keys(keys)
+        .upstream(&upstream)
+        .start()
+        .await;
+    gateway.wait_for_log("limit store down at start").await;
+    let (status, body) = health_body(&gateway).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state":"down""#), "{body}");
+    gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    redis.restart();
+    await_store_state(std::slice::from_ref(&gateway), "up").await;
+    // The local admission was added to the shared count: one more, then the quota is used up.
+    gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    gateway
+        .get(SEED)
+        .key(KEY_A)
+        .send()
+        .await
+        .assert_limit_exceeded();
+}

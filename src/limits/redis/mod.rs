@@ -189,19 +189,21 @@ impl RedisStore {
         local: MemoryStore,
     ) -> redis::RedisResult<RedisStore> {
         let store = RedisStore::new(settings, local)?;
-        if store.shared.probe().await.is_ok() {
-            store.shared.up.store(true, Ordering::Release);
-            tracing::info!(
+        match store.shared.probe().await {
+            Ok(()) => {
+                store.shared.up.store(true, Ordering::Release);
+                tracing::info!(
+                    url = %redacted_url(&store.shared.settings.url),
+                    on_store_failure = store.shared.settings.on_failure.name(),
+                    "limit store up"
+                );
+            }
+            Err(e) => tracing::warn!(
                 url = %redacted_url(&store.shared.settings.url),
-                on_store_failure = store.shared.settings.on_failure.name(),
-                "limit store up"
-            );
-        } else {
-            tracing::warn!(
-                url = %redacted_url(&store.shared.settings.url),
+                error = %e,
                 on_store_failure = store.shared.settings.on_failure.name(),
                 "limit store down at start; probing"
-            );
+            ),
         }
         tokio::spawn(probe_loop(
             Arc::downgrade(&store.shared),
