@@ -127,8 +127,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut head = [0u8; 1024];
-            let _ = s.read(&mut head);
+            // Read the whole request head first: closing with unread bytes would reset the
+            // connection under the client's read.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
             s.write_all(answer.as_bytes()).unwrap();
         });
         format!("http://{addr}/usage?period=current")
