@@ -8,6 +8,7 @@
 //! `remaining = 1` admit exactly one. Only the admit stage calls [`QuotaCounter::try_consume`], and
 //! only after every throttle layer has passed, so rejected requests are never counted.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -67,6 +68,12 @@ pub struct QuotaCounter {
     spec: QuotaSpec,
     /// Start of the period the counter was created in: `offset` applies in that period only.
     first_period: DateTime<Utc>,
+    /// The last count a shared store reported for this (plan, key): period start (unix seconds)
+    /// and requests used, so that a fallback to this counter during an outage continues from the
+    /// shared count instead of from zero. Two plain atomics: an approximate pair is good enough
+    /// for a bound, and the hot path pays two stores.
+    shared_start: AtomicI64,
+    shared_used: AtomicU64,
     /// A short `std` mutex rather than atomics because the period start and the count must change
     /// together at a boundary. Held for a few integer operations, never across `.await`; contended
     /// only by requests of the same key.
@@ -89,6 +96,8 @@ impl QuotaCounter {
         let name: Arc<str> = name.into();
         QuotaCounter {
             store_key: Arc::clone(&name),
+            shared_start: AtomicI64::new(i64::MIN),
+            shared_used: AtomicU64::new(0),
             name,
             spec,
             first_period: start,
@@ -126,12 +135,27 @@ impl QuotaCounter {
         self.spec
     }
 
+    /// Records the count a shared store reported after admitting a request in the period that
+    /// starts at `start` (unix seconds).
+    pub(crate) fn observe_shared(&self, start: i64, used: u64) {
+        if self.shared_start.swap(start, Ordering::Relaxed) == start {
+            self.shared_used.fetch_max(used, Ordering::Relaxed);
+        } else {
+            self.shared_used.store(used, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one request if the current period has room; otherwise returns the time until the
-    /// period resets.
+    /// period resets. The room includes the last shared count seen in this period, if any.
     pub(crate) fn try_consume(&self, now: DateTime<Utc>) -> Result<(), Duration> {
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         self.roll(&mut window, now);
-        if window.used < self.limit_for(&window) {
+        let shared = if self.shared_start.load(Ordering::Relaxed) == window.start.timestamp() {
+            self.shared_used.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        if window.used.saturating_add(shared) < self.limit_for(&window) {
             window.used += 1;
             Ok(())
         } else {

@@ -24,7 +24,8 @@
 //!   store down (one log line); from then on requests do not touch Redis at all and are decided
 //!   by [`FailurePolicy`]: `local` (the in-process limits, per task) or `deny` (503). A background
 //!   probe reconnects and marks it up (one log line), after adding the quota counted locally
-//!   during the outage to the shared counters (`INCRBY`).
+//!   during the outage to the shared counters (`INCRBY`). A local quota continues from the last
+//!   shared count this task saw, so an outage costs at most N tasks × the remaining quota.
 //! - Hot path: no lock; the command is built into one buffer; a std mutex is taken only on a
 //!   local fallback admission with a quota (outages only), never across `.await`.
 //!
@@ -279,6 +280,12 @@ impl RedisStore {
         match tokio::time::timeout(shared.settings.timeout, shared.eval(req, None)).await {
             Ok(Ok(reply)) => match decode(&reply) {
                 Some(admission) => {
+                    // Admitted with a quota: [0, 0, 0, used, limit, period start, period end].
+                    if let (Some(quota), Some(&used), Some(&start)) =
+                        (req.quota, reply.get(3), reply.get(5))
+                    {
+                        quota.observe_shared(start, used.max(0).unsigned_abs());
+                    }
                     if let Admission::Throttled { .. } = admission
                         && let Some(layer) = reply.get(2)
                     {

@@ -386,6 +386,27 @@ async fn local_policy_falls_back_and_adds_local_counts_back() {
     assert_eq!(usage[0].1.used, 5);
 }
 
+/// A local fallback continues from the last shared count this task saw, not from zero.
+#[tokio::test]
+async fn local_quota_continues_from_the_last_shared_count() {
+    let mut server = Server::start();
+    let clock = LimitClock::system();
+    let shared = store(&server, FailurePolicy::Local, clock.clone()).await;
+    let key = quota_key("continue", 5, &clock);
+    let req = AdmitRequest::new(Some(&key), None, "GET", "/");
+    for _ in 0..3 {
+        assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    }
+    server.stop();
+    assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    assert!(
+        matches!(shared.admit(&req).await, Admission::QuotaExceeded { .. }),
+        "5 in total, 3 of them shared"
+    );
+    assert!(!shared.is_up());
+}
+
 #[tokio::test]
 async fn deny_policy_refuses_while_down_and_recovers() {
     let mut server = Server::start();
