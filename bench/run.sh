@@ -192,6 +192,31 @@ if [[ -n $NGINX ]]; then
     log "nginx $("$NGINX" -v 2>&1 | sed 's/.*version: //') on :$NG_PORT (pid $NG_PID)"
 fi
 
+# ---- sagegate with the shared limit store (limits.store: redis) beside the memory-store one; the row
+# is skipped when redis-server is not installed (Debian: apt-get install redis-server) ----
+RD_PID=
+GWR_PID=
+REDIS_SERVER=$(command -v redis-server || true)
+if [[ -n $REDIS_SERVER ]]; then
+    RD_PORT=$(free_port)
+    GWR_PORT=$(free_port)
+    "${LOAD_PIN[@]}" "$REDIS_SERVER" --port "$RD_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        >"$OUT/redis.log" 2>&1 &
+    RD_PID=$!
+    PIDS+=("$RD_PID")
+    wait_port "$RD_PORT" "$RD_PID" || die "redis-server did not start (see $OUT/redis.log)"
+    { cat "$BENCH/config/gateway.yaml"
+      printf 'limits:\n  store: redis\n  redis:\n    url: "redis://127.0.0.1:%s"\n' "$RD_PORT"
+    } >"$OUT/gateway-redis.yaml"
+    GWM_PID=$GW_PID # start_gateway sets GW_PID: keep the memory-store gateway's
+    start_gateway "$GWR_PORT" "$UP_PORT" gateway-redis-access.log "$OUT/gateway-redis.yaml"
+    GWR_PID=$GW_PID
+    GW_PID=$GWM_PID
+    log "sagegate with the Redis store on :$GWR_PORT (pid $GWR_PID), redis-server on :$RD_PORT (pid $RD_PID)"
+else
+    log "redis-server missing: the sagegate-redis rows are skipped"
+fi
+
 # ---- the rows: one name each in TARGETS, with its loadgen arguments and the pid whose CPU and RSS
 # it is charged to. To add a row (e.g. a gateway with another limiter store): start its process
 # above, add its two case entries here and its name to TARGETS. `direct` must stay first. ----
@@ -203,6 +228,7 @@ target_args() { # the loadgen arguments that address one target
         direct) echo "--url http://127.0.0.1:$UP_PORT/endpoints/movie-recommender-prod/invocations --method POST --body {\"user_id\":\"U1\",\"k\":\"5\",\"inference_type\":\"PL\"}" ;;
         sagegate) echo "--url http://127.0.0.1:$GW_PORT$PATH_Q -H x-api-key:$KEY" ;;
         sagegate-cache-hit) echo "--url http://127.0.0.1:$GW_PORT$PATH_CACHED -H x-api-key:$KEY" ;;
+        sagegate-redis) echo "--url http://127.0.0.1:$GWR_PORT$PATH_Q -H x-api-key:$KEY" ;;
         nginx) echo "--url http://127.0.0.1:$NG_PORT$PATH_Q -H x-api-key:$KEY" ;;
     esac
 }
@@ -210,10 +236,12 @@ target_pid() {
     case "$1" in
         direct) echo "$UP_PID" ;;
         sagegate | sagegate-cache-hit) echo "$GW_PID" ;;
+        sagegate-redis) echo "$GWR_PID" ;;
         nginx) echo "$NG_PID" ;;
     esac
 }
 TARGETS=(direct sagegate sagegate-cache-hit)
+[[ -n $GWR_PID ]] && TARGETS+=(sagegate-redis)
 [[ -n $NG_PID ]] && TARGETS+=(nginx)
 
 # ---- smoke: each target answers 2xx, and sagegate rejects a wrong key (the check is really on) ----
@@ -231,6 +259,10 @@ for t in sagegate nginx; do
         "http://127.0.0.1:$port$PATH_Q")
     [[ $code == 403 ]] || die "$t answered $code to a wrong key (expected 403)"
 done
+if [[ -n $GWR_PID ]]; then
+    curl -s "http://127.0.0.1:$GWR_PORT/healthz" | grep -q '"state":"up"' ||
+        die "sagegate-redis: the limit store is not up (see $OUT/gateway-redis-access.log)"
+fi
 # The cache-hit row really hits: after the smoke requests above, the answer comes from the cache.
 cache_status=$(curl -s -o /dev/null -D - -H "x-api-key: $KEY" "http://127.0.0.1:$GW_PORT$PATH_CACHED" |
     awk -F': ' 'tolower($1) == "x-sagegate-cache" {print $2}' | tr -d '\r')
@@ -247,15 +279,17 @@ for c in "${LEVELS[@]}"; do
         pid=$(target_pid "$t")
         t0=$(cpu_ticks "$pid")
         u0=$(cpu_ticks "$UP_PID")
+        r0=$([[ -n $RD_PID ]] && cpu_ticks "$RD_PID" || echo 0)
         # shellcheck disable=SC2046
         r=$("${LOAD_PIN[@]}" "$BIN/loadgen" $(target_args "$t") -c "$c" \
             --warmup-secs "$WARMUP" --duration-secs "$DURATION" --timeout-ms 10000) ||
             die "loadgen against $t at $c connections"
         t1=$(cpu_ticks "$pid")
         u1=$(cpu_ticks "$UP_PID")
+        r1=$([[ -n $RD_PID ]] && cpu_ticks "$RD_PID" || echo 0)
         jq -c --arg t "$t" --argjson cpu "$((t1 - t0))" --argjson up "$((u1 - u0))" \
-            --argjson hz "$CLK_TCK" --argjson hwm "$(hwm_kb "$pid")" \
-            '. + {target: $t, cpu_s: ($cpu / $hz), upstream_cpu_s: ($up / $hz), hwm_kb: $hwm}' \
+            --argjson hz "$CLK_TCK" --argjson hwm "$(hwm_kb "$pid")" --argjson rd "$((r1 - r0))" \
+            '. + {target: $t, cpu_s: ($cpu / $hz), upstream_cpu_s: ($up / $hz), redis_cpu_s: ($rd / $hz), hwm_kb: $hwm}' \
             <<<"$r" >>"$ROWS"
         log "$(jq -r '"\(.target) c=\(.connections): \(.rps|floor) req/s p50 \(.latency_ms.p50) ms, \(.ok) ok, \(.errors) errors, \(.non_2xx) non-2xx"' <<<"$(tail -1 "$ROWS")")"
         [[ $(jq .ok <<<"$r") -gt 0 ]] || die "$t at $c connections: no request succeeded"
@@ -348,6 +382,22 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
         + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
         + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end)
     ' "$ROWS"
+    if [[ -n $GWR_PID ]]; then
+        echo
+        echo "Shared limit store: sagegate with limits.store: redis (one script call per request, redis-server on the"
+        echo "load generator's CPU) vs the memory store, same config otherwise:"
+        echo
+        jq -rs '
+          group_by(.connections)[]
+          | (map(select(.target == "sagegate"))[0]) as $m | (map(select(.target == "sagegate-redis"))[0]) as $r
+          | select($m != null and $r != null)
+          | ([$m.ok + $m.non_2xx, 1] | max) as $mn | ([$r.ok + $r.non_2xx, 1] | max) as $rn
+          | "- \($r.connections) connection(s): p50 \($r.latency_ms.p50) ms vs \($m.latency_ms.p50) ms (added \(($r.latency_ms.p50 - $m.latency_ms.p50) * 1000 | round) µs), p99 \($r.latency_ms.p99) ms vs \($m.latency_ms.p99) ms; "
+            + "gateway CPU/request \($r.cpu_s / $rn * 1e6 | round) µs vs \($m.cpu_s / $mn * 1e6 | round) µs; redis-server CPU/request \($r.redis_cpu_s / $rn * 1e6 | round) µs; \($r.non_2xx) non-2xx"
+        ' "$ROWS"
+        echo "- limit store outages during the run (each sends requests to the in-process limits until the next"
+        echo "  probe, 1 s): $(grep -c 'limit store down' "$OUT/gateway-redis-access.log" || true)"
+    fi
     echo
     echo "sagegate answering from its stage cache (no upstream call) against the direct call at the same concurrency:"
     echo

@@ -92,9 +92,13 @@ pub enum GatewayError {
     /// A mapping template or configuration failed at run time: API_CONFIGURATION_ERROR.
     #[error("configuration error: {0}")]
     ApiConfiguration(String),
-    /// The gateway is shutting down.
-    #[error("shutting down")]
-    Unavailable,
+    /// The gateway cannot decide the request now (the shared limit store is down under the `deny`
+    /// policy): 503 like API Gateway's DEFAULT_5XX.
+    #[error("service unavailable: {reason}")]
+    Unavailable {
+        /// Why (for the log).
+        reason: &'static str,
+    },
 }
 
 /// The gateway-response type names of API Gateway (configuration keys for overrides).
@@ -345,13 +349,16 @@ impl GatewayError {
                 T::ApiConfigurationError,
                 "Internal server error",
             ),
-            E::Unavailable => r(
-                503,
-                r#"{"message":"Service Unavailable"}"#,
-                "ServiceUnavailableException",
-                T::Default5xx,
-                "Service Unavailable",
-            ),
+            E::Unavailable { .. } => ErrorResponse {
+                retry_after: Some(1),
+                ..r(
+                    503,
+                    r#"{"message":"Service Unavailable"}"#,
+                    "ServiceUnavailableException",
+                    T::Default5xx,
+                    "Service Unavailable",
+                )
+            },
         }
     }
 }

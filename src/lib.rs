@@ -7,7 +7,8 @@
 //!
 //! - [`route`]: stage selection and resource matching (`{param}`, `{param+}`, precedence).
 //! - [`auth`]: API keys from a file or S3 object, constant-time lookup, reload without restart.
-//! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas.
+//! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas, in process or shared
+//!   by every task through Redis / Valkey (`limits::redis`).
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).

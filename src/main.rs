@@ -55,6 +55,27 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Quota usage per key id and plan (API Gateway's GetUsage), as JSON: from the shared Redis
+    /// counters of `--config` (`limits.store: redis`) for the keys of `--keys`, or, with
+    /// `--admin`, from a running gateway's admin listener (`GET /usage`; any store). Key ids only,
+    /// never key values.
+    Usage {
+        /// Gateway configuration file (its `limits.redis` is read).
+        #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        /// Keys source: a file path or s3://bucket/key.
+        #[arg(long, env = "SAGEGATE_KEYS", default_value = "config/keys.yaml")]
+        keys: String,
+        /// Ask a running gateway instead, e.g. http://127.0.0.1:9090 (its admin listener).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Only this key id.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// `current` or `previous` period.
+        #[arg(long, default_value = "current", value_parser = ["current", "previous"])]
+        period: String,
+    },
     /// Probe `/healthz` (for container health checks; the image has no curl). Exit 0 when healthy.
     Healthcheck {
         /// URL to probe.
@@ -106,6 +127,22 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Usage {
+            config,
+            keys,
+            admin,
+            key_id,
+            period,
+        } => match usage(&config, &keys, admin.as_deref(), key_id.as_deref(), &period) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagegate usage: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Healthcheck { url } => match sagegate::healthcheck::probe(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -181,6 +218,59 @@ fn check_config(config: PathBuf, keys: String) -> ExitCode {
     }
 }
 
+fn usage(
+    config: &PathBuf,
+    keys: &str,
+    admin: Option<&str>,
+    key_id: Option<&str>,
+    period: &str,
+) -> Result<String, String> {
+    if let Some(admin) = admin {
+        let mut url = format!("{}/usage?period={period}", admin.trim_end_matches('/'));
+        if let Some(id) = key_id {
+            url.push_str("&key_id=");
+            url.extend(percent_encoding::utf8_percent_encode(
+                id,
+                percent_encoding::NON_ALPHANUMERIC,
+            ));
+        }
+        let (status, body) = sagegate::healthcheck::get(&url)?;
+        if status != 200 {
+            return Err(format!("{url} answered {status}: {body}"));
+        }
+        // The same layout as the direct read-out.
+        return serde_json::from_str::<serde_json::Value>(&body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .map_err(|e| format!("{url}: not JSON: {e}"));
+    }
+    let (gateway, _, _, set) =
+        load(config, keys).map_err(|e| format!("configuration is invalid:\n{e}"))?;
+    let Some(settings) = gateway.limits.redis.clone() else {
+        return Err(format!(
+            "{}: limits.store is memory: the counts live in the running gateway; ask it with --admin http://127.0.0.1:9090",
+            config.display()
+        ));
+    };
+    let period = match period {
+        "previous" => sagegate::limits::UsagePeriod::Previous,
+        _ => sagegate::limits::UsagePeriod::Current,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let clock = LimitClock::system();
+        let limiters = sagegate::pipeline::key_limiters(&set, &clock).map_err(|e| e.to_string())?;
+        let store =
+            sagegate::limits::RedisStore::new(settings, sagegate::limits::MemoryStore::new(clock))
+                .map_err(|e| format!("limits.redis: {e}"))?;
+        let limiter = sagegate::limits::Limiter::Redis(store);
+        let report = sagegate::pipeline::usage_json(&limiter, &limiters, key_id, period).await?;
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
+    })
+}
+
 fn serve(
     config: PathBuf,
     keys: String,
@@ -226,12 +316,8 @@ fn serve(
         let config = Arc::new(gateway_config);
         let store = Arc::new(auth::KeyStore::new(set));
         let otlp = config.telemetry.otlp.clone();
-        let mut gateway = Gateway::new(
-            config,
-            store.current(),
-            upstream,
-            LimitClock::system(),
-        )?;
+        let limiter = sagegate::pipeline::connect_limiter(&config, LimitClock::system()).await?;
+        let mut gateway = Gateway::new(config, store.current(), upstream, limiter)?;
         // OTLP traces (off unless `telemetry.otlp.enabled`): started before the listener opens.
         let exporting = match &otlp {
             Some(otlp) => {

@@ -15,7 +15,9 @@
 //!   `circuit_breaker_short_circuited_total` by `endpoint` (requests failed fast), for the endpoints
 //!   that have a breaker ([`crate::breaker`]), updated by the breaker as it changes;
 //! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
-//! - `otel_spans_total` by `result` (`exported`, `queue_full`, `export_failed`), only with OTLP on.
+//! - `otel_spans_total` by `result` (`exported`, `queue_full`, `export_failed`), only with OTLP on;
+//! - `limit_store_up` (0 while the shared store is down), `limit_store_errors_total`,
+//!   `limit_store_fallback_total` by `decision` (`local`, `deny`).
 //!
 //! Cardinality is bounded by the configuration: stage and route labels only take configured values
 //! (`""` for requests that matched none), key ids come from the keys file, error types from a list,
@@ -81,6 +83,9 @@ pub struct Metrics {
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
     breaker_short_circuited: IntCounterVec,
+    limit_store_up: IntGauge,
+    limit_store_errors: IntCounter,
+    limit_store_fallback: IntCounterVec,
 }
 
 /// The metric children of one endpoint's circuit breaker (see [`crate::breaker`]).
@@ -260,6 +265,27 @@ impl Metrics {
             "Requests failed fast by an open circuit breaker (no SageMaker call), per endpoint.",
             &["endpoint"],
         );
+        let limit_store_up = IntGauge::new(
+            "limit_store_up",
+            "1 while limit decisions are shared (always 1 for the memory store), 0 while the shared store is down.",
+        )
+        .unwrap_or_else(|e| unreachable_metric("limit_store_up", e));
+        let _ = registry.register(Box::new(limit_store_up.clone()));
+        limit_store_up.set(1);
+        let limit_store_errors = IntCounter::new(
+            "limit_store_errors_total",
+            "Calls to the shared limit store that failed or timed out.",
+        )
+        .unwrap_or_else(|e| unreachable_metric("limit_store_errors_total", e));
+        let _ = registry.register(Box::new(limit_store_errors.clone()));
+        let limit_store_fallback = counter_vec(
+            &registry,
+            "limit_store_fallback_total",
+            "Requests decided without the shared store (it was down), by decision: local (in-process limits) or deny (503).",
+            &["decision"],
+        );
+        limit_store_fallback.with_label_values(&["local"]);
+        limit_store_fallback.with_label_values(&["deny"]);
         Metrics {
             otel_spans,
             breaker_state,
@@ -290,6 +316,9 @@ impl Metrics {
             ),
             in_flight,
             key_reloads,
+            limit_store_up,
+            limit_store_errors,
+            limit_store_fallback,
             registry,
         }
     }
@@ -377,6 +406,21 @@ impl Metrics {
     pub fn set_key_reloads(&self, ok: u64, failed: u64) {
         for (result, total) in [("ok", ok), ("failed", failed)] {
             if let Ok(c) = self.key_reloads.get_metric_with_label_values(&[result]) {
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+        }
+    }
+
+    /// Sets the limit store's state and counts (read from the store at scrape time).
+    pub fn set_limit_store(&self, status: &crate::limits::StoreStatus) {
+        self.limit_store_up.set(i64::from(status.up));
+        self.limit_store_errors
+            .inc_by(status.errors.saturating_sub(self.limit_store_errors.get()));
+        for (decision, total) in [("local", status.fallback_local), ("deny", status.denied)] {
+            if let Ok(c) = self
+                .limit_store_fallback
+                .get_metric_with_label_values(&[decision])
+            {
                 c.inc_by(total.saturating_sub(c.get()));
             }
         }

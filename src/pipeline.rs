@@ -132,13 +132,15 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Builds the shared state; fails only on limiter settings the config validation let through.
+    /// Builds the shared state around `limiter` (see [`connect_limiter`]); fails only on limiter
+    /// settings the config validation let through.
     pub fn new(
         config: Arc<GatewayConfig>,
         keys: Arc<KeySet>,
         upstream: SageMaker,
-        clock: LimitClock,
+        limiter: Limiter,
     ) -> anyhow::Result<Gateway> {
+        let clock = limiter.clock().clone();
         let mut stage_limiters = BTreeMap::new();
         for stage in config.stages.values() {
             stage_limiters.insert(stage.name.clone(), stage_limiter(stage, &clock)?);
@@ -158,7 +160,7 @@ impl Gateway {
             breakers,
             keys: ArcSwap::from_pointee(KeysSnapshot { keys, limiters }),
             stage_limiters,
-            limiter: Limiter::memory(clock.clone()),
+            limiter,
             failed_attempts: FailedAttemptLimiter::with_defaults(clock.clone()),
             upstream,
             config,
@@ -439,6 +441,9 @@ impl Gateway {
             Admission::QuotaExceeded { retry_after } => {
                 Err(GatewayError::QuotaExceeded { retry_after })
             }
+            Admission::StoreUnavailable => Err(GatewayError::Unavailable {
+                reason: "limit store down (on_store_failure: deny)",
+            }),
         }
     }
 
@@ -532,6 +537,88 @@ impl Gateway {
             timeout: integration.timeout,
         })
     }
+}
+
+/// The limit store `config` asks for on `clock`: in-process, or Redis (connected and probed once,
+/// bounded by its connect timeout; a store that is down at start does not stop the gateway, its
+/// failure policy applies until the background probe reaches it).
+pub async fn connect_limiter(config: &GatewayConfig, clock: LimitClock) -> anyhow::Result<Limiter> {
+    let local = crate::limits::MemoryStore::new(clock.clone());
+    match &config.limits.redis {
+        None => Ok(Limiter::memory(clock)),
+        Some(settings) => {
+            let store = crate::limits::RedisStore::connect(settings.clone(), local)
+                .await
+                .map_err(|e| anyhow::anyhow!("limits.redis: {e}"))?;
+            Ok(Limiter::Redis(store))
+        }
+    }
+}
+
+/// The usage read-out of `GET /usage` and `sagegate usage`: every (key, plan) with a quota, or
+/// only `key_id`'s, sorted by key id then plan id, in `period`. Key ids only, never key values.
+pub async fn usage_report(
+    gateway: &Gateway,
+    key_id: Option<&str>,
+    period: crate::limits::UsagePeriod,
+) -> Result<Value, String> {
+    let keys = gateway.keys.load();
+    usage_json(&gateway.limiter, &keys.limiters, key_id, period).await
+}
+
+/// [`usage_report`] over any store and handles (the CLI reads Redis without a running gateway).
+pub async fn usage_json(
+    limiter: &Limiter,
+    limiters: &KeyLimiters,
+    key_id: Option<&str>,
+    period: crate::limits::UsagePeriod,
+) -> Result<Value, String> {
+    let mut handles: Vec<&crate::limits::KeyLimiter> = limiters
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|l| key_id.is_none_or(|k| l.spec().key_id == k))
+        .collect();
+    handles.sort_by(|a, b| {
+        (&a.spec().key_id, &a.spec().plan_id).cmp(&(&b.spec().key_id, &b.spec().plan_id))
+    });
+    let rows = limiter.usage_report(&handles, period).await?;
+    let usage: Vec<Value> = rows
+        .into_iter()
+        .filter_map(|(i, u)| {
+            let spec = handles.get(i)?.spec();
+            let rfc3339 = |t: chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            Some(serde_json::json!({
+                "key_id": spec.key_id,
+                "plan_id": spec.plan_id,
+                "period": match u.period {
+                    LimitPeriod::Day => "DAY",
+                    LimitPeriod::Week => "WEEK",
+                    LimitPeriod::Month => "MONTH",
+                },
+                "period_start": rfc3339(u.period_start),
+                "period_end": rfc3339(u.resets_at),
+                "limit": u.limit,
+                "used": u.used,
+                "remaining": u.remaining,
+            }))
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "store": limiter.status().backend,
+        "period": match period {
+            crate::limits::UsagePeriod::Current => "current",
+            crate::limits::UsagePeriod::Previous => "previous",
+        },
+        "usage": usage,
+    }))
+}
+
+/// Limiter handles for every (key, plan) of `keys` (fresh state), e.g. to read their shared
+/// counters from outside a running gateway.
+pub fn key_limiters(keys: &KeySet, clock: &LimitClock) -> anyhow::Result<KeyLimiters> {
+    reconcile(&KeyLimiters::default(), keys, clock)
 }
 
 /// Periodic upkeep of limiter state (forgetting quiet addresses of the failed-key limiter).

@@ -106,6 +106,8 @@ pub fn run(
 
 /// Path of the Prometheus metrics on the admin listener.
 pub const METRICS_PATH: &str = "/metrics";
+/// Path of the usage read-out on the admin listener.
+pub const USAGE_PATH: &str = "/usage";
 
 struct AdminState {
     gateway: Arc<Gateway>,
@@ -125,6 +127,7 @@ pub fn run_admin(
         App::new()
             .app_data(state.clone())
             .service(web::resource(METRICS_PATH).route(web::get().to(metrics)))
+            .service(web::resource(USAGE_PATH).route(web::get().to(usage)))
     })
     .workers(1)
     .disable_signals()
@@ -159,9 +162,41 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
             .metrics
             .set_key_reloads(keys.reloads_ok(), keys.reloads_failed());
     }
+    gateway.metrics.set_limit_store(&gateway.limiter.status());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(gateway.metrics.render())
+}
+
+/// `GET /usage[?key_id=ID][&period=current|previous]`: quota usage per key id and plan (API
+/// Gateway's GetUsage), from the shared counters with the Redis store. Key ids only, never keys.
+async fn usage(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    let mut key_id = None;
+    let mut period = crate::limits::UsagePeriod::Current;
+    for (name, value) in crate::route::decode_query(req.query_string(), true).unwrap_or_default() {
+        match (name.as_str(), value.as_str()) {
+            ("key_id", _) => key_id = Some(value),
+            ("period", "current") => period = crate::limits::UsagePeriod::Current,
+            ("period", "previous") => period = crate::limits::UsagePeriod::Previous,
+            _ => {
+                return HttpResponse::BadRequest()
+                    .content_type("application/json")
+                    .body(r#"{"message":"query parameters: key_id=ID, period=current|previous"}"#);
+            }
+        }
+    }
+    let gateway = &state.gateway;
+    match crate::pipeline::usage_report(gateway, key_id.as_deref(), period).await {
+        Ok(report) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(report.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "usage read-out failed");
+            HttpResponse::ServiceUnavailable()
+                .content_type("application/json")
+                .body(r#"{"message":"limit store unavailable"}"#)
+        }
+    }
 }
 
 async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -182,10 +217,17 @@ async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         .insert_header((REQUEST_ID_HEADER, uuid::Uuid::new_v4().to_string()))
         .insert_header((TRACE_ID_HEADER, trace_id))
         .content_type("application/json");
-    if draining {
-        builder.body(r#"{"status":"draining"}"#)
-    } else {
-        builder.body(r#"{"status":"ok"}"#)
+    let status = if draining { "draining" } else { "ok" };
+    // A shared limit store's state is detail only: the status code stays the ALB's contract
+    // (200 unless draining), so an outage of Redis never takes the tasks out of service.
+    let store = state.gateway.limiter.status();
+    match store.on_store_failure {
+        None => builder.body(format!(r#"{{"status":"{status}"}}"#)),
+        Some(policy) => builder.body(format!(
+            r#"{{"status":"{status}","limit_store":{{"backend":"{}","state":"{}","on_store_failure":"{policy}"}}}}"#,
+            store.backend,
+            if store.up { "up" } else { "down" },
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ use super::param::ParamSource;
 use super::telemetry::{self, TelemetryConfig};
 use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
 use super::yaml::Doc;
-use crate::limits::ThrottleSpec;
+use crate::limits::{FailurePolicy, RedisSettings, ThrottleSpec};
 use crate::route::{RouteSpec, RouteTable};
 
 /// Longest integration timeout a route may set: SageMaker's own 60 s limit.
@@ -36,6 +36,7 @@ const TOP_LEVEL: &[&str] = &[
     "gateway_responses",
     "binary_media_types",
     "telemetry",
+    "limits",
 ];
 
 /// `server:` — listener and connection handling.
@@ -104,6 +105,48 @@ struct RawCircuitBreaker {
     max_cool_down_ms: Option<u64>,
     /// Probe requests let through at once while half-open (default 1, 1 to 100).
     half_open_probes: Option<u32>,
+}
+
+/// `limits:` — where throttle and quota state lives.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    /// `memory` (default: each task keeps its own) or `redis` (shared by every task through
+    /// `limits.redis`).
+    store: Option<String>,
+    /// When the shared store is down or slow: `local` (default: decide with this task's
+    /// in-process limits) or `deny` (503 Service Unavailable).
+    on_store_failure: Option<String>,
+    /// The shared store's connection.
+    redis: Option<RawRedis>,
+}
+
+/// `limits.redis:` — Redis, Valkey or ElastiCache. No `Debug`: it may hold a password.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    /// `redis://host:6379/0`, or `rediss://` for TLS (ElastiCache in-transit encryption); may
+    /// carry `user:password@`. Required with `store: redis`.
+    url: Option<String>,
+    /// ACL user name, when not in the URL (`""` = none).
+    username: Option<String>,
+    /// Password or ElastiCache auth token, when not in the URL (`""` = none); read it from the
+    /// environment (`${env:SAGEGATE_REDIS_PASSWORD:-}`), which ECS fills from Secrets Manager.
+    password: Option<String>,
+    /// Multiplexed connections per task (default 2, at most 64); each pipelines many requests.
+    connections: Option<usize>,
+    /// Longest wait for one admission call in milliseconds (default 50, at most 5000); past it
+    /// the store counts as down and the failure policy decides.
+    timeout_ms: Option<u64>,
+    /// Longest wait for a connection, a probe or a usage read in milliseconds (default 1000).
+    connect_timeout_ms: Option<u64>,
+    /// How often a down store is probed, in milliseconds (default 1000).
+    probe_interval_ms: Option<u64>,
+    /// The hash tag every key goes under, `{sagegate}:…` (default `sagegate`); one per
+    /// deployment sharing a Redis.
+    key_prefix: Option<String>,
+    /// Days a quota counter is kept after its period ends, for usage read-outs (default 35).
+    quota_retention_days: Option<u64>,
 }
 
 /// `stages.<name>:`
@@ -218,6 +261,15 @@ pub struct GatewayConfig {
     pub gateway_responses: GatewayResponses,
     /// OTLP trace export (`telemetry:`), merged with the `OTEL_*` environment.
     pub telemetry: TelemetryConfig,
+    /// Where limit state lives.
+    pub limits: LimitsConfig,
+}
+
+/// `limits:`, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    /// The shared store; `None` = `store: memory`.
+    pub redis: Option<RedisSettings>,
 }
 
 /// See `server:` in the file for each field's meaning and default.
@@ -485,6 +537,7 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
             .unwrap_or_default(),
     };
     let gateway_responses = templates::gateway_responses(doc, errors);
+    let limits = compile_limits(doc, errors);
     Some(GatewayConfig {
         file: doc.file.clone(),
         server: server?,
@@ -498,6 +551,127 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
             .collect(),
         gateway_responses,
         telemetry: TelemetryConfig::default(),
+        limits: limits?,
+    })
+}
+
+fn compile_limits(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<LimitsConfig> {
+    let raw: RawLimits = section(doc, "limits", errors)?;
+    let shared = match raw.store.as_deref() {
+        None | Some("memory") => false,
+        Some("redis") => true,
+        Some(other) => {
+            errors.push(doc.error(
+                "limits.store",
+                format!("`{other}` is not a store; expected memory or redis"),
+            ));
+            false
+        }
+    };
+    let on_failure = match raw.on_store_failure.as_deref() {
+        None | Some("local") => FailurePolicy::Local,
+        Some("deny") => FailurePolicy::Deny,
+        Some(other) => {
+            errors.push(doc.error(
+                "limits.on_store_failure",
+                format!("`{other}` is not a policy; expected local or deny"),
+            ));
+            FailurePolicy::Local
+        }
+    };
+    let redis = raw.redis.map(|r| compile_redis(doc, r, on_failure, errors));
+    if !shared {
+        return Some(LimitsConfig::default());
+    }
+    match redis {
+        Some(settings) => Some(LimitsConfig {
+            redis: Some(settings?),
+        }),
+        None => {
+            errors.push(doc.error(
+                "limits.store",
+                "`redis` needs a `limits.redis` section with a `url`",
+            ));
+            None
+        }
+    }
+}
+
+fn compile_redis(
+    doc: &Doc,
+    raw: RawRedis,
+    on_failure: FailurePolicy,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<RedisSettings> {
+    let before = errors.len();
+    let url = raw.url.unwrap_or_default();
+    let shown = crate::limits::redis::redacted_url(&url);
+    if url.is_empty() {
+        errors.push(doc.error(
+            "limits.redis.url",
+            "required: redis://host:6379 or rediss://host:6379",
+        ));
+    } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        errors.push(doc.error(
+            "limits.redis.url",
+            format!("`{shown}` must start with redis:// or rediss:// (TLS)"),
+        ));
+    } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        errors.push(doc.error(
+            "limits.redis.url",
+            format!(
+                "`{shown}` is not a Redis URL: {}",
+                e.detail().unwrap_or("invalid")
+            ),
+        ));
+    }
+    let mut millis = |name: &str, v: Option<u64>, default: u64, max: u64| -> Duration {
+        let v = v.unwrap_or(default);
+        if v == 0 || v > max {
+            errors.push(doc.error(
+                &format!("limits.redis.{name}"),
+                format!("must be between 1 and {max}"),
+            ));
+        }
+        Duration::from_millis(v)
+    };
+    let timeout = millis("timeout_ms", raw.timeout_ms, 50, 5000);
+    let connect_timeout = millis("connect_timeout_ms", raw.connect_timeout_ms, 1000, 30_000);
+    let probe_interval = millis("probe_interval_ms", raw.probe_interval_ms, 1000, 60_000);
+    let connections = raw.connections.unwrap_or(2);
+    if !(1..=64).contains(&connections) {
+        errors.push(doc.error("limits.redis.connections", "must be between 1 and 64"));
+    }
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| "sagegate".to_owned());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || !key_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errors.push(doc.error(
+            "limits.redis.key_prefix",
+            "use 1 to 64 letters, digits, `-`, `_` or `.` (it becomes the hash tag `{prefix}`)",
+        ));
+    }
+    let retention_days = raw.quota_retention_days.unwrap_or(35);
+    if retention_days > 400 {
+        errors.push(doc.error("limits.redis.quota_retention_days", "must be at most 400"));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(RedisSettings {
+        url,
+        username: raw.username.filter(|u| !u.is_empty()),
+        password: raw.password.filter(|p| !p.is_empty()),
+        connections,
+        timeout,
+        connect_timeout,
+        probe_interval,
+        key_prefix,
+        quota_retention: Duration::from_secs(retention_days * 24 * 3600),
+        on_failure,
     })
 }
 
@@ -1267,6 +1441,73 @@ routes:
         assert_eq!(
             err,
             "g.yaml:10:35: routes[1].integration.endpoint_name: endpoint `a` (stage `prod`) has one circuit breaker, but routes[0] (stage `prod`) sets it differently"
+        );
+    }
+
+    #[test]
+    fn limits_section_compiles_with_defaults_and_environment() {
+        let memory = GatewayConfig::parse("g.yaml", GOOD, &no_env).unwrap();
+        assert!(memory.limits.redis.is_none(), "memory is the default");
+        let text = format!(
+            "{GOOD}limits:\n  store: ${{env:STORE:-memory}}\n  on_store_failure: deny\n  redis:\n    url: \"rediss://cache.example:6379\"\n    password: \"${{env:TOKEN:-}}\"\n"
+        );
+        let env = |name: &str| match name {
+            "STORE" => Some("redis".to_owned()),
+            "TOKEN" => Some("s3cret-token".to_owned()),
+            _ => None,
+        };
+        let c = GatewayConfig::parse("g.yaml", &text, &env).unwrap();
+        let r = c.limits.redis.unwrap();
+        assert_eq!(r.url, "rediss://cache.example:6379");
+        assert_eq!(r.password.as_deref(), Some("s3cret-token"));
+        assert_eq!(r.username, None, "absent");
+        assert_eq!(r.timeout, Duration::from_millis(50));
+        assert_eq!(r.connections, 2);
+        assert_eq!(r.key_prefix, "sagegate");
+        assert_eq!(r.on_failure, FailurePolicy::Deny);
+        assert!(!format!("{r:?}").contains("s3cret"), "no secret in Debug");
+        // An empty password from `${env:TOKEN:-}` is no password.
+        let c = GatewayConfig::parse("g.yaml", &text, &|n| (n == "STORE").then(|| "redis".into()))
+            .unwrap();
+        assert_eq!(c.limits.redis.unwrap().password, None);
+    }
+
+    #[test]
+    fn limits_errors_are_located() {
+        let text = format!(
+            "{GOOD}limits:\n  store: redis\n  on_store_failure: maybe\n  redis:\n    url: \"http://u:pw@h:1\"\n    timeout_ms: 0\n    connections: 65\n    key_prefix: \"a{{b}}\"\n    colour: blue\n"
+        );
+        let err = GatewayConfig::parse("g.yaml", &text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.redis.colour: unknown field `colour`"),
+            "{err}"
+        );
+        let text = text.replace("    colour: blue\n", "");
+        let err = GatewayConfig::parse("g.yaml", &text, &no_env)
+            .unwrap_err()
+            .to_string();
+        for e in [
+            "g.yaml:15:21: limits.on_store_failure: `maybe` is not a policy; expected local or deny",
+            "g.yaml:17:10: limits.redis.url: `http://h:1` must start with redis:// or rediss:// (TLS)",
+            "g.yaml:18:17: limits.redis.timeout_ms: must be between 1 and 5000",
+            "g.yaml:19:18: limits.redis.connections: must be between 1 and 64",
+            "g.yaml:20:17: limits.redis.key_prefix: use 1 to 64 letters",
+        ] {
+            assert!(err.contains(e), "missing `{e}` in:\n{err}");
+        }
+        assert!(!err.contains("pw"), "no password in messages: {err}");
+        let err = GatewayConfig::parse(
+            "g.yaml",
+            &format!("{GOOD}limits:\n  store: redis\n"),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("limits.store: `redis` needs a `limits.redis` section with a `url`"),
+            "{err}"
         );
     }
 

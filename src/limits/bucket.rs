@@ -34,6 +34,8 @@ use super::{LimitClock, SpecError, ThrottleSpec};
 /// A token bucket with a name (for logs and, later, a shared store's key) and its settings.
 pub struct Bucket {
     name: Arc<str>,
+    /// The cell's name in a shared store (without the store's prefix); see [`Bucket::store_key`].
+    store_key: Arc<str>,
     spec: ThrottleSpec,
     interval: Duration,
     /// The GCRA cell, shared with `limiter`'s state store so refunds can reach it. An atomic,
@@ -68,6 +70,7 @@ impl Bucket {
             .allow_burst(burst);
         let limiter = RateLimiter::new(quota, TatCell(Arc::clone(&tat)), clock.clone());
         Ok(Bucket {
+            store_key: Arc::clone(&name),
             name,
             spec,
             interval,
@@ -84,6 +87,30 @@ impl Bucket {
     /// The settings it was built from.
     pub fn spec(&self) -> ThrottleSpec {
         self.spec
+    }
+
+    /// Names the bucket's cell in a shared store (default: its name).
+    pub fn with_store_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.store_key = key.into();
+        self
+    }
+
+    /// The cell's name in a shared store.
+    pub fn store_key(&self) -> &str {
+        &self.store_key
+    }
+
+    /// GCRA parameters in whole microseconds for a shared store: `T` rounded up (never faster
+    /// than configured) and `tau = T × (burst − 1)`, both capped at a century so the store's
+    /// double-precision arithmetic stays exact (such a bucket never refills in practice anyway).
+    pub fn gcra_micros(&self) -> (u64, u64) {
+        const CENTURY_US: u64 = 100 * 365 * 24 * 3600 * 1_000_000;
+        let nanos = u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX);
+        let t = nanos.div_ceil(1000).clamp(1, CENTURY_US);
+        let tau = t
+            .saturating_mul(u64::from(self.spec.burst_limit.saturating_sub(1)))
+            .min(CENTURY_US);
+        (t, tau)
     }
 
     /// `T`: the time one token takes to come back, `⌈10⁹ / rate_limit⌉` ns.

@@ -7,6 +7,12 @@
 //! [`KeyLimiters::reconcile`] reuses the handle of a (key, plan) whose settings are equal, so its
 //! tokens and quota count carry on; a changed plan gets a fresh handle (new limits apply at once);
 //! a removed pair is dropped once in-flight requests release it.
+//!
+//! With the shared store the state is not in the handle but under the handle's store names,
+//! which depend on ids only (`t:k:<key>:<plan>`, `t:kr:<key>:<plan>:<route>`, `t:s:<stage>`,
+//! `t:sr:<stage>:<route>`, `q:<plan>:<key>`, ids escaped by `key_part`): a changed plan's new
+//! limits apply to the count and tokens so far, a key deleted and added back within a period
+//! resumes its count, and a deleted key's state simply expires.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -52,6 +58,7 @@ struct RouteBucket {
 
 fn route_buckets(
     prefix: &str,
+    store_prefix: &str,
     routes: &[RouteThrottle],
     clock: &LimitClock,
 ) -> Result<Vec<RouteBucket>, SpecError> {
@@ -59,13 +66,24 @@ fn route_buckets(
         .iter()
         .map(|route| {
             let name = format!("{prefix}/route:{} {}", route.method, route.resource_path);
+            let store_key = format!("{store_prefix}:{} {}", route.method, route.resource_path);
             Ok(RouteBucket {
                 method: route.method.clone(),
                 resource_path: route.resource_path.clone(),
-                bucket: Bucket::new(name, route.throttle, clock)?,
+                bucket: Bucket::new(name, route.throttle, clock)?.with_store_key(store_key),
             })
         })
         .collect()
+}
+
+/// An id as one component of a shared-store key: `%` and `:` escaped, so `a:b` + `c` and `a` +
+/// `b:c` never name the same counter.
+pub(crate) fn key_part(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.contains(['%', ':']) {
+        std::borrow::Cow::Owned(id.replace('%', "%25").replace(':', "%3A"))
+    } else {
+        std::borrow::Cow::Borrowed(id)
+    }
 }
 
 fn find_route<'a>(
@@ -92,14 +110,27 @@ impl KeyLimiter {
     /// Fresh state (full buckets, zero usage) for `spec`, created at `clock`'s current time.
     pub fn new(spec: KeyPlanSpec, clock: &LimitClock) -> Result<Self, SpecError> {
         let prefix = format!("key:{}/plan:{}", spec.key_id, spec.plan_id);
-        let plan = spec
+        // Shared-store names: throttle cells per (key, plan), the quota per (plan, key); the
+        // period is appended by the store.
+        let (key, plan) = (key_part(&spec.key_id), key_part(&spec.plan_id));
+        let plan_bucket = spec
             .throttle
-            .map(|t| Bucket::new(prefix.as_str(), t, clock))
+            .map(|t| {
+                Bucket::new(prefix.as_str(), t, clock)
+                    .map(|b| b.with_store_key(format!("t:k:{key}:{plan}")))
+            })
             .transpose()?;
-        let routes = route_buckets(&prefix, &spec.route_throttles, clock)?;
-        let quota = spec
-            .quota
-            .map(|q| QuotaCounter::new(format!("{prefix}/quota"), q, clock.wall_now()));
+        let routes = route_buckets(
+            &prefix,
+            &format!("t:kr:{key}:{plan}"),
+            &spec.route_throttles,
+            clock,
+        )?;
+        let quota = spec.quota.map(|q| {
+            QuotaCounter::new(format!("{prefix}/quota"), q, clock.wall_now())
+                .with_store_key(format!("q:{plan}:{key}"))
+        });
+        let plan = plan_bucket;
         Ok(KeyLimiter {
             spec,
             plan,
@@ -161,12 +192,16 @@ impl StageLimiter {
         clock: &LimitClock,
     ) -> Result<Self, SpecError> {
         let prefix = format!("stage:{stage}");
+        let part = key_part(stage);
         Ok(StageLimiter {
             stage: stage.to_owned(),
             default: default
-                .map(|t| Bucket::new(prefix.as_str(), t, clock))
+                .map(|t| {
+                    Bucket::new(prefix.as_str(), t, clock)
+                        .map(|b| b.with_store_key(format!("t:s:{part}")))
+                })
                 .transpose()?,
-            routes: route_buckets(&prefix, routes, clock)?,
+            routes: route_buckets(&prefix, &format!("t:sr:{part}"), routes, clock)?,
         })
     }
 

@@ -33,6 +33,10 @@
 //!   no allocation, no lock across `.await`.
 //! - Limiter state lives in per-key [`KeyLimiter`] handles that survive a keys reload when the
 //!   key's plan settings did not change ([`KeyLimiters::reconcile`]).
+//! - Where the state lives is the [`Limiter`]: in process ([`MemoryStore`], exact for one task),
+//!   or shared by every task in Redis / Valkey ([`RedisStore`], module [`redis`]: one atomic
+//!   script call per request, server time, a declared failure policy). Both give the same
+//!   answers for the same inputs (tested against a real server in `redis/tests.rs`).
 //! - Time is injected ([`LimitClock`]), so tests move time with a [`ManualClock`] and never sleep.
 //!
 //! Security: [`FailedAttemptLimiter`] caps unknown-key attempts per client address (key
@@ -43,6 +47,7 @@ mod clock;
 mod failed;
 mod keys;
 mod quota;
+pub mod redis;
 mod store;
 
 #[cfg(test)]
@@ -59,7 +64,8 @@ pub use self::keys::{
     KeyLimiter, KeyLimiters, KeyPlanSpec, ReconcileReport, RouteThrottle, StageLimiter,
 };
 pub use self::quota::{QuotaCounter, QuotaUsage, period_bounds};
-pub use self::store::{AdmitRequest, LimitStore, Limiter, MemoryStore};
+pub use self::redis::{FailurePolicy, RedisSettings, RedisStore, UsagePeriod};
+pub use self::store::{AdmitRequest, LimitStore, Limiter, MemoryStore, StoreStatus};
 
 /// A token bucket's settings, as in API Gateway's `ThrottleSettings`.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -114,6 +120,8 @@ pub enum Admission {
         /// How long until the period resets.
         retry_after: Duration,
     },
+    /// The shared store is down and the failure policy is `deny`: 503 Service Unavailable.
+    StoreUnavailable,
 }
 
 impl Admission {
@@ -130,6 +138,8 @@ impl Admission {
             Admission::Throttled { retry_after } | Admission::QuotaExceeded { retry_after } => {
                 Some(ceil_secs(*retry_after).max(1))
             }
+            // The store is probed every second or so by default.
+            Admission::StoreUnavailable => Some(1),
         }
     }
 }

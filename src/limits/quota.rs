@@ -8,6 +8,7 @@
 //! `remaining = 1` admit exactly one. Only the admit stage calls [`QuotaCounter::try_consume`], and
 //! only after every throttle layer has passed, so rejected requests are never counted.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -62,9 +63,17 @@ pub struct QuotaUsage {
 /// The quota state of one (key, plan).
 pub struct QuotaCounter {
     name: Arc<str>,
+    /// The counter's base name in a shared store; see [`QuotaCounter::store_key`].
+    store_key: Arc<str>,
     spec: QuotaSpec,
     /// Start of the period the counter was created in: `offset` applies in that period only.
     first_period: DateTime<Utc>,
+    /// The last count a shared store reported for this (plan, key): period start (unix seconds)
+    /// and requests used, so that a fallback to this counter during an outage continues from the
+    /// shared count instead of from zero. Two plain atomics: an approximate pair is good enough
+    /// for a bound, and the hot path pays two stores.
+    shared_start: AtomicI64,
+    shared_used: AtomicU64,
     /// A short `std` mutex rather than atomics because the period start and the count must change
     /// together at a boundary. Held for a few integer operations, never across `.await`; contended
     /// only by requests of the same key.
@@ -76,22 +85,44 @@ struct Window {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     used: u64,
+    /// The period before (start, end, used), when this counter saw it, for the usage read-out.
+    previous: Option<(DateTime<Utc>, DateTime<Utc>, u64)>,
 }
 
 impl QuotaCounter {
     /// A counter at zero, created at `now`.
     pub fn new(name: impl Into<Arc<str>>, spec: QuotaSpec, now: DateTime<Utc>) -> Self {
         let (start, end) = period_bounds(spec.period, now);
+        let name: Arc<str> = name.into();
         QuotaCounter {
-            name: name.into(),
+            store_key: Arc::clone(&name),
+            shared_start: AtomicI64::new(i64::MIN),
+            shared_used: AtomicU64::new(0),
+            name,
             spec,
             first_period: start,
             window: Mutex::new(Window {
                 start,
                 end,
                 used: 0,
+                previous: None,
             }),
         }
+    }
+
+    /// Names the counter in a shared store (default: its name): the store appends the period.
+    pub fn with_store_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.store_key = key.into();
+        self
+    }
+
+    /// The counter's base name in a shared store.
+    pub fn store_key(&self) -> &str {
+        &self.store_key
+    }
+
+    pub(crate) fn store_key_arc(&self) -> &Arc<str> {
+        &self.store_key
     }
 
     /// The counter's name (for logs).
@@ -104,12 +135,27 @@ impl QuotaCounter {
         self.spec
     }
 
+    /// Records the count a shared store reported after admitting a request in the period that
+    /// starts at `start` (unix seconds).
+    pub(crate) fn observe_shared(&self, start: i64, used: u64) {
+        if self.shared_start.swap(start, Ordering::Relaxed) == start {
+            self.shared_used.fetch_max(used, Ordering::Relaxed);
+        } else {
+            self.shared_used.store(used, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one request if the current period has room; otherwise returns the time until the
-    /// period resets.
+    /// period resets. The room includes the last shared count seen in this period, if any.
     pub(crate) fn try_consume(&self, now: DateTime<Utc>) -> Result<(), Duration> {
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         self.roll(&mut window, now);
-        if window.used < self.limit_for(&window) {
+        let shared = if self.shared_start.load(Ordering::Relaxed) == window.start.timestamp() {
+            self.shared_used.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        if window.used.saturating_add(shared) < self.limit_for(&window) {
             window.used += 1;
             Ok(())
         } else {
@@ -135,6 +181,34 @@ impl QuotaCounter {
         }
     }
 
+    /// The usage in the period before the one containing `now` (0 when this counter did not
+    /// count in it, e.g. it was created later).
+    pub fn previous_usage(&self, now: DateTime<Utc>) -> QuotaUsage {
+        let window = {
+            let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+            self.roll(&mut window, now);
+            *window
+        };
+        let start = period_bounds(self.spec.period, window.start - TimeDelta::seconds(1)).0;
+        let used = match window.previous {
+            Some((s, _, used)) if s == start => used,
+            _ => 0,
+        };
+        let limit = if start == self.first_period {
+            self.spec.limit.saturating_sub(self.spec.offset)
+        } else {
+            self.spec.limit
+        };
+        QuotaUsage {
+            period: self.spec.period,
+            period_start: start,
+            resets_at: window.start,
+            limit,
+            used,
+            remaining: limit.saturating_sub(used),
+        }
+    }
+
     /// Starts a new period when `now` has passed the current one. A wall clock stepped backwards
     /// keeps the current period (never re-opens an old one).
     fn roll(&self, window: &mut Window, now: DateTime<Utc>) {
@@ -144,6 +218,7 @@ impl QuotaCounter {
                 start,
                 end,
                 used: 0,
+                previous: Some((window.start, window.end, window.used)),
             };
         }
     }

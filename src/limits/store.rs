@@ -5,12 +5,17 @@
 //! own atomics; [`LimitStore`] is the contract a shared store (Redis, for exact limits across
 //! replicas) will implement with one round trip per request, which is why its methods return
 //! futures. The pipeline holds a [`Limiter`] and awaits it; the memory variant's future is
-//! immediately ready and allocation-free.
+//! immediately ready and allocation-free. [`RedisStore`] (module [`super::redis`]) is the shared
+//! implementation: one script call per request, the in-process state as its fallback.
 
 use std::future::{Future, ready};
+use std::sync::atomic::Ordering;
 
 use super::bucket::Taken;
-use super::{Admission, Bucket, KeyLimiter, LimitClock, QuotaCounter, QuotaUsage, StageLimiter};
+use super::{
+    Admission, Bucket, KeyLimiter, LimitClock, QuotaCounter, QuotaUsage, RedisStore, StageLimiter,
+    UsagePeriod,
+};
 
 /// The handles that apply to one request, in the order they are checked. Every field is
 /// optional: an unthrottled stage, a route without overrides, or a request without an API key
@@ -45,6 +50,11 @@ impl<'a> AdmitRequest<'a> {
             stage_default: stage.and_then(StageLimiter::default_bucket),
             quota: key.and_then(KeyLimiter::quota),
         }
+    }
+
+    /// Whether no layer and no quota applies (nothing to decide, nothing to count).
+    pub fn is_empty(&self) -> bool {
+        self.quota.is_none() && self.layers().iter().all(Option::is_none)
     }
 
     fn layers(&self) -> [Option<&'a Bucket>; 4] {
@@ -133,11 +143,30 @@ impl LimitStore for MemoryStore {
 }
 
 /// The store the gateway runs with; one variant per backend so the pipeline stays non-generic
-/// and the in-memory path needs no boxing. A shared (Redis) variant is added here later.
+/// and the in-memory path needs no boxing.
 #[derive(Clone, Debug)]
 pub enum Limiter {
     /// In-process state.
     Memory(MemoryStore),
+    /// Shared state in Redis / Valkey, with the in-process state as the `local` fallback.
+    Redis(RedisStore),
+}
+
+/// The store's health, for `/healthz` detail and `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+    /// Whether decisions are shared (always true for `memory`, which has nothing to lose).
+    pub up: bool,
+    /// The failure policy (`local`, `deny`), for a shared store.
+    pub on_store_failure: Option<&'static str>,
+    /// Failed or timed-out store calls.
+    pub errors: u64,
+    /// Requests decided by the in-process limits while the store was down.
+    pub fallback_local: u64,
+    /// Requests refused with 503 while the store was down.
+    pub denied: u64,
 }
 
 impl Limiter {
@@ -150,6 +179,64 @@ impl Limiter {
     pub fn clock(&self) -> &LimitClock {
         match self {
             Limiter::Memory(m) => m.clock(),
+            Limiter::Redis(r) => r.local().clock(),
+        }
+    }
+
+    /// Backend and health.
+    pub fn status(&self) -> StoreStatus {
+        match self {
+            Limiter::Memory(_) => StoreStatus {
+                backend: "memory",
+                up: true,
+                on_store_failure: None,
+                errors: 0,
+                fallback_local: 0,
+                denied: 0,
+            },
+            Limiter::Redis(r) => {
+                let s = r.stats();
+                StoreStatus {
+                    backend: "redis",
+                    up: r.is_up(),
+                    on_store_failure: Some(r.settings().on_failure.name()),
+                    errors: s.errors.load(Ordering::Relaxed),
+                    fallback_local: s.fallback_local.load(Ordering::Relaxed),
+                    denied: s.denied.load(Ordering::Relaxed),
+                }
+            }
+        }
+    }
+
+    /// Quota usage of each handle in `limiters` that has a quota (index into `limiters`, usage),
+    /// from the shared counters when the store is Redis. Fails when the store does not answer.
+    pub async fn usage_report(
+        &self,
+        limiters: &[&KeyLimiter],
+        which: UsagePeriod,
+    ) -> Result<Vec<(usize, QuotaUsage)>, String> {
+        match self {
+            Limiter::Memory(m) => {
+                let now = m.clock().wall_now();
+                Ok(limiters
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| {
+                        let q = l.quota()?;
+                        Some((
+                            i,
+                            match which {
+                                UsagePeriod::Current => q.usage(now),
+                                UsagePeriod::Previous => q.previous_usage(now),
+                            },
+                        ))
+                    })
+                    .collect())
+            }
+            Limiter::Redis(r) => r
+                .usage(limiters, which)
+                .await
+                .map_err(|e| format!("limit store: {e}")),
         }
     }
 }
@@ -158,12 +245,18 @@ impl LimitStore for Limiter {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Admission {
         match self {
             Limiter::Memory(m) => m.admit_now(req),
+            Limiter::Redis(r) => r.admit(req).await,
         }
     }
 
     async fn usage(&self, key: &KeyLimiter) -> Option<QuotaUsage> {
         match self {
             Limiter::Memory(m) => m.usage_now(key),
+            Limiter::Redis(r) => r
+                .usage(&[key], UsagePeriod::Current)
+                .await
+                .ok()
+                .and_then(|rows| rows.into_iter().next().map(|(_, u)| u)),
         }
     }
 }

@@ -704,6 +704,50 @@ fn quota_check_and_increment_is_atomic_across_threads() {
 }
 
 #[test]
+fn previous_period_usage_is_kept_after_the_rollover() {
+    let (manual, clock, store) = fixture(utc(2024, 5, 15, 23, 59, 0));
+    let key = KeyLimiter::new(
+        KeyPlanSpec {
+            quota: Some(quota(10, QuotaPeriod::Day)),
+            ..key_spec("a", "std")
+        },
+        &clock,
+    )
+    .unwrap();
+    let counter = key.quota().unwrap();
+    assert_eq!(
+        counter.previous_usage(clock.wall_now()).used,
+        0,
+        "nothing before"
+    );
+    assert_eq!(
+        burst(&store, &AdmitRequest::new(Some(&key), None, GET, MOVIES), 3),
+        3
+    );
+    manual.advance(Duration::from_secs(120));
+    assert_eq!(
+        burst(&store, &AdmitRequest::new(Some(&key), None, GET, MOVIES), 1),
+        1
+    );
+    let previous = counter.previous_usage(clock.wall_now());
+    assert_eq!(
+        previous,
+        QuotaUsage {
+            period: QuotaPeriod::Day,
+            period_start: utc(2024, 5, 15, 0, 0, 0),
+            resets_at: utc(2024, 5, 16, 0, 0, 0),
+            limit: 10,
+            used: 3,
+            remaining: 7,
+        }
+    );
+    assert_eq!(counter.usage(clock.wall_now()).used, 1);
+    // Two periods later the previous one was never counted in.
+    manual.advance(Duration::from_secs(2 * 86_400));
+    assert_eq!(counter.previous_usage(clock.wall_now()).used, 0);
+}
+
+#[test]
 fn usage_read_out_lists_keys_with_quotas() {
     let (_manual, clock, store) = fixture(utc(2024, 5, 15, 12, 0, 0));
     let specs = vec![

@@ -31,5 +31,6 @@ mod reload;
 mod retries;
 mod sagemaker_request;
 mod seed;
+mod shared_limits;
 mod throttling;
 mod upstream_paths;

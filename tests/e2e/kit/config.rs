@@ -33,6 +33,8 @@ pub struct GatewayYaml {
     stage_throttle: Option<(f64, u32)>,
     circuit_breaker: Option<String>,
     client: Option<&'static str>,
+    /// `limits:` with the Redis store: (url, on_store_failure, timeout_ms).
+    shared_limits: Option<(String, &'static str, u64)>,
 }
 
 impl GatewayYaml {
@@ -47,7 +49,20 @@ impl GatewayYaml {
             stage_throttle: Some((1000.0, 2000)),
             circuit_breaker: None,
             client: None,
+            shared_limits: None,
         }
+    }
+
+    /// `limits.store: redis` at `url`, with `on_store_failure` (`local`, `deny`) and a per-call
+    /// `timeout_ms`; a down store is probed every 100 ms.
+    pub fn redis_limits(
+        mut self,
+        url: &str,
+        on_store_failure: &'static str,
+        timeout_ms: u64,
+    ) -> Self {
+        self.shared_limits = Some((url.to_owned(), on_store_failure, timeout_ms));
+        self
     }
 
     /// `server.max_body_bytes`.
@@ -159,6 +174,21 @@ sagemaker:
       inference_id: context.requestId
 "#,
                 timeout = self.timeout_ms,
+            )
+            .unwrap();
+        }
+        if let Some((url, policy, timeout_ms)) = &self.shared_limits {
+            write!(
+                s,
+                r#"limits:
+  store: redis
+  on_store_failure: {policy}
+  redis:
+    url: "{url}"
+    timeout_ms: {timeout_ms}
+    connect_timeout_ms: 500
+    probe_interval_ms: 100
+"#
             )
             .unwrap();
         }

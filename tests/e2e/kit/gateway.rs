@@ -96,6 +96,11 @@ impl Gateway {
         Some(resp.status().as_u16())
     }
 
+    /// Path of the gateway.yaml the gateway reads.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
     /// Path of the keys file the gateway reads.
     pub fn keys_path(&self) -> PathBuf {
         self.dir.path().join("keys.yaml")
@@ -345,6 +350,13 @@ impl Request {
     pub fn header(self, name: &str, value: &str) -> Self {
         Request {
             builder: self.builder.header(name, value),
+        }
+    }
+
+    /// Gives up after `d` (instead of the kit's generous default).
+    pub fn timeout(self, d: Duration) -> Self {
+        Request {
+            builder: self.builder.timeout(d),
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`otlp`]: an in-test OTLP/HTTP trace collector decoding spans with the official protobuf types.
 //! - [`client`]: requests to the gateway and assertions every response must satisfy.
 //! - [`sigv4`]: recomputes an AWS Signature Version 4 from what the upstream received.
+//! - [`redis`]: a real `redis-server` on loopback for the shared limit store, which a test can
+//!   stop, start again empty, or pause.
 //!
 //! Every wait is a bounded poll; every process started here is killed when its handle drops.
 
@@ -19,6 +21,7 @@ pub mod config;
 pub mod gateway;
 pub mod otlp;
 pub mod recommender;
+pub mod redis;
 pub mod sigv4;
 pub mod upstream;
 
@@ -29,6 +32,7 @@ pub use client::{Reply, is_uuid};
 pub use config::{GatewayYaml, KeysYaml};
 pub use gateway::Gateway;
 pub use recommender::Recommender;
+pub use redis::RedisServer;
 pub use upstream::{SageMakerReply, Upstream};
 
 /// Upper bound of every start-up, reload or shutdown wait (debug builds on a busy 2-core box).
