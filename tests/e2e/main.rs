@@ -28,6 +28,7 @@ mod metrics;
 mod quota;
 mod reload;
 mod retries;
+mod s3_keys;
 mod sagemaker_request;
 mod seed;
 mod throttling;

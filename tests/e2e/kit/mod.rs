@@ -8,6 +8,8 @@
 //!   success, each SageMaker error, a delay, a reset, a close, or a hold until released.
 //! - [`recommender`]: the real `recommender` binary on a sample model.
 //! - [`client`]: requests to the gateway and assertions every response must satisfy.
+//! - [`s3`]: an in-test S3 serving the keys object (ETag, 304 on `If-None-Match`, scripted
+//!   errors), checking every request's SigV4 signature as S3 does.
 //! - [`sigv4`]: recomputes an AWS Signature Version 4 from what the upstream received.
 //!
 //! Every wait is a bounded poll; every process started here is killed when its handle drops.
@@ -17,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod recommender;
+pub mod s3;
 pub mod sigv4;
 pub mod upstream;
 
