@@ -274,3 +274,65 @@ fn aws_documentation_example_signature() {
         "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
     );
 }
+
+#[test]
+fn aws_s3_documentation_example_get_object() {
+    // The GET Object example of the S3 SigV4 documentation (header form), checked as S3 does; the
+    // same request for another key must not verify.
+    let headers = |sig: &str| {
+        vec![
+            (
+                "host".to_owned(),
+                "examplebucket.s3.amazonaws.com".to_owned(),
+            ),
+            ("range".to_owned(), "bytes=0-9".to_owned()),
+            (
+                "x-amz-content-sha256".to_owned(),
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
+            ),
+            ("x-amz-date".to_owned(), "20130524T000000Z".to_owned()),
+            (
+                "authorization".to_owned(),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature={sig}"
+                ),
+            ),
+        ]
+    };
+    let good = headers("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    assert_eq!(
+        verify_s3(
+            "GET",
+            "/test.txt",
+            &good,
+            b"",
+            "AKIAIOSFODNN7EXAMPLE",
+            secret
+        ),
+        Ok(())
+    );
+    assert!(
+        verify_s3(
+            "GET",
+            "/test2.txt",
+            &good,
+            b"",
+            "AKIAIOSFODNN7EXAMPLE",
+            secret
+        )
+        .is_err()
+    );
+    // Signed for SageMaker's rules instead of S3's: refused.
+    assert!(
+        verify(
+            "GET",
+            "/test.txt",
+            &good,
+            b"",
+            "AKIAIOSFODNN7EXAMPLE",
+            secret
+        )
+        .is_err()
+    );
+}
