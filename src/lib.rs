@@ -13,7 +13,8 @@
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
 //! - [`upstream`]: the SageMaker `InvokeEndpoint` call, SigV4-signed with credentials from the AWS
-//!   chain: a lean `aws-sigv4` + hyper client (default) or the full SDK client (feature `aws`).
+//!   chain: a lean `aws-sigv4` + hyper client (default) or the full SDK client (feature `aws`);
+//!   the keys source's S3 `GetObject` goes through the same signer and client (`upstream::s3`).
 //! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.

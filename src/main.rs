@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -40,6 +41,9 @@ enum Command {
         /// Admin listener address (metrics); overrides `server.admin_listen`; "" disables it.
         #[arg(long, env = "SAGEGATE_ADMIN_LISTEN")]
         admin_listen: Option<String>,
+        /// Seconds between two polls of an s3:// keys source (a conditional GET each).
+        #[arg(long, env = "SAGEGATE_KEYS_POLL_INTERVAL", default_value = "30", value_parser = seconds)]
+        keys_poll_interval: Duration,
     },
     /// Validate the configuration and keys; print every error; exit non-zero on any.
     CheckConfig {
@@ -105,9 +109,10 @@ fn main() -> ExitCode {
             keys,
             listen,
             admin_listen,
+            keys_poll_interval,
         } => {
             sagegate::telemetry::init();
-            match serve(config, keys, listen, admin_listen) {
+            match serve(config, keys, listen, admin_listen, keys_poll_interval) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -150,6 +155,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// A positive number of seconds (fractions allowed).
+fn seconds(arg: &str) -> Result<Duration, String> {
+    match arg.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("`{arg}` is not a number of seconds in (0, 86400]")),
     }
 }
 
@@ -276,9 +289,11 @@ fn serve(
     keys: String,
     listen: Option<String>,
     admin_listen: Option<String>,
+    keys_poll_interval: Duration,
 ) -> anyhow::Result<()> {
-    let (gateway_config, source, ctx, set) =
+    let (gateway_config, source, mut ctx, set) =
         load(&config, &keys).map_err(|e| anyhow::anyhow!("configuration is invalid:\n{e}"))?;
+    ctx.reload.s3_poll_interval = keys_poll_interval;
     let address = listen.unwrap_or_else(|| gateway_config.server.listen.clone());
     let listener =
         TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;

@@ -4,11 +4,12 @@
 //! the current text — for S3 with a conditional `GET` (`If-None-Match: <etag>`), so polling an
 //! unchanged object costs one 304 and no parsing.
 //!
-//! The S3 client comes from the default AWS chain (`aws_config::defaults`): credentials from the
-//! task role, region from the environment, and `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` honoured
-//! as in every SDK. With such an override the client uses path-style addressing
-//! (`http://host/bucket/key`), which S3 stand-ins (MinIO, LocalStack) need. The S3 part exists only
-//! with the `aws` feature; without it an `s3://` source is a start-up error.
+//! The S3 read is [`crate::upstream::s3`]'s lean `GetObject` (AWS's SigV4 signer, credentials from
+//! the default AWS chain — the task role on Fargate —, region from the environment, and
+//! `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` honoured as in every SDK). With such an override the
+//! object is addressed path-style (`http://host/bucket/key`), which S3 stand-ins (MinIO,
+//! LocalStack) need. The S3 part exists only with the `aws` feature; without it an `s3://` source is
+//! a start-up error.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -86,7 +87,7 @@ pub(crate) enum Fetcher {
     File(PathBuf),
     #[cfg(feature = "aws")]
     S3 {
-        client: aws_sdk_s3::Client,
+        client: Box<crate::upstream::s3::S3>,
         bucket: String,
         key: String,
     },
@@ -109,7 +110,12 @@ impl Fetcher {
             KeySource::Path(p) => Ok(Fetcher::File(p.clone())),
             #[cfg(feature = "aws")]
             KeySource::S3 { bucket, key } => Ok(Fetcher::S3 {
-                client: s3_client().await,
+                client: Box::new(crate::upstream::s3::S3::from_env().await.map_err(|e| {
+                    source_error(
+                        &source.name(),
+                        format!("cannot set up the S3 client: {e:#}"),
+                    )
+                })?),
                 bucket: bucket.clone(),
                 key: key.clone(),
             }),
@@ -159,65 +165,25 @@ fn utf8(name: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
     })
 }
 
-/// The S3 client from the default AWS chain; path-style when an endpoint override is set.
-#[cfg(feature = "aws")]
-async fn s3_client() -> aws_sdk_s3::Client {
-    use std::time::Duration;
-
-    use aws_config::BehaviorVersion;
-    use aws_config::timeout::TimeoutConfig;
-
-    let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let overridden = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    let s3_conf = aws_sdk_s3::config::Builder::from(&conf)
-        .force_path_style(overridden)
-        // A hung connection must not stall reloads forever; the next poll tries again.
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(60))
-                .build(),
-        )
-        .build();
-    aws_sdk_s3::Client::from_conf(s3_conf)
-}
-
 #[cfg(feature = "aws")]
 async fn s3_fetch(
-    client: &aws_sdk_s3::Client,
+    client: &crate::upstream::s3::S3,
     bucket: &str,
     key: &str,
     name: &str,
     etag: Option<&str>,
 ) -> Result<Fetched, Diagnostic> {
-    use aws_sdk_s3::error::DisplayErrorContext;
+    use crate::upstream::s3::GetObject;
 
-    let mut req = client.get_object().bucket(bucket).key(key);
-    if let Some(etag) = etag {
-        req = req.if_none_match(etag);
-    }
-    let out = match req.send().await {
-        Ok(out) => out,
-        // S3 answers a matching If-None-Match with a bare 304, which the SDK reports as an error.
-        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(304) => {
-            return Ok(Fetched::NotModified);
+    match client.get_object(bucket, key, etag).await {
+        Ok(GetObject::NotModified) => Ok(Fetched::NotModified),
+        Ok(GetObject::Found { body, etag }) => {
+            let text = utf8(name, body.to_vec())?;
+            Ok(Fetched::Text { text, etag })
         }
-        Err(e) => {
-            return Err(source_error(
-                name,
-                format!("cannot get the keys object: {}", DisplayErrorContext(&e)),
-            ));
-        }
-    };
-    let etag = out.e_tag().map(str::to_owned);
-    let body = out.body.collect().await.map_err(|e| {
-        source_error(
+        Err(e) => Err(source_error(
             name,
-            format!("cannot read the keys object: {}", DisplayErrorContext(&e)),
-        )
-    })?;
-    let text = utf8(name, body.into_bytes().to_vec())?;
-    Ok(Fetched::Text { text, etag })
+            format!("cannot get the keys object: {e}"),
+        )),
+    }
 }

@@ -792,11 +792,11 @@ mod s3 {
         let _ = stream.flush();
     }
 
-    /// Runs the SDK in a child process (this test binary, running [`s3_child`]) whose whole
+    /// Runs the S3 client in a child process (this test binary, running [`s3_child`]) whose whole
     /// environment is set here: loopback endpoint, static credentials, no instance metadata, no
     /// profile files. The environment cannot be changed in-process without `unsafe`.
     #[test]
-    fn s3_source_is_polled_by_etag_through_the_sdk() {
+    fn s3_source_is_polled_by_etag_through_the_s3_client() {
         let server = FakeS3::start(
             "/keys-bucket/sagegate/keys.yaml",
             vec![("\"v1\"", V1), ("\"v2\"", BAD), ("\"v3\"", V2)],
@@ -848,10 +848,10 @@ mod s3 {
         assert!(inm[5..].iter().all(|e| *e == Some("\"v3\"")), "{seen:#?}");
     }
 
-    /// The SDK side of [`s3_source_is_polled_by_etag_through_the_sdk`]; does nothing unless
+    /// The client side of [`s3_source_is_polled_by_etag_through_the_s3_client`]; does nothing unless
     /// started by it.
     #[tokio::test]
-    #[ignore = "run in a child process by s3_source_is_polled_by_etag_through_the_sdk"]
+    #[ignore = "run in a child process by s3_source_is_polled_by_etag_through_the_s3_client"]
     async fn s3_child() {
         let Ok(source) = std::env::var(CHILD_ENV) else {
             return;

@@ -1,4 +1,4 @@
-//! Credentials for the lean invoke path: `aws-config`'s default provider chain (environment,
+//! Credentials for the lean AWS calls (SageMaker `InvokeEndpoint`, the keys source's S3 `GetObject`): `aws-config`'s default provider chain (environment,
 //! profile, web identity, ECS task role on Fargate, instance metadata), refreshed in the background.
 //!
 //! Input: the chain's [`SharedCredentialsProvider`]. Output: the current signing [`Identity`], read
@@ -45,17 +45,22 @@ impl CredentialCache {
             Ok(Err(())) => RETRY_MIN,
             Err(_) => {
                 tracing::error!(
-                    "AWS credentials not loaded within {FIRST_LOAD:?}; SageMaker calls fail until they are"
+                    "AWS credentials not loaded within {FIRST_LOAD:?}; signed AWS calls fail until they are"
                 );
                 RETRY_MIN
             }
         };
-        let task_cache = cache.clone();
+        // The task holds a weak reference: it ends once the client owning the cache is dropped
+        // (the keys source builds one per fetcher).
+        let task_cache = Arc::downgrade(&cache);
         tokio::spawn(async move {
             let mut retry = RETRY_MIN;
             loop {
                 tokio::time::sleep(wait).await;
-                wait = match task_cache.refresh(&provider).await {
+                let Some(cache) = task_cache.upgrade() else {
+                    return;
+                };
+                wait = match cache.refresh(&provider).await {
                     Ok(next) => {
                         retry = RETRY_MIN;
                         next

@@ -30,21 +30,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
+use aws_sigv4::http_request::SigningSettings;
 use bytes::Bytes;
 use http::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::credentials::CredentialCache;
+use super::signed::{self, HttpClient, Scope, error_chain, host_of};
 use super::{Invocation, InvokeStats, UpstreamFailure, UpstreamReply, classify};
 use crate::error::GatewayError;
 
@@ -65,8 +62,6 @@ const TARGET_VARIANT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-tar
 const TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 const AMZ_USER_AGENT: HeaderName = HeaderName::from_static("x-amz-user-agent");
 const AGENT: &str = concat!("sagegate/", env!("CARGO_PKG_VERSION"), " md/aws-sigv4-lean");
-
-type Connector = ConnectTimeout<hyper_rustls::HttpsConnector<HttpConnector>>;
 
 /// Where calls go, resolved once at start.
 #[derive(Debug, Clone)]
@@ -90,7 +85,7 @@ pub struct LeanSettings {
 
 /// The lean SageMaker Runtime client; one per process, shared by every worker.
 pub struct Lean {
-    http: HyperClient<Connector, Full<Bytes>>,
+    http: HttpClient,
     /// The target and its `Host` value, or why there is none.
     target: Result<(Target, HeaderValue), String>,
     credentials: Arc<CredentialCache>,
@@ -123,36 +118,7 @@ enum Attempt {
 impl Lean {
     /// Builds the client. Fails only when TLS cannot be set up at all.
     pub fn new(settings: LeanSettings, credentials: Arc<CredentialCache>) -> anyhow::Result<Lean> {
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?;
-        let tls = {
-            use hyper_rustls::ConfigBuilderExt;
-            match builder.clone().with_native_roots() {
-                Ok(b) => b,
-                Err(e) => {
-                    // As the SDK's client does: start anyway; an https endpoint then fails per call.
-                    tracing::warn!(error = %e, "no usable root certificates; https calls will fail");
-                    builder.with_root_certificates(rustls::RootCertStore::empty())
-                }
-            }
-        }
-        .with_no_client_auth();
-        let connector = ConnectTimeout {
-            inner: hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(tcp),
-            timeout: settings.connect_timeout,
-        };
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let http = signed::http_client(settings.connect_timeout)?;
         let target = settings.target.and_then(|t| {
             let host = host_of(&t.base).map_err(|e| e.to_string())?;
             Ok((t, host))
@@ -302,32 +268,6 @@ impl Lean {
         if let Ok(v) = HeaderValue::from_str(&inv.trace_id) {
             headers.insert(TRACE_ID, v);
         }
-        let signed = {
-            let signable = SignableRequest::new(
-                "POST",
-                uri,
-                headers
-                    .iter()
-                    .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
-                SignableBody::Bytes(&inv.body),
-            );
-            let params = v4::SigningParams::builder()
-                .identity(&identity)
-                .region(&target.region)
-                .name(SIGNING_NAME)
-                .time(SystemTime::now())
-                .settings(SigningSettings::default())
-                .build();
-            match (signable, params) {
-                (Ok(signable), Ok(params)) => sign(signable, &params.into()),
-                (Err(e), _) => return fail(format!("cannot sign: {e}")),
-                (_, Err(e)) => return fail(format!("cannot sign: {e}")),
-            }
-        };
-        let instructions = match signed {
-            Ok(output) => output.into_parts().0,
-            Err(e) => return fail(format!("cannot sign: {e}")),
-        };
         let mut request = match http::Request::builder()
             .method(http::Method::POST)
             .uri(uri)
@@ -337,12 +277,24 @@ impl Lean {
             Err(e) => return fail(format!("cannot build the request: {e}")),
         };
         *request.headers_mut() = headers;
-        instructions.apply_to_request_http1x(&mut request);
+        let scope = Scope {
+            region: &target.region,
+            name: SIGNING_NAME,
+        };
+        if let Err(e) = signed::sign_request(
+            &mut request,
+            &inv.body,
+            &identity,
+            scope,
+            SigningSettings::default(),
+        ) {
+            return fail(e);
+        }
         let response = match self.http.request(request).await {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Failed {
-                    retry: transport_retry(&e),
+                    retry: signed::is_transient(&e).then_some(QUOTA_TRANSIENT_COST),
                     detail: format!("dispatch failure: {}", error_chain(&e)),
                 };
             }
@@ -377,64 +329,12 @@ impl Lean {
     }
 }
 
-/// A connector whose whole connection set-up (TCP and TLS) is bounded, like the SDK's
-/// `connect_timeout`; the timeout surfaces as an I/O `TimedOut` connect error.
-#[derive(Clone)]
-pub struct ConnectTimeout<C> {
-    inner: C,
-    timeout: Duration,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl<C> tower_service::Service<http::Uri> for ConnectTimeout<C>
-where
-    C: tower_service::Service<http::Uri>,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    type Response = C::Response;
-    type Error = BoxError;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let limit = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(limit, connecting).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(Box::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect (TCP + TLS) timed out after {limit:?}"),
-                )) as BoxError),
-            }
-        })
-    }
-}
-
 /// SigV4 and SageMaker path label encoding: everything but unreserved characters.
 const LABEL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-/// The `Host` value of an endpoint URL: its authority, as hyper would send it.
-fn host_of(base: &str) -> anyhow::Result<HeaderValue> {
-    let uri: http::Uri = base.parse()?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| anyhow::anyhow!("endpoint {base} has no host"))?;
-    Ok(HeaderValue::from_str(authority.as_str())?)
-}
 
 /// The SDK's backoff before retry number `attempt` (1 = first retry): a uniform random fraction of
 /// `50 ms × 2^(attempt-1)`, at most 20 s.
@@ -459,39 +359,6 @@ fn retry_cost(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<u32> {
         _ if matches!(status, 500 | 502 | 503 | 504) => Some(QUOTA_TRANSIENT_COST),
         _ => None,
     }
-}
-
-/// The SDK's rule for a failed dispatch (aws-smithy-http-client's error mapping + the transient
-/// classifier): connect failures, closed or cancelled connections, I/O errors and messages cut
-/// short are retried; an answer that is not HTTP is not.
-fn transport_retry(e: &hyper_util::client::legacy::Error) -> Option<u32> {
-    if e.is_connect() {
-        return Some(QUOTA_TRANSIENT_COST);
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return Some(QUOTA_TRANSIENT_COST);
-        }
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_closed() || h.is_canceled() || h.is_incomplete_message() || h.is_timeout())
-        {
-            return Some(QUOTA_TRANSIENT_COST);
-        }
-        source = s.source();
-    }
-    None
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn transport_failure(detail: String) -> UpstreamFailure {
@@ -599,15 +466,6 @@ mod tests {
             assert!(backoff(2) < Duration::from_millis(100));
             assert!(backoff(30) <= MAX_BACKOFF);
         }
-    }
-
-    #[test]
-    fn host_is_the_authority() {
-        assert_eq!(host_of("http://127.0.0.1:8081").unwrap(), "127.0.0.1:8081");
-        assert_eq!(
-            host_of("https://runtime.sagemaker.eu-west-1.amazonaws.com").unwrap(),
-            "runtime.sagemaker.eu-west-1.amazonaws.com"
-        );
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //! AWS chain (config, credentials, region, endpoint override), choosing by `sagemaker.client`:
 //! [`lean`] (default: `aws-sigv4` + a shared hyper client, credentials kept fresh by
 //! [`credentials`]) or the full SDK client (`sdk`). [`classify`] maps every outcome of either onto
-//! the error table. Retries, on both: the SDK's standard rule (throttling and transient 5xx/IO
+//! the error table. [`signed`] holds what every signed AWS call shares (the pooled HTTPS client,
+//! SigV4 signing, transport error rules), also used by [`s3`], the keys source's `GetObject`. Retries, on both: the SDK's standard rule (throttling and transient 5xx/IO
 //! errors, never a model's 4xx), bounded by `sagemaker.max_attempts`; the whole call including
 //! retries is bounded by the route's timeout.
 //!
@@ -20,6 +21,8 @@ pub mod classify;
 pub mod client;
 pub mod credentials;
 pub mod lean;
+pub mod s3;
+pub mod signed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

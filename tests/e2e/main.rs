@@ -29,6 +29,7 @@ mod otel;
 mod quota;
 mod reload;
 mod retries;
+mod s3_keys;
 mod sagemaker_request;
 mod seed;
 mod shared_limits;

@@ -24,6 +24,7 @@ pub struct GatewayBuilder {
     config: String,
     keys: String,
     upstream_url: Option<String>,
+    keys_source: Option<String>,
     env: Vec<(String, String)>,
 }
 
@@ -42,6 +43,7 @@ impl Gateway {
             config: GatewayYaml::standard().render(),
             keys: KeysYaml::standard().render(),
             upstream_url: None,
+            keys_source: None,
             env: Vec::new(),
         }
     }
@@ -246,6 +248,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Passes `source` (e.g. `s3://bucket/keys.yaml`) as `--keys` instead of the keys file.
+    pub fn keys_source(mut self, source: &str) -> Self {
+        self.keys_source = Some(source.to_owned());
+        self
+    }
+
     /// Sets an environment variable of the process.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));
@@ -270,7 +278,11 @@ impl GatewayBuilder {
             .arg("--config")
             .arg(&config)
             .arg("--keys")
-            .arg(&keys)
+            .arg(
+                self.keys_source
+                    .as_deref()
+                    .map_or(keys.as_os_str(), |s| s.as_ref()),
+            )
             .args(["--listen", "127.0.0.1:0"])
             .env_clear()
             .env("HOME", dir.path())

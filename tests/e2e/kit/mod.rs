@@ -9,6 +9,8 @@
 //! - [`recommender`]: the real `recommender` binary on a sample model.
 //! - [`otlp`]: an in-test OTLP/HTTP trace collector decoding spans with the official protobuf types.
 //! - [`client`]: requests to the gateway and assertions every response must satisfy.
+//! - [`s3`]: an in-test S3 serving the keys object (ETag, 304 on `If-None-Match`, scripted
+//!   errors), checking every request's SigV4 signature as S3 does.
 //! - [`sigv4`]: recomputes an AWS Signature Version 4 from what the upstream received.
 //! - [`redis`]: a real `redis-server` on loopback for the shared limit store, which a test can
 //!   stop, start again empty, or pause.
@@ -22,6 +24,7 @@ pub mod gateway;
 pub mod otlp;
 pub mod recommender;
 pub mod redis;
+pub mod s3;
 pub mod sigv4;
 pub mod upstream;
 

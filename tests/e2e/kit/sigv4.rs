@@ -1,6 +1,8 @@
 //! Recomputes an AWS Signature Version 4 (header form) from a request as the upstream received
 //! it, the way SageMaker Runtime checks it: canonical request → string to sign → HMAC chain with
-//! the secret key, for region `us-east-1` and signing name `sagemaker`.
+//! the secret key, for region `us-east-1` and signing name `sagemaker`; or the way S3 checks it
+//! ([`verify_s3`]): signing name `s3`, the path taken as sent (S3 keys are encoded once, not
+//! twice), and `x-amz-content-sha256` signed and equal to the body's hash.
 //!
 //! Input: method, request target, headers (lower-case names), body, access key id and secret.
 //! Output: `Ok(())` when the `Authorization` header has the expected shape and its signature
@@ -50,7 +52,10 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-/// Checks the request's `Authorization` header.
+/// Signing name of S3.
+pub const S3_SERVICE: &str = "s3";
+
+/// Checks the request's `Authorization` header as SageMaker Runtime does.
 pub fn verify(
     method: &str,
     target: &str,
@@ -58,6 +63,46 @@ pub fn verify(
     body: &[u8],
     access_key: &str,
     secret: &str,
+) -> Result<(), String> {
+    verify_as(SERVICE, method, target, headers, body, (access_key, secret))
+}
+
+/// Checks the request's `Authorization` header as S3 does.
+pub fn verify_s3(
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    access_key: &str,
+    secret: &str,
+) -> Result<(), String> {
+    let content_hash = headers
+        .iter()
+        .find(|(n, _)| n == "x-amz-content-sha256")
+        .map(|(_, v)| v.as_str())
+        .ok_or("no x-amz-content-sha256 (S3 requires it)")?;
+    if content_hash != sha256_hex(body) {
+        return Err(format!(
+            "x-amz-content-sha256 {content_hash} is not the body's hash"
+        ));
+    }
+    verify_as(
+        S3_SERVICE,
+        method,
+        target,
+        headers,
+        body,
+        (access_key, secret),
+    )
+}
+
+fn verify_as(
+    expected_service: &str,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    (access_key, secret): (&str, &str),
 ) -> Result<(), String> {
     let header = |name: &str| {
         headers
@@ -90,7 +135,7 @@ pub fn verify(
     };
     if key_id != access_key
         || region != REGION
-        || service != SERVICE
+        || service != expected_service
         || terminator != "aws4_request"
     {
         return Err(format!("unexpected credential scope {credential}"));
@@ -102,8 +147,13 @@ pub fn verify(
         return Err(format!("signature is not 64 hex digits: {signature}"));
     }
     let names: Vec<&str> = signed.split(';').collect();
-    for required in ["host", "x-amz-date"] {
-        if !names.contains(&required) {
+    let required: &[&str] = if expected_service == S3_SERVICE {
+        &["host", "x-amz-date", "x-amz-content-sha256"]
+    } else {
+        &["host", "x-amz-date"]
+    };
+    for required in required {
+        if !names.contains(required) {
             return Err(format!("{required} is not signed: {signed}"));
         }
     }
@@ -148,11 +198,15 @@ fn compute(
     let names: Vec<&str> = signed.split(';').collect();
     let amz_date = header("x-amz-date").ok_or("no x-amz-date")?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let canonical_uri: String = path
-        .split('/')
-        .map(encode_segment)
-        .collect::<Vec<_>>()
-        .join("/");
+    // S3 signs the path as sent; every other service encodes it once more.
+    let canonical_uri: String = if service == S3_SERVICE {
+        path.to_owned()
+    } else {
+        path.split('/')
+            .map(encode_segment)
+            .collect::<Vec<_>>()
+            .join("/")
+    };
     let mut query_pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
     query_pairs.sort_unstable();
     let mut canonical_headers = String::new();
@@ -218,5 +272,67 @@ fn aws_documentation_example_signature() {
     assert_eq!(
         signature,
         "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+    );
+}
+
+#[test]
+fn aws_s3_documentation_example_get_object() {
+    // The GET Object example of the S3 SigV4 documentation (header form), checked as S3 does; the
+    // same request for another key must not verify.
+    let headers = |sig: &str| {
+        vec![
+            (
+                "host".to_owned(),
+                "examplebucket.s3.amazonaws.com".to_owned(),
+            ),
+            ("range".to_owned(), "bytes=0-9".to_owned()),
+            (
+                "x-amz-content-sha256".to_owned(),
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
+            ),
+            ("x-amz-date".to_owned(), "20130524T000000Z".to_owned()),
+            (
+                "authorization".to_owned(),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature={sig}"
+                ),
+            ),
+        ]
+    };
+    let good = headers("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    assert_eq!(
+        verify_s3(
+            "GET",
+            "/test.txt",
+            &good,
+            b"",
+            "AKIAIOSFODNN7EXAMPLE",
+            secret
+        ),
+        Ok(())
+    );
+    assert!(
+        verify_s3(
+            "GET",
+            "/test2.txt",
+            &good,
+            b"",
+            "AKIAIOSFODNN7EXAMPLE",
+            secret
+        )
+        .is_err()
+    );
+    // Signed for SageMaker's rules instead of S3's: refused.
+    assert!(
+        verify(
+            "GET",
+            "/test.txt",
+            &good,
+            b"",
+            "AKIAIOSFODNN7EXAMPLE",
+            secret
+        )
+        .is_err()
     );
 }
