@@ -18,6 +18,9 @@ use arc_swap::ArcSwapOption;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_runtime_api::client::identity::Identity;
 
+// The provider errors carry no secrets, so their whole chain is logged.
+use super::signed::error_chain;
+
 /// How long before expiry credentials are replaced. The SDK's own cache refreshes within 10 s of
 /// expiry on the request path; the background task can afford a wide margin.
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
@@ -109,18 +112,6 @@ impl CredentialCache {
             }
         }
     }
-}
-
-/// The error chain as text (the provider errors carry no secrets).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// When to refresh credentials expiring at `expiry`, seen at `now`.

@@ -143,38 +143,9 @@ impl Lean {
         let result = tokio::time::timeout(inv.timeout, self.call(&inv, &attempts)).await;
         let latency = started.elapsed();
         let attempts = attempts.into_inner();
-        match result {
-            Err(_) => (
-                Err(UpstreamFailure {
-                    error: GatewayError::IntegrationTimeout(inv.timeout),
-                    reply: None,
-                }),
-                InvokeStats {
-                    latency,
-                    status: None,
-                    attempts,
-                },
-            ),
-            Ok(Ok(reply)) => (
-                Ok(reply),
-                InvokeStats {
-                    latency,
-                    status: Some(200),
-                    attempts,
-                },
-            ),
-            Ok(Err(failure)) => {
-                let status = failure.reply.as_ref().map(|r| r.status);
-                (
-                    Err(failure),
-                    InvokeStats {
-                        latency,
-                        status,
-                        attempts,
-                    },
-                )
-            }
-        }
+        let result = result.unwrap_or_else(|_| Err(super::timed_out(inv.timeout)));
+        let stats = InvokeStats::of(&result, latency, attempts);
+        (result, stats)
     }
 
     /// Attempts and retries, unbounded in time (the caller bounds it).

@@ -114,6 +114,34 @@ pub struct InvokeStats {
     pub attempts: u32,
 }
 
+impl InvokeStats {
+    /// The stats of a finished call (`result` already carries a timeout as a failure): the status
+    /// SageMaker answered with, if it answered.
+    pub fn of(
+        result: &Result<UpstreamReply, UpstreamFailure>,
+        latency: Duration,
+        attempts: u32,
+    ) -> Self {
+        let status = match result {
+            Ok(reply) => Some(reply.status),
+            Err(failure) => failure.reply.as_ref().map(|r| r.status),
+        };
+        InvokeStats {
+            latency,
+            status,
+            attempts,
+        }
+    }
+}
+
+/// The failure of a call that outlived its route timeout.
+fn timed_out(timeout: Duration) -> UpstreamFailure {
+    UpstreamFailure {
+        error: GatewayError::IntegrationTimeout(timeout),
+        reply: None,
+    }
+}
+
 impl SageMaker {
     /// Calls through the SDK client `client`.
     pub fn new(client: Client) -> Self {
@@ -174,21 +202,8 @@ async fn invoke_sdk(
     let result = tokio::time::timeout(inv.timeout, call).await;
     let latency = started.elapsed();
     let attempts = attempts.load(Ordering::Relaxed);
-    match result {
-        Err(_) => {
-            let failure = UpstreamFailure {
-                error: GatewayError::IntegrationTimeout(inv.timeout),
-                reply: None,
-            };
-            (
-                Err(failure),
-                InvokeStats {
-                    latency,
-                    status: None,
-                    attempts,
-                },
-            )
-        }
+    let result = match result {
+        Err(_) => Err(timed_out(inv.timeout)),
         Ok(Ok(out)) => {
             let mut headers = Vec::with_capacity(4);
             let mut put = |name: &str, value: Option<&str>| {
@@ -210,30 +225,14 @@ async fn invoke_sdk(
                 .body
                 .map(|b| Bytes::from(b.into_inner()))
                 .unwrap_or_default();
-            (
-                Ok(UpstreamReply {
-                    status: 200,
-                    body,
-                    headers,
-                }),
-                InvokeStats {
-                    latency,
-                    status: Some(200),
-                    attempts,
-                },
-            )
+            Ok(UpstreamReply {
+                status: 200,
+                body,
+                headers,
+            })
         }
-        Ok(Err(err)) => {
-            let failure = classify::classify(err, inv.timeout);
-            let status = failure.reply.as_ref().map(|r| r.status);
-            (
-                Err(failure),
-                InvokeStats {
-                    latency,
-                    status,
-                    attempts,
-                },
-            )
-        }
-    }
+        Ok(Err(err)) => Err(classify::classify(err, inv.timeout)),
+    };
+    let stats = InvokeStats::of(&result, latency, attempts);
+    (result, stats)
 }
