@@ -6,10 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-10}"
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
+if ! command -v cargo-fuzz >/dev/null 2>&1 && ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --version "${CARGO_FUZZ_VERSION:-0.13.2}"
 fi
 export RUSTC_BOOTSTRAP=1
+# fuzz/ is its own workspace with its own committed Cargo.lock: fetch against it with --locked, which
+# fails (instead of silently re-resolving) when the lock no longer matches fuzz/Cargo.toml or the
+# sagegate crate's dependencies. cargo fuzz has no --locked flag of its own; after this fetch its
+# builds find every package already resolved and downloaded.
+cargo fetch --locked
 targets=$(cargo fuzz list)
 # --dev: unoptimised builds (still with the address sanitizer, plus debug assertions) build in about
 # 3 min instead of 5 on the 2-core box, and a few seconds per target need no speed; long campaigns
