@@ -33,6 +33,7 @@ pub(super) fn parse_template(src: &str) -> Result<Block, ParseError> {
         b: src.as_bytes(),
         pos: 0,
         depth: 0,
+        base: 0,
     };
     p.template()
 }
@@ -50,6 +51,8 @@ struct Parser<'s> {
     b: &'s [u8],
     pos: usize,
     depth: usize,
+    /// Offset of `src` in the template (a string literal's content is parsed on its own).
+    base: usize,
 }
 
 struct Fail {
@@ -114,6 +117,11 @@ impl<'s> Parser<'s> {
             col: u32::try_from(col).unwrap_or(u32::MAX),
             message: f.message,
         }
+    }
+
+    /// `at` as an offset in the whole template.
+    fn offset(&self, at: usize) -> u32 {
+        u32::try_from(self.base + at).unwrap_or(u32::MAX)
     }
 
     fn peek(&self, at: usize) -> u8 {
@@ -481,7 +489,12 @@ impl<'s> Parser<'s> {
         self.eat_line_end();
         let (body, term, term_at) = self.block()?;
         match term {
-            Term::End => Ok(Node::Foreach(Box::new(Foreach { var, iter, body }))),
+            Term::End => Ok(Node::Foreach(Box::new(Foreach {
+                at: self.offset(at),
+                var,
+                iter,
+                body,
+            }))),
             Term::Eof => fail(at, "#foreach without #end"),
             _ => fail(term_at, "#else/#elseif inside #foreach without #if"),
         }
@@ -553,6 +566,7 @@ impl<'s> Parser<'s> {
             .iter()
             .position(|p| matches!(p, Part::Method(m) if methods::is_mutator(&m.name)));
         Ok(Some(Reference {
+            at: self.offset(at),
             root,
             mutator,
             parts,
@@ -925,6 +939,8 @@ impl<'s> Parser<'s> {
                 b: content.as_bytes(),
                 pos: 0,
                 depth: self.depth,
+                // Approximate inside the literal (`""` and `\uXXXX` were unescaped), exact at its start.
+                base: self.base + at + 1,
             };
             return match inner.block() {
                 // `"$.predictions"` holds no reference: fold it to a plain string, so a literal
