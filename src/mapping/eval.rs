@@ -650,7 +650,7 @@ impl<'r> Eval<'r> {
             }
             _ => return Ok(()),
         };
-        let value = v.to_text(self.limit())?.into_owned();
+        let value = override_text(&v, self.limit())?;
         self.set_override(kind, key, value);
         Ok(())
     }
@@ -791,6 +791,24 @@ impl<'r> Eval<'r> {
             _ => arithmetic(op, &a, &b),
         })
     }
+}
+
+/// An override's value as API Gateway sends it: a list is its items joined by commas (one
+/// multi-valued header), anything else its text.
+fn override_text(v: &Value<'_>, limit: usize) -> Result<String, RenderError> {
+    let items: Vec<Value<'_>> = match v {
+        Value::List(l) => l.items.clone(),
+        Value::Json(serde_json::Value::Array(a)) => a.iter().map(Value::from_json).collect(),
+        other => return Ok(other.to_text(limit)?.into_owned()),
+    };
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            super::value::push(&mut out, ",", limit)?;
+        }
+        item.write_to(&mut out, limit)?;
+    }
+    Ok(out)
 }
 
 /// `+ - * / %` on numbers, Java-style: integers stay integers (falling back to doubles on overflow),
