@@ -302,8 +302,7 @@ fn map_response(
                 &context,
                 prior,
             )?;
-            resp.headers
-                .push(("content-type".into(), media.to_owned()));
+            resp.headers.push(("content-type".into(), media.to_owned()));
             resp.body = Bytes::from(rendered.body);
             rendered.overrides
         }

@@ -18,6 +18,7 @@
 //! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.
+//! - [`test_invoke`]: `sagegate test-invoke`, the console's "Test" button over the stages above.
 //! - [`context`]: the per-request context and its access-log line.
 //! - [`error`]: client-visible outcomes, API Gateway's default gateway responses.
 //! - [`config`]: `gateway.yaml` compiled into a typed model, every error located.
@@ -48,6 +49,8 @@ pub mod route;
 #[cfg(feature = "aws")]
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "aws")]
+pub mod test_invoke;
 #[cfg(feature = "aws")]
 pub mod upstream;
 

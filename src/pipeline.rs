@@ -465,13 +465,10 @@ impl Gateway {
             .ok_or_else(|| {
                 GatewayError::ApiConfiguration(format!("no endpoint for stage {}", stage.name))
             })?;
-        let payload = integration::render_request(
-            route,
-            input,
-            ctx,
-            &config.binary_media_types,
-            || default_body(&input.params.path, &input.params.querystring),
-        )?;
+        let payload =
+            integration::render_request(route, input, ctx, &config.binary_media_types, || {
+                default_body(&input.params.path, &input.params.querystring)
+            })?;
         let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| input.value(s, ctx));
         let mut headers = [
             ("content-type".to_owned(), Some(payload.content_type)),

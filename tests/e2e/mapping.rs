@@ -189,8 +189,14 @@ async fn a_template_failing_at_run_time_is_a_500_logged_with_route_template_and_
     );
     assert_eq!(upstream.count(), 0, "a failed template sends nothing");
     for (reply, cause) in [
-        (&reply, "request template text/plain of POST /broken: 1:14: "),
-        (&reply2, "request template application/json of POST /broken: 1:7: "),
+        (
+            &reply,
+            "request template text/plain of POST /broken: 1:14: ",
+        ),
+        (
+            &reply2,
+            "request template application/json of POST /broken: 1:7: ",
+        ),
     ] {
         let id = reply.request_id();
         let line = eventually("the failure log line", WAIT, || {
@@ -657,14 +663,19 @@ async fn payloads_that_are_not_json_and_missing_values_render_as_api_gateway_ren
     );
     // A body that starts like JSON but is not: 400, nothing sent.
     let before = upstream.count();
-    post(&gateway, "/temp/payload", "application/json", r#"{"x": [1,"#)
-        .send()
-        .await
-        .assert_gateway_error(
-            400,
-            r#"{"message": "Could not process payload"}"#,
-            "BadRequestException",
-        );
+    post(
+        &gateway,
+        "/temp/payload",
+        "application/json",
+        r#"{"x": [1,"#,
+    )
+    .send()
+    .await
+    .assert_gateway_error(
+        400,
+        r#"{"message": "Could not process payload"}"#,
+        "BadRequestException",
+    );
     assert_eq!(upstream.count(), before);
 }
 
@@ -694,11 +705,17 @@ async fn response_overrides_set_in_the_request_template_reach_the_client() {
     let gateway = fidelity_gateway(&upstream).await;
     // No integration responses: the model's answer, with the request template's status and header.
     let reply = gateway.get("/temp/overridden").send().await;
-    assert_eq!((reply.status, reply.text().as_str()), (202, r#"{"ok":true}"#));
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (202, r#"{"ok":true}"#)
+    );
     assert_eq!(reply.header("x-from-request"), Some("request"));
     // An integration response without a template: the override wins over its response parameter.
     let reply = gateway.get("/temp/overridden-mapped").send().await;
-    assert_eq!((reply.status, reply.text().as_str()), (202, r#"{"ok":true}"#));
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (202, r#"{"ok":true}"#)
+    );
     assert_eq!(reply.header("x-from-request"), Some("request"));
     // A response template reads both overrides and sets the header again: its value wins.
     let reply = gateway.get("/temp/overridden-again").send().await;
@@ -718,12 +735,21 @@ async fn a_body_whose_json_would_pass_the_template_memory_bound_is_refused() {
     post(&gateway, "/temp/whole", "application/json", big)
         .send()
         .await
-        .assert_gateway_error(413, r#"{"message":"Request Too Long"}"#, "RequestTooLongException");
+        .assert_gateway_error(
+            413,
+            r#"{"message":"Request Too Long"}"#,
+            "RequestTooLongException",
+        );
     assert_eq!(upstream.count(), 0);
     // The same route passes an ordinary body through.
-    post(&gateway, "/temp/whole", "application/json", r#"{"a": [1, 2]}"#)
-        .send()
-        .await
-        .assert_ok();
+    post(
+        &gateway,
+        "/temp/whole",
+        "application/json",
+        r#"{"a": [1, 2]}"#,
+    )
+    .send()
+    .await
+    .assert_ok();
     assert_eq!(upstream.single().body, br#"{"a":[1,2]}"#);
 }
