@@ -193,11 +193,12 @@ pub fn key(
         }
     }
     for (param, _) in &route.cache.when {
-        if !route
+        let keyed = route
             .cache
             .key_parameters
-            .contains(&KeyPart::Param(param.clone()))
-        {
+            .iter()
+            .any(|k| matches!(k, KeyPart::Param(p) if p == param));
+        if !keyed {
             push_part(&mut key, &param.to_string());
             push_value(&mut key, value(param));
         }

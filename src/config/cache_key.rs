@@ -132,19 +132,44 @@ fn check_route(
     binary_media_types: &[String],
     errors: &mut Vec<Diagnostic>,
 ) {
-    let mut needs: Vec<(At, Need)> = Vec::new();
-    let integration = &route.integration;
-    let ipath = format!("{path}.integration");
+    let mut needs = template_reads(doc, path, route);
+    needs.extend(parameter_reads(doc, path, route));
+    needs.extend(integration_reads(doc, path, route, binary_media_types));
+    // Each missing part once per route, where it is first read.
+    let mut reported: Vec<String> = Vec::new();
+    for (at, need) in needs {
+        let (covered, id) = match &need.part {
+            Ok(part) => (route.cache.holds(part), part.to_string()),
+            Err(_) => (false, need.what.clone()),
+        };
+        if covered || reported.contains(&id) {
+            continue;
+        }
+        reported.push(id);
+        let message = message(path, &need);
+        errors.push(match at {
+            At::Template(p, line, col) => {
+                doc.error_in_scalar(&p, line as usize, col as usize, message)
+            }
+            At::Node(p) => doc.error(&p, message),
+        });
+    }
+}
 
-    // Request templates, by what they read.
-    let tpath = format!("{ipath}.request_templates");
-    let raw_media: Vec<String> = doc
-        .get(&tpath)
+/// The keys of the mapping at `path` in the file, as written.
+fn keys_at(doc: &Doc, path: &str) -> Vec<String> {
+    doc.get(path)
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    for media in &raw_media {
-        let Some(template) = integration.request_templates.get(media) else {
+        .unwrap_or_default()
+}
+
+/// What the route's request templates read, at each first reading reference.
+fn template_reads(doc: &Doc, path: &str, route: &Route) -> Vec<(At, Need)> {
+    let tpath = format!("{path}.integration.request_templates");
+    let mut needs = Vec::new();
+    for media in keys_at(doc, &tpath) {
+        let Some(template) = route.integration.request_templates.get(&media) else {
             continue;
         };
         for read in template.reads() {
@@ -154,28 +179,28 @@ fn check_route(
             }
         }
     }
+    needs
+}
 
-    // Integration parameters.
+/// What the identifier headers and `request_parameters` copy from the request.
+fn parameter_reads(doc: &Doc, path: &str, route: &Route) -> Vec<(At, Need)> {
+    let integration = &route.integration;
+    let ipath = format!("{path}.integration");
+    let mut needs = Vec::new();
     let shortcuts = [
         ("custom_attributes", &integration.custom_attributes),
         ("inference_id", &integration.inference_id),
         ("target_variant", &integration.target_variant),
     ];
     for (field, source) in shortcuts {
-        if let Some(source) = source {
-            for need in source_needs(route, source) {
-                needs.push((At::Node(format!("{ipath}.{field}")), need));
-            }
+        for need in source.iter().flat_map(|s| source_needs(route, s)) {
+            needs.push((At::Node(format!("{ipath}.{field}")), need));
         }
     }
     let ppath = format!("{ipath}.request_parameters");
-    let raw_targets: Vec<String> = doc
-        .get(&ppath)
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
+    let targets = keys_at(doc, &ppath);
     for (header, source) in &integration.request_headers {
-        let target = raw_targets
+        let target = targets
             .iter()
             .find(|t| t.to_ascii_lowercase().ends_with(&format!(".{header}")))
             .map_or_else(|| ppath.clone(), |t| format!("{ppath}.{t}"));
@@ -183,27 +208,38 @@ fn check_route(
             needs.push((At::Node(target.clone()), need));
         }
     }
+    needs
+}
 
-    // What the integration does with the request on its own: pass the body through, pick a
-    // template by Content-Type, or build the default body.
-    let templates = integration.request_templates.0.len();
-    let passthrough = integration.passthrough;
-    let written = |p: &str| doc.get(p).is_some().then(|| p.to_owned());
-    let setting = written(&format!("{ipath}.passthrough_behavior"))
-        .or_else(|| written(&tpath))
-        .unwrap_or_else(|| ipath.clone());
+/// What the integration reads on its own: a body passed through with its content type, the
+/// Content-Type choosing a template, the default body's parameters.
+fn integration_reads(
+    doc: &Doc,
+    path: &str,
+    route: &Route,
+    binary_media_types: &[String],
+) -> Vec<(At, Need)> {
+    let ipath = format!("{path}.integration");
+    let tpath = format!("{ipath}.request_templates");
+    let templates = route.integration.request_templates.0.len();
+    let passthrough = route.integration.passthrough;
+    let mut needs = Vec::new();
     let passes_through = match templates {
         0 => passthrough != Passthrough::Never,
         _ => passthrough == Passthrough::WhenNoMatch,
     };
     if passes_through {
+        let written = |p: &str| doc.get(p).is_some().then(|| p.to_owned());
+        let setting = written(&format!("{ipath}.passthrough_behavior"))
+            .or_else(|| written(&tpath))
+            .unwrap_or_else(|| ipath.clone());
         let hint = if templates == 0 {
-            "or add a request template with passthrough_behavior: NEVER".to_owned()
+            "or add a request template with passthrough_behavior: NEVER"
         } else {
-            "or set passthrough_behavior: NEVER (415 for other content types)".to_owned()
+            "or set passthrough_behavior: NEVER (415 for other content types)"
         };
         for need in body_and_type("passed through to SageMaker when no request template matches") {
-            needs.push((At::Node(setting.clone()), need.hint(hint.clone())));
+            needs.push((At::Node(setting.clone()), need.hint(hint)));
         }
     }
     if !binary_media_types.is_empty() {
@@ -216,7 +252,7 @@ fn check_route(
             KeyPart::Param(ParamSource::Header("content-type".to_owned())),
             "header `content-type`, which selects the request template",
         );
-        needs.push((At::Node(tpath.clone()), need));
+        needs.push((At::Node(tpath), need));
     }
     if templates == 0 && passthrough != Passthrough::Never {
         let default_body = "(without request templates the body is a JSON object of them)";
@@ -231,32 +267,9 @@ fn check_route(
             KeyPart::AllQuery,
             format!("every query parameter {default_body}"),
         );
-        needs.push((At::Node(ipath.clone()), need));
+        needs.push((At::Node(ipath), need));
     }
-
-    // Each missing part once per route, where it is first read.
-    let mut reported: Vec<String> = Vec::new();
-    for (at, need) in needs {
-        let covered = match &need.part {
-            Ok(part) => route.cache.holds(part),
-            Err(_) => false,
-        };
-        let id = match &need.part {
-            Ok(part) => part.to_string(),
-            Err(_) => need.what.clone(),
-        };
-        if covered || reported.contains(&id) {
-            continue;
-        }
-        reported.push(id);
-        let message = message(path, &need);
-        errors.push(match at {
-            At::Template(p, line, col) => {
-                doc.error_in_scalar(&p, line as usize, col as usize, message)
-            }
-            At::Node(p) => doc.error(&p, message),
-        });
-    }
+    needs
 }
 
 fn message(path: &str, need: &Need) -> String {
