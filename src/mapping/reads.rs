@@ -278,7 +278,12 @@ impl Walk<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::mapping::{Bounds, Params, RenderInput};
 
     fn one(n: &str) -> Name {
         Name::One(n.to_owned())
@@ -467,5 +472,178 @@ mod tests {
             .unwrap()
             .reads();
         assert_eq!((reads[0].line, reads[0].col), (2, 11));
+    }
+
+    /// Template pieces that read the request in every way `reads` knows, and some it must not miss.
+    const PIECES: &[&str] = &[
+        "$input.params('a')",
+        "$input.params('b')",
+        "$input.params('c')",
+        "$input.params('x')",
+        "$input.params()",
+        "$input.params().header",
+        "$input.params().header.a",
+        "$input.params().header.get('x')",
+        "$input.params().header.containsKey('x')",
+        "#foreach($h in $input.params().header.keySet())$h,#end",
+        "#foreach($h in $input.params().querystring)$h,#end",
+        "$input.params().querystring",
+        "$input.params().querystring.c",
+        "$input.params().querystring.size()",
+        "$input.params().path.b",
+        "$input.params().get('path')",
+        "#set($v = $input.params())$v.querystring.a",
+        "#set($n = 'c')$input.params($n)",
+        "#set($q = $input.params().querystring)$q.get('b')",
+        "$input.body",
+        "$input.json('$.a')",
+        "$input.path('$').a",
+        "$util.parseJson($input.body).a",
+        "$context.identity.sourceIp",
+        "$context.identity",
+        "$context.identity.apiKeyId",
+        "$context.path",
+        "$context",
+        "#set($k = 'path')$context[$k]",
+        "#set($k = 'identity')$context.get($k).apiKeyId",
+        "$context.httpMethod",
+        "$stageVariables.a",
+        "#foreach($s in $stageVariables)$s#end",
+        "#if($input.params('b') == '1')one#else other#end",
+        "$util.escapeJavaScript($input.params().header.b)",
+        "#set($m = {})#set($m.k = $context.identity.userAgent)$m",
+        "\\$input.params('c')",
+    ];
+
+    /// One thing a request can vary in.
+    #[derive(Clone, Copy, Debug)]
+    enum Slot {
+        Path(&'static str),
+        Query(&'static str),
+        Header(&'static str),
+        Body,
+        Identity(&'static str),
+        ContextPath,
+        StageVariable(&'static str),
+    }
+
+    const SLOTS: &[Slot] = &[
+        Slot::Path("a"),
+        Slot::Path("b"),
+        Slot::Query("a"),
+        Slot::Query("b"),
+        Slot::Query("c"),
+        Slot::Header("a"),
+        Slot::Header("b"),
+        Slot::Header("x"),
+        Slot::Body,
+        Slot::Identity("sourceIp"),
+        Slot::Identity("apiKeyId"),
+        Slot::Identity("userAgent"),
+        Slot::ContextPath,
+        Slot::StageVariable("a"),
+        Slot::StageVariable("b"),
+    ];
+
+    /// Whether `reads` admits that `slot` may change the output.
+    fn covered(reads: &[Read], slot: Slot) -> bool {
+        let named = |name: &Name, n: &str| match name {
+            Name::One(x) => x.eq_ignore_ascii_case(n),
+            Name::All => true,
+        };
+        reads.iter().any(|r| match (&r.input, slot) {
+            (Input::Param(name), Slot::Path(n) | Slot::Query(n) | Slot::Header(n)) => {
+                named(name, n)
+            }
+            (Input::Path(name), Slot::Path(n))
+            | (Input::Query(name), Slot::Query(n))
+            | (Input::Header(name), Slot::Header(n))
+            | (Input::Identity(name), Slot::Identity(n))
+            | (Input::StageVariable(name), Slot::StageVariable(n)) => named(name, n),
+            (Input::Body(_), Slot::Body) => true,
+            (Input::Context(Name::All), Slot::Identity(_) | Slot::ContextPath) => true,
+            (Input::Context(Name::One(c)), Slot::ContextPath) => c == "path",
+            _ => false,
+        })
+    }
+
+    /// A request where every slot holds `v`, except `changed`, which holds `w` (or is absent).
+    fn render(
+        template: &crate::mapping::Template,
+        changed: Option<(Slot, Option<&str>)>,
+    ) -> String {
+        let value = |slot: Slot| -> Option<String> {
+            match changed {
+                Some((c, w))
+                    if std::mem::discriminant(&c) == std::mem::discriminant(&slot)
+                        && format!("{c:?}") == format!("{slot:?}") =>
+                {
+                    w.map(str::to_owned)
+                }
+                _ => Some("1".to_owned()),
+            }
+        };
+        let list = |make: fn(&'static str) -> Slot, names: &[&'static str]| {
+            names
+                .iter()
+                .filter_map(|n| Some(((*n).to_owned(), value(make(n))?)))
+                .collect::<Vec<_>>()
+        };
+        let params = Params {
+            path: list(Slot::Path, &["a", "b"]),
+            querystring: list(Slot::Query, &["a", "b", "c"]),
+            header: list(Slot::Header, &["a", "b", "x"]),
+        };
+        let body = format!("{{\"a\": \"{}\"}}", value(Slot::Body).unwrap_or_default());
+        let mut identity = serde_json::Map::new();
+        for f in ["sourceIp", "apiKeyId", "userAgent"] {
+            if let Some(v) = value(Slot::Identity(f)) {
+                identity.insert(f.to_owned(), v.into());
+            }
+        }
+        let context = serde_json::json!({
+            "requestId": "r",
+            "httpMethod": "GET",
+            "path": value(Slot::ContextPath),
+            "identity": identity,
+        });
+        let vars: BTreeMap<String, String> = ["a", "b"]
+            .iter()
+            .filter_map(|n| Some(((*n).to_owned(), value(Slot::StageVariable(n))?)))
+            .collect();
+        let input = RenderInput {
+            body: body.as_bytes(),
+            params: &params,
+            context: &context,
+            stage_variables: &vars,
+        };
+        match template.render(&input, &Bounds::default()) {
+            Ok(r) => r.body,
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    proptest! {
+        // Cheap (a few small renders a case), and a piece meets its slot in ~1 % of cases.
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The analysis is sound: changing any input it does not report never changes the output.
+        #[test]
+        fn what_reads_leaves_out_never_changes_the_output(
+            pieces in prop::collection::vec(prop::sample::select(PIECES), 1..5),
+            slot in prop::sample::select(SLOTS),
+            new_value in prop::option::of(Just("2")),
+        ) {
+            let src = pieces.join(" | ");
+            let template = crate::mapping::parse(&src).unwrap();
+            let reads = template.reads();
+            if !covered(&reads, slot) {
+                prop_assert_eq!(
+                    render(&template, None),
+                    render(&template, Some((slot, new_value))),
+                    "{} changed the output of {} (reads: {:?})", format!("{slot:?}"), src, reads
+                );
+            }
+        }
     }
 }

@@ -46,11 +46,7 @@ async fn a_body_with_an_odd_content_type_never_reaches_a_cached_answer() {
         .body(ATTACK_BODY)
         .send()
         .await
-        .assert_gateway_error(
-            415,
-            r#"{"message":"Unsupported Media Type"}"#,
-            "UnsupportedMediaTypeException",
-        );
+        .assert_unsupported_media_type();
     // A JSON body on the GET is rendered through the template, which does not read it.
     let json_body = gateway
         .get(VICTIM)
