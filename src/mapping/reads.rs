@@ -161,9 +161,20 @@ impl Walk<'_> {
                     self.expr(v);
                 }
             }
-            Expr::Range(a, b) | Expr::Bin(_, a, b) => {
+            Expr::Range(a, b) => {
                 self.expr(a);
                 self.expr(b);
+            }
+            Expr::Bin(..) => {
+                // `a + b + c ...` nests to the left without a depth bound: walk it as a list.
+                let mut operands = Vec::new();
+                let mut left = e;
+                while let Expr::Bin(_, l, r) = left {
+                    operands.push(&**r);
+                    left = l;
+                }
+                self.expr(left);
+                operands.iter().rev().for_each(|r| self.expr(r));
             }
             Expr::Not(inner) => self.expr(inner),
             Expr::Ref(r) => self.reference(r),
