@@ -293,7 +293,12 @@ impl Gateway {
         };
         let cached = self.caches.get(&stage.name).and_then(|c| {
             let ttl = cache::route_ttl(stage, route)?;
-            let key = cache::key(stage, route, |p| input.value(p, ctx))?;
+            let req = cache::KeyRequest {
+                method: &input.req.method,
+                query: &input.params.querystring,
+                body: &input.req.body,
+            };
+            let key = cache::key(stage, route, req, |p| input.value(p, ctx))?;
             Some((c, ttl, key))
         });
         let mut warn = false;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
+use super::cache_key;
 use super::diag::{Diagnostic, Diagnostics};
 use super::param::ParamSource;
 use super::telemetry::{self, TelemetryConfig};
@@ -536,6 +537,11 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
             .map_err(|e| errors.push(e))
             .unwrap_or_default(),
     };
+    let binary_media_types: Vec<String> = binary_media_types
+        .iter()
+        .map(|m| m.to_ascii_lowercase())
+        .collect();
+    cache_key::check(doc, &stages, &routes, &binary_media_types, errors);
     let gateway_responses = templates::gateway_responses(doc, errors);
     let limits = compile_limits(doc, errors);
     Some(GatewayConfig {
@@ -545,10 +551,7 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
         stages,
         routes,
         table: table?,
-        binary_media_types: binary_media_types
-            .iter()
-            .map(|m| m.to_ascii_lowercase())
-            .collect(),
+        binary_media_types,
         gateway_responses,
         telemetry: TelemetryConfig::default(),
         limits: limits?,
@@ -1037,7 +1040,13 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 )),
             }
         }
-        let cache = cache::stage_cache(doc, &format!("{path}.cache"), raw.cache, errors);
+        let cache = cache::stage_cache(
+            doc,
+            &format!("{path}.cache"),
+            (name, &raw.variables),
+            raw.cache,
+            errors,
+        );
         stages.insert(
             name.clone(),
             Stage {

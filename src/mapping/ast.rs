@@ -37,6 +37,8 @@ pub(super) struct Foreach {
 #[derive(Debug)]
 pub(super) struct Reference {
     pub root: Box<str>,
+    /// Byte offset of its `$` in the template (of the enclosing literal, inside a `"..."`).
+    pub at: usize,
     pub parts: Vec<Part>,
     /// `$!x`: renders nothing when null.
     pub quiet: bool,

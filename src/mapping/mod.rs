@@ -73,6 +73,7 @@ mod escape;
 mod eval;
 mod methods;
 mod parse;
+mod reads;
 mod value;
 
 #[cfg(test)]
@@ -85,6 +86,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use escape::escape_javascript;
+pub use reads::{BodyUse, Input, Name, Read};
 
 /// Deepest nesting of blocks (`#if`, `#foreach`) and expressions the parser accepts.
 pub const MAX_PARSE_DEPTH: usize = 64;

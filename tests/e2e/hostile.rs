@@ -6,6 +6,8 @@
 //! Requests a well-formed client cannot send go over a raw TCP connection ([`raw`]); every read
 //! is bounded, and each test checks that the gateway keeps serving afterwards.
 
+mod cache_poisoning;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
