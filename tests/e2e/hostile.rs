@@ -1,7 +1,8 @@
 //! Hostile input (issue 7): limits that hold before routing (header and body size, header
 //! timeout), paths that must not be guessed at (invalid UTF-8, bad percent-encoding, `..`),
 //! ambiguous keys, header injection through values copied into SageMaker's custom attributes,
-//! key enumeration, and secrets in the gateway's own output.
+//! key enumeration, secrets in the gateway's own output, and (issue 14) trace sampling forced by
+//! callers.
 //!
 //! Requests a well-formed client cannot send go over a raw TCP connection ([`raw`]); every read
 //! is bounded, and each test checks that the gateway keeps serving afterwards.
@@ -14,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::kit::config::{KEY_A, KEY_DISABLED, KEY_TEMP_ONLY};
+use crate::kit::otlp::Collector;
 use crate::kit::{Gateway, GatewayYaml, Upstream, WAIT};
 
 /// The standard config with hostile-input settings added to `server:`.
@@ -379,4 +381,65 @@ async fn key_enumeration_is_throttled_but_a_valid_key_never_is_and_no_secret_is_
             "sha256 of {secret} in the gateway output"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_caller_can_force_its_request_to_be_traced() {
+    // The deployed sampler: parent-based, with a ratio (0 here, so any recorded span is forced).
+    let collector = Collector::start().await;
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "{}telemetry:\n  otlp:\n    enabled: true\n    endpoint: \"{}\"\n    schedule_delay_ms: 50\n",
+        GatewayYaml::standard().render(),
+        collector.endpoint()
+    );
+    let mut gateway = Gateway::builder()
+        .config_text(&config)
+        .upstream(&upstream)
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0")
+        .start()
+        .await;
+    let ok = "/temp/recommended-movies/U:1?k=1&inference_type=deterministic";
+    // Anyone (no key, a guessed, disabled or wrong-stage key, an unknown route or stage) and a
+    // key holder alike ask for sampling, through both trace headers.
+    let attempts: [(&str, Option<&str>, u16); 7] = [
+        (ok, None, 403),
+        (ok, Some("guess-0000-abcdefghijklmnopqrstuvwxyz"), 403),
+        (ok, Some(KEY_DISABLED), 403),
+        (
+            "/prod/recommended-movies/U:1?k=1&inference_type=deterministic",
+            Some(KEY_TEMP_ONLY),
+            403,
+        ),
+        ("/temp/nowhere", Some(KEY_A), 403),
+        ("/nostage/recommended-movies/U:1", None, 403),
+        (ok, Some(KEY_A), 200),
+    ];
+    for (i, (path, key, status)) in attempts.into_iter().enumerate() {
+        let trace = format!("{:032x}", 0xf00d_0000 + i);
+        for header in [
+            ("traceparent", format!("00-{trace}-00f067aa0ba902b7-01")),
+            (
+                "x-amzn-trace-id",
+                format!("Root=1-{}-{};Sampled=1", &trace[..8], &trace[8..]),
+            ),
+        ] {
+            let mut request = gateway.get(path).header(header.0, &header.1);
+            if let Some(key) = key {
+                request = request.key(key);
+            }
+            assert_eq!(request.send().await.status, status, "{path} {key:?}");
+        }
+    }
+    // SIGTERM flushes whatever was queued: nothing may have been.
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(WAIT).await.success());
+    let spans = collector.spans();
+    assert!(
+        spans.is_empty(),
+        "{} spans exported for forced requests, e.g. {:?}",
+        spans.len(),
+        spans.first()
+    );
 }
