@@ -20,6 +20,9 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::diag::Diagnostic;
 
+/// The environment `${env:NAME}` reads (injected, so tests and fuzzing read nothing real).
+type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
 /// A parsed YAML document with positions.
 #[derive(Debug, Clone)]
 pub struct Doc {
@@ -50,7 +53,7 @@ impl Doc {
     fn build(
         file: &str,
         text: &str,
-        env: Option<&dyn Fn(&str) -> Option<String>>,
+        env: Option<&Env<'_>>,
     ) -> Result<Doc, Vec<Diagnostic>> {
         let mut builder = Builder {
             file,
@@ -235,7 +238,7 @@ struct Builder<'a> {
     file: &'a str,
     text: &'a str,
     /// `None`: a data file, where `${` is refused.
-    env: Option<&'a dyn Fn(&str) -> Option<String>>,
+    env: Option<&'a Env<'a>>,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Value>,
     root: Option<Value>,
