@@ -50,11 +50,7 @@ impl Doc {
         Doc::build(file, text, None)
     }
 
-    fn build(
-        file: &str,
-        text: &str,
-        env: Option<&Env<'_>>,
-    ) -> Result<Doc, Vec<Diagnostic>> {
+    fn build(file: &str, text: &str, env: Option<&Env<'_>>) -> Result<Doc, Vec<Diagnostic>> {
         let mut builder = Builder {
             file,
             text,

@@ -42,8 +42,14 @@ async fn gateway(
     keys: &KeysYaml,
     upstream: &Upstream,
 ) -> Gateway {
+    let config = GatewayYaml::standard().redis_limits(&redis.url(), policy, 50);
+    gateway_with(&config.render(), keys, upstream).await
+}
+
+/// A gateway on `config` with its admin listener on, once its limit store is up.
+async fn gateway_with(config: &str, keys: &KeysYaml, upstream: &Upstream) -> Gateway {
     let gateway = Gateway::builder()
-        .config(GatewayYaml::standard().redis_limits(&redis.url(), policy, 50))
+        .config_text(config)
         .keys(keys.clone())
         .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .upstream(upstream)
@@ -391,14 +397,7 @@ async fn one_slow_redis_call_does_not_hand_the_task_full_local_buckets() {
         .render();
     let slow_probe = config.replace("probe_interval_ms: 100", "probe_interval_ms: 60000");
     assert_ne!(slow_probe, config, "the kit's config changed shape");
-    let gateway = Gateway::builder()
-        .config_text(&slow_probe)
-        .keys(keys)
-        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
-        .upstream(&upstream)
-        .start()
-        .await;
-    gateway.wait_for_log("limit store up").await;
+    let gateway = gateway_with(&slow_probe, &keys, &upstream).await;
     for _ in 0..2 {
         gateway.get(SEED).key(KEY_A).send().await.assert_ok();
     }
