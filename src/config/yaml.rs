@@ -266,9 +266,9 @@ impl Builder<'_> {
     }
 
     /// In a data file, reports a `${` in `text` (a scalar starting at `mark`) at its position.
-    fn refuse_placeholder(&mut self, mark: Marker, path: &str, text: &str) -> bool {
+    fn refuse_placeholder(&mut self, mark: Marker, path: &str, text: &str) {
         if self.env.is_some() || !text.contains(DATA_PLACEHOLDER) {
-            return false;
+            return;
         }
         // Point at the `${` when it is on the scalar's first line (plain or quoted), else at the
         // scalar.
@@ -290,7 +290,6 @@ impl Builder<'_> {
                       (`${env:…}` works in gateway.yaml only)"
                 .to_owned(),
         });
-        true
     }
 
     fn push_value(&mut self, value: Value, anchor: usize) {

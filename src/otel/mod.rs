@@ -18,11 +18,6 @@
 //!   when it was refused before or at authentication ([`Authenticated::No`]), whatever the caller
 //!   sent and whatever the ratio (the rules are in [`crate::config::telemetry`]).
 //! - Spans are built only for sampled requests, at the end of the request: a few small vectors.
-//!
-//! Security: without trust, a caller cannot force a trace through the header's flag, nor through
-//! the trace id it picks (the ratio over a caller's id is a fresh random draw, since the OTel
-//! trace-id rule would keep every id with small low bits); a caller without a valid key gets no
-//! span exported at all, so it controls neither the tracing bill nor room in the export queue.
 //! - Export never slows or fails a request: finished spans go to an unbounded channel gated by an
 //!   atomic count (`max_queue_size` spans); above it they are dropped and counted. One task batches
 //!   (`max_export_batch_size`, `schedule_delay`) and exports one call at a time, each bounded by the
@@ -32,7 +27,11 @@
 //!   by [`FLUSH_BOUND`] so the task stops before ECS's SIGKILL.
 //!
 //! Security: attributes carry the API key *id*, never the key or its hash, and no header values;
-//! the query string is not recorded (it may carry tokens).
+//! the query string is not recorded (it may carry tokens). Without trust, a caller cannot force a
+//! trace through the header's flag, nor through the trace id it picks (the ratio over a caller's
+//! id is a fresh random draw, since OTel's trace-id rule keeps every id with small low bits); a
+//! caller without a valid key gets no span exported at all, so it controls neither the tracing
+//! bill nor room in the export queue.
 
 pub mod propagation;
 

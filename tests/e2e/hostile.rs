@@ -465,12 +465,11 @@ async fn a_keys_object_cannot_read_the_gateways_environment() {
         .await;
     let status = async |key: &str| gateway.recommend("temp", "U:1", Some(key)).await.status;
     assert_eq!(status(DEMO_KEY).await, 200);
-    let plan = || Plan::new("standard", &["temp", "prod"]).throttle(1000.0, 2000);
 
     // Whoever writes the object names a key after the secret, to read it back from the access
     // log, metrics, traces and /usage; then a stage, to read it from the reload error.
     let by_key_id = KeysYaml::new()
-        .plan(plan())
+        .plan(Plan::new("standard", &["temp", "prod"]))
         .key(Key::new(
             "${env:SAGEGATE_REDIS_PASSWORD}",
             KEY_NEW,

@@ -26,15 +26,15 @@
 //!   the store down (one log line), so one slow call costs one request, not a probe interval of
 //!   local limits. While down, requests do not touch Redis at all. A background probe reconnects
 //!   and marks it up (one log line), after adding the quota counted locally meanwhile to the
-//!   shared counters (`INCRBY`). A local quota continues from the last shared count this task
+//!   shared counters (`flush.lua`, which adds each batch once, however often it is resent). A local quota continues from the last shared count this task
 //!   saw, so an outage costs at most N tasks × the remaining quota.
 //! - Counted at most once: a call that failed after it may have reached the server (a timeout, a
 //!   dropped connection) may still run there, late (a hung server works off its queue when it
 //!   resumes), and count the request. Its local admission is therefore *not* added back: the
 //!   request is counted once if the script ran, not at all if it never did. Only calls the server
 //!   certainly did not run (connection refused, an error reply) and requests decided while the
-//!   store was down are added back. Bound: a task under-counts at most the calls that were in
-//!   flight, unanswered, when the store stopped answering for good (docs/limits.md).
+//!   store was down are added back. Bound: a task under-counts at most the calls it sent between
+//!   the server's end and the store being marked down, if the server lost them (docs/limits.md).
 //! - Hot path: no lock; the command is built into one buffer; a std mutex is taken only on a
 //!   local fallback admission with a quota (outages only), never across `.await`.
 //!
