@@ -469,7 +469,7 @@ async fn a_keys_object_cannot_read_the_gateways_environment() {
     // Whoever writes the object names a key after the secret, to read it back from the access
     // log, metrics, traces and /usage; then a stage, to read it from the reload error.
     let by_key_id = KeysYaml::new()
-        .plan(Plan::new("standard", &["temp", "prod"]))
+        .plan(Plan::new("standard", &["temp", "prod"]).throttle(1000.0, 2000))
         .key(Key::new(
             "${env:SAGEGATE_REDIS_PASSWORD}",
             KEY_NEW,
