@@ -18,6 +18,19 @@ pub enum Limited {
     Quota,
 }
 
+/// How far the caller got through authentication. Only an authenticated request may be traced
+/// (DESIGN "Edge rules": a caller without a valid key controls no cost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Authenticated {
+    /// Not (yet): refused before or at authentication.
+    #[default]
+    No,
+    /// A route without `api_key_required`: the operator opened it to anyone.
+    PublicRoute,
+    /// A valid API key whose usage plans cover the stage.
+    Key,
+}
+
 /// What is known about one request so far.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -37,8 +50,10 @@ pub struct RequestContext {
     pub stage: Option<String>,
     /// `$context.resourcePath` (the matched template), once known.
     pub resource_path: Option<String>,
-    /// `$context.identity.apiKeyId`, once known.
+    /// `$context.identity.apiKeyId`, once known (also for a disabled or wrong-stage key).
     pub api_key_id: Option<String>,
+    /// Whether the caller passed authentication.
+    pub authenticated: Authenticated,
     /// When the request arrived (monotonic).
     pub started: Instant,
     /// When the request arrived (wall clock), for `$context.requestTime`.
@@ -85,6 +100,7 @@ impl RequestContext {
             stage: None,
             resource_path: None,
             api_key_id: None,
+            authenticated: Authenticated::No,
             started: Instant::now(),
             request_time: Utc::now(),
             integration_latency: None,

@@ -490,7 +490,7 @@ fn serve(
         let exporting = match &otlp {
             Some(otlp) => {
                 let (tracer, exporting) = sagegate::otel::start(otlp, &gateway.metrics)?;
-                tracing::info!(endpoint = %otlp.traces_url, service = %otlp.service_name, ratio = otlp.sampling.ratio, "OTLP trace export on");
+                tracing::info!(endpoint = %otlp.traces_url, service = %otlp.service_name, ratio = otlp.sampling.ratio, trust_caller_sampling = otlp.sampling.trust_caller, "OTLP trace export on");
                 gateway = gateway.with_tracer(tracer);
                 Some(exporting)
             }

@@ -27,7 +27,7 @@ use crate::cache::{self, CacheStatus, Directive, Fetched, StageCache};
 use crate::config::GatewayConfig;
 use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
-use crate::context::{Limited, RequestContext};
+use crate::context::{Authenticated, Limited, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::{self, MappingInput};
 use crate::limits::{
@@ -294,7 +294,12 @@ impl Gateway {
         };
         let cached = self.caches.get(&stage.name).and_then(|c| {
             let ttl = cache::route_ttl(stage, route)?;
-            let key = cache::key(stage, route, |p| input.value(p, ctx))?;
+            let req = cache::KeyRequest {
+                method: &input.req.method,
+                query: &input.params.querystring,
+                body: &input.req.body,
+            };
+            let key = cache::key(stage, route, req, |p| input.value(p, ctx))?;
             Some((c, ttl, key))
         });
         let mut warn = false;
@@ -388,6 +393,7 @@ impl Gateway {
         ctx: &mut RequestContext,
     ) -> Result<Option<Caller>, GatewayError> {
         if !route.api_key_required {
+            ctx.authenticated = Authenticated::PublicRoute;
             return Ok(None);
         }
         let mut presented = req.header_values(API_KEY_HEADER);
@@ -401,6 +407,7 @@ impl Gateway {
         match keys.authenticate(key.map(str::as_bytes), &stage.name) {
             Ok(caller) => {
                 ctx.api_key_id = Some(caller.key.id.clone());
+                ctx.authenticated = Authenticated::Key;
                 Ok(Some(caller))
             }
             Err(err) => {

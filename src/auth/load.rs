@@ -10,8 +10,12 @@
 //! not parse still lends its `id` to the cross-reference checks, so one typo does not cascade into
 //! "unknown usage plan" errors elsewhere.
 //!
-//! `${env:NAME}` / `${env:NAME:-default}` are substituted as in gateway.yaml (so a local stack can
-//! take a key value from the environment). Security: diagnostics never quote a key value or hash.
+//! Security: the keys source is data, often written by automation (an S3 upload), so nothing in it
+//! is interpolated: a `${` anywhere is an error at its line and column ([`Doc::parse_data`]), and
+//! whoever writes the file cannot make the gateway read its environment into key ids, logs,
+//! metrics, traces or `/usage`. Diagnostics never quote a key value or hash, and what they echo
+//! of the file (ids, stage and plan names, unknown fields) is cut to [`ECHO_MAX_CHARS`] with control
+//! characters escaped, so a bad file can neither flood the error log nor forge terminal output.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -158,9 +162,11 @@ const MAX_FILL_SECS: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
 /// Parses and compiles a keys file. `file` names it in diagnostics (the path as given, or
 /// `s3://bucket/key`).
 pub fn parse_keys(file: &str, text: &str, ctx: &KeysContext) -> Result<KeySet, Diagnostics> {
-    let env = |name: &str| std::env::var(name).ok();
-    let doc = Doc::parse(file, text, &env).map_err(Diagnostics)?;
-    let mut set = Compiler::new(&doc, ctx).compile()?;
+    let tamed = |diags: Vec<Diagnostic>| Diagnostics(diags.into_iter().map(tame).collect());
+    let doc = Doc::parse_data(file, text).map_err(tamed)?;
+    let mut set = Compiler::new(&doc, ctx)
+        .compile()
+        .map_err(|Diagnostics(d)| tamed(d))?;
     set.origin = Origin {
         digest: Sha256::digest(text.as_bytes()).into(),
         etag: None,
@@ -538,6 +544,32 @@ fn check_value(value: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Longest path or message a keys-file diagnostic carries, in characters.
+pub const ECHO_MAX_CHARS: usize = 1024;
+
+/// Bounds what a diagnostic echoes of the file: control characters escaped, path and message cut
+/// to [`ECHO_MAX_CHARS`].
+fn tame(mut d: Diagnostic) -> Diagnostic {
+    fn bound(s: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i == ECHO_MAX_CHARS {
+                out.push('…');
+                break;
+            }
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    d.path = bound(&d.path);
+    d.message = bound(&d.message);
+    d
 }
 
 fn sorted_list(set: &HashSet<String>) -> String {

@@ -154,15 +154,19 @@ fn invalid_fixtures_report_every_error_located() {
 }
 
 #[test]
-fn env_values_are_substituted_and_unset_ones_reported() {
-    let text = "keys: []\nusage_plans:\n  - id: ${env:SAGEGATE_TEST_SURELY_UNSET_VAR:-p}\n    stages: [temp]\n  - id: q\n    stages: [\"${env:SAGEGATE_TEST_SURELY_UNSET_VAR}\"]\n";
+fn the_keys_source_never_reads_the_environment() {
+    // The variable is set in every process (the fixture `placeholders.yaml` covers the rest):
+    // were it interpolated, the file would be valid and the key id would be the path.
+    let text = "usage_plans:\n  - id: p\n    stages: [temp]\nkeys:\n  - id: ${env:PATH}\n    usage_plans: [p]\n    value: partner-a-test-key-0000000001\n";
     let err = parse_keys("k.yaml", text, &ctx()).unwrap_err();
     assert_eq!(err.0.len(), 1, "{err}");
     assert!(
         err.to_string()
-            .starts_with("k.yaml:6:14: usage_plans[1].stages[0]: environment variable"),
+            .starts_with("k.yaml:5:9: keys[0].id: `${` is not allowed"),
         "{err}"
     );
+    let path = std::env::var("PATH").unwrap_or_default();
+    assert!(!err.to_string().contains(&path), "{err}");
 }
 
 #[test]

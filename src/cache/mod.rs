@@ -12,10 +12,14 @@
 //! echoes, which carry the producing request's id). Response templates, `$context.requestId`,
 //! `x-amzn-RequestId` and `X-Amzn-Trace-Id` are therefore always the current request's.
 //!
-//! Key: stage, method, resource path, then every key parameter and `when` parameter as
-//! `kind.name=value`, each length-prefixed so no value can forge another key. Requests that fail a
-//! `when` condition bypass the cache (no read, no write): the shipped config keeps stochastic
-//! answers out, since a replayed stochastic ranking would corrupt the logged propensities.
+//! Key: the stage's scope (its name and a digest of its variables), the request's method, the
+//! resource path, then every key part and `when` parameter as `name` then value, each
+//! length-prefixed so no value can forge another key; the body is keyed by its SHA-256. The
+//! configuration only loads when the key covers everything the route's templates and integration
+//! read ([`crate::config::cache_key`]), so no request can store an answer under another request's
+//! key. Requests that fail a `when` condition bypass the cache (no read, no write): the shipped
+//! config keeps stochastic answers out, since a replayed stochastic ranking would corrupt the
+//! logged propensities.
 //!
 //! Coalescing: concurrent misses of one key share one upstream call (moka's `try_get_with`). A call
 //! that fails or is not cacheable is not stored; its waiters then make their own calls, so one
@@ -36,9 +40,10 @@ use governor::clock::Clock;
 use moka::Expiry;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
+use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
-use crate::config::cache::{StageCacheConfig, UnauthorizedStrategy};
+use crate::config::cache::{KeyPart, StageCacheConfig, UnauthorizedStrategy};
 use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
 use crate::limits::LimitClock;
@@ -138,9 +143,20 @@ pub fn directive<'a>(
 
 /// The TTL a request of `route` on `stage` is cached for, `None` when the route does not cache.
 pub fn route_ttl(stage: &Stage, route: &Route) -> Option<Duration> {
-    let enabled = stage.cache.enabled && route.cache.enabled.unwrap_or(route.method == "GET");
-    let ttl = route.cache.ttl.unwrap_or(stage.cache.ttl);
-    (enabled && !ttl.is_zero()).then_some(ttl)
+    route.cache.ttl_on(&stage.cache, &route.method)
+}
+
+/// What the key reads from a request besides its parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRequest<'a> {
+    /// The request's own method (an `ANY` route serves several; `$context.httpMethod` tells them
+    /// apart).
+    pub method: &'a str,
+    /// Decoded query parameters, in request order (`method.request.querystring.*`).
+    pub query: &'a [(String, String)],
+    /// The body (`method.request.body`, hashed only when the route keys it and the request uses
+    /// the cache).
+    pub body: &'a [u8],
 }
 
 /// The cache key of a request, or `None` when a `when` condition fails (the request bypasses).
@@ -148,11 +164,12 @@ pub fn route_ttl(stage: &Stage, route: &Route) -> Option<Duration> {
 pub fn key(
     stage: &Stage,
     route: &Route,
+    req: KeyRequest<'_>,
     value: impl Fn(&ParamSource) -> Option<String>,
 ) -> Option<String> {
     let mut key = String::with_capacity(128);
-    push_part(&mut key, &stage.name);
-    push_part(&mut key, &route.method);
+    push_part(&mut key, &stage.cache.scope);
+    push_part(&mut key, req.method);
     push_part(&mut key, &route.path);
     for (param, accepted) in &route.cache.when {
         let v = value(param)?;
@@ -160,21 +177,41 @@ pub fn key(
             return None;
         }
     }
-    let when_params = route.cache.when.iter().map(|(p, _)| p);
-    let mut seen: Vec<&ParamSource> = Vec::new();
-    for param in route.cache.key_parameters.iter().chain(when_params) {
-        if seen.contains(&param) {
-            continue;
+    for part in &route.cache.key_parameters {
+        push_part(&mut key, &part.to_string());
+        match part {
+            KeyPart::Param(param) => push_value(&mut key, value(param)),
+            KeyPart::AllQuery => {
+                push_part(&mut key, &req.query.len().to_string());
+                for (name, v) in req.query {
+                    push_part(&mut key, name);
+                    push_part(&mut key, v);
+                }
+            }
+            // A digest, never the body: a key's size does not grow with what the client sends.
+            KeyPart::Body => push_part(&mut key, &hex::encode(Sha256::digest(req.body))),
         }
-        seen.push(param);
-        push_part(&mut key, &param.to_string());
-        match value(param) {
-            Some(v) => push_part(&mut key, &v),
-            // Absent differs from empty.
-            None => key.push('-'),
+    }
+    for (param, _) in &route.cache.when {
+        let keyed = route
+            .cache
+            .key_parameters
+            .iter()
+            .any(|k| matches!(k, KeyPart::Param(p) if p == param));
+        if !keyed {
+            push_part(&mut key, &param.to_string());
+            push_value(&mut key, value(param));
         }
     }
     Some(key)
+}
+
+fn push_value(key: &mut String, value: Option<String>) {
+    match value {
+        Some(v) => push_part(key, &v),
+        // Absent differs from empty.
+        None => key.push('-'),
+    }
 }
 
 fn push_part(key: &mut String, part: &str) {

@@ -32,7 +32,13 @@ stages:
 routes:
   - method: GET
     path: /recommended-movies/{user_id}
-    integration: { endpoint_name: ep }
+    integration:
+      endpoint_name: ep
+      passthrough_behavior: NEVER
+      request_templates:
+        application/json: |
+          $input.params('user_id') $input.params().querystring.k $input.params().header.x-tenant
+          $input.params('inference_type')
     cache:
       key_parameters: [method.request.path.user_id, method.request.querystring.k, method.request.header.X-Tenant]
       when: { method.request.querystring.inference_type: [deterministic] }
@@ -42,7 +48,9 @@ routes:
   - method: GET
     path: /short
     integration: { endpoint_name: ep }
-    cache: { ttl_secs: 10 }
+    cache:
+      ttl_secs: 10
+      key_parameters: [method.request.querystring.*, method.request.body, method.request.header.content-type]
 "#;
 
 fn config() -> GatewayConfig {
@@ -61,6 +69,13 @@ fn params(list: &[(&str, &str)]) -> impl Fn(&ParamSource) -> Option<String> {
             .map(|(_, v)| v.clone())
     }
 }
+
+/// A GET without query or body, as the key sees it.
+const GET: KeyRequest<'static> = KeyRequest {
+    method: "GET",
+    query: &[],
+    body: b"",
+};
 
 fn reply(body: &str) -> UpstreamReply {
     UpstreamReply {
@@ -118,24 +133,85 @@ fn key_holds_the_key_parameters_and_ignores_the_rest() {
         ("method.request.querystring.k", "10"),
         ("method.request.querystring.inference_type", "deterministic"),
     ];
-    let k1 = key(stage, route, params(&base)).unwrap();
+    let k1 = key(stage, route, GET, params(&base)).unwrap();
     let mut other_k = base;
     other_k[1].1 = "11";
-    assert_ne!(k1, key(stage, route, params(&other_k)).unwrap());
+    assert_ne!(k1, key(stage, route, GET, params(&other_k)).unwrap());
     let mut with_unlisted = base.to_vec();
     with_unlisted.push(("method.request.querystring.department", "B"));
-    assert_eq!(k1, key(stage, route, params(&with_unlisted)).unwrap());
+    assert_eq!(k1, key(stage, route, GET, params(&with_unlisted)).unwrap());
     let mut with_tenant = base.to_vec();
     with_tenant.push(("method.request.header.x-tenant", "t1"));
-    assert_ne!(k1, key(stage, route, params(&with_tenant)).unwrap());
+    assert_ne!(k1, key(stage, route, GET, params(&with_tenant)).unwrap());
     // Another stage, same parameters: another entry.
-    assert_ne!(k1, key(&c.stages["open"], route, params(&base)).unwrap());
+    assert_ne!(
+        k1,
+        key(&c.stages["open"], route, GET, params(&base)).unwrap()
+    );
     // A value cannot forge the boundary between two parameters.
     let forged = [
         ("method.request.path.user_id", "U:1;2:10"),
         ("method.request.querystring.inference_type", "deterministic"),
     ];
-    assert_ne!(k1, key(stage, route, params(&forged)).unwrap());
+    assert_ne!(k1, key(stage, route, GET, params(&forged)).unwrap());
+    // Another method on the same route (an `ANY` route): another entry.
+    let post = KeyRequest {
+        method: "POST",
+        ..GET
+    };
+    assert_ne!(k1, key(stage, route, post, params(&base)).unwrap());
+}
+
+#[test]
+fn key_holds_every_query_parameter_and_the_body_digest_when_asked() {
+    let c = config();
+    let (stage, route) = (&c.stages["prod"], &c.routes[2]);
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let key_of = |query: &[(String, String)], body: &[u8], content_type: Option<&str>| {
+        let req = KeyRequest {
+            method: "GET",
+            query,
+            body,
+        };
+        let ct = content_type.map(str::to_owned);
+        key(stage, route, req, move |p| match p {
+            ParamSource::Header(h) if h == "content-type" => ct.clone(),
+            _ => None,
+        })
+        .unwrap()
+    };
+    let q = pairs(&[("a", "1"), ("b", "2")]);
+    let k1 = key_of(&q, b"", None);
+    assert_eq!(k1, key_of(&q, b"", None));
+    assert_ne!(k1, key_of(&pairs(&[("a", "1")]), b"", None));
+    assert_ne!(k1, key_of(&pairs(&[("a", "1"), ("b", "3")]), b"", None));
+    assert_ne!(k1, key_of(&pairs(&[("a", "1b"), ("", "2")]), b"", None));
+    assert_ne!(k1, key_of(&q, b"{}", None));
+    assert_ne!(k1, key_of(&q, b"", Some("text/plain")));
+    // The body is held as a digest: the key does not grow with it.
+    let big = key_of(&q, &[b'x'; 100_000], None);
+    assert_eq!(big.len(), k1.len());
+    assert_ne!(big, k1);
+}
+
+#[test]
+fn key_scope_changes_with_the_stage_and_its_variables() {
+    let with = |vars: &str| {
+        let text = CONFIG.replacen("variables: { endpoint: ep }", vars, 1);
+        let c = GatewayConfig::parse("g.yaml", &text, &|_| None).unwrap();
+        let base = [("method.request.querystring.inference_type", "deterministic")];
+        key(&c.stages["prod"], &c.routes[0], GET, params(&base)).unwrap()
+    };
+    let k1 = with("variables: { endpoint: ep }");
+    assert_eq!(k1, with("variables: { endpoint: ep }"));
+    assert_ne!(k1, with("variables: { endpoint: ep, model: v2 }"));
+    assert_ne!(k1, with("variables: { endpoint: ep2 }"));
+    // A value cannot move into a name.
+    assert_ne!(with("variables: { a: bc }"), with("variables: { ab: c }"));
 }
 
 #[test]
@@ -147,12 +223,13 @@ fn conditions_keep_stochastic_requests_out() {
             ("method.request.path.user_id", "U:1"),
             ("method.request.querystring.inference_type", policy),
         ];
-        assert_eq!(key(stage, route, params(&p)), None, "{policy}");
+        assert_eq!(key(stage, route, GET, params(&p)), None, "{policy}");
     }
     assert_eq!(
         key(
             stage,
             route,
+            GET,
             params(&[("method.request.path.user_id", "U:1")])
         ),
         None,

@@ -23,15 +23,24 @@
 //!       when: { method.request.querystring.inference_type: [deterministic] }
 //! ```
 //!
-//! Invariant: a request is cached only when its stage cache is on, its route's cache is on, the TTL
-//! is above zero and every `when` condition holds; anything else bypasses the cache entirely.
+//! Key parameters ([`KeyPart`]): `method.request.{path,querystring,header}.NAME` (API Gateway's),
+//! and sagegate's own `method.request.querystring.*` (every query parameter), `method.request.body`
+//! (the body's SHA-256), `context.identity.{apiKeyId,sourceIp,userAgent}` and `context.path`.
+//!
+//! Invariants: a request is cached only when its stage cache is on, its route's cache is on, the
+//! TTL is above zero and every `when` condition holds; anything else bypasses the cache entirely.
+//! A cached route's key covers every input its request templates and integration read, or the
+//! configuration is refused ([`super::cache_key`]). Every key starts with its stage's
+//! [`StageCacheConfig::scope`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
+use super::cache_key::KEYABLE_CONTEXT;
 use super::diag::Diagnostic;
 use super::param::ParamSource;
 use super::yaml::Doc;
@@ -90,8 +99,10 @@ pub(super) struct RawRouteCache {
     enabled: Option<bool>,
     /// TTL override in seconds (default: the stage's; 0..=3600).
     ttl_secs: Option<u64>,
-    /// Request parameters that make up the cache key beside method and resource path
-    /// (`method.request.{path,querystring,header}.NAME`; default none: one entry per route).
+    /// What makes up the cache key beside stage, method and resource path
+    /// (`method.request.{path,querystring,header}.NAME`, `method.request.querystring.*`,
+    /// `method.request.body`, `context.identity.{apiKeyId,sourceIp,userAgent}`, `context.path`;
+    /// default none: one entry per route). Must cover what the route's templates read.
     #[serde(default)]
     key_parameters: Vec<String>,
     /// Conditions that must all hold for a request to use the cache: parameter → accepted values
@@ -119,6 +130,9 @@ pub enum UnauthorizedStrategy {
 pub struct StageCacheConfig {
     /// Whether the stage caches (false also when the TTL is 0).
     pub enabled: bool,
+    /// The start of every key of this stage: its name and a digest of its variables, so no entry
+    /// is ever shared across stages, or across a change of the stage's variables.
+    pub scope: String,
     /// Default freshness.
     pub ttl: Duration,
     /// Byte bound of the whole stage cache.
@@ -139,6 +153,7 @@ impl Default for StageCacheConfig {
     fn default() -> Self {
         StageCacheConfig {
             enabled: false,
+            scope: String::new(),
             ttl: DEFAULT_TTL,
             max_bytes: DEFAULT_MAX_BYTES,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
@@ -157,10 +172,73 @@ pub struct RouteCacheConfig {
     pub enabled: Option<bool>,
     /// TTL override.
     pub ttl: Option<Duration>,
-    /// Parameters in the key, in file order.
-    pub key_parameters: Vec<ParamSource>,
+    /// What the key holds, in file order.
+    pub key_parameters: Vec<KeyPart>,
     /// Conditions: the parameter's value must be one of the listed ones.
     pub when: Vec<(ParamSource, Vec<String>)>,
+}
+
+impl RouteCacheConfig {
+    /// How long answers of a `method` route stay fresh on a stage with `stage` cache settings;
+    /// `None` when they are not cached there.
+    pub fn ttl_on(&self, stage: &StageCacheConfig, method: &str) -> Option<Duration> {
+        let enabled = stage.enabled && self.enabled.unwrap_or(method == "GET");
+        let ttl = self.ttl.unwrap_or(stage.ttl);
+        (enabled && !ttl.is_zero()).then_some(ttl)
+    }
+
+    /// Whether the key holds `part` (a `when` parameter is in the key too).
+    pub fn holds(&self, part: &KeyPart) -> bool {
+        let held = |p: &KeyPart| {
+            p == part
+                || (*p == KeyPart::AllQuery
+                    && matches!(part, KeyPart::Param(ParamSource::Query(_))))
+        };
+        self.key_parameters.iter().any(held)
+            || self
+                .when
+                .iter()
+                .any(|(p, _)| held(&KeyPart::Param(p.clone())))
+    }
+}
+
+/// One part of a route's cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// A request parameter (`method.request.{path,querystring,header}.NAME`, header names lower
+    /// case) or a caller value (`context.identity.apiKeyId`, ... see [`KEYABLE_CONTEXT`]).
+    Param(ParamSource),
+    /// `method.request.querystring.*`: every query parameter, names and values in request order.
+    AllQuery,
+    /// `method.request.body`: the body's SHA-256, never the body itself.
+    Body,
+}
+
+/// Spelling of [`KeyPart::AllQuery`].
+pub const ALL_QUERY: &str = "method.request.querystring.*";
+/// Spelling of [`KeyPart::Body`].
+pub const BODY: &str = "method.request.body";
+
+impl std::fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyPart::Param(p) => p.fmt(f),
+            KeyPart::AllQuery => f.write_str(ALL_QUERY),
+            KeyPart::Body => f.write_str(BODY),
+        }
+    }
+}
+
+/// The [`StageCacheConfig::scope`] of stage `name` with `variables`.
+pub fn scope(name: &str, variables: &BTreeMap<String, String>) -> String {
+    let mut digest = Sha256::new();
+    for (k, v) in variables {
+        for part in [k, v] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part.as_bytes());
+        }
+    }
+    format!("{name}#{}", hex::encode(&digest.finalize()[..16]))
 }
 
 fn check_ttl(doc: &Doc, path: &str, secs: u64, errors: &mut Vec<Diagnostic>) -> Duration {
@@ -170,15 +248,20 @@ fn check_ttl(doc: &Doc, path: &str, secs: u64, errors: &mut Vec<Diagnostic>) -> 
     Duration::from_secs(secs)
 }
 
-/// Compiles `stages.<name>.cache` (at `path`).
+/// Compiles `stages.<name>.cache` (at `path`) of stage `name` with `variables`.
 pub(super) fn stage_cache(
     doc: &Doc,
     path: &str,
+    (name, variables): (&str, &BTreeMap<String, String>),
     raw: Option<RawStageCache>,
     errors: &mut Vec<Diagnostic>,
 ) -> StageCacheConfig {
+    let scope = scope(name, variables);
     let Some(raw) = raw else {
-        return StageCacheConfig::default();
+        return StageCacheConfig {
+            scope,
+            ..StageCacheConfig::default()
+        };
     };
     let ttl = check_ttl(
         doc,
@@ -204,6 +287,7 @@ pub(super) fn stage_cache(
     }
     StageCacheConfig {
         enabled: raw.enabled && !ttl.is_zero(),
+        scope,
         ttl,
         max_bytes,
         max_entry_bytes,
@@ -226,6 +310,36 @@ fn request_param(expr: &str) -> Result<ParamSource, String> {
     }
 }
 
+/// Parses one `key_parameters` entry.
+fn key_part(expr: &str) -> Result<KeyPart, String> {
+    let refused = || {
+        format!(
+            "`{expr}`: use method.request.path.NAME, method.request.querystring.NAME, {ALL_QUERY}, \
+             method.request.header.NAME, {BODY} or {}",
+            KEYABLE_CONTEXT.map(|c| format!("context.{c}")).join(", ")
+        )
+    };
+    match expr.trim() {
+        ALL_QUERY => return Ok(KeyPart::AllQuery),
+        BODY => return Ok(KeyPart::Body),
+        _ => {}
+    }
+    match ParamSource::parse(expr).map_err(|_| refused())? {
+        ParamSource::Header(n) if n.eq_ignore_ascii_case(crate::pipeline::API_KEY_HEADER) => {
+            Err(format!(
+                "`{expr}`: the API key is never kept in a cache key; use context.identity.apiKeyId"
+            ))
+        }
+        ParamSource::Context(n) if KEYABLE_CONTEXT.contains(&n.as_str()) => {
+            Ok(KeyPart::Param(ParamSource::Context(n)))
+        }
+        ParamSource::Context(_) | ParamSource::StageVariable(_) | ParamSource::Literal(_) => {
+            Err(refused())
+        }
+        _ => request_param(expr).map(KeyPart::Param),
+    }
+}
+
 /// Compiles `routes[i].cache` (at `path`).
 pub(super) fn route_cache(
     doc: &Doc,
@@ -241,7 +355,7 @@ pub(super) fn route_cache(
         .map(|s| check_ttl(doc, &format!("{path}.ttl_secs"), s, errors));
     let mut key_parameters = Vec::new();
     for (i, expr) in raw.key_parameters.iter().enumerate() {
-        match request_param(expr) {
+        match key_part(expr) {
             Ok(p) if key_parameters.contains(&p) => errors.push(doc.error(
                 &format!("{path}.key_parameters[{i}]"),
                 format!("`{expr}` is listed twice"),

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
+use super::cache_key;
 use super::diag::{Diagnostic, Diagnostics};
 use super::param::ParamSource;
 use super::telemetry::{self, TelemetryConfig};
@@ -136,8 +137,11 @@ struct RawRedis {
     /// Multiplexed connections per task (default 2, at most 64); each pipelines many requests.
     connections: Option<usize>,
     /// Longest wait for one admission call in milliseconds (default 50, at most 5000); past it
-    /// the store counts as down and the failure policy decides.
+    /// the failure policy decides that request.
     timeout_ms: Option<u64>,
+    /// Failed or timed-out admission calls in a row that mark the store down (default 3, 1 to
+    /// 100); any success resets the count. While down, requests skip Redis until a probe answers.
+    consecutive_failures: Option<u32>,
     /// Longest wait for a connection, a probe or a usage read in milliseconds (default 1000).
     connect_timeout_ms: Option<u64>,
     /// How often a down store is probed, in milliseconds (default 1000).
@@ -536,6 +540,11 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
             .map_err(|e| errors.push(e))
             .unwrap_or_default(),
     };
+    let binary_media_types: Vec<String> = binary_media_types
+        .iter()
+        .map(|m| m.to_ascii_lowercase())
+        .collect();
+    cache_key::check(doc, &stages, &routes, &binary_media_types, errors);
     let gateway_responses = templates::gateway_responses(doc, errors);
     let limits = compile_limits(doc, errors);
     Some(GatewayConfig {
@@ -545,10 +554,7 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
         stages,
         routes,
         table: table?,
-        binary_media_types: binary_media_types
-            .iter()
-            .map(|m| m.to_ascii_lowercase())
-            .collect(),
+        binary_media_types,
         gateway_responses,
         telemetry: TelemetryConfig::default(),
         limits: limits?,
@@ -638,6 +644,13 @@ fn compile_redis(
     let timeout = millis("timeout_ms", raw.timeout_ms, 50, 5000);
     let connect_timeout = millis("connect_timeout_ms", raw.connect_timeout_ms, 1000, 30_000);
     let probe_interval = millis("probe_interval_ms", raw.probe_interval_ms, 1000, 60_000);
+    let consecutive_failures = raw.consecutive_failures.unwrap_or(3);
+    if !(1..=100).contains(&consecutive_failures) {
+        errors.push(doc.error(
+            "limits.redis.consecutive_failures",
+            "must be between 1 and 100",
+        ));
+    }
     let connections = raw.connections.unwrap_or(2);
     if !(1..=64).contains(&connections) {
         errors.push(doc.error("limits.redis.connections", "must be between 1 and 64"));
@@ -669,6 +682,7 @@ fn compile_redis(
         timeout,
         connect_timeout,
         probe_interval,
+        consecutive_failures,
         key_prefix,
         quota_retention: Duration::from_secs(retention_days * 24 * 3600),
         on_failure,
@@ -1037,7 +1051,13 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 )),
             }
         }
-        let cache = cache::stage_cache(doc, &format!("{path}.cache"), raw.cache, errors);
+        let cache = cache::stage_cache(
+            doc,
+            &format!("{path}.cache"),
+            (name, &raw.variables),
+            raw.cache,
+            errors,
+        );
         stages.insert(
             name.clone(),
             Stage {
@@ -1463,6 +1483,7 @@ routes:
         assert_eq!(r.username, None, "absent");
         assert_eq!(r.timeout, Duration::from_millis(50));
         assert_eq!(r.connections, 2);
+        assert_eq!(r.consecutive_failures, 3);
         assert_eq!(r.key_prefix, "sagegate");
         assert_eq!(r.on_failure, FailurePolicy::Deny);
         assert!(!format!("{r:?}").contains("s3cret"), "no secret in Debug");
@@ -1475,7 +1496,7 @@ routes:
     #[test]
     fn limits_errors_are_located() {
         let text = format!(
-            "{GOOD}limits:\n  store: redis\n  on_store_failure: maybe\n  redis:\n    url: \"http://u:pw@h:1\"\n    timeout_ms: 0\n    connections: 65\n    key_prefix: \"a{{b}}\"\n    colour: blue\n"
+            "{GOOD}limits:\n  store: redis\n  on_store_failure: maybe\n  redis:\n    url: \"http://u:pw@h:1\"\n    timeout_ms: 0\n    connections: 65\n    key_prefix: \"a{{b}}\"\n    consecutive_failures: 0\n    colour: blue\n"
         );
         let err = GatewayConfig::parse("g.yaml", &text, &no_env)
             .unwrap_err()
@@ -1494,6 +1515,7 @@ routes:
             "g.yaml:18:17: limits.redis.timeout_ms: must be between 1 and 5000",
             "g.yaml:19:18: limits.redis.connections: must be between 1 and 64",
             "g.yaml:20:17: limits.redis.key_prefix: use 1 to 64 letters",
+            "g.yaml:21:27: limits.redis.consecutive_failures: must be between 1 and 100",
         ] {
             assert!(err.contains(e), "missing `{e}` in:\n{err}");
         }

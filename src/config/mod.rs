@@ -1,5 +1,6 @@
 //! Configuration: `gateway.yaml` compiled into a typed model, with every error located.
 pub mod cache;
+pub mod cache_key;
 pub mod diag;
 pub mod gateway;
 pub mod param;

@@ -8,7 +8,8 @@
 //!     endpoint: "http://127.0.0.1:4318"    # collector base URL; /v1/traces is appended
 //!     protocol: http/protobuf              # the only protocol (no gRPC in the binary)
 //!     service_name: sagegate               # resource `service.name`
-//!     sample_ratio: 1.0                    # share of new traces recorded (callers' decisions win)
+//!     sample_ratio: 1.0                    # share of requests recorded (see "Sampling" below)
+//!     trust_caller_sampling: false         # follow a key holder's sampled flag (default: never)
 //!     timeout_ms: 10000                    # bound on one export call
 //!     max_queue_size: 2048                 # spans waiting for export; more are dropped and counted
 //!     max_export_batch_size: 512           # spans per export call
@@ -29,6 +30,16 @@
 //! | `timeout_ms` | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds) |
 //! | `max_queue_size`, `max_export_batch_size`, `schedule_delay_ms` | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_SCHEDULE_DELAY` |
 //! | `headers` | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` add to and override the file's (applied by the exporter) |
+//!
+//! Sampling: a request is exported only if it got past authentication (a valid key, or a route
+//! without `api_key_required`): a 403 for an unknown route, a missing or bad key, the failed-key
+//! 429, and refusals before routing (431, 413, 400) are never sampled, whatever the caller sent or
+//! the ratio says (DESIGN "Edge rules": a caller without a valid key controls no cost). Of the
+//! rest, `sample_ratio` decides. A caller's own decision (`traceparent` flags, `X-Amzn-Trace-Id`
+//! `Sampled=`) is followed only with `trust_caller_sampling: true`, and then only for a caller that
+//! presented a valid key; anonymous callers of public routes are sampled by the ratio alone.
+//! `OTEL_TRACES_SAMPLER=parentbased_*` sets the ratio and does not imply trust: the caller's trace
+//! id is joined either way, its sampling decision is the operator's to trust.
 //!
 //! Other resource attributes come from `OTEL_RESOURCE_ATTRIBUTES` as the SDK reads it. A bad
 //! variable is reported like a bad field, located as `(environment):0:0: NAME: message`.
@@ -75,9 +86,14 @@ struct RawOtlp {
     protocol: Option<String>,
     /// Resource `service.name` (default `sagegate`).
     service_name: Option<String>,
-    /// Share of traces started here that are recorded, 0.0..=1.0 (default 1.0). A caller's
-    /// sampling decision (`traceparent` flags, `X-Amzn-Trace-Id` `Sampled=`) is followed.
+    /// Share of authenticated requests recorded, 0.0..=1.0 (default 1.0). Requests refused
+    /// before or at authentication are never recorded.
     sample_ratio: Option<f64>,
+    /// Follow the sampling decision (`traceparent` flags, `X-Amzn-Trace-Id` `Sampled=`) of a
+    /// caller with a valid API key (default false: the ratio decides, so no caller chooses what
+    /// is exported and billed). Anonymous callers are never trusted.
+    #[serde(default)]
+    trust_caller_sampling: bool,
     /// Bound on one export call in milliseconds (default 10000).
     timeout_ms: Option<u64>,
     /// Spans held for export at most (default 2048); when full, new spans are dropped and counted.
@@ -98,13 +114,14 @@ pub struct TelemetryConfig {
     pub otlp: Option<OtlpConfig>,
 }
 
-/// How the sampler treats a caller's decision.
+/// How requests are sampled (see the module docs, "Sampling").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
-    /// Share of traces started here that are recorded.
+    /// Share of authenticated requests recorded.
     pub ratio: f64,
-    /// Follow the caller's sampled flag when it sent one (the `parentbased_*` samplers).
-    pub parent_based: bool,
+    /// Follow the sampled flag of a caller with a valid API key, when it sent one
+    /// (`trust_caller_sampling`; never set by `OTEL_TRACES_SAMPLER`).
+    pub trust_caller: bool,
 }
 
 /// OTLP export, resolved from the file and the environment.
@@ -286,19 +303,16 @@ pub(super) fn compile(
         })
         .or(raw.service_name)
         .unwrap_or_else(|| "sagegate".to_owned());
-    let sampling = match sampler_from_env(env) {
-        Ok(Some(s)) => s,
-        Ok(None) => Sampling {
-            ratio,
-            parent_based: true,
-        },
+    let ratio = match sampler_from_env(env) {
+        Ok(from_env) => from_env.unwrap_or(ratio),
         Err(e) => {
             errors.push(e);
-            Sampling {
-                ratio,
-                parent_based: true,
-            }
+            ratio
         }
+    };
+    let sampling = Sampling {
+        ratio,
+        trust_caller: raw.trust_caller_sampling,
     };
     let mut number = |names: &[&'static str], file: Option<u64>, default: u64| -> u64 {
         match first_env(env, names) {
@@ -346,8 +360,10 @@ pub(super) fn compile(
     }
 }
 
-/// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, when set.
-fn sampler_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Sampling>, Diagnostic> {
+/// The ratio of `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, when set. The `parentbased_*`
+/// samplers read the same as their root sampler: whether a caller's decision is followed is
+/// `trust_caller_sampling`'s to say, not the environment's.
+fn sampler_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<f64>, Diagnostic> {
     let Some((_, sampler)) = first_env(env, &["OTEL_TRACES_SAMPLER"]) else {
         return Ok(None);
     };
@@ -363,13 +379,10 @@ fn sampler_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Sampl
             },
         }
     };
-    let (ratio, parent_based) = match sampler.as_str() {
-        "always_on" => (1.0, false),
-        "always_off" => (0.0, false),
-        "traceidratio" => (arg()?, false),
-        "parentbased_always_on" => (1.0, true),
-        "parentbased_always_off" => (0.0, true),
-        "parentbased_traceidratio" => (arg()?, true),
+    let ratio = match sampler.as_str() {
+        "always_on" | "parentbased_always_on" => 1.0,
+        "always_off" | "parentbased_always_off" => 0.0,
+        "traceidratio" | "parentbased_traceidratio" => arg()?,
         other => {
             return Err(env_error(
                 "OTEL_TRACES_SAMPLER",
@@ -379,10 +392,7 @@ fn sampler_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Sampl
             ));
         }
     };
-    Ok(Some(Sampling {
-        ratio,
-        parent_based,
-    }))
+    Ok(Some(ratio))
 }
 
 /// `http://host[:port][/path]`, with a host.
@@ -446,7 +456,7 @@ routes:
             c.sampling,
             Sampling {
                 ratio: 1.0,
-                parent_based: true
+                trust_caller: false
             }
         );
         assert_eq!(c.timeout, Duration::from_secs(10));
@@ -482,7 +492,7 @@ routes:
             c.sampling,
             Sampling {
                 ratio: 0.25,
-                parent_based: false
+                trust_caller: false
             }
         );
         assert_eq!(c.timeout, Duration::from_millis(2500));
@@ -502,6 +512,53 @@ routes:
         .unwrap();
         assert_eq!(c.traces_url, "http://signal:4318/custom");
         assert_eq!(c.service_name, "from-env");
+    }
+
+    #[test]
+    fn only_the_file_trusts_callers_sampling_decisions() {
+        let on = "telemetry:\n  otlp: { enabled: true, sample_ratio: 0.5 }\n";
+        let trusted = "telemetry:\n  otlp: { enabled: true, trust_caller_sampling: true }\n";
+        let sampling =
+            |file: &str, vars: &[(&str, &str)]| parse(file, vars).unwrap().unwrap().sampling;
+        // A parent-based sampler from the environment sets the ratio, never the trust.
+        for (sampler, arg, ratio) in [
+            ("parentbased_always_on", None, 1.0),
+            ("parentbased_always_off", None, 0.0),
+            ("parentbased_traceidratio", Some("0.01"), 0.01),
+        ] {
+            let mut vars = vec![("OTEL_TRACES_SAMPLER", sampler)];
+            vars.extend(arg.map(|a| ("OTEL_TRACES_SAMPLER_ARG", a)));
+            assert_eq!(
+                sampling(on, &vars),
+                Sampling {
+                    ratio,
+                    trust_caller: false
+                },
+                "{sampler}"
+            );
+        }
+        assert_eq!(
+            sampling(
+                trusted,
+                &[
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "0.1")
+                ]
+            ),
+            Sampling {
+                ratio: 0.1,
+                trust_caller: true
+            }
+        );
+        let err = parse(
+            "telemetry:\n  otlp:\n    trust_caller_sampling: maybe\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("g.yaml:10:28: telemetry.otlp.trust_caller_sampling"),
+            "{err}"
+        );
     }
 
     #[test]

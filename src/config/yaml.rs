@@ -7,6 +7,10 @@
 //! Plain (unquoted) scalars are typed the YAML 1.2 core-schema way (null, bool, int, float, string) after
 //! `${env:NAME}` / `${env:NAME:-default}` are substituted, so `port: ${env:PORT:-8080}` is a number.
 //! Quoted scalars stay strings. Other `${...}` forms (e.g. `${stageVariables.x}`) are left for later stages.
+//!
+//! [`Doc::parse_data`] reads a file that is data, not configuration (the keys source, often written
+//! by automation): nothing is interpolated, and any `${` is an error located at it, so a writer of
+//! that file can never make the gateway read its environment (DESIGN "Edge rules").
 
 use std::collections::HashMap;
 
@@ -15,6 +19,9 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::diag::Diagnostic;
+
+/// The environment `${env:NAME}` reads (injected, so tests and fuzzing read nothing real).
+type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 /// A parsed YAML document with positions.
 #[derive(Debug, Clone)]
@@ -34,8 +41,19 @@ impl Doc {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Doc, Vec<Diagnostic>> {
+        Doc::build(file, text, Some(env))
+    }
+
+    /// Parses `text` as data: no interpolation, and a `${` anywhere in a key or value is a
+    /// diagnostic (never quoting the value, which may be a secret).
+    pub fn parse_data(file: &str, text: &str) -> Result<Doc, Vec<Diagnostic>> {
+        Doc::build(file, text, None)
+    }
+
+    fn build(file: &str, text: &str, env: Option<&Env<'_>>) -> Result<Doc, Vec<Diagnostic>> {
         let mut builder = Builder {
             file,
+            text,
             env,
             stack: Vec::new(),
             anchors: HashMap::new(),
@@ -214,7 +232,9 @@ enum Frame {
 
 struct Builder<'a> {
     file: &'a str,
-    env: &'a dyn Fn(&str) -> Option<String>,
+    text: &'a str,
+    /// `None`: a data file, where `${` is refused.
+    env: Option<&'a Env<'a>>,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Value>,
     root: Option<Value>,
@@ -245,6 +265,33 @@ impl Builder<'_> {
         });
     }
 
+    /// In a data file, reports a `${` in `text` (a scalar starting at `mark`) at its position.
+    fn refuse_placeholder(&mut self, mark: Marker, path: &str, text: &str) {
+        if self.env.is_some() || !text.contains(DATA_PLACEHOLDER) {
+            return;
+        }
+        // Point at the `${` when it is on the scalar's first line (plain or quoted), else at the
+        // scalar.
+        let line = self
+            .text
+            .lines()
+            .nth(mark.line().saturating_sub(1))
+            .unwrap_or("");
+        let rest: String = line.chars().skip(mark.col()).collect();
+        let col = rest.find(DATA_PLACEHOLDER).map_or(mark.col() + 1, |at| {
+            mark.col() + 1 + rest[..at].chars().count()
+        });
+        self.errors.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: mark.line(),
+            col,
+            path: path.to_owned(),
+            message: "`${` is not allowed: this file is data and is never interpolated \
+                      (`${env:…}` works in gateway.yaml only)"
+                .to_owned(),
+        });
+    }
+
     fn push_value(&mut self, value: Value, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, value.clone());
@@ -264,6 +311,10 @@ impl Builder<'_> {
         let path = self.next_path();
         let Some(path) = path else {
             // A mapping key.
+            if let Some(Frame::Map { path, .. }) = self.stack.last() {
+                let full = join_path(path, &text);
+                self.refuse_placeholder(mark, &full, &text);
+            }
             if let Some(Frame::Map { path, map, key, .. }) = self.stack.last_mut() {
                 let full = join_path(path, &text);
                 if map.contains_key(&text) {
@@ -285,10 +336,16 @@ impl Builder<'_> {
         // The value's own position beats its key's: type errors point at the value.
         self.spans
             .insert(path.clone(), (mark.line(), mark.col() + 1));
-        let text = match interpolate_env(&text, self.env) {
-            Ok(t) => t,
-            Err(msg) => {
-                self.error(mark, &path, msg);
+        let text = match self.env {
+            Some(env) => match interpolate_env(&text, env) {
+                Ok(t) => t,
+                Err(msg) => {
+                    self.error(mark, &path, msg);
+                    text
+                }
+            },
+            None => {
+                self.refuse_placeholder(mark, &path, &text);
                 text
             }
         };
@@ -348,6 +405,9 @@ impl MarkedEventReceiver for Builder<'_> {
         }
     }
 }
+
+/// What a data file may not contain (the start of every placeholder).
+const DATA_PLACEHOLDER: &str = "${";
 
 /// Substitutes `${env:NAME}` and `${env:NAME:-default}`; other `${...}` are kept verbatim.
 pub fn interpolate_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -469,6 +529,26 @@ mod tests {
             err[0].to_string(),
             "f:2:6: a.p: environment variable NOPE is not set (use ${env:NOPE:-default} for a default)"
         );
+    }
+
+    #[test]
+    fn data_files_are_never_interpolated_and_refuse_placeholders() {
+        let text = "a: ${env:HOME}\nb: [x, \"ab ${env:PATH}\"]\n\"${k}\": 1\nc: |\n  ${x}\nd: $ {not one}\n";
+        let err = Doc::parse_data("k.yaml", text).unwrap_err();
+        let got: Vec<String> = err.iter().map(ToString::to_string).collect();
+        let why = "`${` is not allowed: this file is data and is never interpolated (`${env:…}` works in gateway.yaml only)";
+        assert_eq!(
+            got,
+            [
+                format!("k.yaml:1:4: a: {why}"),
+                format!("k.yaml:2:12: b[1]: {why}"),
+                format!("k.yaml:3:2: ${{k}}: {why}"),
+                format!("k.yaml:5:3: c: {why}"),
+            ]
+        );
+        // Without a placeholder the same text is plain data, `$` and all.
+        let doc = Doc::parse_data("k.yaml", "a: $HOME\nb: '$ {x}'\n").unwrap();
+        assert_eq!(doc.value, serde_json::json!({"a": "$HOME", "b": "$ {x}"}));
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub(super) fn esc_property(name: &str) -> Value<'static> {
 }
 
 /// The property a Java getter call names: `getBody` → `body`, `isEmpty` → `empty`, `hasNext` as is.
-fn getter_property(name: &str) -> String {
+pub(super) fn getter_property(name: &str) -> String {
     let stripped = name
         .strip_prefix("get")
         .or_else(|| name.strip_prefix("is"))

@@ -30,7 +30,7 @@ pub(super) enum Node {
 #[derive(Debug)]
 pub(super) struct Foreach {
     /// Byte offset of `#foreach` in the template (for error positions).
-    pub at: u32,
+    pub at: usize,
     pub var: Box<str>,
     pub iter: Expr,
     pub body: Block,
@@ -38,9 +38,9 @@ pub(super) struct Foreach {
 
 #[derive(Debug)]
 pub(super) struct Reference {
-    /// Byte offset of the `$` in the template (for error positions).
-    pub at: u32,
     pub root: Box<str>,
+    /// Byte offset of its `$` in the template (of the enclosing literal, inside a `"..."`).
+    pub at: usize,
     pub parts: Vec<Part>,
     /// `$!x`: renders nothing when null. Under API Gateway every null renders as nothing, so the
     /// renderer no longer needs it; kept for readers of the tree.

@@ -46,7 +46,7 @@ pub(super) struct Eval<'r> {
     /// Where the next `$util.parseJson` value is kept until the render ends.
     pub json_tail: &'r OnceCell<Box<Link>>,
     /// Offset of the reference or directive being evaluated (error positions).
-    pub at: u32,
+    pub at: usize,
     pub bounds: &'r Bounds,
     pub out: String,
     pub steps: usize,
@@ -70,7 +70,7 @@ pub(super) fn render(
     input: &RenderInput<'_>,
     bounds: &Bounds,
     prior: &Overrides,
-) -> Result<Rendered, (RenderError, u32)> {
+) -> Result<Rendered, (RenderError, usize)> {
     let body_json = OnceCell::new();
     let arena = json::Arena::default();
     run(block, size_hint, *input, bounds, prior, &body_json, &arena)
@@ -84,7 +84,7 @@ fn run<'r>(
     prior: &Overrides,
     body_json: &'r OnceCell<Result<Doc, JsonError>>,
     arena: &'r json::Arena,
-) -> Result<Rendered, (RenderError, u32)> {
+) -> Result<Rendered, (RenderError, usize)> {
     let mut ev = Eval {
         input,
         body_json,

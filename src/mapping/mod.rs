@@ -85,6 +85,7 @@ mod eval;
 mod json;
 mod methods;
 mod parse;
+mod reads;
 mod value;
 
 #[cfg(test)]
@@ -99,6 +100,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use escape::escape_javascript;
+pub use reads::{BodyUse, Input, Name, Read};
 
 /// Deepest nesting of blocks (`#if`, `#foreach`) and expressions the parser accepts.
 pub const MAX_PARSE_DEPTH: usize = 64;
@@ -306,7 +308,7 @@ pub struct Overrides {
 /// Parses a template. Done once, at configuration load.
 pub fn parse(source: &str) -> Result<Template, ParseError> {
     let body = parse::parse_template(source)?;
-    let json = json_use(&body);
+    let json = json_use(source);
     Ok(Template {
         inner: Arc::new(TemplateInner {
             source: source.into(),
@@ -338,7 +340,7 @@ impl Template {
     ) -> Result<Rendered, RenderFailure> {
         eval::render(&self.inner.body, self.inner.size_hint, input, bounds, prior).map_err(
             |(error, at)| {
-                let (line, col) = position(&self.inner.source, at as usize);
+                let (line, col) = parse::line_col(&self.inner.source, at);
                 RenderFailure { error, line, col }
             },
         )
@@ -361,76 +363,16 @@ impl Template {
     }
 }
 
-/// 1-based line and column (in characters) of byte `at` in `source`.
-fn position(source: &str, at: usize) -> (u32, u32) {
-    let mut upto = at.min(source.len());
-    while !source.is_char_boundary(upto) {
-        upto -= 1;
+/// What JSON a template can parse. A method call is written `.name(`, so looking for the text
+/// over-approximates (a comment or a string literal may count), which is what a reservation needs.
+fn json_use(source: &str) -> JsonUse {
+    if source.contains(".parseJson(") {
+        JsonUse::Any
+    } else if source.contains(".json(") || source.contains(".path(") {
+        JsonUse::Payload
+    } else {
+        JsonUse::None
     }
-    let before = &source[..upto];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (
-        u32::try_from(line).unwrap_or(u32::MAX),
-        u32::try_from(col).unwrap_or(u32::MAX),
-    )
-}
-
-/// The JSON a template can parse: the most of its calls (`json`/`path` read the payload,
-/// `parseJson` anything).
-fn json_use(block: &ast::Block) -> JsonUse {
-    use ast::{Expr, Node, Part, Reference};
-    fn reference(r: &Reference) -> JsonUse {
-        let mut most = JsonUse::None;
-        for part in &r.parts {
-            let here = match part {
-                Part::Prop(_) => JsonUse::None,
-                Part::Index(e) => expr(e),
-                Part::Method(m) => {
-                    let own = match &*m.name {
-                        "json" | "path" => JsonUse::Payload,
-                        "parseJson" => JsonUse::Any,
-                        _ => JsonUse::None,
-                    };
-                    m.args.iter().map(expr).fold(own, Ord::max)
-                }
-            };
-            most = most.max(here);
-        }
-        most
-    }
-    fn expr(e: &Expr) -> JsonUse {
-        match e {
-            Expr::Str(_) | Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) => JsonUse::None,
-            Expr::Interp(b) => walk(b),
-            Expr::List(items) => items.iter().map(expr).fold(JsonUse::None, Ord::max),
-            Expr::Map(entries) => entries
-                .iter()
-                .map(|(k, v)| expr(k).max(expr(v)))
-                .fold(JsonUse::None, Ord::max),
-            Expr::Range(a, b) | Expr::Bin(_, a, b) => expr(a).max(expr(b)),
-            Expr::Ref(r) => reference(r),
-            Expr::Not(inner) => expr(inner),
-        }
-    }
-    fn walk(b: &ast::Block) -> JsonUse {
-        b.iter()
-            .map(|node| match node {
-                Node::Text(_) | Node::Break | Node::Stop => JsonUse::None,
-                Node::Ref(r) => reference(r),
-                Node::Set(target, value) => reference(target).max(expr(value)),
-                Node::If(branches, otherwise) => branches
-                    .iter()
-                    .map(|(c, body)| expr(c).max(walk(body)))
-                    .fold(
-                        otherwise.as_ref().map_or(JsonUse::None, |b| walk(b)),
-                        Ord::max,
-                    ),
-                Node::Foreach(f) => expr(&f.iter).max(walk(&f.body)),
-            })
-            .fold(JsonUse::None, Ord::max)
-    }
-    walk(block)
 }
 
 /// Parses and renders in one call (tests, `check-config` dry runs). Not for the request path.

@@ -33,7 +33,7 @@ pub(super) fn parse_template(src: &str) -> Result<Block, ParseError> {
         b: src.as_bytes(),
         pos: 0,
         depth: 0,
-        base: 0,
+        origin: None,
     };
     p.template()
 }
@@ -51,8 +51,9 @@ struct Parser<'s> {
     b: &'s [u8],
     pos: usize,
     depth: usize,
-    /// Offset of `src` in the template (a string literal's content is parsed on its own).
-    base: usize,
+    /// Inside a double-quoted literal, the literal's offset in the template: references in it
+    /// are placed there (the literal's text is not the template's, after `\uXXXX` and `""`).
+    origin: Option<usize>,
 }
 
 struct Fail {
@@ -103,25 +104,12 @@ impl<'s> Parser<'s> {
     }
 
     fn error(&self, f: Fail) -> ParseError {
-        let upto = f.pos.min(self.src.len());
-        // `pos` is always at an ASCII byte or the end, so this slice is on a char boundary; fall back
-        // to the whole text if it ever is not.
-        let before = self.src.get(..upto).unwrap_or(self.src);
-        let line = before.matches('\n').count() + 1;
-        let col = match before.rfind('\n') {
-            Some(i) => before[i + 1..].chars().count() + 1,
-            None => before.chars().count() + 1,
-        };
+        let (line, col) = line_col(self.src, f.pos);
         ParseError {
-            line: u32::try_from(line).unwrap_or(u32::MAX),
-            col: u32::try_from(col).unwrap_or(u32::MAX),
+            line,
+            col,
             message: f.message,
         }
-    }
-
-    /// `at` as an offset in the whole template.
-    fn offset(&self, at: usize) -> u32 {
-        u32::try_from(self.base + at).unwrap_or(u32::MAX)
     }
 
     fn peek(&self, at: usize) -> u8 {
@@ -490,7 +478,7 @@ impl<'s> Parser<'s> {
         let (body, term, term_at) = self.block()?;
         match term {
             Term::End => Ok(Node::Foreach(Box::new(Foreach {
-                at: self.offset(at),
+                at: self.origin.unwrap_or(at),
                 var,
                 iter,
                 body,
@@ -566,8 +554,8 @@ impl<'s> Parser<'s> {
             .iter()
             .position(|p| matches!(p, Part::Method(m) if methods::is_mutator(&m.name)));
         Ok(Some(Reference {
-            at: self.offset(at),
             root,
+            at: self.origin.unwrap_or(at),
             mutator,
             parts,
             quiet,
@@ -939,8 +927,7 @@ impl<'s> Parser<'s> {
                 b: content.as_bytes(),
                 pos: 0,
                 depth: self.depth,
-                // Approximate inside the literal (`""` and `\uXXXX` were unescaped), exact at its start.
-                base: self.base + at + 1,
+                origin: Some(self.origin.unwrap_or(at)),
             };
             return match inner.block() {
                 // `"$.predictions"` holds no reference: fold it to a plain string, so a literal
@@ -962,6 +949,23 @@ impl<'s> Parser<'s> {
         }
         Ok(Expr::Str(content.into_boxed_str()))
     }
+}
+
+/// 1-based line and column (in characters) of byte offset `pos` in `src`.
+pub(super) fn line_col(src: &str, pos: usize) -> (u32, u32) {
+    let upto = pos.min(src.len());
+    // `pos` is always at an ASCII byte or the end, so this slice is on a char boundary; fall back
+    // to the whole text if it ever is not.
+    let before = src.get(..upto).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let col = match before.rfind('\n') {
+        Some(i) => before[i + 1..].chars().count() + 1,
+        None => before.chars().count() + 1,
+    };
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {

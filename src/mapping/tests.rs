@@ -1049,3 +1049,148 @@ proptest! {
         prop_assert_eq!(v["k"].as_u64(), Some(u64::from(k)));
     }
 }
+
+fn body_req(body: &'static str) -> Req {
+    Req { body, ..req() }
+}
+
+#[test]
+fn payloads_that_are_not_json() {
+    check(&[
+        // Not JSON and not meant to be: one string.
+        (
+            "$input.json('$')|$input.path('$')",
+            body_req("a=b&c=d"),
+            r#""a=b&c=d"|a=b&c=d"#,
+        ),
+        ("[$input.path('$.a')]", body_req("a=b"), "[]"),
+        (
+            "#foreach($kv in $input.path('$').split('&'))$kv;#end",
+            body_req("a=1&b=2"),
+            "a=1;b=2;",
+        ),
+        ("$util.parseJson('plain')", req(), "plain"),
+        ("[$util.parseJson('')]", req(), "[]"),
+    ]);
+    for (template, body) in [
+        ("$input.json('$')", r#"{"a":"#),
+        ("$input.path('$.a')", "[1,2"),
+        ("$input.path('$')", r#""unterminated"#),
+        ("$util.parseJson('{\"a\":')", ""),
+    ] {
+        assert!(
+            matches!(
+                render_req(template, &body_req(body)),
+                Err(RenderError::BadPayload(_))
+            ),
+            "{template} on {body}"
+        );
+    }
+}
+
+#[test]
+fn parsed_json_is_bounded_and_reserved_for() {
+    let bounds = Bounds {
+        max_json_bytes: 64 * 1024,
+        ..Bounds::default()
+    };
+    let run = |t: &Template, body: &str| {
+        let params = Params::default();
+        let ctx = context();
+        let stage = BTreeMap::new();
+        let input = RenderInput {
+            body: body.as_bytes(),
+            params: &params,
+            context: &ctx,
+            stage_variables: &stage,
+        };
+        t.render(&input, &bounds)
+    };
+    let payload = parse("$input.json('$')").unwrap();
+    let big = format!("[{}0]", "0,".repeat(10_000));
+    assert_eq!(run(&payload, &big), Err(RenderError::JsonTooLarge));
+    // parseJson values are kept until the render ends, so they count together.
+    let repeated =
+        parse("#foreach($i in [1..100])#set($v = $util.parseJson($input.body))#end").unwrap();
+    assert_eq!(
+        run(&repeated, &format!("[{}0]", "0,".repeat(200))),
+        Err(RenderError::JsonTooLarge)
+    );
+    // What a render held never passes what the template asks to reserve.
+    assert_eq!(
+        parse("$input.params('k') $input.body")
+            .unwrap()
+            .json_reservation(1000, &bounds),
+        0
+    );
+    assert_eq!(
+        repeated.json_reservation(10, &bounds),
+        bounds.max_json_bytes
+    );
+    for body in [
+        r#"{"a": [1, 2, 3], "b": {"c": "ddd"}}"#,
+        "[[],[],{},{}]",
+        "plain text",
+        r#"{"":0,"b":"ccc"}"#,
+    ] {
+        let held = run(&payload, body).unwrap().json_bytes;
+        assert!(held > 0, "{body}");
+        assert!(
+            held <= payload.json_reservation(body.len(), &bounds),
+            "{body}: {held}"
+        );
+    }
+}
+
+#[test]
+fn failures_name_their_line_and_column() {
+    let t = parse("line one\n  #set($x = 1)\n  $x $util.base64Decode('!!')").unwrap();
+    let params = Params::default();
+    let ctx = context();
+    let stage = BTreeMap::new();
+    let input = RenderInput {
+        body: b"",
+        params: &params,
+        context: &ctx,
+        stage_variables: &stage,
+    };
+    let failure = t
+        .render_with(&input, &Bounds::default(), &Overrides::default())
+        .unwrap_err();
+    assert_eq!((failure.line, failure.col), (3, 6), "{failure}");
+    assert!(matches!(failure.error, RenderError::Invalid(_)));
+    let t = parse("a\n#foreach($i in [1..5000])#end").unwrap();
+    let failure = t
+        .render_with(&input, &Bounds::default(), &Overrides::default())
+        .unwrap_err();
+    assert_eq!(
+        (failure.error, failure.line, failure.col),
+        (RenderError::TooManyIterations, 2, 1)
+    );
+}
+
+#[test]
+fn a_response_render_starts_from_the_request_overrides() {
+    let request = render_req(
+        "#set($context.responseOverride.status = 202)#set($context.requestOverride.querystring['k'] = 'v')#set($context.responseOverride.header.X-A = ['1', '2'])",
+        &req(),
+    )
+    .unwrap();
+    assert_eq!(request.overrides.response_headers, pairs(&[("X-A", "1,2")]));
+    let t = parse("$context.responseOverride.status $context.requestOverride.querystring.k #set($context.responseOverride.status = 203)").unwrap();
+    let params = Params::default();
+    let ctx = context();
+    let stage = BTreeMap::new();
+    let input = RenderInput {
+        body: b"",
+        params: &params,
+        context: &ctx,
+        stage_variables: &stage,
+    };
+    let out = t
+        .render_with(&input, &Bounds::default(), &request.overrides)
+        .unwrap();
+    assert_eq!(out.body, "202 v");
+    assert_eq!(out.overrides.status, Some(203));
+    assert_eq!(out.overrides.response_headers, pairs(&[("X-A", "1,2")]));
+}

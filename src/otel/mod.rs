@@ -11,7 +11,12 @@
 //!   stage costs one `Option` check; nothing else runs, nothing is sent.
 //! - Joining the caller's trace: `traceparent` (W3C) wins, then `X-Amzn-Trace-Id` (the header the
 //!   gateway already propagates to SageMaker, or the root it generated), see [`propagation`]. The
-//!   caller's sampling decision is followed; new traces are sampled by trace-id ratio.
+//!   trace id and parent span always join; the caller's *sampling decision* does not count unless
+//!   `trust_caller_sampling` is on and the caller presented a valid key.
+//! - Sampling is decided twice: at arrival, whether the request may be kept (the ratio, or a
+//!   trusted caller's sampled flag) and so is worth recording; at the end, whether it is kept: never
+//!   when it was refused before or at authentication ([`Authenticated::No`]), whatever the caller
+//!   sent and whatever the ratio (the rules are in [`crate::config::telemetry`]).
 //! - Spans are built only for sampled requests, at the end of the request: a few small vectors.
 //! - Export never slows or fails a request: finished spans go to an unbounded channel gated by an
 //!   atomic count (`max_queue_size` spans); above it they are dropped and counted. One task batches
@@ -22,7 +27,11 @@
 //!   by [`FLUSH_BOUND`] so the task stops before ECS's SIGKILL.
 //!
 //! Security: attributes carry the API key *id*, never the key or its hash, and no header values;
-//! the query string is not recorded (it may carry tokens).
+//! the query string is not recorded (it may carry tokens). Without trust, a caller cannot force a
+//! trace through the header's flag, nor through the trace id it picks (the ratio over a caller's
+//! id is a fresh random draw, since OTel's trace-id rule keeps every id with small low bits); a
+//! caller without a valid key gets no span exported at all, so it controls neither the tracing
+//! bill nor room in the export queue.
 
 pub mod propagation;
 
@@ -43,7 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::Fetched;
 use crate::config::telemetry::{OtlpConfig, Sampling};
-use crate::context::RequestContext;
+use crate::context::{Authenticated, RequestContext};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 
@@ -89,15 +98,41 @@ pub struct StageSpan {
     pub error: Option<&'static str>,
 }
 
-/// The trace of one sampled request.
+/// The trace of one request that may be sampled.
 #[derive(Debug, Clone)]
 pub struct RequestTrace {
+    decision: Decision,
     trace_id: TraceId,
     span_id: SpanId,
     parent: Option<SpanId>,
     start: SystemTime,
     /// Stage spans in the order they ended.
     pub stages: Vec<StageSpan>,
+}
+
+/// What the sampler knew at arrival; [`Decision::keep`] finishes it once authentication is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Decision {
+    /// The ratio's verdict.
+    ratio: bool,
+    /// The caller's sampled flag, when it sent one and callers are trusted.
+    caller: Option<bool>,
+}
+
+impl Decision {
+    /// Whether the request may end up kept, so is worth recording.
+    fn may_keep(self) -> bool {
+        self.ratio || self.caller == Some(true)
+    }
+
+    /// Whether the finished request is exported.
+    fn keep(self, authenticated: Authenticated) -> bool {
+        match authenticated {
+            Authenticated::No => false,
+            Authenticated::PublicRoute => self.ratio,
+            Authenticated::Key => self.caller.unwrap_or(self.ratio),
+        }
+    }
 }
 
 impl RequestTrace {
@@ -304,23 +339,21 @@ pub fn start(cfg: &OtlpConfig, metrics: &Metrics) -> anyhow::Result<(Tracer, Exp
 }
 
 impl Tracer {
-    /// The trace of a new request, or `None` when it is not sampled. `traceparent` is the W3C
+    /// The trace of a new request, or `None` when it cannot be sampled. `traceparent` is the W3C
     /// header if sent; `xray` is the request's `X-Amzn-Trace-Id` (the caller's, or the new root
-    /// the gateway generated).
+    /// the gateway generated). [`Tracer::finish`] makes the final decision.
     pub fn start(&self, traceparent: Option<&str>, xray: &str) -> Option<Box<RequestTrace>> {
         let incoming = traceparent
             .and_then(propagation::traceparent)
             .or_else(|| propagation::xray(xray));
-        let (trace_id, parent, decided) = match incoming {
-            Some(i) => (i.trace_id, i.parent_span_id, i.sampled),
-            None => (new_trace_id(), None, None),
+        let (trace_id, parent) = match incoming {
+            Some(i) => (i.trace_id, i.parent_span_id),
+            None => (new_trace_id(), None),
         };
-        let sampled = match decided {
-            Some(d) if self.sampling.parent_based => d,
-            _ => ratio_sampled(&trace_id, self.sampling.ratio),
-        };
-        sampled.then(|| {
+        let decision = self.sampling.decide(&trace_id, incoming.as_ref());
+        decision.may_keep().then(|| {
             Box::new(RequestTrace {
+                decision,
                 trace_id: TraceId::from_bytes(trace_id),
                 span_id: new_span_id(),
                 parent: parent.map(SpanId::from_bytes),
@@ -330,9 +363,12 @@ impl Tracer {
         })
     }
 
-    /// Turns a finished request into spans and queues them; drops and counts them when the
-    /// queue is full. Never blocks.
+    /// Turns a finished request into spans and queues them, if it is sampled after all (see
+    /// [`Decision::keep`]); drops and counts them when the queue is full. Never blocks.
     pub fn finish(&self, trace: RequestTrace, ctx: &RequestContext, status: u16) {
+        if !trace.decision.keep(ctx.authenticated) {
+            return;
+        }
         let spans = self.spans(trace, ctx, status);
         let n = spans.len();
         if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.max_queue_size {
@@ -434,6 +470,27 @@ impl Tracer {
             });
         }
         spans
+    }
+}
+
+impl Sampling {
+    /// The arrival half of the decision for trace `trace_id`, which the caller sent in `incoming`
+    /// or the gateway just made.
+    fn decide(&self, trace_id: &[u8; 16], incoming: Option<&propagation::Incoming>) -> Decision {
+        let ratio = if incoming.is_some() && !self.trust_caller {
+            // An untrusted caller picks its trace id: a fresh draw keeps the share at the ratio.
+            self.ratio >= 1.0 || rand::random::<f64>() < self.ratio
+        } else {
+            // The gateway's own ids are random, and trusted callers share OTel's rule, so they
+            // and the gateway keep the same traces.
+            ratio_sampled(trace_id, self.ratio)
+        };
+        Decision {
+            ratio,
+            caller: incoming
+                .and_then(|i| i.sampled)
+                .filter(|_| self.trust_caller),
+        }
     }
 }
 
@@ -585,6 +642,72 @@ mod tests {
         // About the ratio over many random ids.
         let kept = (0..10_000)
             .filter(|_| ratio_sampled(&rand::random(), 0.25))
+            .count();
+        assert!((2000..3000).contains(&kept), "{kept}");
+    }
+
+    fn incoming(low: u8, sampled: Option<bool>) -> propagation::Incoming {
+        let mut trace_id = [0x11; 16];
+        trace_id[8..].copy_from_slice(&[low; 8]);
+        propagation::Incoming {
+            trace_id,
+            parent_span_id: Some([1; 8]),
+            sampled,
+        }
+    }
+
+    fn decide(ratio: f64, trust_caller: bool, i: Option<propagation::Incoming>) -> Decision {
+        let id = i.map_or([0; 16], |i| i.trace_id);
+        Sampling {
+            ratio,
+            trust_caller,
+        }
+        .decide(&id, i.as_ref())
+    }
+
+    #[test]
+    fn nothing_refused_at_or_before_authentication_is_kept() {
+        for ratio in [0.0, 1.0] {
+            for trust in [false, true] {
+                for sampled in [None, Some(true), Some(false)] {
+                    let d = decide(ratio, trust, Some(incoming(0, sampled)));
+                    assert!(!d.keep(Authenticated::No), "{ratio} {trust} {sampled:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_callers_sampled_flag_counts_only_when_trusted_and_authenticated() {
+        let forced = Some(incoming(0, Some(true)));
+        // Untrusted (the default): the ratio decides, also against the caller's flag.
+        let d = decide(0.0, false, forced);
+        assert!(!d.may_keep());
+        assert!(!d.keep(Authenticated::Key));
+        let d = decide(1.0, false, Some(incoming(0, Some(false))));
+        assert!(d.keep(Authenticated::Key) && d.keep(Authenticated::PublicRoute));
+        // Trusted: a key holder's flag wins over the ratio, both ways.
+        let d = decide(0.0, true, forced);
+        assert!(d.may_keep());
+        assert!(d.keep(Authenticated::Key));
+        assert!(
+            !d.keep(Authenticated::PublicRoute),
+            "anonymous callers are never trusted"
+        );
+        let d = decide(1.0, true, Some(incoming(0, Some(false))));
+        assert!(!d.keep(Authenticated::Key));
+        assert!(d.keep(Authenticated::PublicRoute));
+        // Trusted but undecided (`Sampled=?`, the ALB's root): OTel's trace-id rule.
+        assert!(decide(0.5, true, Some(incoming(0x10, None))).keep(Authenticated::Key));
+        assert!(!decide(0.5, true, Some(incoming(0x90, None))).keep(Authenticated::Key));
+    }
+
+    #[test]
+    fn an_untrusted_caller_cannot_pick_a_trace_id_the_ratio_always_keeps() {
+        // Low bits of zero pass OTel's rule at any ratio above 0; a fresh draw does not care.
+        assert!(ratio_sampled(&incoming(0, None).trace_id, 0.01));
+        let kept = (0..10_000)
+            .filter(|_| decide(0.25, false, Some(incoming(0, Some(true)))).may_keep())
             .count();
         assert!((2000..3000).contains(&kept), "{kept}");
     }

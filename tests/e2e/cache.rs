@@ -13,8 +13,10 @@ use crate::metrics::{admin_url, sample, scrape};
 /// Key of `ops`, allowed to invalidate (key id listed in `invalidators`).
 const KEY_OPS: &str = "e2e-key-ops-0123456789abcdef";
 
-/// The standard API with `cache` settings for stages temp and prod, and the main route keyed by
-/// user, `k` and `inference_type`, caching deterministic answers only.
+/// The standard API with `cache` settings for stages temp and prod, and the main route caching
+/// deterministic answers only, keyed by everything its default body reads (the user, every query
+/// parameter) and by the body and content type it would pass through; the other routes do not
+/// cache (the gateway refuses a cached route whose key misses what it reads).
 pub fn cached_config(temp: &str, prod: &str) -> String {
     let text = GatewayYaml::standard().render();
     let text = text.replacen(
@@ -31,12 +33,26 @@ pub fn cached_config(temp: &str, prod: &str) -> String {
         "    path: /recommended-movies/{user_id}\n",
         "    path: /recommended-movies/{user_id}
     cache:
-      key_parameters: [method.request.path.user_id, method.request.querystring.k]
+      key_parameters:
+        - method.request.path.user_id
+        - method.request.querystring.*
+        - method.request.body
+        - method.request.header.content-type
       when: { method.request.querystring.inference_type: [deterministic] }
 ",
         1,
     );
     assert_ne!(cached, text, "the kit's config changed shape");
+    let mut cached = cached;
+    for other in ["/open/{user_id}", "/other/{user_id}"] {
+        let before = format!("    path: {other}\n");
+        assert!(cached.contains(&before), "the kit's config changed shape");
+        cached = cached.replacen(
+            &before,
+            &format!("{before}    cache: {{ enabled: false }}\n"),
+            1,
+        );
+    }
     cached
 }
 

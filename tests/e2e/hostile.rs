@@ -1,10 +1,13 @@
 //! Hostile input (issue 7): limits that hold before routing (header and body size, header
 //! timeout), paths that must not be guessed at (invalid UTF-8, bad percent-encoding, `..`),
 //! ambiguous keys, header injection through values copied into SageMaker's custom attributes,
-//! key enumeration, and secrets in the gateway's own output.
+//! key enumeration, secrets in the gateway's own output, and (issue 14) trace sampling forced by
+//! callers and a keys source that asks for the gateway's environment.
 //!
 //! Requests a well-formed client cannot send go over a raw TCP connection ([`raw`]); every read
 //! is bounded, and each test checks that the gateway keeps serving afterwards.
+
+mod cache_poisoning;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,8 +16,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::config::{KEY_A, KEY_DISABLED, KEY_TEMP_ONLY};
-use crate::kit::{Gateway, GatewayYaml, Upstream, WAIT};
+use crate::kit::config::{KEY_A, KEY_DISABLED, KEY_TEMP_ONLY, Key, Plan};
+use crate::kit::otlp::Collector;
+use crate::kit::s3::FakeS3;
+use crate::kit::{DEMO_KEY, Gateway, GatewayYaml, KeysYaml, Upstream, WAIT, shipped_config_dir};
+use crate::metrics::admin_url;
 
 /// The standard config with hostile-input settings added to `server:`.
 fn config_with(server_extra: &str, route_extra: &str) -> String {
@@ -379,4 +385,139 @@ async fn key_enumeration_is_throttled_but_a_valid_key_never_is_and_no_secret_is_
             "sha256 of {secret} in the gateway output"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_caller_can_force_its_request_to_be_traced() {
+    // The deployed sampler: parent-based, with a ratio (0 here, so any recorded span is forced).
+    let collector = Collector::start().await;
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "{}telemetry:\n  otlp:\n    enabled: true\n    endpoint: \"{}\"\n    schedule_delay_ms: 50\n",
+        GatewayYaml::standard().render(),
+        collector.endpoint()
+    );
+    let mut gateway = Gateway::builder()
+        .config_text(&config)
+        .upstream(&upstream)
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0")
+        .start()
+        .await;
+    let ok = "/temp/recommended-movies/U:1?k=1&inference_type=deterministic";
+    // Anyone (no key, a guessed, disabled or wrong-stage key, an unknown route or stage) and a
+    // key holder alike ask for sampling, through both trace headers.
+    let attempts: [(&str, Option<&str>, u16); 7] = [
+        (ok, None, 403),
+        (ok, Some("guess-0000-abcdefghijklmnopqrstuvwxyz"), 403),
+        (ok, Some(KEY_DISABLED), 403),
+        (
+            "/prod/recommended-movies/U:1?k=1&inference_type=deterministic",
+            Some(KEY_TEMP_ONLY),
+            403,
+        ),
+        ("/temp/nowhere", Some(KEY_A), 403),
+        ("/nostage/recommended-movies/U:1", None, 403),
+        (ok, Some(KEY_A), 200),
+    ];
+    for (i, (path, key, status)) in attempts.into_iter().enumerate() {
+        let trace = format!("{:032x}", 0xf00d_0000 + i);
+        for header in [
+            ("traceparent", format!("00-{trace}-00f067aa0ba902b7-01")),
+            (
+                "x-amzn-trace-id",
+                format!("Root=1-{}-{};Sampled=1", &trace[..8], &trace[8..]),
+            ),
+        ] {
+            let mut request = gateway.get(path).header(header.0, &header.1);
+            if let Some(key) = key {
+                request = request.key(key);
+            }
+            assert_eq!(request.send().await.status, status, "{path} {key:?}");
+        }
+    }
+    // SIGTERM flushes whatever was queued: nothing may have been.
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(WAIT).await.success());
+    let spans = collector.spans();
+    assert!(
+        spans.is_empty(),
+        "{} spans exported for forced requests, e.g. {:?}",
+        spans.len(),
+        spans.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_object_cannot_read_the_gateways_environment() {
+    const SECRET: &str = "redis-auth-token-e2e-4242-do-not-leak";
+    const KEY_NEW: &str = "e2e-key-s3-attacker-0123456789";
+    let shipped = std::fs::read_to_string(shipped_config_dir().join("keys.yaml")).unwrap();
+    let s3 = FakeS3::start("keys-bucket", "keys.yaml", &shipped).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config(GatewayYaml::standard())
+        .keys_source("s3://keys-bucket/keys.yaml")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
+        .env("SAGEGATE_REDIS_PASSWORD", SECRET)
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .upstream(&upstream)
+        .start()
+        .await;
+    let status = async |key: &str| gateway.recommend("temp", "U:1", Some(key)).await.status;
+    assert_eq!(status(DEMO_KEY).await, 200);
+
+    // Whoever writes the object names a key after the secret, to read it back from the access
+    // log, metrics, traces and /usage; then a stage, to read it from the reload error.
+    let by_key_id = KeysYaml::new()
+        .plan(Plan::new("standard", &["temp", "prod"]).throttle(1000.0, 2000))
+        .key(Key::new(
+            "${env:SAGEGATE_REDIS_PASSWORD}",
+            KEY_NEW,
+            &["standard"],
+        ))
+        .key(Key::new("demo", DEMO_KEY, &["standard"]));
+    let by_stage = KeysYaml::new()
+        .plan(Plan::new(
+            "standard",
+            &["temp", "\"${env:SAGEGATE_REDIS_PASSWORD}\""],
+        ))
+        .key(Key::new("demo", DEMO_KEY, &["standard"]));
+    for (attack, expected) in [
+        (
+            by_key_id.render(),
+            "keys.yaml:6:9: keys[0].id: `${` is not allowed",
+        ),
+        (
+            by_stage.render(),
+            "keys.yaml:3:21: usage_plans[0].stages[1]: `${` is not allowed",
+        ),
+    ] {
+        assert!(
+            attack.contains("${env:SAGEGATE_REDIS_PASSWORD}"),
+            "{attack}"
+        );
+        s3.upload(&attack);
+        gateway
+            .wait_for_log(&format!("s3://keys-bucket/{expected}"))
+            .await;
+        // The previous keys stay in force: the attacker's key is refused, the demo key works.
+        assert_eq!(status(KEY_NEW).await, 403);
+        assert_eq!(status(DEMO_KEY).await, 200);
+    }
+
+    let admin = admin_url(&gateway);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut seen = gateway.stdout() + &gateway.stderr();
+    for path in ["/metrics", "/usage"] {
+        let resp = http.get(format!("{admin}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        seen.push_str(&resp.text().await.unwrap());
+    }
+    assert!(seen.contains("keys reload failed"), "{seen}");
+    assert!(
+        !seen.contains(SECRET),
+        "the secret reached the output:\n{seen}"
+    );
 }

@@ -1,8 +1,9 @@
 //! OpenTelemetry traces through the real binary, exported over OTLP/HTTP to the kit's collector
 //! ([`crate::kit::otlp`]), decoded with the official protobuf types: one trace per request with a
 //! server span and a child per stage, parent links right, the caller's trace joined (`traceparent`
-//! and `X-Amzn-Trace-Id`) and its "not sampled" decision followed, no key material in any
-//! attribute; requests still succeed when the collector is down or hangs; spans queued at SIGTERM
+//! and `X-Amzn-Trace-Id`) but its sampling decision followed only with `trust_caller_sampling`
+//! and a valid key, nothing recorded for a request refused at authentication, no key material in
+//! any attribute; requests still succeed when the collector is down or hangs; spans queued at SIGTERM
 //! are flushed; and without `telemetry.otlp.enabled` nothing is exported even when the `OTEL_*`
 //! variables point at a collector.
 
@@ -135,14 +136,15 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
         .await;
     xray.assert_ok();
     assert_eq!(xray.header("x-sagegate-cache"), Some("hit"));
-    // No trace header: the gateway's new X-Ray root is the trace. A bad key ends at authenticate.
+    // No trace header: the gateway's new X-Ray root is the trace. A missing `k` ends at validate.
     let fresh = gateway
-        .get(DETERMINISTIC)
-        .key("not-a-key-0123456789abcdef")
+        .get("/temp/recommended-movies/U:7?inference_type=deterministic")
+        .key(KEY_A)
         .send()
         .await;
-    fresh.assert_forbidden();
-    // A caller that decided not to sample: nothing is recorded.
+    assert_eq!(fresh.status, 400);
+    // A caller that decided not to sample: its decision is not trusted by default, the ratio (1.0)
+    // decides, and the trace still joins the caller's.
     let unsampled_trace = "0af7651916cd43dd8448eb211c80319c";
     gateway
         .get(DETERMINISTIC)
@@ -154,6 +156,18 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
         .send()
         .await
         .assert_ok();
+    // Refused at authentication: never recorded, whatever the caller asked for and the ratio says.
+    let refused_trace = "99998888777766665555444433332222";
+    gateway
+        .get(DETERMINISTIC)
+        .key("not-a-key-0123456789abcdef")
+        .header(
+            "traceparent",
+            &format!("00-{refused_trace}-9999888877776666-01"),
+        )
+        .send()
+        .await
+        .assert_forbidden();
 
     // SageMaker throttles: the SDK's one retry shows as the call's attempt count.
     upstream.reply_with(SageMakerReply::throttling());
@@ -176,9 +190,9 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
         .strip_prefix("Root=1-")
         .unwrap()
         .replace('-', "");
-    eventually("three traces at the collector", WAIT, || {
+    eventually("four traces at the collector", WAIT, || {
         let n = traces(&collector.spans()).len();
-        async move { (n >= 3).then_some(()) }
+        async move { (n >= 4).then_some(()) }
     })
     .await;
     // SIGTERM flushes anything still queued; then the collector holds everything there will be.
@@ -198,12 +212,13 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
                 w3c_trace.to_owned(),
                 xray_trace.to_owned(),
                 fresh_trace.clone(),
+                unsampled_trace.to_owned(),
                 retried_trace.to_owned(),
             ];
             ids.sort();
             ids
         },
-        "one trace per sampled request, none for the unsampled caller"
+        "one trace per authenticated request, whatever its caller's flag; none for the bad key"
     );
 
     // The miss: every stage, the SageMaker call under the cache lookup.
@@ -264,16 +279,23 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
         Some("hit")
     );
 
-    // The refusal: a new root, stages up to authenticate, which failed.
+    // The refusal after authentication: a new root, stages up to validate, which failed.
     let refused = &all[&fresh_trace];
     let server = server_span(refused);
     assert_eq!(server.parent_span_id, "", "a new trace has no parent");
-    assert_eq!(server.attr("http.response.status_code"), Some("403"));
-    assert_eq!(server.attr("error.type"), Some("INVALID_API_KEY"));
-    assert_eq!(names(refused), ["route", "authenticate"]);
-    let auth = by_name(refused, "authenticate");
-    assert_eq!(auth.status, STATUS_ERROR);
-    assert_eq!(auth.attr("error.type"), Some("INVALID_API_KEY"));
+    assert_eq!(server.attr("http.response.status_code"), Some("400"));
+    assert_eq!(server.attr("error.type"), Some("BAD_REQUEST_PARAMETERS"));
+    assert_eq!(
+        names(refused),
+        ["route", "authenticate", "admit", "validate"]
+    );
+    let validate = by_name(refused, "validate");
+    assert_eq!(validate.status, STATUS_ERROR);
+    assert_eq!(validate.attr("error.type"), Some("BAD_REQUEST_PARAMETERS"));
+
+    // The untrusted "not sampled" caller: recorded, joined to its trace and span.
+    let joined = &all[unsampled_trace];
+    assert_eq!(server_span(joined).parent_span_id, "b7ad6b7169203331");
 
     // The throttled call: bypassed the cache (stochastic), two attempts, SageMaker's error type.
     let retried = &all[retried_trace];
@@ -298,6 +320,115 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
             }
         }
     }
+}
+
+/// `traceparent` of trace `id` (32 hex digits), sampled or not.
+fn traceparent(id: &str, sampled: bool) -> String {
+    format!("00-{id}-{}-0{}", &id[..16], u8::from(sampled))
+}
+
+/// The trace ids at the collector once `gateway` stopped (SIGTERM flushes what is queued).
+async fn ids_after_exit(mut gateway: Gateway, collector: &Collector) -> Vec<String> {
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(WAIT).await.success());
+    traces(&collector.spans()).into_keys().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_sampling_decisions_count_only_when_trusted_and_only_for_valid_keys() {
+    let upstream = Upstream::start().await;
+    // Trusted, ratio 0: only a key holder's own "sampled" gets a request recorded.
+    let collector = Collector::start().await;
+    let extra = "    sample_ratio: 0.0\n    trust_caller_sampling: true\n";
+    let gateway = start(&upstream, &telemetry(&collector.endpoint(), extra)).await;
+    let (w3c, xray) = (
+        "a0000000000000000000000000000001",
+        "5759e988bd862e3fe1be46a994272793",
+    );
+    gateway
+        .get(DETERMINISTIC)
+        .key(KEY_A)
+        .header("traceparent", &traceparent(w3c, true))
+        .send()
+        .await
+        .assert_ok();
+    gateway
+        .get(DETERMINISTIC)
+        .key(KEY_A)
+        .header(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+        )
+        .send()
+        .await
+        .assert_ok();
+    // Not recorded: no decision (ratio 0), an anonymous caller of a public route, a bad key, no
+    // key, an unknown route.
+    let bad = "not-a-key-0123456789abcdef";
+    let xray_forced = "Root=1-5759e988-dddddddddddddddddddddddd;Sampled=1".to_owned();
+    for (path, key, header, status) in [
+        (DETERMINISTIC, Some(KEY_A), None, 200),
+        (
+            "/temp/open/U:1",
+            None,
+            Some(("traceparent", traceparent(&"b".repeat(32), true))),
+            200,
+        ),
+        (
+            DETERMINISTIC,
+            Some(bad),
+            Some(("traceparent", traceparent(&"c".repeat(32), true))),
+            403,
+        ),
+        (
+            DETERMINISTIC,
+            None,
+            Some(("x-amzn-trace-id", xray_forced)),
+            403,
+        ),
+        (
+            "/temp/nowhere",
+            Some(KEY_A),
+            Some(("traceparent", traceparent(&"e".repeat(32), true))),
+            403,
+        ),
+    ] {
+        let mut request = gateway.get(path);
+        if let Some(key) = key {
+            request = request.key(key);
+        }
+        if let Some((name, value)) = &header {
+            request = request.header(name, value);
+        }
+        assert_eq!(
+            request.send().await.status,
+            status,
+            "{path} {key:?} {header:?}"
+        );
+    }
+    let mut expected = vec![w3c.to_owned(), xray.to_owned()];
+    expected.sort();
+    assert_eq!(ids_after_exit(gateway, &collector).await, expected);
+
+    // Trusted, ratio 1: a key holder's "not sampled" is followed; an anonymous one's is not.
+    let collector = Collector::start().await;
+    let extra = "    trust_caller_sampling: true\n";
+    let gateway = start(&upstream, &telemetry(&collector.endpoint(), extra)).await;
+    gateway
+        .get(DETERMINISTIC)
+        .key(KEY_A)
+        .header("traceparent", &traceparent(&"f".repeat(32), false))
+        .send()
+        .await
+        .assert_ok();
+    let public = "a0000000000000000000000000000002";
+    gateway
+        .get("/temp/open/U:1")
+        .header("traceparent", &traceparent(public, false))
+        .send()
+        .await
+        .assert_ok();
+    assert_eq!(ids_after_exit(gateway, &collector).await, [public]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
 //! Keys reload without a restart: a new file (written, then renamed over the old one) takes
 //! effect; a broken file is reported in the log and the old keys stay in force; fixing it works;
-//! SIGHUP reloads too and does not stop the process.
+//! SIGHUP reloads too and does not stop the process; a `${` in the keys file is refused where it
+//! stands (the file is data, never interpolated), on reload and at start.
 
 use crate::kit::config::{KEY_A, Key, Plan};
-use crate::kit::{Gateway, KeysYaml, Upstream, WAIT, eventually};
+use crate::kit::{Gateway, KeysYaml, Upstream, WAIT, eventually, sagegate_bin};
 
 const KEY_NEW: &str = "e2e-key-new-partner-0123456789";
 
@@ -115,6 +116,54 @@ async fn sighup_reloads_keys_and_keeps_serving() {
     gateway.signal("HUP");
     until_key_gets(&gateway, KEY_NEW, 200).await;
     assert!(gateway.exited().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_in_the_keys_file_is_refused_on_reload_and_at_start() {
+    const SECRET: &str = "e2e-secret-from-the-environment-77";
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .keys(keys(false))
+        .env("SAGEGATE_E2E_SECRET", SECRET)
+        .upstream(&upstream)
+        .start()
+        .await;
+    let planted = keys(true)
+        .render()
+        .replace("id: partner-new", "id: \"${env:SAGEGATE_E2E_SECRET}\"");
+    let (line, text) = planted
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("${"))
+        .expect("the placeholder is planted");
+    let at = format!(
+        "{}:{}:{}: keys[1].id: `${{` is not allowed",
+        gateway.keys_path().display(),
+        line + 1,
+        text.find("${").unwrap() + 1
+    );
+    gateway.replace_keys(&planted);
+    gateway.wait_for_log(&at).await;
+    assert_eq!(status(&gateway, KEY_NEW).await, 403);
+    assert_eq!(status(&gateway, KEY_A).await, 200);
+
+    // At start (`check-config`, as `serve` loads it): the same error, and exit 1.
+    let out = std::process::Command::new(sagegate_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(gateway.config_path())
+        .arg("--keys")
+        .arg(gateway.keys_path())
+        .env_clear()
+        .env("SAGEGATE_E2E_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains(&at), "{printed}");
+    let output = printed + &gateway.stdout() + &gateway.stderr();
+    assert!(!output.contains(SECRET), "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

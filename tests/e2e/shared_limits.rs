@@ -3,7 +3,8 @@
 //! and together admit no more than one bucket allows and exactly one quota; rejected requests
 //! consume nothing; a restarted gateway keeps the count. Then the store fails under load: the
 //! declared policy holds (`local`: no 5xx and no request held beyond a bound far below the hang it
-//! would otherwise be; `deny`: 503), and limits are shared again once Redis is back.
+//! would otherwise be; `deny`: 503), and limits are shared again once Redis is back; a hung Redis
+//! costs no request a double count, and one slow call does not switch the task to local limits.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -41,8 +42,14 @@ async fn gateway(
     keys: &KeysYaml,
     upstream: &Upstream,
 ) -> Gateway {
+    let config = GatewayYaml::standard().redis_limits(&redis.url(), policy, 50);
+    gateway_with(&config.render(), keys, upstream).await
+}
+
+/// A gateway on `config` with its admin listener on, once its limit store is up.
+async fn gateway_with(config: &str, keys: &KeysYaml, upstream: &Upstream) -> Gateway {
     let gateway = Gateway::builder()
-        .config(GatewayYaml::standard().redis_limits(&redis.url(), policy, 50))
+        .config_text(config)
         .keys(keys.clone())
         .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .upstream(upstream)
@@ -369,11 +376,59 @@ async fn a_hung_redis_costs_each_request_at_most_the_timeout() {
     redis.resume();
     await_store_state(&gateways, "up").await;
     let usage = usage_of(&admin_url(&gateways[0]), "busy-a").await;
-    // The 20 admitted locally were added to the shared counter. The calls that timed out were
-    // queued in the paused server and ran when it resumed: counted twice (documented; errs
-    // towards the client having used more, never less).
-    let used = usage["usage"][0]["used"].as_u64().unwrap();
-    assert!((20..=22).contains(&used), "{usage}");
+    // Every request counted once: the calls that timed out were queued in the paused server and
+    // ran when it resumed (the probe runs after them on each connection), and only the requests
+    // admitted without such a call were added back.
+    assert_eq!(usage["usage"][0]["used"], 20, "{usage}");
+}
+
+/// One slow call decides its own request by the policy and nothing more: the store stays up,
+/// so the next requests meet the shared bucket, not this task's full local one (with a probe
+/// interval of a minute, the window that one slow call used to open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_redis_call_does_not_hand_the_task_full_local_buckets() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let keys = KeysYaml::new()
+        .plan(Plan::new("tight", &["temp", "prod"]).throttle(0.01, 2))
+        .key(Key::new("tight-a", KEY_A, &["tight"]));
+    let config = GatewayYaml::standard()
+        .redis_limits(&redis.url(), "local", 200)
+        .render();
+    let slow_probe = config.replace("probe_interval_ms: 100", "probe_interval_ms: 60000");
+    assert_ne!(slow_probe, config, "the kit's config changed shape");
+    let gateway = gateway_with(&slow_probe, &keys, &upstream).await;
+    for _ in 0..2 {
+        gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    }
+    gateway
+        .get(SEED)
+        .key(KEY_A)
+        .send()
+        .await
+        .assert_too_many_requests();
+    // One call that gets no answer in time: this request is decided by this task's bucket.
+    redis.pause();
+    gateway.get(SEED).key(KEY_A).send().await.assert_ok();
+    redis.resume();
+    let (_, body) = health_body(&gateway).await;
+    assert!(body.contains(r#""state":"up""#), "{body}");
+    // The shared bucket decides again at once.
+    for _ in 0..3 {
+        gateway
+            .get(SEED)
+            .key(KEY_A)
+            .send()
+            .await
+            .assert_too_many_requests();
+    }
+    let metrics = scrape(&admin_url(&gateway)).await;
+    assert_eq!(
+        sample(&metrics, "sagegate_limit_store_errors_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&metrics, "sagegate_limit_store_up", &[]), Some(1.0));
+    assert!(!gateway.stdout().contains("limit store down;"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,12 +20,21 @@
 //!   core, docs/limits.md). Quota counters `q:<plan>:<key>:<D|W|M>:<period start, unix s>` expire at period end +
 //!   `quota_retention_days` (last period stays readable for billing); GCRA cells expire when
 //!   their bucket is full again.
-//! - Failure policy: a call never waits longer than `timeout_ms`. The first failure marks the
-//!   store down (one log line); from then on requests do not touch Redis at all and are decided
-//!   by [`FailurePolicy`]: `local` (the in-process limits, per task) or `deny` (503). A background
-//!   probe reconnects and marks it up (one log line), after adding the quota counted locally
-//!   during the outage to the shared counters (`INCRBY`). A local quota continues from the last
-//!   shared count this task saw, so an outage costs at most N tasks × the remaining quota.
+//! - Failure policy: a call never waits longer than `timeout_ms`; a request whose call failed is
+//!   decided by [`FailurePolicy`]: `local` (the in-process limits, per task) or `deny` (503).
+//!   `consecutive_failures` failed calls in a row (default 3; any success resets the count) mark
+//!   the store down (one log line), so one slow call costs one request, not a probe interval of
+//!   local limits. While down, requests do not touch Redis at all. A background probe reconnects
+//!   and marks it up (one log line), after adding the quota counted locally meanwhile to the
+//!   shared counters (`flush.lua`, which adds each batch once, however often it is resent). A local quota continues from the last shared count this task
+//!   saw, so an outage costs at most N tasks × the remaining quota.
+//! - Counted at most once: a call that failed after it may have reached the server (a timeout, a
+//!   dropped connection) may still run there, late (a hung server works off its queue when it
+//!   resumes), and count the request. Its local admission is therefore *not* added back: the
+//!   request is counted once if the script ran, not at all if it never did. Only calls the server
+//!   certainly did not run (connection refused, an error reply) and requests decided while the
+//!   store was down are added back. Bound: a task under-counts at most the calls it sent between
+//!   the server's end and the store being marked down, if the server lost them (docs/limits.md).
 //! - Hot path: no lock; the command is built into one buffer; a std mutex is taken only on a
 //!   local fallback admission with a quota (outages only), never across `.await`.
 //!
@@ -39,7 +48,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -89,6 +98,8 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// How often a down store is probed.
     pub probe_interval: Duration,
+    /// Failed or timed-out calls in a row that mark the store down (at least 1).
+    pub consecutive_failures: u32,
     /// Hash tag every key is put under (without braces).
     pub key_prefix: String,
     /// How long a quota counter outlives its period.
@@ -105,6 +116,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("connections", &self.connections)
             .field("timeout", &self.timeout)
+            .field("consecutive_failures", &self.consecutive_failures)
             .field("key_prefix", &self.key_prefix)
             .field("on_failure", &self.on_failure)
             .finish_non_exhaustive()
@@ -142,6 +154,9 @@ pub struct StoreStats {
     pub fallback_local: AtomicU64,
     /// Requests refused (503) because the store was down.
     pub denied: AtomicU64,
+    /// Requests admitted locally after a call that may have counted them on the server; their
+    /// count is left to that call (never added back, so never counted twice).
+    pub uncertain: AtomicU64,
     /// Up → down transitions.
     pub outages: AtomicU64,
 }
@@ -161,8 +176,40 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Adds a batch of locally counted quota to the shared counters, once per batch id.
+pub const FLUSH_SCRIPT: &str = include_str!("flush.lua");
+
 /// Quota counted in-process while the store was down: (quota key, period letter, period start).
 type PendingKey = (Arc<str>, &'static str, i64);
+
+/// Per counter: (period end, unix seconds; requests admitted locally).
+type Counts = HashMap<PendingKey, (i64, u64)>;
+
+/// Quota admitted locally, waiting to be added to the shared counters.
+#[derive(Default)]
+struct Pending {
+    /// Counted since the last batch was cut.
+    counts: Counts,
+    /// A batch whose flush failed. It is resent as it is, under the same id, because the failed
+    /// attempt may still have run: the script adds a batch id once.
+    unsent: Option<(String, Counts)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.unsent.is_none()
+    }
+
+    /// The batch to send next: the unsent one, else the counts so far under a new id.
+    fn next_batch(&mut self) -> Option<(String, Counts)> {
+        self.unsent.take().or_else(|| {
+            (!self.counts.is_empty()).then(|| {
+                let id = format!("{:032x}", rand::random::<u128>());
+                (id, std::mem::take(&mut self.counts))
+            })
+        })
+    }
+}
 
 struct Shared {
     settings: RedisSettings,
@@ -172,12 +219,15 @@ struct Shared {
     sha: String,
     /// `{prefix}:`, written before every key.
     prefix: String,
-    /// Whether requests go to the store. Cleared by the first failing call, set by the probe.
+    /// Whether requests go to the store. Cleared after `consecutive_failures` failed calls in a
+    /// row, set by the probe.
     up: AtomicBool,
+    /// Failed calls since the last success (or since the store came up).
+    failures: AtomicU32,
     local: MemoryStore,
     /// Quota admitted locally during an outage, added to the shared counters on recovery. A std
     /// mutex: taken only on a local admission with a quota and by the probe, never across `.await`.
-    pending: Mutex<HashMap<PendingKey, (i64, u64)>>,
+    pending: Mutex<Pending>,
     stats: StoreStats,
 }
 
@@ -234,8 +284,9 @@ impl RedisStore {
                 sha,
                 prefix,
                 up: AtomicBool::new(false),
+                failures: AtomicU32::new(0),
                 local,
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(Pending::default()),
                 stats: StoreStats::default(),
             }),
         })
@@ -275,11 +326,12 @@ impl RedisStore {
             return Admission::Admitted;
         }
         if !shared.up.load(Ordering::Acquire) {
-            return shared.fallback(req);
+            return shared.fallback(req, Ran::No);
         }
         match tokio::time::timeout(shared.settings.timeout, shared.eval(req, None)).await {
             Ok(Ok(reply)) => match decode(&reply) {
                 Some(admission) => {
+                    shared.failures.store(0, Ordering::Relaxed);
                     // Admitted with a quota: [0, 0, 0, used, limit, period start, period end].
                     if let (Some(quota), Some(&used), Some(&start)) =
                         (req.quota, reply.get(3), reply.get(5))
@@ -293,19 +345,14 @@ impl RedisStore {
                     }
                     admission
                 }
-                None => {
-                    shared.mark_down(&format!("unexpected script reply {reply:?}"));
-                    shared.fallback(req)
-                }
+                None => shared.failed(
+                    req,
+                    &format!("unexpected script reply {reply:?}"),
+                    Ran::Maybe,
+                ),
             },
-            Ok(Err(e)) => {
-                shared.mark_down(&e.to_string());
-                shared.fallback(req)
-            }
-            Err(_) => {
-                shared.mark_down("timed out");
-                shared.fallback(req)
-            }
+            Ok(Err(e)) => shared.failed(req, &e.to_string(), Ran::of(&e)),
+            Err(_) => shared.failed(req, "timed out", Ran::Maybe),
         }
     }
 
@@ -320,6 +367,31 @@ impl RedisStore {
         decode(&reply).ok_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Client, "unexpected script reply"))
         })
+    }
+}
+
+/// Whether a failed call may have run (and counted the request) on the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ran {
+    /// Certainly not: no call was made, the connection was refused, or the server answered an
+    /// error (a script that fails writes nothing: its only writes come after every check).
+    No,
+    /// Perhaps: no answer in time, or the connection broke after the call was sent.
+    Maybe,
+}
+
+impl Ran {
+    fn of(e: &redis::RedisError) -> Ran {
+        if e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+            )
+        {
+            Ran::No
+        } else {
+            Ran::Maybe
+        }
     }
 }
 
@@ -402,7 +474,23 @@ impl Shared {
         cmd
     }
 
-    fn fallback(&self, req: &AdmitRequest<'_>) -> Admission {
+    /// A call for `req` failed: counts it (marking the store down after `consecutive_failures` in
+    /// a row) and decides `req` by the failure policy.
+    fn failed(&self, req: &AdmitRequest<'_>, why: &str, ran: Ran) -> Admission {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let in_a_row = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if in_a_row >= self.settings.consecutive_failures {
+            self.mark_down(why);
+        }
+        self.fallback(req, ran)
+    }
+
+    /// Decides `req` without the store. `ran` says whether the shared counter may already hold
+    /// it: then a local admission is not added back later (counted at most once).
+    fn fallback(&self, req: &AdmitRequest<'_>, ran: Ran) -> Admission {
         match self.settings.on_failure {
             FailurePolicy::Deny => {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
@@ -414,7 +502,12 @@ impl Shared {
                 if admission.is_admitted()
                     && let Some(quota) = req.quota
                 {
-                    self.remember_local(quota);
+                    match ran {
+                        Ran::No => self.remember_local(quota),
+                        Ran::Maybe => {
+                            self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
                 admission
             }
@@ -430,11 +523,10 @@ impl Shared {
             start.timestamp(),
         );
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.entry(key).or_insert((end.timestamp(), 0)).1 += 1;
+        pending.counts.entry(key).or_insert((end.timestamp(), 0)).1 += 1;
     }
 
     fn mark_down(&self, why: &str) {
-        self.stats.errors.fetch_add(1, Ordering::Relaxed);
         if self.up.swap(false, Ordering::AcqRel) {
             self.stats.outages.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -473,6 +565,7 @@ impl Shared {
                 tracing::debug!(error = %e, "limit store probe failed");
                 return false;
             }
+            self.failures.store(0, Ordering::Relaxed);
             self.up.store(true, Ordering::Release);
             tracing::info!(
                 url = %redacted_url(&self.settings.url),
@@ -481,57 +574,67 @@ impl Shared {
         }
         // Also when already up: a local admission racing the recovery may have added a count.
         if let Err(e) = self.flush_pending().await {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
             self.mark_down(&format!("adding local quota counts failed: {e}"));
             return false;
         }
         true
     }
 
+    /// Sends the unsent batch, if any, then what was counted since; each batch counts once.
     async fn flush_pending(&self) -> redis::RedisResult<()> {
-        let pending = {
-            let mut guard = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::take(&mut *guard)
-        };
-        if pending.is_empty() {
-            return Ok(());
+        // Two rounds at most: a batch that failed before, then the counts gathered since.
+        for _ in 0..2 {
+            let batch = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .next_batch();
+            let Some((id, counts)) = batch else {
+                return Ok(());
+            };
+            match self.flush(&id, &counts).await {
+                Ok(added) => {
+                    let total: u64 = counts.values().map(|(_, c)| c).sum();
+                    tracing::info!(
+                        counters = counts.len(),
+                        requests = total,
+                        already_added = !added,
+                        "quota counted locally during the outage added to the shared counters"
+                    );
+                }
+                Err(e) => {
+                    let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    pending.unsent = Some((id, counts));
+                    return Err(e);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// One batch through `flush.lua`; true when it was added now, false when it had been.
+    async fn flush(&self, id: &str, counts: &Counts) -> redis::RedisResult<bool> {
         let retention = i64::try_from(self.settings.quota_retention.as_secs()).unwrap_or(0);
-        let mut pipe = redis::pipe();
-        for ((key, letter, start), (end, count)) in &pending {
-            let counter = format!("{}{key}:{letter}:{start}", self.prefix);
-            pipe.cmd("INCRBY").arg(&counter).arg(*count).ignore();
-            pipe.cmd("EXPIREAT")
-                .arg(&counter)
-                .arg(end.saturating_add(retention))
-                .ignore();
+        let script = redis::Script::new(FLUSH_SCRIPT);
+        let mut call = script.prepare_invoke();
+        // The marker outlives every retry: the batch is resent at each probe until it goes in.
+        call.key(format!("{}flush:{id}", self.prefix))
+            .arg(self.settings.quota_retention.as_secs().max(86_400));
+        for ((key, letter, start), (end, count)) in counts {
+            call.key(format!("{}{key}:{letter}:{start}", self.prefix))
+                .arg(*count)
+                .arg(end.saturating_add(retention));
         }
         let mut con = self.conn();
-        let sent = tokio::time::timeout(
+        match tokio::time::timeout(
             self.settings.connect_timeout,
-            pipe.query_async::<()>(&mut con),
+            call.invoke_async::<i64>(&mut con),
         )
-        .await;
-        match sent {
-            Ok(Ok(())) => {
-                let total: u64 = pending.values().map(|(_, c)| c).sum();
-                tracing::info!(
-                    counters = pending.len(),
-                    requests = total,
-                    "quota counted locally during the outage added to the shared counters"
-                );
-                Ok(())
-            }
-            failed => {
-                // Keep the counts for the next attempt.
-                let mut guard = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                for (k, (end, count)) in pending {
-                    guard.entry(k).or_insert((end, 0)).1 += count;
-                }
-                match failed {
-                    Ok(Err(e)) => Err(e),
-                    _ => Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))),
-                }
-            }
+        .await
+        {
+            Ok(added) => added.map(|n| n == 1),
+            Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))),
         }
     }
 }

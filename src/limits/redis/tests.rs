@@ -93,6 +93,15 @@ impl Drop for Server {
     }
 }
 
+/// `kill -s NAME` on the server: STOP hangs it (connections open, nothing answered), CONT resumes.
+fn signal(server: &Server, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {name}");
+}
+
 fn info(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
@@ -111,6 +120,7 @@ fn settings(url: &str, on_failure: FailurePolicy) -> RedisSettings {
         timeout: Duration::from_millis(200),
         connect_timeout: Duration::from_millis(500),
         probe_interval: Duration::from_millis(100),
+        consecutive_failures: 3,
         key_prefix: "test".to_owned(),
         quota_retention: Duration::from_secs(35 * 86400),
         on_failure,
@@ -350,9 +360,10 @@ fn quota_key(id: &str, limit: u64, clock: &LimitClock) -> KeyLimiter {
     .unwrap()
 }
 
-/// With Redis gone, `local` decides with the in-process limits (no wait beyond the timeout, one
-/// failed call marks the store down, later requests do not touch it); after it returns, the
-/// quota admitted locally is added to the shared counter.
+/// With Redis gone, `local` decides with the in-process limits (no wait beyond the timeout,
+/// `consecutive_failures` failed calls mark the store down, later requests do not touch it); after
+/// it returns, the quota admitted locally is added to the shared counter, except for requests
+/// whose call may have counted them already (the server died with the call in flight).
 #[tokio::test]
 async fn local_policy_falls_back_and_adds_local_counts_back() {
     let mut server = Server::start();
@@ -365,25 +376,136 @@ async fn local_policy_falls_back_and_adds_local_counts_back() {
         assert_eq!(shared.admit(&req).await, Admission::Admitted);
     }
     server.stop();
-    for _ in 0..4 {
+    for _ in 0..5 {
         assert_eq!(shared.admit(&req).await, Admission::Admitted);
     }
     assert!(!shared.is_up());
     assert_eq!(shared.stats().outages.load(Ordering::Relaxed), 1);
     assert_eq!(
         shared.stats().errors.load(Ordering::Relaxed),
-        1,
-        "only the first call tried"
+        3,
+        "three calls in a row failed, then the store was down and not tried"
     );
-    assert_eq!(shared.stats().fallback_local.load(Ordering::Relaxed), 4);
-    // A new, empty server on the same port: the probe brings the store back and adds the 4.
+    assert_eq!(shared.stats().fallback_local.load(Ordering::Relaxed), 5);
+    // A new, empty server on the same port: the probe brings the store back and adds the 5,
+    // less those whose call met the dying connection (it may have run: never added twice).
+    let uncertain = shared.stats().uncertain.load(Ordering::Relaxed);
+    assert!(uncertain <= 3, "{uncertain}");
     let _server = Server::start_on(port);
     assert!(recovered(&shared).await);
     let usage = shared.usage(&[&key], UsagePeriod::Current).await.unwrap();
-    assert_eq!(usage[0].1.used, 4, "local admissions added back");
+    assert_eq!(
+        usage[0].1.used,
+        5 - uncertain,
+        "local admissions added back"
+    );
     assert_eq!(shared.admit(&req).await, Admission::Admitted);
     let usage = shared.usage(&[&key], UsagePeriod::Current).await.unwrap();
-    assert_eq!(usage[0].1.used, 5);
+    assert_eq!(usage[0].1.used, 6 - uncertain);
+}
+
+/// One slow call (SIGSTOP) decides its own request locally and nothing else: the store stays up
+/// and the next request is shared again. The script of the call that timed out runs when the
+/// server resumes, and is the only count of that request.
+#[tokio::test]
+async fn one_slow_call_costs_one_request_and_is_counted_once() {
+    let server = Server::start();
+    let clock = LimitClock::system();
+    let shared = store(&server, FailurePolicy::Local, clock.clone()).await;
+    let key = quota_key("slow", 100, &clock);
+    let req = AdmitRequest::new(Some(&key), None, "GET", "/");
+    for _ in 0..2 {
+        assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    }
+    signal(&server, "STOP");
+    assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    signal(&server, "CONT");
+    assert!(shared.is_up(), "one slow call does not take the store down");
+    assert_eq!(shared.stats().outages.load(Ordering::Relaxed), 0);
+    assert_eq!(shared.stats().errors.load(Ordering::Relaxed), 1);
+    assert_eq!(shared.stats().uncertain.load(Ordering::Relaxed), 1);
+    // Shared again.
+    assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    // A command on every connection runs after what was queued there: the late script too.
+    shared.shared.probe().await.unwrap();
+    assert!(
+        shared.shared.pending.lock().unwrap().is_empty(),
+        "nothing to add back"
+    );
+    let usage = shared.usage(&[&key], UsagePeriod::Current).await.unwrap();
+    assert_eq!(usage[0].1.used, 4, "four requests, each counted once");
+}
+
+/// `consecutive_failures` timed-out calls in a row mark the store down; every request admitted
+/// while it was down is added back on recovery, and those whose script ran late are not.
+#[tokio::test]
+async fn consecutive_timeouts_trip_the_store_and_each_request_counts_once() {
+    let server = Server::start();
+    let clock = LimitClock::system();
+    let shared = store(&server, FailurePolicy::Local, clock.clone()).await;
+    let key = quota_key("hung", 100, &clock);
+    let req = AdmitRequest::new(Some(&key), None, "GET", "/");
+    assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    signal(&server, "STOP");
+    for i in 1..=3 {
+        assert!(shared.is_up(), "up before failure {i}");
+        assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    }
+    assert!(!shared.is_up(), "three in a row");
+    for _ in 0..4 {
+        assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    }
+    assert_eq!(shared.stats().errors.load(Ordering::Relaxed), 3);
+    assert_eq!(shared.stats().uncertain.load(Ordering::Relaxed), 3);
+    signal(&server, "CONT");
+    assert!(recovered(&shared).await);
+    let usage = shared.usage(&[&key], UsagePeriod::Current).await.unwrap();
+    assert_eq!(
+        usage[0].1.used, 8,
+        "1 shared + 3 late scripts + 4 added back"
+    );
+}
+
+/// A success in between resets the count: failures that are not in a row never trip.
+#[tokio::test]
+async fn failures_not_in_a_row_never_trip() {
+    let server = Server::start();
+    let clock = LimitClock::system();
+    let shared = store(&server, FailurePolicy::Deny, clock.clone()).await;
+    let key = quota_key("flaky", 100, &clock);
+    let req = AdmitRequest::new(Some(&key), None, "GET", "/");
+    for _ in 0..3 {
+        signal(&server, "STOP");
+        for _ in 0..2 {
+            assert_eq!(shared.admit(&req).await, Admission::StoreUnavailable);
+        }
+        signal(&server, "CONT");
+        assert_eq!(shared.admit(&req).await, Admission::Admitted);
+    }
+    assert!(shared.is_up());
+    assert_eq!(shared.stats().errors.load(Ordering::Relaxed), 6);
+    assert_eq!(shared.stats().outages.load(Ordering::Relaxed), 0);
+}
+
+/// A batch of local counts whose flush failed after it ran is resent under the same id, and the
+/// server adds it once.
+#[tokio::test]
+async fn a_flush_sent_twice_adds_once() {
+    let server = Server::start();
+    let clock = LimitClock::system();
+    let shared = store(&server, FailurePolicy::Local, clock.clone()).await;
+    let key = quota_key("flushed", 100, &clock);
+    let quota = key.quota().unwrap();
+    shared.shared.remember_local(quota);
+    shared.shared.remember_local(quota);
+    let (id, counts) = shared.shared.pending.lock().unwrap().next_batch().unwrap();
+    assert!(shared.shared.flush(&id, &counts).await.unwrap(), "added");
+    // As if that answer had been lost: the same batch again.
+    shared.shared.pending.lock().unwrap().unsent = Some((id, counts));
+    assert!(recovered(&shared).await);
+    assert!(shared.shared.pending.lock().unwrap().is_empty());
+    let usage = shared.usage(&[&key], UsagePeriod::Current).await.unwrap();
+    assert_eq!(usage[0].1.used, 2);
 }
 
 /// A local fallback continues from the last shared count this task saw, not from zero.

@@ -148,6 +148,15 @@ impl Reply {
         self.assert_gateway_error(403, r#"{"message":"Forbidden"}"#, "ForbiddenException");
     }
 
+    /// 415 Unsupported Media Type (no request template for the Content-Type, no passthrough).
+    pub fn assert_unsupported_media_type(&self) {
+        self.assert_gateway_error(
+            415,
+            r#"{"message":"Unsupported Media Type"}"#,
+            "UnsupportedMediaTypeException",
+        );
+    }
+
     /// 429 Too Many Requests.
     pub fn assert_too_many_requests(&self) {
         self.assert_gateway_error(
