@@ -41,8 +41,7 @@ use crate::otel::{Tracer, names};
 use crate::route::{self, RouteError};
 use crate::upstream::{Invocation, SageMaker, UpstreamFailure, UpstreamReply};
 
-/// Header carrying the API key (matched case-insensitively, as all header names).
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub use crate::auth::API_KEY_HEADER;
 
 /// A request as the pipeline sees it.
 #[derive(Debug, Clone)]
