@@ -85,43 +85,7 @@ enum Command {
     /// `--upstream-status` also the `response` a client would get for that answer. Runs the
     /// gateway's own stages; skips the API key, throttling and the cache. Exit 2 on bad input,
     /// naming the route, the template and its line:col.
-    TestInvoke {
-        /// Gateway configuration file.
-        #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
-        config: PathBuf,
-        /// Stage name.
-        #[arg(long)]
-        stage: String,
-        /// HTTP method.
-        #[arg(long)]
-        method: String,
-        /// Resource path after the stage, e.g. /recommended-movies/U:114521.
-        #[arg(long)]
-        path: String,
-        /// Query string, e.g. 'k=3&inference_type=deterministic'.
-        #[arg(long, default_value = "")]
-        query: String,
-        /// A request header, 'Name: value' (repeatable).
-        #[arg(long = "header", value_name = "NAME: VALUE")]
-        headers: Vec<String>,
-        /// Request body: a file, or - for standard input.
-        #[arg(long, value_name = "FILE|-")]
-        body: Option<String>,
-        /// SageMaker's HTTP status to answer with (200; 424 for a model error; 429; 5xx).
-        #[arg(long, value_name = "N")]
-        upstream_status: Option<u16>,
-        /// SageMaker's answer body: a file, or - for standard input.
-        #[arg(long, value_name = "FILE|-", requires = "upstream_status")]
-        upstream_body: Option<String>,
-        /// A header of SageMaker's answer, 'Name: value' (repeatable; a 424 without
-        /// X-Amzn-ErrorType is a ModelError, as SageMaker sends it).
-        #[arg(
-            long = "upstream-header",
-            value_name = "NAME: VALUE",
-            requires = "upstream_status"
-        )]
-        upstream_headers: Vec<String>,
-    },
+    TestInvoke(TestInvokeArgs),
     /// Probe `/healthz` (for container health checks; the image has no curl). Exit 0 when healthy.
     Healthcheck {
         /// URL to probe.
@@ -190,40 +154,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::TestInvoke {
-            config,
-            stage,
-            method,
-            path,
-            query,
-            headers,
-            body,
-            upstream_status,
-            upstream_body,
-            upstream_headers,
-        } => {
-            let request = TestInvokeArgs {
-                stage,
-                method,
-                path,
-                query,
-                headers,
-                body,
-                upstream_status,
-                upstream_body,
-                upstream_headers,
-            };
-            match test_invoke(&config, request) {
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("sagegate test-invoke: {e}");
-                    ExitCode::from(2)
-                }
+        Command::TestInvoke(args) => match test_invoke(args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("sagegate test-invoke: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Healthcheck { url } => match sagegate::healthcheck::probe(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -360,23 +300,51 @@ fn usage(
     })
 }
 
-/// The flags of `test-invoke`, as given.
+/// The flags of `test-invoke`.
+#[derive(clap::Args)]
 struct TestInvokeArgs {
+    /// Gateway configuration file.
+    #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
+    config: PathBuf,
+    /// Stage name.
+    #[arg(long)]
     stage: String,
+    /// HTTP method.
+    #[arg(long)]
     method: String,
+    /// Resource path after the stage, e.g. /recommended-movies/U:114521.
+    #[arg(long)]
     path: String,
+    /// Query string, e.g. 'k=3&inference_type=deterministic'.
+    #[arg(long, default_value = "")]
     query: String,
+    /// A request header, 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
+    /// Request body: a file, or - for standard input.
+    #[arg(long, value_name = "FILE|-")]
     body: Option<String>,
+    /// SageMaker's HTTP status to answer with (200; 424 for a model error; 429; 5xx).
+    #[arg(long, value_name = "N")]
     upstream_status: Option<u16>,
+    /// SageMaker's answer body: a file, or - for standard input.
+    #[arg(long, value_name = "FILE|-", requires = "upstream_status")]
     upstream_body: Option<String>,
+    /// A header of SageMaker's answer, 'Name: value' (repeatable; a 424 without
+    /// X-Amzn-ErrorType is a ModelError, as SageMaker sends it).
+    #[arg(
+        long = "upstream-header",
+        value_name = "NAME: VALUE",
+        requires = "upstream_status"
+    )]
     upstream_headers: Vec<String>,
 }
 
-fn test_invoke(config: &PathBuf, args: TestInvokeArgs) -> Result<String, String> {
+fn test_invoke(args: TestInvokeArgs) -> Result<String, String> {
     use sagegate::test_invoke::{TestAnswer, TestRequest};
-    let name = config.display().to_string();
-    let text = std::fs::read_to_string(config).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let name = args.config.display().to_string();
+    let text =
+        std::fs::read_to_string(&args.config).map_err(|e| format!("{name}: cannot read: {e}"))?;
     let gateway = GatewayConfig::parse(&name, &text, &env)
         .map_err(|d| format!("configuration is invalid:\n{d}"))?;
     let header_list = |list: &[String], flag: &str| -> Result<Vec<(String, String)>, String> {
@@ -389,6 +357,9 @@ fn test_invoke(config: &PathBuf, args: TestInvokeArgs) -> Result<String, String>
             })
             .collect()
     };
+    if args.body.as_deref() == Some("-") && args.upstream_body.as_deref() == Some("-") {
+        return Err("only one of --body and --upstream-body can read standard input".into());
+    }
     let request = TestRequest {
         stage: args.stage,
         method: args.method,

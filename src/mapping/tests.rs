@@ -46,8 +46,13 @@ fn context() -> serde_json::Value {
     })
 }
 
-fn render_req(template: &str, r: &Req) -> Result<Rendered, RenderError> {
-    let t = parse(template).unwrap_or_else(|e| panic!("parse error {e} in {template:?}"));
+/// Renders a parsed template over `r`, from the overrides `prior`.
+fn render_full(
+    t: &Template,
+    r: &Req,
+    bounds: &Bounds,
+    prior: &Overrides,
+) -> Result<Rendered, RenderFailure> {
     let params = Params {
         path: pairs(&r.path),
         querystring: pairs(&r.query),
@@ -61,7 +66,12 @@ fn render_req(template: &str, r: &Req) -> Result<Rendered, RenderError> {
         context: &ctx,
         stage_variables: &stage,
     };
-    t.render(&input, &Bounds::default())
+    t.render_with(&input, bounds, prior)
+}
+
+fn render_req(template: &str, r: &Req) -> Result<Rendered, RenderError> {
+    let t = parse(template).unwrap_or_else(|e| panic!("parse error {e} in {template:?}"));
+    render_full(&t, r, &Bounds::default(), &Overrides::default()).map_err(|f| f.error)
 }
 
 fn render(template: &str, r: &Req) -> String {
@@ -1094,28 +1104,17 @@ fn parsed_json_is_bounded_and_reserved_for() {
         max_json_bytes: 64 * 1024,
         ..Bounds::default()
     };
-    let run = |t: &Template, body: &str| {
-        let params = Params::default();
-        let ctx = context();
-        let stage = BTreeMap::new();
-        let input = RenderInput {
-            body: body.as_bytes(),
-            params: &params,
-            context: &ctx,
-            stage_variables: &stage,
-        };
-        t.render(&input, &bounds)
+    let run = |t: &Template, body: &'static str| {
+        render_full(t, &body_req(body), &bounds, &Overrides::default()).map_err(|f| f.error)
     };
     let payload = parse("$input.json('$')").unwrap();
-    let big = format!("[{}0]", "0,".repeat(10_000));
-    assert_eq!(run(&payload, &big), Err(RenderError::JsonTooLarge));
+    let big: &'static str = Box::leak(format!("[{}0]", "0,".repeat(10_000)).into_boxed_str());
+    assert_eq!(run(&payload, big), Err(RenderError::JsonTooLarge));
     // parseJson values are kept until the render ends, so they count together.
     let repeated =
         parse("#foreach($i in [1..100])#set($v = $util.parseJson($input.body))#end").unwrap();
-    assert_eq!(
-        run(&repeated, &format!("[{}0]", "0,".repeat(200))),
-        Err(RenderError::JsonTooLarge)
-    );
+    let list: &'static str = Box::leak(format!("[{}0]", "0,".repeat(200)).into_boxed_str());
+    assert_eq!(run(&repeated, list), Err(RenderError::JsonTooLarge));
     // What a render held never passes what the template asks to reserve.
     assert_eq!(
         parse("$input.params('k') $input.body")
@@ -1144,25 +1143,19 @@ fn parsed_json_is_bounded_and_reserved_for() {
 
 #[test]
 fn failures_name_their_line_and_column() {
-    let t = parse("line one\n  #set($x = 1)\n  $x $util.base64Decode('!!')").unwrap();
-    let params = Params::default();
-    let ctx = context();
-    let stage = BTreeMap::new();
-    let input = RenderInput {
-        body: b"",
-        params: &params,
-        context: &ctx,
-        stage_variables: &stage,
+    let fail = |t: &str| {
+        render_full(
+            &parse(t).unwrap(),
+            &req(),
+            &Bounds::default(),
+            &Overrides::default(),
+        )
+        .unwrap_err()
     };
-    let failure = t
-        .render_with(&input, &Bounds::default(), &Overrides::default())
-        .unwrap_err();
+    let failure = fail("line one\n  #set($x = 1)\n  $x $util.base64Decode('!!')");
     assert_eq!((failure.line, failure.col), (3, 6), "{failure}");
     assert!(matches!(failure.error, RenderError::Invalid(_)));
-    let t = parse("a\n#foreach($i in [1..5000])#end").unwrap();
-    let failure = t
-        .render_with(&input, &Bounds::default(), &Overrides::default())
-        .unwrap_err();
+    let failure = fail("a\n#foreach($i in [1..5000])#end");
     assert_eq!(
         (failure.error, failure.line, failure.col),
         (RenderError::TooManyIterations, 2, 1)
@@ -1178,18 +1171,7 @@ fn a_response_render_starts_from_the_request_overrides() {
     .unwrap();
     assert_eq!(request.overrides.response_headers, pairs(&[("X-A", "1,2")]));
     let t = parse("$context.responseOverride.status $context.requestOverride.querystring.k #set($context.responseOverride.status = 203)").unwrap();
-    let params = Params::default();
-    let ctx = context();
-    let stage = BTreeMap::new();
-    let input = RenderInput {
-        body: b"",
-        params: &params,
-        context: &ctx,
-        stage_variables: &stage,
-    };
-    let out = t
-        .render_with(&input, &Bounds::default(), &request.overrides)
-        .unwrap();
+    let out = render_full(&t, &req(), &Bounds::default(), &request.overrides).unwrap();
     assert_eq!(out.body, "202 v");
     assert_eq!(out.overrides.status, Some(203));
     assert_eq!(out.overrides.response_headers, pairs(&[("X-A", "1,2")]));

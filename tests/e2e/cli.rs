@@ -357,12 +357,9 @@ routes:
         - status: 200
 "#;
 
-#[test]
-fn test_invoke_reads_the_body_from_stdin_and_maps_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.yaml");
-    std::fs::write(&config, TEMPLATED_CONFIG).unwrap();
-    let base = [
+/// `test-invoke` flags for `POST /temp/items/A:1?{query}`, the body from standard input.
+fn items_request(query: &str) -> Vec<&str> {
+    vec![
         "--stage",
         "temp",
         "--method",
@@ -370,12 +367,18 @@ fn test_invoke_reads_the_body_from_stdin_and_maps_answers() {
         "--path",
         "/items/A:1",
         "--query",
-        "b64=aGk=",
-        "--header",
-        "Content-Type: application/json",
+        query,
         "--body",
         "-",
-    ];
+    ]
+}
+
+#[test]
+fn test_invoke_reads_the_body_from_stdin_and_maps_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, TEMPLATED_CONFIG).unwrap();
+    let base = items_request("b64=aGk=");
     let mut out = printed(&test_invoke(&config, &base, br#"{"n": [1, 2]}"#));
     // Both default to the request's id, a fresh one per request.
     for name in [
@@ -434,20 +437,7 @@ fn test_invoke_exits_2_naming_the_route_the_template_and_the_position() {
         assert!(out.stdout.is_empty(), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let request = |query: &'static str| {
-        vec![
-            "--stage",
-            "temp",
-            "--method",
-            "POST",
-            "--path",
-            "/items/A:1",
-            "--query",
-            query,
-            "--body",
-            "-",
-        ]
-    };
+    let request = items_request;
     // `$util.base64Decode` of a value that is not base64, on line 3, column 39 of the template.
     let err = run(&request("b64=!!"), b"{}");
     assert!(
