@@ -151,7 +151,7 @@ struct TemplateInner {
     json: JsonUse,
 }
 
-/// What JSON a template can parse, from its calls.
+/// What JSON a template can parse, judged from the text of its calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum JsonUse {
     None,
