@@ -18,10 +18,11 @@ use crate::kit::{
 };
 use crate::metrics::{admin_url, sample, scrape};
 
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 9] = [
     "route",
     "authenticate",
     "admit",
+    "read body",
     "validate",
     "render request",
     "cache lookup",
@@ -253,6 +254,7 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
             "route",
             "authenticate",
             "admit",
+            "read body",
             "validate",
             "render request",
             "cache lookup",
