@@ -75,3 +75,48 @@ pub(super) fn check(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Vec<Diagnostic> 
     }
     warnings
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::GatewayConfig;
+
+    fn config(integration: &str) -> String {
+        format!(
+            "stages:\n  prod: {{}}\nroutes:\n  - method: GET\n    path: /a\n    integration:\n      endpoint_name: ep\n{integration}"
+        )
+    }
+
+    #[test]
+    fn a_mapping_that_sends_the_key_to_sagemaker_is_refused_where_it_is() {
+        for integration in [
+            "      custom_attributes: method.request.header.x-api-key\n",
+            "      inference_id: method.request.header.X-API-Key\n",
+            "      request_parameters:\n        integration.request.header.x-amzn-sagemaker-target-variant: method.request.header.x-api-key\n",
+        ] {
+            let errs = GatewayConfig::parse("g.yaml", &config(integration), &|_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                errs.starts_with("g.yaml:") && errs.contains("routes[0].integration."),
+                "{errs}"
+            );
+            assert!(errs.contains("never reaches SageMaker"), "{errs}");
+        }
+        // The key id is fine, and so is another header.
+        let ok = "      custom_attributes: context.identity.apiKeyId\n      inference_id: method.request.header.x-tenant\n";
+        let c = GatewayConfig::parse("g.yaml", &config(ok), &|_| None).unwrap();
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_template_naming_the_key_is_warned_about() {
+        let template = "      request_templates:\n        application/json: '{\"k\": \"$input.params(''X-Api-Key'')\"}'\n";
+        let c = GatewayConfig::parse("g.yaml", &config(template), &|_| None).unwrap();
+        let warnings: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("routes[0].integration.request_templates.application/json"),
+            "{warnings:?}"
+        );
+    }
+}

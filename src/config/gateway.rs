@@ -1314,6 +1314,41 @@ routes:
     }
 
     #[test]
+    fn body_timeout_and_memory_budget() {
+        let c = GatewayConfig::parse("g.yaml", GOOD, &no_env).unwrap();
+        assert_eq!(
+            (c.server.body_timeout, c.server.memory_budget),
+            (Duration::from_secs(10), None)
+        );
+        let with = |server: &str| format!("server:\n{server}{GOOD}");
+        let c = GatewayConfig::parse(
+            "g.yaml",
+            &with("  body_timeout_secs: 3\n  max_body_bytes: 1024\n  memory_budget_bytes: 4096\n"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.server.body_timeout, c.server.memory_budget),
+            (Duration::from_secs(3), Some(4096))
+        );
+        let errs = GatewayConfig::parse(
+            "g.yaml",
+            &with("  body_timeout_secs: 0\n  memory_budget_bytes: 1048576\n"),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("server.body_timeout_secs: must be > 0"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("server.memory_budget_bytes: must be at least server.max_body_bytes"),
+            "{errs}"
+        );
+    }
+
+    #[test]
     fn sagemaker_client_is_lean_or_sdk() {
         let with = |v: &str| format!("sagemaker:\n  client: {v}\n{GOOD}");
         let sdk = GatewayConfig::parse("g.yaml", &with("sdk"), &no_env).unwrap();

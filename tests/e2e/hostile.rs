@@ -538,13 +538,10 @@ async fn an_unread_body_is_never_parsed_as_the_next_request() {
         .assert_ok();
 }
 
-/// A gateway whose bodies must arrive within a second, with `gateway_responses` overriding the
-/// REQUEST_TOO_LARGE type (413 and 431) and DEFAULT_4XX (which the body timeout's 408 falls under).
-async fn timed_gateway(upstream: &Upstream) -> Gateway {
-    let config = config_with(
-        "  max_header_bytes: 4096\n  body_timeout_secs: 1\n",
-        "      custom_attributes: context.requestId\n",
-    );
+/// A gateway with `server_extra` settings and `gateway_responses` overriding the REQUEST_TOO_LARGE
+/// type (413 and 431) and DEFAULT_4XX (which the body timeout's 408 falls under).
+async fn overriding_gateway(upstream: &Upstream, server_extra: &str) -> Gateway {
+    let config = config_with(server_extra, "      custom_attributes: context.requestId\n");
     let config = format!(
         r#"{config}gateway_responses:
   REQUEST_TOO_LARGE:
@@ -565,7 +562,7 @@ async fn timed_gateway(upstream: &Upstream) -> Gateway {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_trickling_in_slower_than_the_timeout_gets_408() {
     let upstream = Upstream::start().await;
-    let gateway = timed_gateway(&upstream).await;
+    let gateway = overriding_gateway(&upstream, "  body_timeout_secs: 1\n").await;
     let addr = gateway.addr();
     let trickle = tokio::spawn(async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -625,7 +622,7 @@ async fn a_body_trickling_in_slower_than_the_timeout_gets_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_on_the_request_head_go_through_the_gateway_response_overrides() {
     let upstream = Upstream::start().await;
-    let gateway = timed_gateway(&upstream).await;
+    let gateway = overriding_gateway(&upstream, "  max_header_bytes: 4096\n").await;
     let too_large = |what: &str, reply: &crate::kit::Reply, status: u16, message: &str| {
         assert_eq!(reply.status, status, "{what}: {reply:?}");
         assert_eq!(
