@@ -57,7 +57,8 @@ struct RawServer {
     client_header_timeout_secs: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM (default 30).
     drain_grace_secs: Option<u64>,
-    /// Largest request body in bytes, checked before routing (default 10 MiB = 10485760).
+    /// Largest request body in bytes (default 10 MiB = 10485760): a declared `Content-Length` over
+    /// it is refused before routing (413), a chunked body while it is read.
     max_body_bytes: Option<usize>,
     /// Largest total size of request header names and values in bytes (default 10240, API Gateway's).
     max_header_bytes: Option<usize>,
