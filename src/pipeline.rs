@@ -218,31 +218,17 @@ impl Gateway {
         B: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut response = self.answer(req, body, memory, ctx).await;
+        let mut input = None;
+        let mut response = match self.run(req, body, memory, ctx, &mut input).await {
+            Ok(resp) => resp,
+            Err(err) => self.refuse(err, input.as_ref(), ctx),
+        };
         if let Some(status) = ctx.cache {
             response
                 .headers
                 .push((cache::CACHE_STATUS_HEADER.to_owned(), status.to_owned()));
         }
         response
-    }
-
-    async fn answer<B, E>(
-        &self,
-        req: &GatewayRequest,
-        body: &mut B,
-        memory: &Held,
-        ctx: &mut RequestContext,
-    ) -> GatewayResponse
-    where
-        B: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let mut input = None;
-        match self.run(req, body, memory, ctx, &mut input).await {
-            Ok(resp) => resp,
-            Err(err) => self.refuse(err, input.as_ref(), ctx),
-        }
     }
 
     /// The one writer of gateway responses: API Gateway's default for `err`, or the operator's

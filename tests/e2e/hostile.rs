@@ -61,6 +61,37 @@ async fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `sent` at once, then `dripped` one byte every 250 ms, until the gateway answers or closes
+/// the connection. Returns whether it did (before `dripped` ran out) and what it answered.
+async fn drip(addr: SocketAddr, sent: Vec<u8>, dripped: Vec<u8>) -> (bool, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&sent).await.unwrap();
+    for b in dripped {
+        if stream.write_all(&[b]).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, String::new()),
+            Ok(Ok(n)) => {
+                let mut answer = buf[..n].to_vec();
+                let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+                return (true, String::from_utf8_lossy(&answer).into_owned());
+            }
+            Err(_) => {}
+        }
+    }
+    (false, String::new())
+}
+
+/// The seed request with a valid key still gets its answer.
+async fn still_serves(gateway: &Gateway) {
+    gateway
+        .recommend("temp", "U:1", Some(KEY_A))
+        .await
+        .assert_ok();
+}
+
 /// The status and body of a raw HTTP/1.1 answer.
 fn status_and_body(answer: &str) -> (u16, &str) {
     let status = answer
@@ -144,10 +175,7 @@ async fn oversized_headers_and_bodies_are_refused() {
         "{answer}"
     );
     assert_eq!(upstream.count(), 0);
-    gateway
-        .recommend("temp", "U:1", Some(KEY_A))
-        .await
-        .assert_ok();
+    still_serves(&gateway).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,27 +183,9 @@ async fn a_slowloris_client_is_cut_off_and_others_are_served() {
     let upstream = Upstream::start().await;
     let gateway = hostile_gateway(&upstream).await;
     let addr = gateway.addr();
-    let slow = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = b"GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: whatever-key-0123456789\r\n\r\n";
-        // One byte every 250 ms: the whole head would take ~30 s, far over the 2 s header timeout.
-        for b in head {
-            if stream.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            let mut buf = [0u8; 256];
-            match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return (true, String::new()),
-                Ok(Ok(n)) => {
-                    let mut answer = buf[..n].to_vec();
-                    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
-                    return (true, String::from_utf8_lossy(&answer).into_owned());
-                }
-                Err(_) => {}
-            }
-        }
-        (false, String::new())
-    });
+    let head = b"GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: whatever-key-0123456789\r\n\r\n";
+    // One byte every 250 ms: the whole head would take ~30 s, far over the 2 s header timeout.
+    let slow = tokio::spawn(drip(addr, Vec::new(), head.to_vec()));
     // Meanwhile, others are served.
     for _ in 0..3 {
         gateway
@@ -196,10 +206,7 @@ async fn a_slowloris_client_is_cut_off_and_others_are_served() {
         3,
         "the slow request never reached SageMaker"
     );
-    gateway
-        .recommend("temp", "U:1", Some(KEY_A))
-        .await
-        .assert_ok();
+    still_serves(&gateway).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,10 +489,7 @@ async fn a_body_is_read_only_after_routing_the_key_and_admission() {
         assert!(says_close(&answer), "{what}: {answer}");
     }
     assert_eq!(upstream.count(), 0);
-    gateway
-        .recommend("temp", "U:1", Some(KEY_A))
-        .await
-        .assert_ok();
+    still_serves(&gateway).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,10 +536,7 @@ async fn an_unread_body_is_never_parsed_as_the_next_request() {
         "{:?}",
         upstream.received()
     );
-    gateway
-        .recommend("temp", "U:1", Some(KEY_A))
-        .await
-        .assert_ok();
+    still_serves(&gateway).await;
 }
 
 /// A gateway with `server_extra` settings and `gateway_responses` overriding the REQUEST_TOO_LARGE
@@ -564,39 +565,18 @@ async fn a_body_trickling_in_slower_than_the_timeout_gets_408() {
     let upstream = Upstream::start().await;
     let gateway = overriding_gateway(&upstream, "  body_timeout_secs: 1\n").await;
     let addr = gateway.addr();
-    let trickle = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        // One byte every 250 ms: the whole body would take 25 s, far over the 1 s body timeout.
-        for _ in 0..100 {
-            if stream.write_all(b"x").await.is_err() {
-                break;
-            }
-            let mut buf = [0u8; 1024];
-            match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return String::new(),
-                Ok(Ok(n)) => {
-                    let mut answer = buf[..n].to_vec();
-                    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
-                    return String::from_utf8_lossy(&answer).into_owned();
-                }
-                Err(_) => {}
-            }
-        }
-        String::new()
-    });
+    let head = format!(
+        "GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+    // One byte every 250 ms: the whole body would take 25 s, far over the 1 s body timeout.
+    let trickle = tokio::spawn(drip(addr, head.into_bytes(), vec![b'x'; 100]));
     // Meanwhile, others are served.
-    gateway
-        .recommend("temp", "U:1", Some(KEY_A))
-        .await
-        .assert_ok();
-    let answer = tokio::time::timeout(Duration::from_secs(60), trickle)
+    still_serves(&gateway).await;
+    let (cut, answer) = tokio::time::timeout(Duration::from_secs(60), trickle)
         .await
         .expect("trickling task bounded")
         .unwrap();
+    assert!(cut, "the gateway never cut the trickling body off");
     assert_eq!(
         status_and_body(&answer),
         (408, r#"{"message":"Request Timeout"}"#),
