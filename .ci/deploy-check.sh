@@ -137,7 +137,7 @@ if step "tools (venv: $venv)" tools; then
   if step "npm ci (deploy/)" npm_ci; then
     step "tsc" typecheck
     step "node:test (deploy/test)" unit_tests
-    if step "cdk synth (default context)" synth_default; then
+    if step "cdk synth (-c certificateArn)" synth_default; then
       if step "cdk synth (-c waf=true -c deployModel=true)" synth_full &&
         step "cdk synth (-c internal=true, no certificate)" synth_internal; then
         step "cfn-lint" lint_templates
