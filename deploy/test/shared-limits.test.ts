@@ -110,11 +110,8 @@ describe('shared limits on (the default with maxTasks 10)', () => {
   test('every variable the stack sets is one the gateway reads (config/gateway.yaml or a CLI flag)', () => {
     const config = fs.readFileSync(path.join(REPO, 'config', 'gateway.yaml'), 'utf8');
     const main = fs.readFileSync(path.join(REPO, 'src', 'main.rs'), 'utf8');
-    // Added to config/gateway.yaml by issue #14 part C (branch edge-misc); drop it from this list
-    // once that is merged.
-    const pending = new Set(['SAGEGATE_OTLP_TRUST_CALLER_SAMPLING']);
     const names = [...Object.keys(gatewayEnv(on.json)), ...Object.keys(gatewaySecrets(on.json))]
-      .filter((n) => n.startsWith('SAGEGATE_') && !pending.has(n));
+      .filter((n) => n.startsWith('SAGEGATE_'));
     assert.ok(names.includes('SAGEGATE_REDIS_PASSWORD'));
     for (const name of names) {
       assert.ok(
