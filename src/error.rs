@@ -59,6 +59,9 @@ pub enum GatewayError {
     /// Headers over the limit.
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// The body did not arrive within `server.body_timeout_secs`: 408, a DEFAULT_4XX response.
+    #[error("request body not complete within the body timeout")]
+    RequestTimeout,
     /// No template for the Content-Type under a strict passthrough behaviour: UNSUPPORTED_MEDIA_TYPE.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -131,13 +134,15 @@ pub enum ResponseType {
     IntegrationFailure,
     /// API_CONFIGURATION_ERROR
     ApiConfigurationError,
+    /// DEFAULT_4XX (the body timeout's 408; the fallback of every 4xx type without an override)
+    Default4xx,
     /// DEFAULT_5XX (used for the draining 503)
     Default5xx,
 }
 
 impl ResponseType {
     /// Every type with its configuration name.
-    pub const ALL: [(ResponseType, &'static str); 13] = [
+    pub const ALL: [(ResponseType, &'static str); 14] = [
         (
             ResponseType::MissingAuthenticationToken,
             "MISSING_AUTHENTICATION_TOKEN",
@@ -156,6 +161,7 @@ impl ResponseType {
             ResponseType::ApiConfigurationError,
             "API_CONFIGURATION_ERROR",
         ),
+        (ResponseType::Default4xx, "DEFAULT_4XX"),
         (ResponseType::Default5xx, "DEFAULT_5XX"),
     ];
 
@@ -305,6 +311,13 @@ impl GatewayError {
                 T::RequestTooLarge,
                 "Request Header Fields Too Large",
             ),
+            E::RequestTimeout => r(
+                408,
+                r#"{"message":"Request Timeout"}"#,
+                "RequestTimeoutException",
+                T::Default4xx,
+                "Request Timeout",
+            ),
             E::UnsupportedMediaType => r(
                 415,
                 r#"{"message":"Unsupported Media Type"}"#,
@@ -423,6 +436,20 @@ mod tests {
                 .1
                 .len(),
             36
+        );
+        assert_eq!(
+            body(GatewayError::RequestTimeout),
+            (
+                408,
+                r#"{"message":"Request Timeout"}"#.into(),
+                Some("RequestTimeoutException")
+            )
+        );
+        assert_eq!(
+            GatewayError::RequestTimeout
+                .default_response()
+                .response_type,
+            Some(ResponseType::Default4xx)
         );
         let throttled = GatewayError::Throttled {
             retry_after: Duration::from_millis(1500),

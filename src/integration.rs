@@ -41,8 +41,10 @@ pub struct MappingInput<'a> {
     pub params: mapping::Params,
     /// The stage.
     pub stage: &'a Stage,
-    /// The client request.
+    /// The client request's head.
     pub req: &'a GatewayRequest,
+    /// Its body (empty until the `read body` stage has read it).
+    pub body: Bytes,
 }
 
 impl MappingInput<'_> {
@@ -114,7 +116,7 @@ pub fn render_request(
     let client_type = input.req.header("content-type");
     let media = media_type(client_type);
     let passthrough = || Payload {
-        body: input.req.body.clone(),
+        body: input.body.clone(),
         content_type: client_type.map_or_else(|| integration.content_type.clone(), str::to_owned),
         overrides: Overrides::default(),
     };
@@ -125,7 +127,7 @@ pub fn render_request(
     if templates.is_empty() {
         return match integration.passthrough {
             Passthrough::Never => Err(GatewayError::UnsupportedMediaType),
-            _ if input.req.body.is_empty() => Ok(Payload {
+            _ if input.body.is_empty() => Ok(Payload {
                 body: Bytes::from(default_body().to_string()),
                 content_type: integration.content_type.clone(),
                 overrides: Overrides::default(),
@@ -146,7 +148,7 @@ pub fn render_request(
         route,
         Which::Request(&media),
         template,
-        &input.req.body,
+        &input.body,
         input,
         &context,
         &Overrides::default(),

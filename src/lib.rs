@@ -9,6 +9,7 @@
 //! - [`auth`]: API keys from a file or S3 object, constant-time lookup, reload without restart.
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas, in process or shared
 //!   by every task through Redis / Valkey (`limits::redis`).
+//! - [`body`]: the request body, read only once the request is admitted (size, time, memory).
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
@@ -20,6 +21,7 @@
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.
 //! - [`test_invoke`]: `sagegate test-invoke`, the console's "Test" button over the stages above.
 //! - [`context`]: the per-request context and its access-log line.
+//! - [`memory`]: the in-flight memory budget (one atomic count, an account per request).
 //! - [`error`]: client-visible outcomes, API Gateway's default gateway responses.
 //! - [`config`]: `gateway.yaml` compiled into a typed model, every error located.
 //! - [`metrics`]: Prometheus metrics from each request's context, served on the admin listener.
@@ -27,6 +29,7 @@
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
 
 pub mod auth;
+pub mod body;
 #[cfg(feature = "aws")]
 pub mod breaker;
 #[cfg(feature = "aws")]
@@ -39,6 +42,7 @@ pub mod healthcheck;
 pub mod integration;
 pub mod limits;
 pub mod mapping;
+pub mod memory;
 #[cfg(feature = "aws")]
 pub mod metrics;
 #[cfg(feature = "aws")]

@@ -231,6 +231,9 @@ fn load(
 fn check_config(config: PathBuf, keys: String) -> ExitCode {
     match load(&config, &keys) {
         Ok((gateway, _, _, set)) => {
+            for warning in &gateway.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} stages, {} routes); {keys}: ok ({} keys)",
                 config.display(),
@@ -418,6 +421,9 @@ fn serve(
     let (gateway_config, source, mut ctx, set) =
         load(&config, &keys).map_err(|e| anyhow::anyhow!("configuration is invalid:\n{e}"))?;
     ctx.reload.s3_poll_interval = keys_poll_interval;
+    for warning in &gateway_config.warnings {
+        tracing::warn!(%warning, "configuration warning");
+    }
     let address = listen.unwrap_or_else(|| gateway_config.server.listen.clone());
     let listener =
         TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;

@@ -14,6 +14,9 @@
 //!   `circuit_breaker_transitions_total` by `endpoint`, `state` (the state entered),
 //!   `circuit_breaker_short_circuited_total` by `endpoint` (requests failed fast), for the endpoints
 //!   that have a breaker ([`crate::breaker`]), updated by the breaker as it changes;
+//! - `memory_held_bytes` (bytes the requests in flight hold: bodies, rendered templates, SageMaker's
+//!   answers), `memory_budget_bytes` (its limit), `memory_refusals_total` (charges refused, each a
+//!   503; see [`crate::memory`]);
 //! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
 //! - `otel_spans_total` by `result` (`exported`, `queue_full`, `export_failed`), only with OTLP on;
 //! - `limit_store_up` (0 while the shared store is down), `limit_store_errors_total`,
@@ -86,6 +89,9 @@ pub struct Metrics {
     limit_store_up: IntGauge,
     limit_store_errors: IntCounter,
     limit_store_fallback: IntCounterVec,
+    memory_held: IntGauge,
+    memory_budget: IntGauge,
+    memory_refusals: IntCounter,
 }
 
 /// The metric children of one endpoint's circuit breaker (see [`crate::breaker`]).
@@ -121,6 +127,18 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
         .unwrap_or_else(|e| unreachable_metric(name, e));
     let _ = registry.register(Box::new(g.clone()));
     g
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable_metric(name, e));
+    let _ = registry.register(Box::new(g.clone()));
+    g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable_metric(name, e));
+    let _ = registry.register(Box::new(c.clone()));
+    c
 }
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -319,6 +337,21 @@ impl Metrics {
             limit_store_up,
             limit_store_errors,
             limit_store_fallback,
+            memory_held: gauge(
+                &registry,
+                "memory_held_bytes",
+                "Bytes held by the requests in flight (bodies, rendered templates, SageMaker's answers).",
+            ),
+            memory_budget: gauge(
+                &registry,
+                "memory_budget_bytes",
+                "The in-flight memory budget (server.memory_budget_bytes).",
+            ),
+            memory_refusals: counter(
+                &registry,
+                "memory_refusals_total",
+                "Requests refused with 503 because the in-flight memory budget was spent.",
+            ),
             registry,
         }
     }
@@ -409,6 +442,15 @@ impl Metrics {
                 c.inc_by(total.saturating_sub(c.get()));
             }
         }
+    }
+
+    /// Sets the memory budget's use, limit and refusals (read from the budget at scrape time).
+    pub fn set_memory(&self, budget: &crate::memory::MemoryBudget) {
+        let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.memory_held.set(as_i64(budget.held()));
+        self.memory_budget.set(as_i64(budget.limit()));
+        self.memory_refusals
+            .inc_by(budget.refused().saturating_sub(self.memory_refusals.get()));
     }
 
     /// Sets the limit store's state and counts (read from the store at scrape time).

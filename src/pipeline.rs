@@ -1,14 +1,20 @@
 //! The request pipeline: the stages in order, one line each.
 //!
 //! ```text
-//! route → authenticate → admit → validate → render request → cache lookup / (breaker) invoke → respond
-//!       → access log + metrics (in the HTTP adapter)
+//! route → authenticate → admit → read body → validate → render request
+//!       → cache lookup / (breaker) invoke → respond → access log + metrics (in the HTTP adapter)
 //! ```
 //!
-//! Input: a framework-free [`GatewayRequest`] (the HTTP adapter already enforced body and header
-//! limits and assigned the request and trace ids). Output: a [`GatewayResponse`]. Every early exit is
-//! a [`GatewayError`] value; one place ([`Gateway::handle`]) turns it into API Gateway's response and
-//! logs the cause. Only `invoke` does I/O; every other stage is a plain function over borrowed state.
+//! Input: a framework-free [`GatewayRequest`] head (the HTTP adapter already refused oversized
+//! headers and declared lengths over the limit, and assigned the request and trace ids), the body
+//! as a stream of chunks, unread until `read body`, and the request's memory account
+//! ([`crate::memory`]). Output: a [`GatewayResponse`]. Every early exit is a [`GatewayError`]
+//! value; one place ([`Gateway::refuse`]) turns it into API Gateway's response and logs the cause.
+//! Only `read body` and `invoke` do I/O; every other stage is a plain function over borrowed state.
+//!
+//! Memory: the body is charged to the request's account as it arrives (`read body`), the rendered
+//! integration request when it is not the body itself, SageMaker's answer when this request made
+//! the call, and a rendered response; a refused charge is 503 with `Retry-After: 1`.
 //!
 //! Each stage line is wrapped in [`traced`], which records the stage's span when the request is
 //! traced ([`crate::otel`], OTLP export on and sampled) and otherwise costs one `Option` check.
@@ -19,9 +25,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::Stream;
 use serde_json::{Map, Value};
 
 use crate::auth::{AuthError, Caller, KeySet};
+use crate::body::{self, BodyLimits};
 use crate::breaker::{self, Breakers};
 use crate::cache::{self, CacheStatus, Directive, Fetched, StageCache};
 use crate::config::GatewayConfig;
@@ -36,6 +44,7 @@ use crate::limits::{
     ThrottleSpec,
 };
 use crate::mapping;
+use crate::memory::{Held, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::otel::{Tracer, names};
 use crate::route::{self, RouteError};
@@ -43,7 +52,7 @@ use crate::upstream::{Invocation, SageMaker, UpstreamFailure, UpstreamReply};
 
 pub use crate::auth::API_KEY_HEADER;
 
-/// A request as the pipeline sees it.
+/// A request head as the pipeline sees it (the body is streamed to the `read body` stage).
 #[derive(Debug, Clone)]
 pub struct GatewayRequest {
     /// Method as received.
@@ -54,8 +63,6 @@ pub struct GatewayRequest {
     pub query: String,
     /// Headers in order, names lower-cased.
     pub headers: Vec<(String, String)>,
-    /// The whole body (already size-checked).
-    pub body: Bytes,
 }
 
 impl GatewayRequest {
@@ -119,6 +126,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// OTLP trace export; `None` (the default) records no spans at all.
     pub tracer: Option<Tracer>,
+    /// The in-flight memory budget every request's account draws on.
+    pub memory: MemoryBudget,
     clock: LimitClock,
 }
 
@@ -153,7 +162,16 @@ impl Gateway {
             .collect();
         let metrics = Metrics::new(&config);
         let breakers = Breakers::new(&config, &metrics, clock.clone());
+        let memory = MemoryBudget::new(match config.server.memory_budget {
+            Some(bytes) => bytes,
+            None => {
+                let (bytes, from) = crate::memory::default_budget();
+                tracing::info!(bytes, from, "in-flight memory budget");
+                bytes
+            }
+        });
         Ok(Gateway {
+            memory,
             caches,
             metrics,
             breakers,
@@ -186,9 +204,24 @@ impl Gateway {
         }
     }
 
-    /// Runs the pipeline for one request.
-    pub async fn handle(&self, req: &GatewayRequest, ctx: &mut RequestContext) -> GatewayResponse {
-        let mut response = self.answer(req, ctx).await;
+    /// Runs the pipeline for one request: its head, its body's chunks (read only once the request
+    /// is admitted) and its memory account (which the caller keeps until the response is written).
+    pub async fn handle<B, E>(
+        &self,
+        req: &GatewayRequest,
+        body: &mut B,
+        memory: &Held,
+        ctx: &mut RequestContext,
+    ) -> GatewayResponse
+    where
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut input = None;
+        let mut response = match self.run(req, body, memory, ctx, &mut input).await {
+            Ok(resp) => resp,
+            Err(err) => self.refuse(err, input.as_ref(), ctx),
+        };
         if let Some(status) = ctx.cache {
             response
                 .headers
@@ -197,37 +230,41 @@ impl Gateway {
         response
     }
 
-    async fn answer(&self, req: &GatewayRequest, ctx: &mut RequestContext) -> GatewayResponse {
-        let mut input = None;
-        match self.run(req, ctx, &mut input).await {
-            Ok(resp) => resp,
-            Err(err) => {
-                ctx.limited = match err {
-                    GatewayError::Throttled { .. } => Some(Limited::Throttled),
-                    GatewayError::QuotaExceeded { .. } => Some(Limited::Quota),
-                    _ => None,
-                };
-                ctx.error_type = err
-                    .default_response()
-                    .response_type
-                    .map(crate::error::ResponseType::name);
-                ctx.error_cause = Some(err.to_string());
-                integration::gateway_response(
-                    &err,
-                    &self.config.gateway_responses,
-                    input.as_ref(),
-                    ctx,
-                )
-            }
-        }
+    /// The one writer of gateway responses: API Gateway's default for `err`, or the operator's
+    /// override of its type (`gateway_responses`, DEFAULT_4XX / DEFAULT_5XX), with the outcome and
+    /// its cause recorded for the access log. The HTTP adapter answers its refusals of a request
+    /// head (431, 413) through it too; `input` is `None` before the request was routed.
+    pub fn refuse(
+        &self,
+        err: GatewayError,
+        input: Option<&MappingInput<'_>>,
+        ctx: &mut RequestContext,
+    ) -> GatewayResponse {
+        ctx.limited = match err {
+            GatewayError::Throttled { .. } => Some(Limited::Throttled),
+            GatewayError::QuotaExceeded { .. } => Some(Limited::Quota),
+            _ => None,
+        };
+        ctx.error_type = err
+            .default_response()
+            .response_type
+            .map(crate::error::ResponseType::name);
+        ctx.error_cause = Some(err.to_string());
+        integration::gateway_response(&err, &self.config.gateway_responses, input, ctx)
     }
 
-    async fn run<'a>(
+    async fn run<'a, B, E>(
         &'a self,
         req: &'a GatewayRequest,
+        body: &mut B,
+        memory: &Held,
         ctx: &mut RequestContext,
         input: &mut Option<MappingInput<'a>>,
-    ) -> Result<GatewayResponse, GatewayError> {
+    ) -> Result<GatewayResponse, GatewayError>
+    where
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         let decode = self.config.server.decode_parameters;
         // route
         let (stage, route, path_params) =
@@ -245,6 +282,11 @@ impl Gateway {
         let admitted = self.admit(&keys, caller.as_ref(), stage, route).await;
         end_span(ctx, names::ADMIT, start, &admitted);
         admitted?;
+        // read body
+        let start = ctx.span_start();
+        let read = self.read_body(req, body, memory).await;
+        end_span(ctx, names::READ_BODY, start, &read);
+        input.body = read?;
         // validate
         traced(ctx, names::VALIDATE, |_| {
             validate(route, req, &input.params.querystring)
@@ -253,15 +295,22 @@ impl Gateway {
         let (invocation, overrides) = traced(ctx, names::RENDER, |ctx| {
             Self::render_request(&self.config, stage, route, input, ctx)
         })?;
+        memory.try_grow(new_bytes(&invocation.body, &input.body))?;
         // cache lookup + invoke
         let (fetched, warn) = self
             .fetch(stage, route, caller.as_ref(), input, invocation, ctx)
             .await?;
+        // SageMaker's answer is held from here on, when this request's own call brought it.
+        let answer = answer_body(&fetched);
+        if fetched.stats.is_some() {
+            memory.charge(answer.len());
+        }
         // select integration response + render response
         let response = traced(ctx, names::RESPOND, |ctx| {
             respond(route, fetched.result, input, ctx, &overrides)
         });
         response.map(|mut r| {
+            memory.charge(new_bytes(&r.body, &answer));
             if warn {
                 r.headers
                     .push(("warning".to_owned(), cache::UNAUTHORIZED_WARNING.to_owned()));
@@ -296,7 +345,7 @@ impl Gateway {
             let req = cache::KeyRequest {
                 method: &input.req.method,
                 query: &input.params.querystring,
-                body: &input.req.body,
+                body: &input.body,
             };
             let key = cache::key(stage, route, req, |p| input.value(p, ctx))?;
             Some((c, ttl, key))
@@ -352,6 +401,32 @@ impl Gateway {
             }
         }
         Ok((fetched, warn))
+    }
+
+    /// The read-body stage over this gateway's limits ([`crate::body`]).
+    async fn read_body<B, E>(
+        &self,
+        req: &GatewayRequest,
+        chunks: &mut B,
+        memory: &Held,
+    ) -> Result<Bytes, GatewayError>
+    where
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let server = &self.config.server;
+        let limits = BodyLimits {
+            max_bytes: server.max_body_bytes,
+            timeout: server.body_timeout,
+        };
+        body::read(
+            chunks,
+            req.header("content-length"),
+            req.header("transfer-encoding"),
+            &limits,
+            memory,
+        )
+        .await
     }
 
     /// The route stage (also `sagegate test-invoke`'s).
@@ -411,7 +486,9 @@ impl Gateway {
             }
             Err(err) => {
                 ctx.api_key_id = err.key_id().map(str::to_owned);
-                if err == AuthError::Unknown
+                // Every presented key that fails counts, and past the limit each gets the same 429:
+                // an unknown key is not told apart from a disabled or wrong-stage one.
+                if err != AuthError::Missing
                     && !self.failed_attempts.allow_failed_attempt(ctx.source_ip)
                 {
                     return Err(GatewayError::KeyAttemptsThrottled);
@@ -705,9 +782,43 @@ pub fn mapping_input<'a>(
     let params = mapping::Params {
         path,
         querystring: query,
-        header: mapping::template_headers(&req.headers),
+        // The caller's key is a secret, never template input: `$input.params()` does not show it
+        // (the key id is `$context.identity.apiKeyId`). Front-door headers are blank.
+        header: mapping::template_headers(
+            &req.headers
+                .iter()
+                .filter(|(name, _)| name != API_KEY_HEADER)
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
     };
-    MappingInput { params, stage, req }
+    MappingInput {
+        params,
+        stage,
+        req,
+        body: Bytes::new(),
+    }
+}
+
+/// Bytes of `produced` that are new, not a view of `source` (a passthrough body, an answer sent on
+/// unchanged): these are what a stage adds to the request's memory.
+fn new_bytes(produced: &Bytes, source: &Bytes) -> usize {
+    if produced.as_ptr() == source.as_ptr() {
+        0
+    } else {
+        produced.len()
+    }
+}
+
+/// SageMaker's answer in `fetched` (the reply, or the failed call's reply); empty when none came.
+fn answer_body(fetched: &Fetched) -> Bytes {
+    match &fetched.result {
+        Ok(reply) => reply.body.clone(),
+        Err(failure) => failure
+            .reply
+            .as_ref()
+            .map_or_else(Bytes::new, |r| r.body.clone()),
+    }
 }
 
 /// SageMaker's header rule: visible US-ASCII, within the length limit. A value copied from a client

@@ -1,32 +1,45 @@
 //! The HTTP adapter: actix-web in, [`pipeline`](crate::pipeline) in the middle, actix-web out.
 //!
-//! Actix types stop here. This module enforces what must hold before routing (body and header size,
-//! client header timeout, keep-alive), assigns the request id and trace id, derives the client address
+//! Actix types stop here. This module enforces what must hold on the request head, before routing
+//! (header size → 431, then a declared `Content-Length` over the limit → 413; client header
+//! timeout, keep-alive), hands the pipeline the body as a stream it reads only once the request is
+//! admitted, assigns the request id and trace id, derives the client address
 //! from the trusted `X-Forwarded-For` hops, serves `/healthz` outside the stage namespace, and drains on
 //! shutdown: `/healthz` turns 503, the listener closes, in-flight requests finish within the grace.
 //! Each finished request is written to the access log and the metrics, and, when OTLP export is on,
 //! its trace is started here (from `traceparent` / `X-Amzn-Trace-Id`) and finished here.
+//!
+//! A request answered before its body was read to the end (refused on the head, by routing, the
+//! key check or admission, or cut off while reading: 413, 408, 503) is answered with
+//! `Connection: close`, and the connection is closed after the answer: the unread bytes are never
+//! parsed as a next request, nor drained at the client's pace. The request's memory account
+//! ([`crate::memory`]) lives until its response has been written.
 //!
 //! The admin listener ([`run_admin`]) is a second server on its own address (default
 //! 127.0.0.1:9090), serving `GET /metrics`; nothing of it is reachable through the stage routes.
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::auth::KeyStore;
+use crate::body;
 use crate::config::gateway::ServerConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::memory::Held;
 use crate::pipeline::{Gateway, GatewayRequest, GatewayResponse, client_ip};
 
 /// `x-amzn-RequestId`, on every response.
@@ -163,6 +176,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
             .set_key_reloads(keys.reloads_ok(), keys.reloads_failed());
     }
     gateway.metrics.set_limit_store(&gateway.limiter.status());
+    gateway.metrics.set_memory(&gateway.memory);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(gateway.metrics.render())
@@ -282,30 +296,39 @@ async fn proxy(
         ctx.trace = tracer.start(traceparent, &ctx.trace_id);
     }
 
-    // Limits that hold before routing, as in API Gateway: header size, then body size.
+    // The request head, as in API Gateway: header size, then the declared body size, before routing.
     let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-    let early = if header_bytes > settings.max_header_bytes {
+    let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let content_length = header_value("content-length");
+    let declared = body::declared_length(content_length);
+    let refused = if header_bytes > settings.max_header_bytes {
         Some(GatewayError::HeadersTooLarge)
+    } else if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
+        Some(GatewayError::RequestTooLarge)
     } else {
         None
     };
-    let body = match early {
-        Some(e) => Err(e),
-        None => read_body(&req, payload, settings.max_body_bytes).await,
+    let has_body = body::has_body(content_length, header_value("transfer-encoding"));
+    let mut chunks = RequestBody {
+        payload,
+        ended: !has_body,
     };
+    let memory = state.gateway.memory.account();
     let in_flight = InFlight::enter(&state.gateway.metrics.in_flight);
-    let response = match body {
-        Ok(body) => {
+    let response = match refused {
+        Some(e) => state.gateway.refuse(e, None, &mut ctx),
+        None => {
             let greq = GatewayRequest {
                 method: req.method().as_str().to_owned(),
                 path: req.path().to_owned(),
                 query: req.query_string().to_owned(),
                 headers,
-                body,
             };
-            state.gateway.handle(&greq, &mut ctx).await
+            state
+                .gateway
+                .handle(&greq, &mut chunks, &memory, &mut ctx)
+                .await
         }
-        Err(e) => error_response(e, &mut ctx),
     };
     drop(in_flight);
     ctx.log_access(response.status, response.body.len());
@@ -316,7 +339,8 @@ async fn proxy(
     if let (Some(trace), Some(tracer)) = (ctx.trace.take(), &state.gateway.tracer) {
         tracer.finish(*trace, &ctx, response.status);
     }
-    write(response, &ctx)
+    let unread = (!chunks.ended).then_some(chunks);
+    write(response, &ctx, memory, unread)
 }
 
 /// Counts a request in flight until dropped (also when actix drops the handler of a client that
@@ -336,43 +360,63 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn error_response(err: GatewayError, ctx: &mut RequestContext) -> GatewayResponse {
-    let r = err.default_response();
-    ctx.error_type = r.response_type.map(crate::error::ResponseType::name);
-    ctx.error_cause = Some(err.to_string());
-    crate::integration::default_gateway_response(&r)
+/// The request body as the pipeline reads it, remembering whether it was read to the end.
+struct RequestBody {
+    payload: web::Payload,
+    ended: bool,
 }
 
-/// Reads the whole body, refusing as soon as it exceeds `limit` (a declared Content-Length over the
-/// limit is refused without reading anything).
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, GatewayError> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(GatewayError::RequestTooLarge);
-    }
-    let mut body = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| GatewayError::InvalidRequest(format!("body could not be read: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(GatewayError::RequestTooLarge);
+impl Stream for RequestBody {
+    type Item = Result<Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = Pin::new(&mut self.payload).poll_next(cx);
+        if let Poll::Ready(None) = next {
+            self.ended = true;
         }
-        body.extend_from_slice(&chunk);
+        next
     }
-    Ok(body.freeze())
 }
 
-fn write(resp: GatewayResponse, ctx: &RequestContext) -> HttpResponse {
+/// A response body that keeps, until it has been written, the request's memory account and, for a
+/// request answered before its body was read, the unread body: while actix sees it unread it
+/// closes the connection after the answer instead of draining a chunked body at the client's pace.
+struct ResponseBody {
+    bytes: Bytes,
+    _memory: Held,
+    _unread: Option<RequestBody>,
+}
+
+impl MessageBody for ResponseBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.bytes.len() as u64)
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        if self.bytes.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Ok(std::mem::take(&mut self.bytes))))
+        }
+    }
+}
+
+fn write(
+    resp: GatewayResponse,
+    ctx: &RequestContext,
+    memory: Held,
+    unread: Option<RequestBody>,
+) -> HttpResponse {
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
+    if unread.is_some() {
+        builder.force_close();
+    }
     for (name, value) in resp.headers {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             builder.insert_header((n, v));
@@ -382,7 +426,11 @@ fn write(resp: GatewayResponse, ctx: &RequestContext) -> HttpResponse {
     if let Ok(v) = HeaderValue::try_from(ctx.trace_id.as_str()) {
         builder.insert_header((TRACE_ID_HEADER, v));
     }
-    builder.body(resp.body)
+    builder.body(ResponseBody {
+        bytes: resp.body,
+        _memory: memory,
+        _unread: unread,
+    })
 }
 
 fn valid_trace_id(v: &str) -> bool {

@@ -7,7 +7,8 @@
 //! route, the template and its line:col.
 //!
 //! It runs the gateway's own stages, in the gateway's order ([`crate::pipeline`]): route, decode the
-//! query, validate, select and render the request template, assemble SageMaker's headers; then
+//! query, take the body (refused over `server.max_body_bytes`, as the gateway does), validate,
+//! select and render the request template, assemble SageMaker's headers; then
 //! classify the answer as the lean client does ([`crate::upstream::classify`]), select the
 //! integration response, render the response template and shape gateway responses. Like the
 //! console's Test, it skips the API key, throttling, quotas and the stage cache, and calls nothing.
@@ -77,7 +78,6 @@ pub fn run(
             .iter()
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect(),
-        body: request.body.clone(),
     };
     let mut ctx = RequestContext::new(
         uuid::Uuid::new_v4().to_string(),
@@ -93,7 +93,12 @@ pub fn run(
     let (stage, route, path_params) = Gateway::route(config, &req, &mut ctx).map_err(refused)?;
     let query = crate::route::decode_query(&req.query, config.server.decode_parameters)
         .map_err(|e| refused(GatewayError::InvalidRequest(e.to_string())))?;
-    let input = pipeline::mapping_input(stage, &req, path_params, query);
+    let mut input = pipeline::mapping_input(stage, &req, path_params, query);
+    // read body
+    if request.body.len() > config.server.max_body_bytes {
+        return Err(refused(GatewayError::RequestTooLarge));
+    }
+    input.body = request.body.clone();
     // validate
     pipeline::validate(route, &req, &input.params.querystring).map_err(refused)?;
     // render request

@@ -21,6 +21,7 @@
 import { Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { Settings } from './settings';
@@ -35,16 +36,22 @@ export const METRICS_TARGET = '127.0.0.1:9090';
 export const METRICS_NAMESPACE = 'Sagegate';
 
 /**
- * The environment that turns the gateway's OTLP export on, pointed at the sidecar. The ALB's
- * `X-Amzn-Trace-Id` carries no sampling decision, so the ratio decides for new traces; a caller's
- * `Sampled=1`/`traceparent` flag is followed (`parentbased_*`).
+ * The environment that turns the gateway's OTLP export on, pointed at the sidecar.
+ *
+ * Sampling is decided here, never by the caller: a recorded trace costs money (X-Ray bills per
+ * trace) and log volume, and a caller on the internet must control no cost (DESIGN.md, "Edge
+ * rules"). So the sampler is plain `traceidratio` (the trace id decides, at `traceSampleRatio`), and
+ * `SAGEGATE_OTLP_TRUST_CALLER_SAMPLING=false` says explicitly that a caller's `traceparent` flag or
+ * `X-Amzn-Trace-Id` `Sampled=1` is ignored: with that setting, even a `parentbased_*` sampler would
+ * no longer follow the caller, and this stack does not rely on the config file's default for it.
  */
 export function gatewayOtelEnvironment(settings: Settings): Record<string, string> {
   return {
     SAGEGATE_OTLP_ENABLED: 'true',
     OTEL_EXPORTER_OTLP_ENDPOINT: OTLP_ENDPOINT,
-    OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+    OTEL_TRACES_SAMPLER: 'traceidratio',
     OTEL_TRACES_SAMPLER_ARG: String(settings.traceSampleRatio),
+    SAGEGATE_OTLP_TRUST_CALLER_SAMPLING: 'false',
     OTEL_RESOURCE_ATTRIBUTES: 'cloud.provider=aws,cloud.platform=aws_ecs',
   };
 }
@@ -123,12 +130,14 @@ export function addCollector(
   taskDefinition: ecs.FargateTaskDefinition,
   gateway: ecs.ContainerDefinition,
   taskLogGroup: logs.ILogGroup,
+  encryptionKey: kms.IKey,
   settings: Settings,
 ): ecs.ContainerDefinition {
   const stack = Stack.of(scope);
   // EMF events land here; CloudWatch extracts the declared metrics from them.
   const metricsLogGroup = new logs.LogGroup(scope, 'GatewayMetricsLogs', {
     retention: logs.RetentionDays.ONE_MONTH,
+    encryptionKey,
     removalPolicy: RemovalPolicy.RETAIN,
   });
   const collector = taskDefinition.addContainer(COLLECTOR_CONTAINER, {

@@ -1,7 +1,8 @@
 /**
- * The sagegate stack: an internet-facing ALB in front of an ECS Fargate (ARM64) service running the
- * gateway image, the API keys file in an S3 object, and optionally the recommender as a SageMaker
- * real-time endpoint.
+ * The sagegate stack: an ALB (internet-facing over HTTPS by default) in front of an ECS Fargate
+ * (ARM64) service running the gateway image, the API keys file in an S3 object, the usage-plan limits
+ * shared in ElastiCache when there can be more than one task, and optionally an AWS WAF web ACL and
+ * the recommender as a SageMaker real-time endpoint.
  *
  * Input: `Settings` (deploy/lib/settings.ts, read from the CDK context) and the repository root,
  * whose `Dockerfile` and `recommender/Dockerfile` become image assets (built at `cdk deploy`, never at
@@ -15,26 +16,37 @@
  *   first gets no new requests, then drains on SIGTERM, and exits by itself before SIGKILL;
  * - the container has a read-only root filesystem (the gateway writes nothing) and runs on ARM64;
  * - with `observability` (the default), an ADOT collector sidecar ships traces to X-Ray and metrics
- *   to CloudWatch (deploy/lib/observability.ts), and may write exactly that.
+ *   to CloudWatch (deploy/lib/observability.ts), and may write exactly that;
+ * - no API key crosses the internet in clear text unless `allowPlainHttp` says so: with a
+ *   certificate the ALB listens on 443 only, without one it must be internal (or explicitly plain);
+ * - every log group is encrypted with the stack's KMS key; the ALB's and the keys bucket's access
+ *   logs go to a logs bucket that expires them after `accessLogDays`;
+ * - checkov finds nothing in the template that is not suppressed with a reason (deploy/lib/checkov.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Construct } from 'constructs';
-import { ArnFormat, CfnOutput, Duration, RemovalPolicy, Size, Stack, StackProps } from 'aws-cdk-lib';
+import { Annotations, ArnFormat, CfnOutput, Duration, RemovalPolicy, Size, Stack, StackProps } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecr from 'aws-cdk-lib/aws-ecr';
 import { DockerImageAsset, Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sagemaker from 'aws-cdk-lib/aws-sagemaker';
 import * as cr from 'aws-cdk-lib/custom-resources';
+import { accessLogsBucket, logAlbAccess } from './access-logs';
+import { skipFrameworkFindings } from './checkov';
+import { checkHashedOnly } from './keys-file';
 import { addCollector, gatewayOtelEnvironment } from './observability';
 import {
   ALB_IDLE_TIMEOUT_SECS, Settings, STOP_HEADROOM_SECS, readSettings,
 } from './settings';
+import { addSharedLimits } from './shared-limits';
+import { addWebAcl } from './waf';
 
 /** The repository root: the Docker build context of both images (filtered by its .dockerignore). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -43,8 +55,11 @@ export const KEYS_OBJECT_KEY = 'keys.yaml';
 /** Port the gateway listens on (`SAGEGATE_LISTEN` default) and the recommender serves on. */
 const CONTAINER_PORT = 8080;
 const GATEWAY_CONTAINER = 'gateway';
-/** A key set with no plans and no keys: every key-protected route answers 403 until keys are uploaded. */
-const EMPTY_KEYS_FILE = '# No keys yet: see deploy/README.md, "Rotating keys".\nusage_plans: []\nkeys: []\n';
+/**
+ * A key set with no plans and no keys: every key-protected route answers 403 until keys are
+ * uploaded. The same file is the image's default keys source (../Dockerfile).
+ */
+export const EMPTY_KEYS_FILE = path.join(REPO_ROOT, 'config', 'keys.empty.yaml');
 
 export interface SagegateStackProps extends StackProps {
   /** Settings to use instead of reading them from the context (tests pass the context instead). */
@@ -60,14 +75,19 @@ export class SagegateStack extends Stack {
     // Keys polling and image layers from ECR's S3 stay off the NAT gateway (gateway endpoints are free).
     vpc.addGatewayEndpoint('S3Endpoint', { service: ec2.GatewayVpcEndpointAwsService.S3 });
 
+    const dataKey = this.dataKey();
+    const logsBucket = accessLogsBucket(this, settings);
     const keysBucket = new s3.Bucket(this, 'KeysBucket', {
       encryption: s3.BucketEncryption.S3_MANAGED,
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
       versioned: true,
       enforceSSL: true,
       removalPolicy: RemovalPolicy.RETAIN,
+      // Who read or replaced the keys file, and when: S3 server access logs.
+      serverAccessLogsBucket: logsBucket,
+      serverAccessLogsPrefix: 'keys-bucket/',
     });
-    const seed = this.seedKeysObject(keysBucket, settings);
+    const seed = this.seedKeysObject(keysBucket, dataKey, settings);
 
     const endpoints = settings.deployModel
       ? this.recommenderEndpoints(settings)
@@ -105,6 +125,7 @@ export class SagegateStack extends Stack {
     });
     const logGroup = new logs.LogGroup(this, 'GatewayLogs', {
       retention: logs.RetentionDays.ONE_MONTH,
+      encryptionKey: dataKey,
       removalPolicy: RemovalPolicy.RETAIN,
     });
 
@@ -151,7 +172,7 @@ export class SagegateStack extends Stack {
     });
 
     if (settings.observability) {
-      addCollector(this, taskDefinition, gateway, logGroup, settings);
+      addCollector(this, taskDefinition, gateway, logGroup, dataKey, settings);
     }
 
     const cluster = new ecs.Cluster(this, 'Cluster', {
@@ -161,11 +182,13 @@ export class SagegateStack extends Stack {
 
     const alb = new elbv2.ApplicationLoadBalancer(this, 'Alb', {
       vpc,
-      internetFacing: true,
+      internetFacing: !settings.internal,
+      vpcSubnets: { subnetType: settings.internal ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC },
       idleTimeout: Duration.seconds(ALB_IDLE_TIMEOUT_SECS),
       dropInvalidHeaderFields: true,
       xffHeaderProcessingMode: elbv2.XffHeaderProcessingMode.APPEND,
     });
+    logAlbAccess(alb, logsBucket, 'alb');
 
     const service = new ecs.FargateService(this, 'GatewayService', {
       cluster,
@@ -179,24 +202,9 @@ export class SagegateStack extends Stack {
       assignPublicIp: false,
     });
     // Tasks must not start before the keys object exists, or the first rollout fails its health checks.
-    if (seed) service.node.addDependency(seed);
+    service.node.addDependency(seed);
 
-    const listener = settings.certificateArn
-      ? alb.addListener('Https', {
-        port: 443,
-        protocol: elbv2.ApplicationProtocol.HTTPS,
-        certificates: [elbv2.ListenerCertificate.fromArn(settings.certificateArn)],
-        sslPolicy: elbv2.SslPolicy.RECOMMENDED_TLS,
-      })
-      : alb.addListener('Http', { port: 80, protocol: elbv2.ApplicationProtocol.HTTP });
-    if (settings.certificateArn) {
-      alb.addRedirect({
-        sourceProtocol: elbv2.ApplicationProtocol.HTTP,
-        sourcePort: 80,
-        targetProtocol: elbv2.ApplicationProtocol.HTTPS,
-        targetPort: 443,
-      });
-    }
+    const listener = this.listener(alb, vpc, settings);
 
     const targetGroup = listener.addTargets('Gateway', {
       port: CONTAINER_PORT,
@@ -215,6 +223,17 @@ export class SagegateStack extends Stack {
       deregistrationDelay: Duration.seconds(settings.drainGraceSecs),
     });
 
+    if (settings.sharedLimits) {
+      addSharedLimits(this, vpc, service, gateway, dataKey, settings);
+    } else if (settings.maxTasks > 1) {
+      Annotations.of(this).addWarning(
+        `sharedLimits=false with maxTasks=${settings.maxTasks}: each task counts usage plans alone, so a key `
+        + `gets up to ${settings.maxTasks} times its throttle and quota`);
+    }
+    if (settings.waf) {
+      addWebAcl(this, alb, settings);
+    }
+
     const scaling = service.autoScaleTaskCount({ minCapacity: settings.minTasks, maxCapacity: settings.maxTasks });
     scaling.scaleOnCpuUtilization('Cpu', {
       targetUtilizationPercent: settings.cpuTargetPercent,
@@ -227,6 +246,8 @@ export class SagegateStack extends Stack {
       scaleOutCooldown: Duration.seconds(60),
       scaleInCooldown: Duration.seconds(300),
     });
+
+    skipFrameworkFindings(this);
 
     new CfnOutput(this, 'Url', {
       value: `${settings.certificateArn ? 'https' : 'http'}://${alb.loadBalancerDnsName}`,
@@ -242,6 +263,60 @@ export class SagegateStack extends Stack {
         description: `SageMaker endpoint of stage ${s.stage} (${s.envVar})`,
       });
     }
+  }
+
+  /**
+   * The listener: HTTPS on 443 with the certificate, else HTTP on 80 (settings.ts refuses that for
+   * an internet-facing ALB unless `allowPlainHttp`). With a certificate nothing listens on 80: a
+   * redirect would answer a request whose API key has already crossed the network in clear, and
+   * the client would never notice; API Gateway never listened on 80 either.
+   */
+  private listener(alb: elbv2.ApplicationLoadBalancer, vpc: ec2.IVpc, settings: Settings): elbv2.ApplicationListener {
+    const port = settings.certificateArn ? 443 : 80;
+    const listener = settings.certificateArn
+      ? alb.addListener('Https', {
+        port,
+        protocol: elbv2.ApplicationProtocol.HTTPS,
+        certificates: [elbv2.ListenerCertificate.fromArn(settings.certificateArn)],
+        sslPolicy: elbv2.SslPolicy.RECOMMENDED_TLS,
+        open: false,
+      })
+      : alb.addListener('Http', { port, protocol: elbv2.ApplicationProtocol.HTTP, open: false });
+    if (!settings.certificateArn && !settings.internal) {
+      Annotations.of(this).addWarning(
+        'allowPlainHttp=true: the internet-facing listener is plain HTTP, so API keys cross the internet in clear text');
+    }
+    const cidrs = settings.ingressCidrs ?? [settings.internal ? vpc.vpcCidrBlock : '0.0.0.0/0'];
+    for (const cidr of cidrs) {
+      alb.connections.allowFrom(ec2.Peer.ipv4(cidr), ec2.Port.tcp(port), `clients on ${port}`);
+    }
+    return listener;
+  }
+
+  /**
+   * The stack's customer-managed key: log groups, the limit store's auth token and its data at rest.
+   * CloudWatch Logs may use it for this account's and region's log groups only.
+   */
+  private dataKey(): kms.Key {
+    const key = new kms.Key(this, 'DataKey', {
+      description: 'sagegate: log groups, the limit store auth token and its data at rest',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    key.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'CloudWatchLogsOfThisAccount',
+      principals: [new iam.ServicePrincipal(`logs.${this.region}.${this.urlSuffix}`)],
+      actions: ['kms:Encrypt*', 'kms:Decrypt*', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:Describe*'],
+      resources: ['*'],
+      conditions: {
+        ArnLike: {
+          'kms:EncryptionContext:aws:logs:arn': this.formatArn({
+            service: 'logs', resource: 'log-group', resourceName: '*', arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+          }),
+        },
+      },
+    }));
+    return key;
   }
 
   /** The gateway image: the repo's Dockerfile for linux/arm64, or a prebuilt image (`-c gatewayImage=`). */
@@ -270,16 +345,11 @@ export class SagegateStack extends Stack {
    * Writes the initial keys file when the stack is created, and never again: after that, the
    * object belongs to the operator (`aws s3 cp`), and a later deploy must not roll keys back.
    */
-  private seedKeysObject(bucket: s3.Bucket, settings: Settings): Construct | undefined {
-    let body = EMPTY_KEYS_FILE;
-    if (settings.initialKeysFile !== undefined) {
-      body = fs.readFileSync(path.resolve(settings.initialKeysFile), 'utf8');
-      // The body lands in the CloudFormation template: hashed entries only, never a key in clear.
-      if (/^\s*-?\s*value\s*:/m.test(body)) {
-        throw new Error(
-          `initialKeysFile ${settings.initialKeysFile}: has a plain \`value:\` key; use value_sha256 (sagegate keys new)`);
-      }
-    }
+  private seedKeysObject(bucket: s3.Bucket, key: kms.IKey, settings: Settings): Construct {
+    const file = settings.initialKeysFile === undefined ? EMPTY_KEYS_FILE : path.resolve(settings.initialKeysFile);
+    const body = fs.readFileSync(file, 'utf8');
+    // The body lands in the CloudFormation template: hashed entries only, never a key in clear.
+    checkHashedOnly(settings.initialKeysFile ?? file, body);
     return new cr.AwsCustomResource(this, 'SeedKeysObject', {
       onCreate: {
         service: 'S3',
@@ -296,6 +366,12 @@ export class SagegateStack extends Stack {
         new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects(KEYS_OBJECT_KEY)] }),
       ]),
       installLatestAwsSdk: false,
+      // Instead of the CDK's own unencrypted group for its helper function.
+      logGroup: new logs.LogGroup(this, 'SeedKeysObjectLogs', {
+        retention: logs.RetentionDays.ONE_MONTH,
+        encryptionKey: key,
+        removalPolicy: RemovalPolicy.DESTROY,
+      }),
     });
   }
 
@@ -348,6 +424,9 @@ export class SagegateStack extends Stack {
         mode: 'SingleModel',
         modelDataUrl: settings.modelDataUrl,
       },
+      // The recommender makes no network call of its own (SageMaker fetches the artifacts before it
+      // starts): nothing a request makes it do can reach the network.
+      enableNetworkIsolation: true,
     });
     const config = new sagemaker.CfnEndpointConfig(this, 'RecommenderEndpointConfig', {
       productionVariants: [{

@@ -7,7 +7,9 @@
  * Output: `Settings`, or one `Error` that lists every problem found (not only the first).
  * Invariants: stage names and SageMaker endpoint names are valid and the stage map is not empty;
  * the drain grace fits ECS's 120 s stop timeout; a route timeout, when given, is within the
- * gateway's 60 s ceiling (the ALB idle timeout of 65 s is chosen above it).
+ * gateway's 60 s ceiling (the ALB idle timeout of 65 s is chosen above it); an internet-facing
+ * load balancer has a certificate unless plain HTTP was asked for by name (`allowPlainHttp`), because
+ * every request carries its API key in a header.
  */
 import { Node } from 'constructs';
 
@@ -24,8 +26,20 @@ export interface StageEndpoint {
 export interface Settings {
   /** Stages in the order given; the gateway config decides which of them it serves. */
   readonly stages: StageEndpoint[];
-  /** ACM certificate ARN: HTTPS on 443 plus an HTTP→HTTPS redirect on 80. Without it, HTTP on 80. */
+  /**
+   * ACM certificate ARN: HTTPS on 443, and nothing on 80 (API Gateway never answered plain HTTP
+   * either). Without it, HTTP on 80, which an internet-facing ALB only gets with `allowPlainHttp`.
+   */
   readonly certificateArn?: string;
+  /** An internal ALB (private subnets, reachable from the VPC and what is routed to it) instead of an internet-facing one. */
+  readonly internal: boolean;
+  /** Accept an internet-facing ALB without a certificate: API keys then cross the internet in clear text. */
+  readonly allowPlainHttp: boolean;
+  /**
+   * Who may connect to the listener: CIDR blocks. Default: anyone (`0.0.0.0/0`) for an
+   * internet-facing ALB; the VPC's own range for an internal one.
+   */
+  readonly ingressCidrs?: string[];
   /** A prebuilt gateway image (ECR or public registry URI) instead of building the repo's Dockerfile. */
   readonly gatewayImage?: string;
   /** Also create the SageMaker model, endpoint config and one endpoint per distinct endpoint name. */
@@ -58,6 +72,22 @@ export interface Settings {
   readonly traceSampleRatio: number;
   /** The collector image (multi-arch; pinned so a deploy never changes the collector by surprise). */
   readonly collectorImage: string;
+  /**
+   * Usage-plan limits shared by every task in an ElastiCache Valkey replication group
+   * (`limits.store: redis`). Default: on when `maxTasks > 1`, since N tasks counting alone admit up
+   * to N times every limit.
+   */
+  readonly sharedLimits: boolean;
+  /** ElastiCache node type of the limit store's two nodes (primary and replica). */
+  readonly cacheNodeType: string;
+  /** `limits.on_store_failure` while the limit store is unreachable: `local` (fail open per task) or `deny` (503). */
+  readonly limitsOnStoreFailure: 'local' | 'deny';
+  /** An AWS WAF web ACL on the ALB: AWS's common rule set and a per-address rate limit. */
+  readonly waf: boolean;
+  /** The WAF's per-address limit: requests in any 5-minute window, counted per client IP. */
+  readonly wafRateLimit: number;
+  /** Days the ALB's access logs and the keys bucket's access logs are kept in the logs bucket. */
+  readonly accessLogDays: number;
 }
 
 /** The ADOT collector release the stack runs unless `-c collectorImage=` says otherwise. */
@@ -78,6 +108,8 @@ const STAGE_RE = /^[A-Za-z0-9_-]{1,64}$/;
 // SageMaker's EndpointName pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
 const ENDPOINT_RE = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
 const CERT_RE = /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[A-Za-z0-9-]+$/;
+const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+const CACHE_NODE_RE = /^cache\.[a-z0-9]+\.[a-z0-9]+$/;
 
 /** Reads and checks the settings; throws one error listing every problem. */
 export function readSettings(node: Node): Settings {
@@ -89,6 +121,15 @@ export function readSettings(node: Node): Settings {
   if (certificateArn !== undefined && !CERT_RE.test(certificateArn)) {
     problems.push(`certificateArn: not an ACM certificate ARN: ${certificateArn}`);
   }
+  const internal = readBool('internal', ctx('internal'), false, problems);
+  const allowPlainHttp = readBool('allowPlainHttp', ctx('allowPlainHttp'), false, problems);
+  if (certificateArn === undefined && !internal && !allowPlainHttp) {
+    problems.push(
+      'certificateArn: an internet-facing load balancer needs a certificate, or every API key crosses the '
+      + 'internet in clear text; give -c certificateArn=arn:aws:acm:…, or -c internal=true for an ALB '
+      + 'reachable only from inside the VPC, or -c allowPlainHttp=true to accept plain HTTP anyway');
+  }
+  const ingressCidrs = readCidrs('ingressCidrs', ctx('ingressCidrs'), problems);
   const gatewayImage = optString(ctx('gatewayImage'));
   const deployModel = readBool('deployModel', ctx('deployModel'), false, problems);
   const modelInstanceType = optString(ctx('modelInstanceType')) ?? 'ml.m5.large';
@@ -120,13 +161,29 @@ export function readSettings(node: Node): Settings {
   const traceSampleRatio = readRatio('traceSampleRatio', ctx('traceSampleRatio'), 0.01, problems);
   const collectorImage = optString(ctx('collectorImage')) ?? DEFAULT_COLLECTOR_IMAGE;
 
+  const sharedLimits = readBool('sharedLimits', ctx('sharedLimits'), maxTasks > 1, problems);
+  const cacheNodeType = optString(ctx('cacheNodeType')) ?? 'cache.t4g.micro';
+  if (!CACHE_NODE_RE.test(cacheNodeType)) {
+    problems.push(`cacheNodeType: not an ElastiCache node type: ${cacheNodeType}`);
+  }
+  const limitsOnStoreFailure = optString(ctx('limitsOnStoreFailure')) ?? 'local';
+  if (limitsOnStoreFailure !== 'local' && limitsOnStoreFailure !== 'deny') {
+    problems.push(`limitsOnStoreFailure: expected local or deny, got ${JSON.stringify(limitsOnStoreFailure)}`);
+  }
+  const waf = readBool('waf', ctx('waf'), false, problems);
+  // WAF's floor for a rate-based rule is 10 requests per window; its ceiling is 2e9.
+  const wafRateLimit = readInt('wafRateLimit', ctx('wafRateLimit'), 6000, 10, 2_000_000_000, problems);
+  const accessLogDays = readInt('accessLogDays', ctx('accessLogDays'), 90, 1, 3650, problems);
+
   if (problems.length > 0) {
     throw new Error(`invalid deployment context:\n  ${problems.join('\n  ')}`);
   }
   return {
-    stages, certificateArn, gatewayImage, deployModel, modelInstanceType, modelInstanceCount,
-    modelDataUrl, initialKeysFile, minTasks, maxTasks, requestsPerTaskPerMinute, cpuTargetPercent,
-    drainGraceSecs, routeTimeoutMs, observability, traceSampleRatio, collectorImage,
+    stages, certificateArn, internal, allowPlainHttp, ingressCidrs, gatewayImage, deployModel,
+    modelInstanceType, modelInstanceCount, modelDataUrl, initialKeysFile, minTasks, maxTasks,
+    requestsPerTaskPerMinute, cpuTargetPercent, drainGraceSecs, routeTimeoutMs, observability,
+    traceSampleRatio, collectorImage, sharedLimits, cacheNodeType,
+    limitsOnStoreFailure: limitsOnStoreFailure as 'local' | 'deny', waf, wafRateLimit, accessLogDays,
   };
 }
 
@@ -173,6 +230,22 @@ function readStages(raw: unknown, problems: string[]): StageEndpoint[] {
     problems.push('stageEndpoints: at least one stage is required');
   }
   return stages;
+}
+
+/** A comma-separated list (`-c`) or a JSON array (cdk.json) of IPv4 CIDR blocks; undefined when absent. */
+function readCidrs(key: string, raw: unknown, problems: string[]): string[] | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const items = Array.isArray(raw) ? raw.map(String) : String(raw).split(',');
+  const cidrs = items.map((c) => c.trim()).filter((c) => c !== '');
+  const bad = cidrs.filter((c) => {
+    const m = CIDR_RE.exec(c);
+    return m === null || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32;
+  });
+  if (bad.length > 0 || cidrs.length === 0) {
+    problems.push(`${key}: expected IPv4 CIDR blocks such as 203.0.113.0/24, got ${JSON.stringify(raw)}`);
+    return undefined;
+  }
+  return cidrs;
 }
 
 function optString(raw: unknown): string | undefined {

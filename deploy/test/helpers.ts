@@ -9,20 +9,25 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { App } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { SagegateStack } from '../lib/sagegate-stack';
 
 const CDK_JSON = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8'));
 
+/** The certificate every synth gets unless the test says otherwise (`certificateArn: ''` removes it). */
+export const CERT = 'arn:aws:acm:eu-west-1:123456789012:certificate/0b7a4c1e-1234-4a5b-9c8d-0123456789ab';
+
 export interface Synthesized {
   readonly template: Template;
+  /** Warnings the stack attached to itself (`Annotations.addWarning`). */
+  readonly warnings: string[];
   readonly json: CfnTemplate;
   /** The stack's asset manifest (`<stack>.assets.json`): what `cdk deploy` would build and publish. */
   readonly assets: AssetManifest;
 }
 
 export interface CfnTemplate {
-  Resources: Record<string, { Type: string; Properties?: any; DependsOn?: string[] }>;
+  Resources: Record<string, { Type: string; Properties?: any; DependsOn?: string[]; Metadata?: any }>;
   Outputs?: Record<string, { Value: unknown }>;
 }
 
@@ -30,17 +35,25 @@ interface AssetManifest {
   dockerImages?: Record<string, { source: { directory: string; dockerFile?: string; platform?: string } }>;
 }
 
-/** Synthesizes the stack with cdk.json's context plus `overrides` (strings, as `-c` gives them). */
+/**
+ * Synthesizes the stack with cdk.json's context, a certificate (the deployable default: without
+ * one, an internet-facing stack is refused), then `overrides` (strings, as `-c` gives them).
+ */
 export function synth(overrides: Record<string, string> = {}): Synthesized {
   // The built-in CloudFormation schema validation only warns and costs seconds per process;
   // cfn-lint checks the synthesized templates in .ci/deploy-check.sh instead.
-  const app = new App({ context: { ...CDK_JSON.context, ...overrides }, builtinCloudFormationValidation: false });
+  // No copy of the Docker build context per synth (the asset manifest still names the Dockerfile
+  // and platform); .ci/deploy-check.sh checks the staged context of a real `cdk synth`.
+  const staging = { 'aws:cdk:disable-asset-staging': true };
+  const context = { ...CDK_JSON.context, ...staging, certificateArn: CERT, ...overrides };
+  const app = new App({ context, builtinCloudFormationValidation: false });
   const stack = new SagegateStack(app, 'Test');
   const template = Template.fromStack(stack);
+  const warnings = Annotations.fromStack(stack).findWarning('*', Match.anyValue()).map((m) => String(m.entry.data));
   const assembly = app.synth();
   const manifestFile = path.join(assembly.directory, 'Test.assets.json');
   const assets = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as AssetManifest;
-  return { template, json: template.toJSON() as CfnTemplate, assets };
+  return { template, warnings, json: template.toJSON() as CfnTemplate, assets };
 }
 
 /** CloudFormation value → string; intrinsics become `${...}` placeholders. */
@@ -81,6 +94,13 @@ export function gatewayContainer(json: CfnTemplate): any {
   const container = task.ContainerDefinitions.find((c: any) => c.Name === 'gateway');
   if (!container) throw new Error('no container named gateway');
   return container;
+}
+
+/** The gateway container's ECS secrets: variable name → rendered `ValueFrom`. */
+export function gatewaySecrets(json: CfnTemplate): Record<string, string> {
+  const secrets: Record<string, string> = {};
+  for (const { Name, ValueFrom } of gatewayContainer(json).Secrets ?? []) secrets[Name] = render(ValueFrom);
+  return secrets;
 }
 
 /** The gateway container's environment as a plain map of rendered values. */

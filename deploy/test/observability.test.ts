@@ -48,14 +48,22 @@ describe('observability on (the default)', () => {
     ]);
   });
 
-  test('the gateway exports OTLP to the sidecar on loopback, sampling new traces at the ratio', () => {
+  test('the gateway exports OTLP to the sidecar on loopback, sampling traces at the ratio', () => {
     const env = gatewayEnv(on.json);
     assert.equal(env.SAGEGATE_OTLP_ENABLED, 'true');
     assert.equal(env.OTEL_EXPORTER_OTLP_ENDPOINT, 'http://127.0.0.1:4318');
-    assert.equal(env.OTEL_TRACES_SAMPLER, 'parentbased_traceidratio');
     assert.equal(env.OTEL_TRACES_SAMPLER_ARG, '0.01');
     assert.equal(gatewayEnv(synth({ traceSampleRatio: '0.25' }).json).OTEL_TRACES_SAMPLER_ARG, '0.25');
     assert.throws(() => synth({ traceSampleRatio: '2' }), /traceSampleRatio/);
+  });
+
+  test('callers choose no sampling: plain traceidratio, and trust in a caller flag off by name', () => {
+    // A caller's sampled flag would make the gateway record (and X-Ray bill) a trace at the
+    // caller's wish: DESIGN.md's edge rules give a caller no control over cost.
+    const env = gatewayEnv(on.json);
+    assert.equal(env.OTEL_TRACES_SAMPLER, 'traceidratio');
+    assert.ok(!env.OTEL_TRACES_SAMPLER.startsWith('parentbased_'));
+    assert.equal(env.SAGEGATE_OTLP_TRUST_CALLER_SAMPLING, 'false');
   });
 
   test('config: OTLP in and Prometheus scrape on loopback only; X-Ray and EMF out', () => {

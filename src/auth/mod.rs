@@ -24,7 +24,8 @@
 //! Security: never log a key value or its hash; log the key id. `Debug` of every type here omits
 //! hashes. The lookup's timing depends only on the SHA-256 of what the client sent, never on how
 //! many bytes of a real key it got right (a prefix of a key says nothing about its digest).
-//! Throttling repeated unknown-key attempts is `admit`'s job (`limits::FailedAttemptLimiter`).
+//! Throttling repeated failed-key attempts (unknown, disabled or wrong-stage keys alike) is the
+//! pipeline's job, with `limits::FailedAttemptLimiter`.
 
 mod load;
 mod newkey;

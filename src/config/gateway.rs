@@ -58,10 +58,18 @@ struct RawServer {
     client_header_timeout_secs: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM (default 30).
     drain_grace_secs: Option<u64>,
-    /// Largest request body in bytes, checked before routing (default 10 MiB = 10485760).
+    /// Largest request body in bytes (default 10 MiB = 10485760): a declared `Content-Length` over
+    /// it is refused before routing (413), a chunked body while it is read.
     max_body_bytes: Option<usize>,
     /// Largest total size of request header names and values in bytes (default 10240, API Gateway's).
     max_header_bytes: Option<usize>,
+    /// Seconds the whole request body has to arrive once the request is admitted (default 10);
+    /// slower bodies get 408.
+    body_timeout_secs: Option<u64>,
+    /// Bytes all requests in flight may hold at once (bodies, rendered templates, SageMaker's
+    /// answers); past it new work gets 503. Default: half the cgroup's memory limit, 512 MiB when
+    /// there is none. At least `max_body_bytes`.
+    memory_budget_bytes: Option<u64>,
     /// Percent-decode path and query values before use (default true); false = API Gateway's raw values.
     decode_parameters: Option<bool>,
     /// Worker threads (default: one per CPU).
@@ -267,6 +275,9 @@ pub struct GatewayConfig {
     pub telemetry: TelemetryConfig,
     /// Where limit state lives.
     pub limits: LimitsConfig,
+    /// Problems that do not stop the gateway, located like errors (logged at start, printed by
+    /// `check-config`).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// `limits:`, compiled.
@@ -295,6 +306,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Header size limit in bytes.
     pub max_header_bytes: usize,
+    /// Time allowed for the whole body once the request is admitted.
+    pub body_timeout: Duration,
+    /// In-flight memory budget in bytes; `None` = the default from the cgroup
+    /// ([`crate::memory::default_budget`], read when the gateway starts).
+    pub memory_budget: Option<u64>,
     /// Percent-decode path and query values.
     pub decode_parameters: bool,
     /// Worker threads.
@@ -518,6 +534,7 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
     let routes = compile_routes(doc, &stages, breaker_defaults.as_ref(), errors);
     check_stage_route_throttles(doc, &stages, &routes, errors);
     check_shared_breakers(doc, &routes, errors);
+    let warnings = super::api_key::check(doc, errors);
 
     let specs = routes
         .iter()
@@ -558,6 +575,7 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
         gateway_responses,
         telemetry: TelemetryConfig::default(),
         limits: limits?,
+        warnings,
     })
 }
 
@@ -715,6 +733,7 @@ fn compile_server(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<ServerConfi
         raw.client_header_timeout_secs,
         10,
     );
+    let body_timeout = positive("body_timeout_secs", raw.body_timeout_secs, 10);
     let drain_grace = Duration::from_secs(raw.drain_grace_secs.unwrap_or(30));
     let max_body_bytes = raw.max_body_bytes.unwrap_or(10 * 1024 * 1024);
     if max_body_bytes == 0 {
@@ -723,6 +742,14 @@ fn compile_server(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<ServerConfi
     let max_header_bytes = raw.max_header_bytes.unwrap_or(10 * 1024);
     if max_header_bytes < 1024 {
         errors.push(doc.error("server.max_header_bytes", "must be at least 1024"));
+    }
+    if let Some(budget) = raw.memory_budget_bytes
+        && budget < max_body_bytes as u64
+    {
+        errors.push(doc.error(
+            "server.memory_budget_bytes",
+            format!("must be at least server.max_body_bytes ({max_body_bytes})"),
+        ));
     }
     if raw.workers == Some(0) {
         errors.push(doc.error("server.workers", "must be > 0"));
@@ -759,6 +786,8 @@ fn compile_server(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<ServerConfi
         drain_grace,
         max_body_bytes,
         max_header_bytes,
+        body_timeout,
+        memory_budget: raw.memory_budget_bytes,
         decode_parameters: raw.decode_parameters.unwrap_or(true),
         workers: raw.workers,
     })
@@ -1303,6 +1332,41 @@ routes:
             Some(ParamSource::Context("requestId".into()))
         );
         assert_eq!(c.sagemaker.client, SageMakerClient::Lean);
+    }
+
+    #[test]
+    fn body_timeout_and_memory_budget() {
+        let c = GatewayConfig::parse("g.yaml", GOOD, &no_env).unwrap();
+        assert_eq!(
+            (c.server.body_timeout, c.server.memory_budget),
+            (Duration::from_secs(10), None)
+        );
+        let with = |server: &str| format!("server:\n{server}{GOOD}");
+        let c = GatewayConfig::parse(
+            "g.yaml",
+            &with("  body_timeout_secs: 3\n  max_body_bytes: 1024\n  memory_budget_bytes: 4096\n"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.server.body_timeout, c.server.memory_budget),
+            (Duration::from_secs(3), Some(4096))
+        );
+        let errs = GatewayConfig::parse(
+            "g.yaml",
+            &with("  body_timeout_secs: 0\n  memory_budget_bytes: 1048576\n"),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("server.body_timeout_secs: must be > 0"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("server.memory_budget_bytes: must be at least server.max_body_bytes"),
+            "{errs}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Configuration: `gateway.yaml` compiled into a typed model, with every error located.
+mod api_key;
 pub mod cache;
 pub mod cache_key;
 pub mod diag;

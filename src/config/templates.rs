@@ -304,11 +304,7 @@ pub fn gateway_responses(doc: &Doc, errors: &mut Vec<Diagnostic>) -> GatewayResp
     let Some(map) = doc.get("gateway_responses").and_then(Value::as_object) else {
         return GatewayResponses::default();
     };
-    let known: Vec<&str> = ResponseType::ALL
-        .iter()
-        .map(|(_, n)| *n)
-        .chain(["DEFAULT_4XX"])
-        .collect();
+    let known: Vec<&str> = ResponseType::ALL.iter().map(|(_, n)| *n).collect();
     for name in map.keys() {
         let path = format!("gateway_responses.{name}");
         if !known.contains(&name.as_str()) {

@@ -1,10 +1,12 @@
 //! Key-enumeration defence: a cap on failed API-key attempts per client address.
 //!
 //! Place in the pipeline: the auth stage calls [`FailedAttemptLimiter::allow_failed_attempt`]
-//! only when a request on a key-protected route carries a missing, unknown or disabled key. When
-//! it returns `false` the request gets 429 "Too Many Requests" instead of 403, so a guesser learns
-//! nothing more. A request with a valid key never reaches this limiter, so valid keys are never
-//! blocked, whatever happens here.
+//! only when a request on a key-protected route presents a key that fails: unknown, disabled, or
+//! in no plan for the stage (a missing key guesses nothing and is not counted). When it returns
+//! `false` the request gets 429 "Too Many Requests" instead of 403, whichever way the key failed, so
+//! a guesser cannot tell an unknown key from a disabled one. A request with a valid key never
+//! reaches this limiter, so valid keys are never blocked, whatever happens here. The state is per
+//! task: behind a load balancer spreading an address over N tasks, it gets up to N times the budget.
 //!
 //! Input: the client address (already resolved from trusted `X-Forwarded-For` hops). Output: allow
 //! or refuse one more failed attempt. Invariants: at most `per_minute` failed attempts are allowed

@@ -67,6 +67,8 @@ pub mod names {
     pub const AUTHENTICATE: &str = "authenticate";
     /// Throttles and quota.
     pub const ADMIT: &str = "admit";
+    /// The request body, read once the request is admitted.
+    pub const READ_BODY: &str = "read body";
     /// Required parameters.
     pub const VALIDATE: &str = "validate";
     /// Request template.

@@ -38,9 +38,10 @@
 //!
 //! Security: the path is checked before any matching, in both decode modes. A malformed escape
 //! (`%zz`, `%4`), an ASCII control character (raw or escaped, e.g. `%00`), and a `.` or `..`
-//! segment (raw or escaped, e.g. `%2E%2E`) are rejected with `BadPath`: dot segments are never
+//! segment (raw or escaped, e.g. `%2E%2E`, or one that an escaped `/` makes inside a value:
+//! `x%2F..%2Fy` decodes to `x/../y`) are rejected with `BadPath`: dot segments are never
 //! normalised away, because a `..` could climb out of a route prefix in whatever sees the path
-//! next. With `decode` true, escapes that decode to invalid UTF-8 are rejected too. No regex, no
+//! or the parameter value next. With `decode` true, escapes that decode to invalid UTF-8 are rejected too. No regex, no
 //! allocation on the hot path other than the returned parameters; recursion depth is bounded by
 //! the deepest template, not by the request.
 //!

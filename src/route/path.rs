@@ -90,6 +90,11 @@ pub(super) fn check_segment(segment: &str, require_utf8: bool) -> Result<(), Bad
     if segment.len() <= 6 && is_dot_segment(segment) {
         return Err(BadPathReason::DotSegment);
     }
+    // An escaped `/` stays inside its segment here, but whatever decodes the value next sees more
+    // segments (`x%2F..%2Fy` is `x/../y`): none of those may be a dot segment either.
+    if escaped && has_dot_piece(segment) {
+        return Err(BadPathReason::DotSegment);
+    }
     if escaped && require_utf8 && !decodes_to_utf8(segment, false) {
         return Err(BadPathReason::InvalidUtf8);
     }
@@ -102,6 +107,27 @@ fn is_dot_segment(segment: &str) -> bool {
         (decoded.next(), decoded.next(), decoded.next()),
         (Some(b'.'), None, _) | (Some(b'.'), Some(b'.'), None)
     )
+}
+
+/// Whether the decoded `segment`, split at its decoded `/`s, has a `.` or `..` piece.
+fn has_dot_piece(segment: &str) -> bool {
+    if !segment.contains("%2F") && !segment.contains("%2f") {
+        return false;
+    }
+    // Length of the current piece, and whether it is all dots; a final `/` ends the last piece.
+    let (mut len, mut dots) = (0usize, true);
+    for byte in decode(segment, false).chain(std::iter::once(b'/')) {
+        if byte == b'/' {
+            if dots && (1..=2).contains(&len) {
+                return true;
+            }
+            (len, dots) = (0, true);
+        } else {
+            len += 1;
+            dots &= byte == b'.';
+        }
+    }
+    false
 }
 
 /// Whether the decoded bytes of `text` are UTF-8, validated in fixed-size chunks on the stack.

@@ -276,6 +276,12 @@ fn bad_paths_are_refused_in_both_modes() {
             // Checked before the empty-segment rule and before routing.
             ("/x//%zz", BadPathReason::MalformedEscape),
             ("/nothing/here/..", BadPathReason::DotSegment),
+            // An escaped `/` makes dot segments of its own once the value is decoded.
+            ("/x/x%2F..%2Fy", BadPathReason::DotSegment),
+            ("/x/..%2fetc", BadPathReason::DotSegment),
+            ("/x/a%2F.", BadPathReason::DotSegment),
+            ("/x/%2E%2E%2F%2E%2E%2Fsecret", BadPathReason::DotSegment),
+            ("/g/a/b%2F..", BadPathReason::DotSegment),
         ] {
             assert_eq!(
                 hit(&t, "GET", path, decode),
@@ -284,8 +290,15 @@ fn bad_paths_are_refused_in_both_modes() {
             );
         }
     }
-    // Dots inside a segment are ordinary text.
-    for path in ["/x/...", "/x/.a", "/x/a..b"] {
+    // Dots inside a segment are ordinary text, also around an escaped `/`.
+    for path in [
+        "/x/...",
+        "/x/.a",
+        "/x/a..b",
+        "/x/a%2F...%2Fb",
+        "/x/a%2F.b",
+        "/x/%2F",
+    ] {
         assert!(hit(&t, "GET", path, true).is_ok(), "{path}");
     }
 }

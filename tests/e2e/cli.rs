@@ -1,8 +1,9 @@
 //! The command line: `check-config` (shipped config passes; every error of a broken config or
 //! keys file is printed as `file:line:col: path: message`), `keys new` (a key printed once whose
-//! `value_sha256` entry authenticates end to end), `healthcheck --url`, and `test-invoke` (prints
-//! what the running gateway sends SageMaker and answers its client, byte for byte; exit 2 with the
-//! route, template and line:col on bad input).
+//! `value_sha256` entry authenticates end to end), `healthcheck --url`, the image's default keys
+//! file (`config/keys.empty.yaml`: loads, serves, and every key-protected route answers 403), and
+//! `test-invoke` (prints what the running gateway sends SageMaker and answers its client, byte for
+//! byte; exit 2 with the route, template and line:col on bad input).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -38,6 +39,39 @@ fn check_config_accepts_the_shipped_config() {
     let dir = shipped_config_dir();
     let out = check_config(&dir.join("gateway.yaml"), &dir.join("keys.yaml"));
     assert!(out.status.success(), "{out:?}");
+}
+
+/// The keys file the gateway image bakes in as its default keys source (../Dockerfile).
+const IMAGE_DEFAULT_KEYS: &str = "keys.empty.yaml";
+
+#[test]
+fn check_config_accepts_the_image_default_keys_file() {
+    let dir = shipped_config_dir();
+    let out = check_config(&dir.join("gateway.yaml"), &dir.join(IMAGE_DEFAULT_KEYS));
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_default_keys_file_serves_and_refuses_every_key() {
+    let shipped = |name: &str| std::fs::read_to_string(shipped_config_dir().join(name)).unwrap();
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_text(&shipped("gateway.yaml"))
+        .keys_text(&shipped(IMAGE_DEFAULT_KEYS))
+        .upstream(&upstream)
+        .start()
+        .await;
+    assert_eq!(gateway.health().await, Some(200), "the ALB keeps the task");
+    for stage in ["temp", "prod"] {
+        // The demo key of config/keys.yaml, no key, and any other key: all refused alike.
+        for key in [Some(DEMO_KEY), None, Some("a-key-nobody-configured-0123")] {
+            gateway
+                .recommend(stage, "U:114521", key)
+                .await
+                .assert_forbidden();
+        }
+    }
+    assert_eq!(upstream.count(), 0, "nothing reached SageMaker");
 }
 
 const BROKEN_GATEWAY: &str = r#"server:

@@ -314,12 +314,13 @@ async fn chunked_body_over_the_limit_is_refused_while_streaming() {
         .upstream(&upstream)
         .start()
         .await;
-    // No Content-Length: the limit must hold on the bytes as they arrive.
+    // No Content-Length: the limit must hold on the bytes as they arrive (they are read once the
+    // request is routed and admitted, so it goes to a route that exists, with a key).
     let mut stream = tokio::net::TcpStream::connect(gateway.addr())
         .await
         .unwrap();
     let head = format!(
-        "POST {SEED} HTTP/1.1\r\nHost: gateway\r\nx-api-key: {KEY_A}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        "GET {SEED} HTTP/1.1\r\nHost: gateway\r\nx-api-key: {KEY_A}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = format!("200\r\n{}\r\n", "x".repeat(0x200));

@@ -1,8 +1,11 @@
-//! Hostile input (issue 7): limits that hold before routing (header and body size, header
-//! timeout), paths that must not be guessed at (invalid UTF-8, bad percent-encoding, `..`),
-//! ambiguous keys, header injection through values copied into SageMaker's custom attributes,
-//! key enumeration, secrets in the gateway's own output, and (issue 14) trace sampling forced by
-//! callers and a keys source that asks for the gateway's environment.
+//! Hostile input (issues 7 and 14): limits that hold on the request head, before routing (header
+//! and body size, header timeout), bodies read only after routing, the key check and admission
+//! (an unread body closes the connection and is never parsed as a request), the body timeout, the
+//! in-flight memory budget, paths that must not be guessed at (invalid UTF-8, bad
+//! percent-encoding, `..`, also behind an escaped `/`), ambiguous keys, header injection through
+//! values copied into SageMaker's custom attributes, key enumeration (without telling unknown keys
+//! from disabled ones), the key kept from templates, secrets in the gateway's own output, trace
+//! sampling forced by callers, and a keys source that asks for the gateway's environment.
 //!
 //! Requests a well-formed client cannot send go over a raw TCP connection ([`raw`]); every read
 //! is bounded, and each test checks that the gateway keeps serving afterwards.
@@ -19,8 +22,11 @@ use tokio::net::TcpStream;
 use crate::kit::config::{KEY_A, KEY_DISABLED, KEY_TEMP_ONLY, Key, Plan};
 use crate::kit::otlp::Collector;
 use crate::kit::s3::FakeS3;
-use crate::kit::{DEMO_KEY, Gateway, GatewayYaml, KeysYaml, Upstream, WAIT, shipped_config_dir};
-use crate::metrics::admin_url;
+use crate::kit::{
+    DEMO_KEY, Gateway, GatewayYaml, KeysYaml, SageMakerReply, Upstream, WAIT, eventually,
+    shipped_config_dir,
+};
+use crate::metrics::{admin_url, sample, scrape};
 
 /// The standard config with hostile-input settings added to `server:`.
 fn config_with(server_extra: &str, route_extra: &str) -> String {
@@ -63,6 +69,37 @@ async fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `sent` at once, then `dripped` one byte every 250 ms, until the gateway answers or closes
+/// the connection. Returns whether it did (before `dripped` ran out) and what it answered.
+async fn drip(addr: SocketAddr, sent: Vec<u8>, dripped: Vec<u8>) -> (bool, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&sent).await.unwrap();
+    for b in dripped {
+        if stream.write_all(&[b]).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, String::new()),
+            Ok(Ok(n)) => {
+                let mut answer = buf[..n].to_vec();
+                let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+                return (true, String::from_utf8_lossy(&answer).into_owned());
+            }
+            Err(_) => {}
+        }
+    }
+    (false, String::new())
+}
+
+/// The seed request with a valid key still gets its answer.
+async fn still_serves(gateway: &Gateway) {
+    gateway
+        .recommend("temp", "U:1", Some(KEY_A))
+        .await
+        .assert_ok();
+}
+
 /// The status and body of a raw HTTP/1.1 answer.
 fn status_and_body(answer: &str) -> (u16, &str) {
     let status = answer
@@ -99,7 +136,7 @@ fn assert_json_400(answer: &str, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_headers_and_bodies_are_refused_before_routing() {
+async fn oversized_headers_and_bodies_are_refused() {
     let upstream = Upstream::start().await;
     let gateway = hostile_gateway(&upstream).await;
 
@@ -127,9 +164,12 @@ async fn oversized_headers_and_bodies_are_refused_before_routing() {
             "RequestTooLongException",
         );
 
-    // The same without a length (chunked): counted while read.
-    let mut chunked =
-        b"POST /nostage/nothing HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    // The same without a length (chunked): counted while read, which happens only once the
+    // request is routed, its key checked and admitted (before that it is refused unread).
+    let mut chunked = format!(
+        "GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nconnection: close\r\nx-api-key: {KEY_A}\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
     for _ in 0..8 {
         chunked.extend_from_slice(b"200\r\n");
         chunked.extend_from_slice(&[b'y'; 512]);
@@ -143,10 +183,7 @@ async fn oversized_headers_and_bodies_are_refused_before_routing() {
         "{answer}"
     );
     assert_eq!(upstream.count(), 0);
-    gateway
-        .recommend("temp", "U:1", Some(KEY_A))
-        .await
-        .assert_ok();
+    still_serves(&gateway).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,27 +191,9 @@ async fn a_slowloris_client_is_cut_off_and_others_are_served() {
     let upstream = Upstream::start().await;
     let gateway = hostile_gateway(&upstream).await;
     let addr = gateway.addr();
-    let slow = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = b"GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: whatever-key-0123456789\r\n\r\n";
-        // One byte every 250 ms: the whole head would take ~30 s, far over the 2 s header timeout.
-        for b in head {
-            if stream.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            let mut buf = [0u8; 256];
-            match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return (true, String::new()),
-                Ok(Ok(n)) => {
-                    let mut answer = buf[..n].to_vec();
-                    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
-                    return (true, String::from_utf8_lossy(&answer).into_owned());
-                }
-                Err(_) => {}
-            }
-        }
-        (false, String::new())
-    });
+    let head = b"GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: whatever-key-0123456789\r\n\r\n";
+    // One byte every 250 ms: the whole head would take ~30 s, far over the 2 s header timeout.
+    let slow = tokio::spawn(drip(addr, Vec::new(), head.to_vec()));
     // Meanwhile, others are served.
     for _ in 0..3 {
         gateway
@@ -195,10 +214,7 @@ async fn a_slowloris_client_is_cut_off_and_others_are_served() {
         3,
         "the slow request never reached SageMaker"
     );
-    gateway
-        .recommend("temp", "U:1", Some(KEY_A))
-        .await
-        .assert_ok();
+    still_serves(&gateway).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,6 +243,10 @@ async fn malformed_paths_are_400_json_and_never_routed() {
         (
             "encoded dot-dot",
             b"/temp/recommended-movies/%2e%2e?k=1&inference_type=deterministic",
+        ),
+        (
+            "dot-dot behind escaped slashes inside a parameter",
+            b"/temp/recommended-movies/x%2F..%2Fy?k=1&inference_type=deterministic",
         ),
     ] {
         let answer = raw(addr, &get(target, key.as_bytes())).await;
@@ -361,8 +381,37 @@ async fn key_enumeration_is_throttled_but_a_valid_key_never_is_and_no_secret_is_
         .send()
         .await
         .assert_ok();
-    let disabled = gateway.get(path).key(KEY_DISABLED).send().await;
-    assert!([403, 429].contains(&disabled.status), "{disabled:?}");
+    // Past the limit a disabled key, and a valid key on a stage its plans do not cover, get the
+    // same 429 as an unknown key: the answers do not tell which keys exist. (The bucket refills
+    // one attempt every 0.6 s, so each probe first spends what refilled; a refill landing between
+    // the two requests may still let one probe through as a 403.)
+    let on_prod = "/prod/recommended-movies/U:1?k=1&inference_type=deterministic";
+    let mut probes = Vec::new();
+    for round in 0..5 {
+        for (path, key) in [(path, KEY_DISABLED), (on_prod, KEY_TEMP_ONLY)] {
+            let mut spent = false;
+            for i in 0..20 {
+                let guess = format!("spend-{round}-{i:02}-abcdefghijklmnopqrstuvwxyz");
+                if gateway.get(path).key(&guess).send().await.status == 429 {
+                    spent = true;
+                    break;
+                }
+            }
+            assert!(spent, "unknown keys are throttled again after a refill");
+            let reply = gateway.get(path).key(key).send().await;
+            assert!([403, 429].contains(&reply.status), "{reply:?}");
+            if reply.status == 429 {
+                reply.assert_too_many_requests();
+            }
+            probes.push(reply.status);
+        }
+    }
+    assert!(
+        probes.iter().filter(|s| **s == 429).count() >= 7,
+        "disabled and wrong-stage keys are throttled like unknown ones: {probes:?}"
+    );
+    // A missing key guesses nothing: still a plain 403.
+    gateway.get(path).send().await.assert_forbidden();
 
     // Nothing the gateway wrote names a key value or its SHA-256.
     let output = format!("{}\n{}", gateway.stdout(), gateway.stderr());
@@ -385,6 +434,303 @@ async fn key_enumeration_is_throttled_but_a_valid_key_never_is_and_no_secret_is_
             "sha256 of {secret} in the gateway output"
         );
     }
+}
+
+/// Sends `bytes` on a fresh connection and reads everything until the gateway closes it; panics
+/// if it is still open after `WAIT` (with what arrived).
+async fn answered_then_closed(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "the gateway kept the connection open after: {answer:?}"
+    );
+    answer
+}
+
+/// Every answer on a raw connection: its status line count and whether it said `Connection: close`.
+fn responses(answer: &str) -> usize {
+    answer.matches("HTTP/1.1 ").count()
+}
+
+fn says_close(answer: &str) -> bool {
+    answer
+        .to_ascii_lowercase()
+        .contains("\r\nconnection: close\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_is_read_only_after_routing_the_key_and_admission() {
+    let upstream = Upstream::start().await;
+    let gateway = hostile_gateway(&upstream).await;
+    let addr = gateway.addr();
+    let seed = "/temp/recommended-movies/U:1?k=1&inference_type=deterministic";
+    // Issue 14's attack, scaled to the 1 KiB limit: a declared length within the limit and a body
+    // one byte short of it, so it never completes. Each refusal comes at once, without the body,
+    // and closes the connection.
+    for (what, target, key, expected) in [
+        ("unknown stage", "/x/y", None, 403),
+        ("unknown route", "/temp/nothing/here", Some(KEY_A), 403),
+        ("no key", seed, None, 403),
+        (
+            "unknown key",
+            seed,
+            Some("unknown-key-0123456789abcdef"),
+            403,
+        ),
+        ("disabled key", seed, Some(KEY_DISABLED), 403),
+    ] {
+        let mut req = format!(
+            "POST {target} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n"
+        );
+        if let Some(key) = key {
+            req.push_str(&format!("x-api-key: {key}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(&[b'x'; 999]);
+        let answer = answered_then_closed(addr, &bytes).await;
+        assert_eq!(status_and_body(&answer).0, expected, "{what}: {answer}");
+        assert!(says_close(&answer), "{what}: {answer}");
+    }
+    assert_eq!(upstream.count(), 0);
+    still_serves(&gateway).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_body_is_never_parsed_as_the_next_request() {
+    let upstream = Upstream::start().await;
+    let gateway = hostile_gateway(&upstream).await;
+    let addr = gateway.addr();
+    let smuggled = format!(
+        "GET /temp/recommended-movies/U:2?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\n\r\n"
+    );
+    let refused = "GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\n";
+
+    // A body with a length: refused without a key, answered once, closed.
+    let mut bytes = format!("{refused}content-length: {}\r\n\r\n", smuggled.len()).into_bytes();
+    bytes.extend_from_slice(smuggled.as_bytes());
+    let answer = answered_then_closed(addr, &bytes).await;
+    assert_eq!(responses(&answer), 1, "{answer}");
+    assert_eq!(status_and_body(&answer).0, 403, "{answer}");
+    assert!(says_close(&answer), "{answer}");
+
+    // A chunked body that never ends: not drained at the client's pace either.
+    let mut bytes = format!("{refused}transfer-encoding: chunked\r\n\r\n").into_bytes();
+    bytes.extend_from_slice(format!("{:x}\r\n{smuggled}\r\n", smuggled.len()).as_bytes());
+    let answer = answered_then_closed(addr, &bytes).await;
+    assert_eq!(responses(&answer), 1, "{answer}");
+    assert!(says_close(&answer), "{answer}");
+
+    // Content-Length and Transfer-Encoding together (a request-smuggling classic): one answer,
+    // whatever the framing chosen, and the request hidden in the body never reaches SageMaker.
+    let hidden = format!("0\r\n\r\n{smuggled}");
+    let mut bytes = format!(
+        "GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\ncontent-length: {}\r\ntransfer-encoding: chunked\r\n\r\n",
+        hidden.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(hidden.as_bytes());
+    let answer = raw(addr, &bytes).await;
+    assert_eq!(responses(&answer), 1, "{answer}");
+    assert!(
+        upstream
+            .received()
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("U:2")),
+        "{:?}",
+        upstream.received()
+    );
+    still_serves(&gateway).await;
+}
+
+/// A gateway with `server_extra` settings and `gateway_responses` overriding the REQUEST_TOO_LARGE
+/// type (413 and 431) and DEFAULT_4XX (which the body timeout's 408 falls under).
+async fn overriding_gateway(upstream: &Upstream, server_extra: &str) -> Gateway {
+    let config = config_with(server_extra, "      custom_attributes: context.requestId\n");
+    let config = format!(
+        r#"{config}gateway_responses:
+  REQUEST_TOO_LARGE:
+    response_templates:
+      application/json: '{{"too_large": $context.error.messageString}}'
+  DEFAULT_4XX:
+    response_parameters:
+      gatewayresponse.header.x-edge: "'default-4xx'"
+"#
+    );
+    Gateway::builder()
+        .config_text(&config)
+        .upstream(upstream)
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickling_in_slower_than_the_timeout_gets_408() {
+    let upstream = Upstream::start().await;
+    let gateway = overriding_gateway(&upstream, "  body_timeout_secs: 1\n").await;
+    let addr = gateway.addr();
+    let head = format!(
+        "GET /temp/recommended-movies/U:1?k=1&inference_type=deterministic HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+    // One byte every 250 ms: the whole body would take 25 s, far over the 1 s body timeout.
+    let trickle = tokio::spawn(drip(addr, head.into_bytes(), vec![b'x'; 100]));
+    // Meanwhile, others are served.
+    still_serves(&gateway).await;
+    let (cut, answer) = tokio::time::timeout(Duration::from_secs(60), trickle)
+        .await
+        .expect("trickling task bounded")
+        .unwrap();
+    assert!(cut, "the gateway never cut the trickling body off");
+    assert_eq!(
+        status_and_body(&answer),
+        (408, r#"{"message":"Request Timeout"}"#),
+        "{answer}"
+    );
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("x-amzn-errortype: requesttimeoutexception"),
+        "{answer}"
+    );
+    assert!(
+        lower.contains("x-edge: default-4xx"),
+        "DEFAULT_4XX applies: {answer}"
+    );
+    assert!(says_close(&answer), "{answer}");
+    assert_eq!(
+        upstream.count(),
+        1,
+        "the trickled request never reached SageMaker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_on_the_request_head_go_through_the_gateway_response_overrides() {
+    let upstream = Upstream::start().await;
+    let gateway = overriding_gateway(&upstream, "  max_header_bytes: 4096\n").await;
+    let too_large = |what: &str, reply: &crate::kit::Reply, status: u16, message: &str| {
+        assert_eq!(reply.status, status, "{what}: {reply:?}");
+        assert_eq!(
+            reply.text(),
+            format!(r#"{{"too_large": "{message}"}}"#),
+            "{what}: {reply:?}"
+        );
+    };
+    let headers = gateway
+        .get("/nostage/nothing")
+        .header("x-padding", &"a".repeat(5000))
+        .send()
+        .await;
+    too_large("headers", &headers, 431, "Request Header Fields Too Large");
+    let declared = gateway
+        .request(reqwest::Method::POST, "/nostage/nothing")
+        .body(vec![b'x'; 2048])
+        .send()
+        .await;
+    too_large("declared length", &declared, 413, "Request Too Long");
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_memory_budget_new_work_gets_503_with_retry_after() {
+    // 1 KiB bodies and a 2 KiB budget: two requests holding 1000-byte bodies at a held SageMaker
+    // call fit; a third does not until they finish.
+    let upstream = Upstream::replying(SageMakerReply::ok_default().held()).await;
+    let config = config_with(
+        "  memory_budget_bytes: 2048\n",
+        "      custom_attributes: context.requestId\n",
+    );
+    let gateway = Gateway::builder()
+        .config_text(&config)
+        .upstream(&upstream)
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .start()
+        .await;
+    let path = "/temp/recommended-movies/U:1?k=1&inference_type=deterministic";
+    let body = vec![b'{'; 1000];
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let req = gateway.get(path).key(KEY_A).body(body.clone());
+            tokio::spawn(req.send())
+        })
+        .collect();
+    eventually("both bodies at SageMaker", WAIT, || {
+        let n = upstream.count();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    let refused = gateway.get(path).key(KEY_A).body(body.clone()).send().await;
+    refused.assert_gateway_error(
+        503,
+        r#"{"message":"Service Unavailable"}"#,
+        "ServiceUnavailableException",
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let admin = admin_url(&gateway);
+    let metrics = scrape(&admin).await;
+    assert_eq!(
+        sample(&metrics, "sagegate_memory_refusals_total", &[]),
+        Some(1.0)
+    );
+    assert!(
+        sample(&metrics, "sagegate_memory_held_bytes", &[]).is_some_and(|b| b >= 2000.0),
+        "{metrics:?}"
+    );
+    assert_eq!(upstream.count(), 2, "the refused request made no call");
+
+    upstream.release();
+    for reply in held {
+        reply.await.unwrap().assert_ok();
+    }
+    // The bytes are given back once the answers are written: new work is admitted again.
+    gateway
+        .get(path)
+        .key(KEY_A)
+        .body(body)
+        .send()
+        .await
+        .assert_ok();
+    eventually("the budget empty again", WAIT, || {
+        let admin = admin.clone();
+        async move {
+            let held = sample(&scrape(&admin).await, "sagegate_memory_held_bytes", &[]);
+            (held == Some(0.0)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_never_see_the_callers_key() {
+    let upstream = Upstream::start().await;
+    let template = r#"      request_templates:
+        application/json: '{"key": "$input.params(''x-api-key'')", "headers": "$input.params().header", "tenant": "$input.params(''x-tenant'')"}'
+"#;
+    let config = config_with("", template);
+    let gateway = Gateway::builder()
+        .config_text(&config)
+        .upstream(&upstream)
+        .start()
+        .await;
+    gateway
+        .get("/temp/other/U:1")
+        .key(KEY_A)
+        .header("x-tenant", "tenant-7")
+        .send()
+        .await
+        .assert_ok();
+    let sent = String::from_utf8_lossy(&upstream.single().body).into_owned();
+    assert!(sent.contains("tenant-7"), "{sent}");
+    assert!(!sent.contains(KEY_A), "the key reached SageMaker: {sent}");
+    assert!(
+        gateway
+            .stdout()
+            .contains("templates do not see the caller's x-api-key"),
+        "a template naming x-api-key is warned about at load"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

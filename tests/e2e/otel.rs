@@ -19,10 +19,11 @@ use crate::kit::{
 };
 use crate::metrics::{admin_url, sample, scrape};
 
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 9] = [
     "route",
     "authenticate",
     "admit",
+    "read body",
     "validate",
     "render request",
     "cache lookup",
@@ -268,6 +269,7 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
             "route",
             "authenticate",
             "admit",
+            "read body",
             "validate",
             "render request",
             "cache lookup",
@@ -287,7 +289,7 @@ async fn every_request_is_one_trace_with_a_span_per_stage_joining_the_callers_tr
     assert_eq!(server.attr("error.type"), Some("BAD_REQUEST_PARAMETERS"));
     assert_eq!(
         names(refused),
-        ["route", "authenticate", "admit", "validate"]
+        ["route", "authenticate", "admit", "read body", "validate"]
     );
     let validate = by_name(refused, "validate");
     assert_eq!(validate.status, STATUS_ERROR);

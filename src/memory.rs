@@ -1,0 +1,243 @@
+//! The in-flight memory budget: one global count of the bytes that requests hold, and a refusal
+//! past its limit instead of growth.
+//!
+//! Place in the pipeline: every request gets a [`Held`] account from the HTTP adapter. The read-body
+//! stage charges the body as it arrives, the render stage the rendered integration request, the
+//! fetch stage SageMaker's answer, the respond stage a rendered response; the adapter keeps the
+//! account alive until the response has been written, then dropping it releases everything.
+//!
+//! Input: byte counts actually held (buffer capacities), never a declared `Content-Length`. Output:
+//! `Ok`, or [`OverBudget`], which the pipeline answers with 503 `{"message":"Service Unavailable"}`
+//! and `Retry-After: 1`.
+//!
+//! Invariants:
+//! - [`MemoryBudget::held`] is the sum of the live accounts; an account gives its bytes back when
+//!   dropped, also when actix drops the handler of a client that went away.
+//! - [`Held::try_grow`] never takes the total past the limit: a refused charge changes nothing.
+//!   [`Held::charge`] is for bytes that already exist (an answer SageMaker has sent): it cannot
+//!   fail, and while it lives new charges are refused. So the total exceeds the limit only by
+//!   answers already received, and new work stops until they are written out.
+//! - No lock: a charge is one `fetch_add` on one atomic (and one `fetch_sub` when refused). Two
+//!   charges racing near the limit may both be refused where one would have fit, never both admitted
+//!   where one does not.
+//!
+//! Security: the budget bounds what callers with a valid key can make the task hold; callers
+//! without one never get past `authenticate`, so their bytes are only actix's bounded buffers.
+//!
+//! Template stage (`mapping`): a value built while rendering (a parsed `$input.json`/`$input.path`
+//! body) should be charged through the same account: `held.try_grow(estimate)?` before building
+//! it, mapping [`OverBudget`] to [`GatewayError::Unavailable`] with [`OverBudget::REASON`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Budget used when the cgroup sets no memory limit or it cannot be read: 512 MiB.
+pub const FALLBACK_BUDGET: u64 = 512 * 1024 * 1024;
+
+/// cgroup v2 memory limit of this process's cgroup (`max` = none).
+const CGROUP_V2_MAX: &str = "/sys/fs/cgroup/memory.max";
+/// cgroup v1 memory limit (a huge number = none).
+const CGROUP_V1_LIMIT: &str = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
+/// cgroup v1 writes "no limit" as a page-rounded `i64::MAX`; anything this large is no limit.
+const UNLIMITED_FROM: u64 = 1 << 60;
+
+/// A charge was refused: the budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", OverBudget::REASON)]
+pub struct OverBudget;
+
+impl OverBudget {
+    /// The log cause of the 503.
+    pub const REASON: &'static str = "in-flight memory budget exhausted";
+}
+
+impl From<OverBudget> for crate::error::GatewayError {
+    fn from(_: OverBudget) -> Self {
+        crate::error::GatewayError::Unavailable {
+            reason: OverBudget::REASON,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    limit: usize,
+    held: AtomicUsize,
+    refused: AtomicU64,
+}
+
+/// The global budget; cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct MemoryBudget(Arc<Shared>);
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        MemoryBudget(Arc::new(Shared {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            held: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+        }))
+    }
+
+    /// A new, empty account for one request.
+    pub fn account(&self) -> Held {
+        Held {
+            budget: self.clone(),
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Bytes held by all live accounts now.
+    pub fn held(&self) -> usize {
+        self.0.held.load(Ordering::Relaxed)
+    }
+
+    /// Charges refused since start.
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// One request's account: what it holds, given back on drop.
+#[derive(Debug)]
+pub struct Held {
+    budget: MemoryBudget,
+    /// Atomic so that a stage can charge through a shared reference (`&Held` in a render input).
+    bytes: AtomicUsize,
+}
+
+impl Held {
+    /// Charges `n` more bytes unless that would take the total past the limit. Also refuses when
+    /// the budget is already spent and `n` is 0: new work waits until memory is given back.
+    pub fn try_grow(&self, n: usize) -> Result<(), OverBudget> {
+        let shared = &self.budget.0;
+        let before = shared.held.fetch_add(n, Ordering::Relaxed);
+        let after = before.saturating_add(n);
+        if after > shared.limit || (n == 0 && before >= shared.limit) {
+            shared.held.fetch_sub(n, Ordering::Relaxed);
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(OverBudget);
+        }
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Charges `n` bytes that are already held (cannot be refused, see the module invariants).
+    pub fn charge(&self, n: usize) {
+        self.budget.0.held.fetch_add(n, Ordering::Relaxed);
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes this account holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let n = *self.bytes.get_mut();
+        self.budget.0.held.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// The default of `server.memory_budget_bytes`: half the cgroup's memory limit (v2 `memory.max`,
+/// else v1 `memory.limit_in_bytes`), or [`FALLBACK_BUDGET`] when there is no limit or it cannot be
+/// read. The source is returned for the start-up log.
+pub fn default_budget() -> (u64, &'static str) {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    match read(CGROUP_V2_MAX).or_else(|| read(CGROUP_V1_LIMIT)) {
+        Some(text) => match cgroup_limit(&text) {
+            Some(limit) => (limit / 2, "half of the cgroup memory limit"),
+            None => (FALLBACK_BUDGET, "no cgroup memory limit"),
+        },
+        None => (FALLBACK_BUDGET, "cgroup memory limit unreadable"),
+    }
+}
+
+/// A cgroup memory limit file's value: `None` for `max`, a huge v1 value, or anything unparsable.
+fn cgroup_limit(text: &str) -> Option<u64> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0 && n < UNLIMITED_FROM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_are_refused_past_the_limit_and_given_back_on_drop() {
+        let budget = MemoryBudget::new(100);
+        let a = budget.account();
+        a.try_grow(60).unwrap();
+        let b = budget.account();
+        assert_eq!(b.try_grow(41), Err(OverBudget));
+        assert_eq!(budget.held(), 60, "a refused charge changes nothing");
+        b.try_grow(40).unwrap();
+        assert_eq!(budget.held(), 100);
+        // Spent: even an empty charge (new work) is refused.
+        assert_eq!(budget.account().try_grow(0), Err(OverBudget));
+        drop(a);
+        assert_eq!(budget.held(), 40);
+        budget.account().try_grow(0).unwrap();
+        drop(b);
+        assert_eq!((budget.held(), budget.refused()), (0, 2));
+    }
+
+    #[test]
+    fn a_forced_charge_counts_and_blocks_new_work_until_released() {
+        let budget = MemoryBudget::new(100);
+        let answer = budget.account();
+        answer.charge(150);
+        assert_eq!(budget.held(), 150);
+        assert_eq!(budget.account().try_grow(1), Err(OverBudget));
+        drop(answer);
+        assert_eq!(budget.held(), 0);
+        budget.account().try_grow(100).unwrap();
+    }
+
+    #[test]
+    fn concurrent_accounts_never_admit_past_the_limit() {
+        let budget = MemoryBudget::new(1000);
+        // Every admitted account is kept until all threads are done, so at most 1000 bytes fit.
+        let kept: Vec<Held> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..500)
+                            .map(|_| budget.account())
+                            .filter(|held| held.try_grow(7).is_ok())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        assert!(kept.len() * 7 <= 1000, "{}", kept.len());
+        assert_eq!(budget.held(), kept.len() * 7);
+        drop(kept);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn cgroup_limits_are_read_in_both_versions() {
+        assert_eq!(cgroup_limit("max\n"), None);
+        assert_eq!(cgroup_limit("1073741824\n"), Some(1 << 30));
+        assert_eq!(cgroup_limit("9223372036854771712\n"), None, "v1 unlimited");
+        assert_eq!(cgroup_limit(""), None);
+        assert_eq!(cgroup_limit("0"), None);
+        let (budget, _) = default_budget();
+        assert!(budget > 0);
+    }
+}
