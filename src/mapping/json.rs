@@ -282,6 +282,12 @@ mod tests {
         }
     }
 
+    /// `Bounds::max_json_bytes` quotes this size (64-bit, `preserve_order`).
+    #[test]
+    fn a_value_slot_is_the_documented_72_bytes() {
+        assert_eq!(SLOT, 72);
+    }
+
     #[test]
     fn the_arena_keeps_every_value_until_dropped() {
         let arena = Arena::default();

@@ -231,10 +231,10 @@ pub struct Bounds {
     /// own recursion limit for parsed JSON).
     pub max_depth: usize,
     /// Bytes the JSON values one render parses may hold together (the payload for `$input.json` /
-    /// `$input.path`, and every `$util.parseJson`), counted as they are built. Default 128 MiB:
-    /// `$input.json('$')` on a 6 MB payload (SageMaker's limit) of numbers or small objects, the
-    /// densest common JSON, fits; a value slot alone is 80 bytes, so the bound is what stops a 10 MB
-    /// body of `[0,0,…]` from taking 800 MB.
+    /// `$input.path`, and every `$util.parseJson`), counted as they are built: a value slot is 72
+    /// bytes, counted twice in an array for its growth. Default 128 MiB: `$input.json('$')` on a
+    /// 6 MB payload (SageMaker's limit) of numbers, about 670 000 values, fits; a 10 MB body of
+    /// `[0,0,…]`, five million values that serde_json holds in 370 MB (measured), is refused.
     pub max_json_bytes: usize,
 }
 

@@ -730,7 +730,8 @@ async fn response_overrides_set_in_the_request_template_reach_the_client() {
 async fn a_body_whose_json_would_pass_the_template_memory_bound_is_refused() {
     let upstream = Upstream::start().await;
     let gateway = fidelity_gateway(&upstream).await;
-    // 2 MB of `0,`: a million values, 160 MB as parsed JSON, over the 128 MiB bound.
+    // 2 MB of `0,`: a million values, counted at 144 MB (two 72-byte slots each), over the 128 MiB
+    // bound.
     let big = format!("[{}0]", "0,".repeat(1_000_000));
     post(&gateway, "/temp/whole", "application/json", big)
         .send()
