@@ -20,6 +20,9 @@
 //!   logged with the route, the template and the line:col. Two failures are the client's: a request
 //!   body a request template reads as JSON that starts like JSON but is not (400 `Could not process
 //!   payload`), and one whose parsed form would pass the template memory bound (413).
+//! - JSON a request or response template parses is charged to the request's memory account as it
+//!   is built ([`RenderCharge`]) and given back when the render returns; a refusal is the budget's
+//!   503 `Service Unavailable`.
 //!
 //! Security: `$context.identity.apiKey` (the key value) is deliberately absent from template context.
 
@@ -31,7 +34,8 @@ use crate::config::param::ParamSource;
 use crate::config::templates::{IntegrationResponse, Passthrough, ResponseSource, TemplateSet};
 use crate::context::RequestContext;
 use crate::error::{ErrorResponse, GatewayError, json_string};
-use crate::mapping::{self, Bounds, Overrides, RenderInput, Template};
+use crate::mapping::{self, Bounds, Overrides, RenderInput, Reserve, Template};
+use crate::memory::{Held, OverBudget};
 use crate::pipeline::{GatewayRequest, GatewayResponse};
 use crate::upstream::UpstreamReply;
 
@@ -45,6 +49,8 @@ pub struct MappingInput<'a> {
     pub req: &'a GatewayRequest,
     /// Its body (empty until the `read body` stage has read it).
     pub body: Bytes,
+    /// The request's in-flight memory account, which template renders charge their parsed JSON to.
+    pub memory: &'a Held,
 }
 
 impl MappingInput<'_> {
@@ -182,10 +188,14 @@ fn render(
         context,
         stage_variables: &input.stage.variables,
     };
-    let failure = match template.render_with(&render_input, &Bounds::default(), prior) {
+    let charge = RenderCharge::new(input.memory);
+    let failure = match template.render_with(&render_input, &Bounds::default(), prior, &charge) {
         Ok(rendered) => return Ok(rendered),
         Err(f) => f,
     };
+    if failure.error == mapping::RenderError::OverBudget {
+        return Err(OverBudget.into());
+    }
     let (kind, media) = match which {
         Which::Request(m) => ("request", m),
         Which::Response(m) => ("response", m),
@@ -201,6 +211,38 @@ fn render(
         (Which::Request(_), mapping::RenderError::JsonTooLarge) => GatewayError::RequestTooLarge,
         _ => GatewayError::ApiConfiguration(located),
     })
+}
+
+/// What one render's parsed JSON holds, charged to the request's memory account while the render
+/// runs and given back when it returns (the values die with the render).
+struct RenderCharge<'a> {
+    held: &'a Held,
+    granted: std::cell::Cell<usize>,
+}
+
+impl<'a> RenderCharge<'a> {
+    fn new(held: &'a Held) -> Self {
+        RenderCharge {
+            held,
+            granted: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl Reserve for RenderCharge<'_> {
+    fn try_reserve(&self, bytes: usize) -> bool {
+        let granted = self.held.try_grow(bytes).is_ok();
+        if granted {
+            self.granted.set(self.granted.get().saturating_add(bytes));
+        }
+        granted
+    }
+}
+
+impl Drop for RenderCharge<'_> {
+    fn drop(&mut self) {
+        self.held.release(self.granted.get());
+    }
 }
 
 /// Applies `$context.responseOverride.*` to a response.

@@ -257,7 +257,7 @@ impl Gateway {
         &'a self,
         req: &'a GatewayRequest,
         body: &mut B,
-        memory: &Held,
+        memory: &'a Held,
         ctx: &mut RequestContext,
         input: &mut Option<MappingInput<'a>>,
     ) -> Result<GatewayResponse, GatewayError>
@@ -271,7 +271,7 @@ impl Gateway {
             traced(ctx, names::ROUTE, |ctx| Self::route(&self.config, req, ctx))?;
         let query = route::decode_query(&req.query, decode)
             .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
-        let input = input.insert(mapping_input(stage, req, path_params, query));
+        let input = input.insert(mapping_input(stage, req, path_params, query, memory));
         // authenticate
         let keys = self.keys.load();
         let caller = traced(ctx, names::AUTHENTICATE, |ctx| {
@@ -778,6 +778,7 @@ pub fn mapping_input<'a>(
     req: &'a GatewayRequest,
     path: Vec<(String, String)>,
     query: Vec<(String, String)>,
+    memory: &'a Held,
 ) -> MappingInput<'a> {
     let params = mapping::Params {
         path,
@@ -797,6 +798,7 @@ pub fn mapping_input<'a>(
         stage,
         req,
         body: Bytes::new(),
+        memory,
     }
 }
 

@@ -93,7 +93,9 @@ pub fn run(
     let (stage, route, path_params) = Gateway::route(config, &req, &mut ctx).map_err(refused)?;
     let query = crate::route::decode_query(&req.query, config.server.decode_parameters)
         .map_err(|e| refused(GatewayError::InvalidRequest(e.to_string())))?;
-    let mut input = pipeline::mapping_input(stage, &req, path_params, query);
+    // Like the console's Test, no budget applies: an account of an unlimited one.
+    let memory = crate::memory::MemoryBudget::new(u64::MAX).account();
+    let mut input = pipeline::mapping_input(stage, &req, path_params, query, &memory);
     // read body
     if request.body.len() > config.server.max_body_bytes {
         return Err(refused(GatewayError::RequestTooLarge));

@@ -32,6 +32,7 @@ impl From<JsonError> for RenderError {
         match e {
             JsonError::Malformed(why) => RenderError::BadPayload(why),
             JsonError::TooLarge => RenderError::JsonTooLarge,
+            JsonError::OverBudget => RenderError::OverBudget,
         }
     }
 }
@@ -207,8 +208,8 @@ impl<'r> Eval<'r> {
             self.step(1 + self.input.body.len() / 256)?;
         }
         let body = self.input.body;
-        let limit = self.bounds.max_json_bytes;
-        match cell.get_or_init(|| json::read(body, &self.json_used, limit)) {
+        let meter = &self.json;
+        match cell.get_or_init(|| json::read(body, meter)) {
             Ok(Doc::Absent) => Ok(None),
             Ok(Doc::Value(v)) => Ok(Some(v)),
             Err(e) => Err(e.clone().into()),
@@ -360,7 +361,7 @@ impl<'r> Eval<'r> {
             (Builtin::Util, "parseJson", 1) => match arg_text(0)? {
                 Some(s) => {
                     self.step(1 + s.len() / 256)?;
-                    match json::read(s.as_bytes(), &self.json_used, self.bounds.max_json_bytes)? {
+                    match json::read(s.as_bytes(), &self.json)? {
                         Doc::Absent => Ok(Value::Null),
                         Doc::Value(v) => {
                             let (kept, next) = json::store(self.json_tail, v);

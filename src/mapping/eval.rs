@@ -13,15 +13,15 @@
 //! A failure carries the byte offset of the innermost reference or `#foreach` being evaluated, so the
 //! caller can name its line and column.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 use regex::Regex;
 
 use super::ast::{BinOp, Block, Expr, Node, Part, Reference};
-use super::json::{self, Doc, JsonError, Link};
+use super::json::{self, Doc, JsonError, Link, Meter};
 use super::value::{Builtin, List, Map, OverrideKind, Value};
-use super::{Bounds, Overrides, RenderError, RenderInput, Rendered};
+use super::{Bounds, Overrides, RenderError, RenderInput, Rendered, Reserve};
 
 /// What a block asks of its enclosing blocks.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,8 +41,8 @@ pub(super) struct Eval<'r> {
     pub input: RenderInput<'r>,
     /// The payload read as JSON, once, when a template first asks.
     pub body_json: &'r OnceCell<Result<Doc, JsonError>>,
-    /// Bytes held by JSON parsed in this render (body and `$util.parseJson`).
-    pub json_used: Cell<usize>,
+    /// Bytes held by JSON parsed in this render (body and `$util.parseJson`), and their charge.
+    pub json: Meter<'r>,
     /// Where the next `$util.parseJson` value is kept until the render ends.
     pub json_tail: &'r OnceCell<Box<Link>>,
     /// Offset of the reference or directive being evaluated (error positions).
@@ -70,10 +70,19 @@ pub(super) fn render(
     input: &RenderInput<'_>,
     bounds: &Bounds,
     prior: &Overrides,
+    reserve: &dyn Reserve,
 ) -> Result<Rendered, (RenderError, usize)> {
-    let body_json = OnceCell::new();
-    let arena = json::Arena::default();
-    run(block, size_hint, *input, bounds, prior, &body_json, &arena)
+    let parsed = Parsed::default();
+    run(block, size_hint, *input, bounds, prior, &parsed, reserve)
+}
+
+/// JSON one render parses, kept until it ends so template values can borrow it.
+#[derive(Default)]
+struct Parsed {
+    /// The payload, read once when a template first asks.
+    body: OnceCell<Result<Doc, JsonError>>,
+    /// Every `$util.parseJson` value.
+    arena: json::Arena,
 }
 
 fn run<'r>(
@@ -82,14 +91,14 @@ fn run<'r>(
     input: RenderInput<'r>,
     bounds: &'r Bounds,
     prior: &Overrides,
-    body_json: &'r OnceCell<Result<Doc, JsonError>>,
-    arena: &'r json::Arena,
+    parsed: &'r Parsed,
+    reserve: &'r dyn Reserve,
 ) -> Result<Rendered, (RenderError, usize)> {
     let mut ev = Eval {
         input,
-        body_json,
-        json_used: Cell::new(0),
-        json_tail: arena.tail(),
+        body_json: &parsed.body,
+        json: Meter::new(bounds.max_json_bytes, reserve),
+        json_tail: parsed.arena.tail(),
         at: 0,
         bounds,
         out: String::with_capacity(size_hint.min(bounds.max_output_bytes)),
@@ -105,7 +114,7 @@ fn run<'r>(
     Ok(Rendered {
         body: ev.out,
         overrides: ev.overrides,
-        json_bytes: ev.json_used.get(),
+        json_bytes: ev.json.used(),
     })
 }
 

@@ -174,7 +174,7 @@ fn run(case: &Case) -> Result<Rendered, String> {
         None => Overrides::default(),
     };
     let t = parse(&case.template).map_err(|e| format!("template: {e}"))?;
-    t.render_with(&input, &bounds, &prior)
+    t.render_with(&input, &bounds, &prior, &super::Unmetered)
         .map_err(|e| format!("template: {e}"))
 }
 

@@ -67,7 +67,8 @@ pub fn parse_and_render(data: &[u8]) {
             | RenderError::TooDeep
             | RenderError::Invalid(_)
             | RenderError::BadPayload(_)
-            | RenderError::JsonTooLarge,
+            | RenderError::JsonTooLarge
+            | RenderError::OverBudget,
         ) => {}
     }
 }

@@ -15,16 +15,20 @@
 //! Bytes are counted while the value is built — every value slot, string byte and table entry, with a
 //! 2× allowance for tables that grow by doubling — and the parse stops with [`JsonError::TooLarge`]
 //! as soon as the count passes the bound (before the next slot is taken). A text of `n` bytes never
-//! counts more than [`MAX_BYTES_PER_INPUT_BYTE`]` × n` plus one value slot (an array element takes
+//! counts more than `72 × n` bytes plus one value slot (an array element takes
 //! at least two bytes of text and is charged two slots; an object entry at least five and is charged
-//! less than five), so a caller can reserve that much before parsing ([`reservation`]). Nesting is bounded by serde_json's recursion
-//! limit (128), so neither parsing nor dropping a value can overflow the stack.
+//! less than five). The same count is charged to the render's [`Reserve`] (the gateway's in-flight
+//! memory budget) in steps of [`JSON_CHARGE_STEP`] as it grows, before the bytes it stands for are
+//! taken; a refusal stops the parse with [`JsonError::OverBudget`]. Nesting is bounded by
+//! serde_json's recursion limit (128), so neither parsing nor dropping a value can overflow the stack.
 
 use std::cell::{Cell, OnceCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+
+use super::{JSON_CHARGE_STEP, Reserve};
 
 /// Bytes one value slot takes (`serde_json::Value`, with this crate's `preserve_order` maps).
 const SLOT: usize = std::mem::size_of::<Value>();
@@ -33,7 +37,8 @@ const ENTRY: usize = std::mem::size_of::<String>() + SLOT + 16;
 
 /// The most bytes the accounting charges per byte of JSON text: an array element takes at least two
 /// bytes of text (`0,`) and is charged two slots.
-pub const MAX_BYTES_PER_INPUT_BYTE: usize = SLOT;
+#[cfg(test)]
+const MAX_BYTES_PER_INPUT_BYTE: usize = SLOT;
 
 /// What a text reads as.
 #[derive(Debug)]
@@ -51,22 +56,72 @@ pub(super) enum JsonError {
     Malformed(String),
     /// Reading it would pass `Bounds::max_json_bytes`.
     TooLarge,
+    /// The render's [`Reserve`] refused the memory reading it needs.
+    OverBudget,
 }
 
-/// Bytes a caller should set aside before a render parses `len` bytes of JSON (at most `limit`).
-pub fn reservation(len: usize, limit: usize) -> usize {
-    len.saturating_mul(MAX_BYTES_PER_INPUT_BYTE)
-        .saturating_add(SLOT)
-        .min(limit)
+/// One render's count of the bytes its parsed JSON holds: checked against the bound, and charged
+/// to the caller's [`Reserve`] in steps as it grows.
+pub(super) struct Meter<'r> {
+    used: Cell<usize>,
+    charged: Cell<usize>,
+    refused: Cell<bool>,
+    limit: usize,
+    reserve: &'r dyn Reserve,
 }
 
-/// Reads `text`, adding what the value holds to `used` and failing past `limit`.
-pub(super) fn read(text: &[u8], used: &Cell<usize>, limit: usize) -> Result<Doc, JsonError> {
+impl<'r> Meter<'r> {
+    pub fn new(limit: usize, reserve: &'r dyn Reserve) -> Self {
+        Meter {
+            used: Cell::new(0),
+            charged: Cell::new(0),
+            refused: Cell::new(false),
+            limit,
+            reserve,
+        }
+    }
+
+    /// Bytes counted so far.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    /// Counts `bytes` more; `false` past the bound or when the reserve refuses the next step.
+    fn add(&self, bytes: usize) -> bool {
+        let used = self.used.get().saturating_add(bytes);
+        self.used.set(used);
+        if used > self.limit {
+            return false;
+        }
+        let charged = self.charged.get();
+        if used > charged {
+            let step = (used - charged).next_multiple_of(JSON_CHARGE_STEP);
+            if !self.reserve.try_reserve(step) {
+                self.refused.set(true);
+                return false;
+            }
+            self.charged.set(charged.saturating_add(step));
+        }
+        true
+    }
+
+    /// Why the count stopped a parse.
+    fn stop(&self) -> JsonError {
+        if self.refused.get() {
+            JsonError::OverBudget
+        } else {
+            JsonError::TooLarge
+        }
+    }
+}
+
+/// Reads `text`, counting what the value holds on `meter`.
+pub(super) fn read(text: &[u8], meter: &Meter<'_>) -> Result<Doc, JsonError> {
     let trimmed = text.trim_ascii();
     if trimmed.is_empty() {
         return Ok(Doc::Absent);
     }
-    let budget = Budget { used, limit };
+    let budget = Budget { meter };
     let mut de = serde_json::Deserializer::from_slice(trimmed);
     let parsed = budget
         .charge::<serde_json::Error>(SLOT)
@@ -74,7 +129,7 @@ pub(super) fn read(text: &[u8], used: &Cell<usize>, limit: usize) -> Result<Doc,
         .and_then(|v| de.end().map(|()| v));
     match parsed {
         Ok(v) => Ok(Doc::Value(v)),
-        Err(_) if used.get() > limit => Err(JsonError::TooLarge),
+        Err(_) if meter.used() > meter.limit || meter.refused.get() => Err(meter.stop()),
         Err(e) if matches!(trimmed[0], b'{' | b'[' | b'"') => {
             Err(JsonError::Malformed(e.to_string()))
         }
@@ -83,7 +138,7 @@ pub(super) fn read(text: &[u8], used: &Cell<usize>, limit: usize) -> Result<Doc,
             let s = String::from_utf8_lossy(trimmed).into_owned();
             budget
                 .charge::<serde_json::Error>(s.len())
-                .map_err(|_| JsonError::TooLarge)?;
+                .map_err(|_| meter.stop())?;
             Ok(Doc::Value(Value::String(s)))
         }
     }
@@ -92,18 +147,15 @@ pub(super) fn read(text: &[u8], used: &Cell<usize>, limit: usize) -> Result<Doc,
 /// The running count of one render, shared by the seeds of one parse.
 #[derive(Clone, Copy)]
 struct Budget<'b> {
-    used: &'b Cell<usize>,
-    limit: usize,
+    meter: &'b Meter<'b>,
 }
 
 impl Budget<'_> {
     fn charge<E: de::Error>(self, bytes: usize) -> Result<(), E> {
-        let used = self.used.get().saturating_add(bytes);
-        self.used.set(used);
-        if used > self.limit {
-            Err(E::custom("JSON value over the template memory bound"))
-        } else {
+        if self.meter.add(bytes) {
             Ok(())
+        } else {
+            Err(E::custom("JSON value over the template memory bound"))
         }
     }
 }
@@ -222,9 +274,10 @@ impl Drop for Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::Unmetered;
 
     fn doc(text: &str) -> Result<Doc, JsonError> {
-        read(text.as_bytes(), &Cell::new(0), usize::MAX)
+        read(text.as_bytes(), &Meter::new(usize::MAX, &Unmetered))
     }
 
     fn value(text: &str) -> Value {
@@ -262,24 +315,67 @@ mod tests {
 
     #[test]
     fn parsing_stops_at_the_bound_and_counts_within_the_stated_ratio() {
-        let used = Cell::new(0);
+        let meter = Meter::new(1 << 20, &Unmetered);
         let big = format!("[{}0]", "0,".repeat(100_000));
         assert_eq!(
-            read(big.as_bytes(), &used, 1 << 20).err(),
+            read(big.as_bytes(), &meter).err(),
             Some(JsonError::TooLarge)
         );
-        assert!(used.get() <= (1 << 20) + 4 * ENTRY, "{}", used.get());
+        assert!(meter.used() <= (1 << 20) + 4 * ENTRY, "{}", meter.used());
         for text in [
             big.as_str(),
             r#"[[],[],[],{},{},"","",""]"#,
             r#"{"":0,"a":{"b":[true,null]},"c":"ccc"}"#,
             "plain text",
         ] {
-            let used = Cell::new(0);
-            assert!(read(text.as_bytes(), &used, usize::MAX).is_ok());
-            assert!(used.get() <= reservation(text.len(), usize::MAX), "{text}");
-            assert!(used.get() >= text.len() / 2, "{text}: {}", used.get());
+            let meter = Meter::new(usize::MAX, &Unmetered);
+            assert!(read(text.as_bytes(), &meter).is_ok());
+            let most = text.len() * MAX_BYTES_PER_INPUT_BYTE + SLOT;
+            assert!(meter.used() <= most, "{text}");
+            assert!(meter.used() >= text.len() / 2, "{text}: {}", meter.used());
         }
+    }
+
+    /// A reserve that grants up to `left` bytes and records what it granted.
+    struct Budgeted {
+        left: Cell<usize>,
+        granted: Cell<usize>,
+    }
+
+    impl Reserve for Budgeted {
+        fn try_reserve(&self, bytes: usize) -> bool {
+            if bytes > self.left.get() {
+                return false;
+            }
+            self.left.set(self.left.get() - bytes);
+            self.granted.set(self.granted.get() + bytes);
+            true
+        }
+    }
+
+    #[test]
+    fn what_a_parse_holds_is_charged_in_steps_before_it_is_taken() {
+        let budget = Budgeted {
+            left: Cell::new(4 * JSON_CHARGE_STEP),
+            granted: Cell::new(0),
+        };
+        // A small document costs one step.
+        let meter = Meter::new(usize::MAX, &budget);
+        assert!(read(br#"{"a": [1, 2, 3]}"#, &meter).is_ok());
+        assert_eq!(budget.granted.get(), JSON_CHARGE_STEP);
+        // A large one stops when the reserve refuses, never holding more than it granted.
+        let meter = Meter::new(usize::MAX, &budget);
+        let big = format!("[{}0]", "0,".repeat(100_000));
+        assert_eq!(
+            read(big.as_bytes(), &meter).err(),
+            Some(JsonError::OverBudget)
+        );
+        assert_eq!(budget.granted.get(), 4 * JSON_CHARGE_STEP);
+        assert!(
+            meter.used() <= 3 * JSON_CHARGE_STEP + 2 * SLOT,
+            "{}",
+            meter.used()
+        );
     }
 
     /// `Bounds::max_json_bytes` quotes this size (64-bit, `preserve_order`).

@@ -70,9 +70,9 @@
 //! Rendering never panics and is bounded by [`Bounds`]: output bytes (also caps every intermediate
 //! string), iterations per `#foreach`, total evaluation steps (regex compilation and JSONPath parsing
 //! are charged extra), nesting depth of values, and the bytes held by JSON the render parses (the
-//! body and every `$util.parseJson`, counted as the values are built: [`Bounds::max_json_bytes`]; a
-//! caller reserves [`Template::json_reservation`] before rendering and learns what was held from
-//! [`Rendered::json_bytes`]). Parsing bounds block/expression nesting
+//! body and every `$util.parseJson`, counted as the values are built: [`Bounds::max_json_bytes`]; the
+//! same count is charged as it grows to the caller's [`Reserve`], the gateway's in-flight memory
+//! budget, and a refusal stops the render with [`RenderError::OverBudget`]). Parsing bounds block/expression nesting
 //! ([`MAX_PARSE_DEPTH`]), so neither parse nor render can overflow the stack. Regexes are compiled with
 //! a size limit and run in linear time (no ReDoS). Values are immutable and shared (`Rc`); mutation
 //! (`add`, `put`, `#set($m.k = v)`) is copy-on-write on the variable, so a template cannot build a
@@ -147,19 +147,31 @@ struct TemplateInner {
     body: ast::Block,
     /// Initial output capacity: the template's own size plus room for values.
     size_hint: usize,
-    /// What JSON the template can parse.
-    json: JsonUse,
 }
 
-/// What JSON a template can parse, judged from the text of its calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum JsonUse {
-    None,
-    /// `$input.json` / `$input.path`: the payload.
-    Payload,
-    /// `$util.parseJson`: any string the template builds.
-    Any,
+/// Where a render sets aside the memory its parsed JSON holds, as the values are built: the
+/// gateway's in-flight memory budget ([`crate::memory`]). Charged in steps of
+/// [`JSON_CHARGE_STEP`] bytes, so a small body costs one charge; a refusal stops the render with
+/// [`RenderError::OverBudget`]. The values are gone when the render returns, so the caller gives
+/// the charges back then.
+pub trait Reserve {
+    /// Sets `bytes` more aside; `false` when they cannot be had (nothing is set aside then).
+    fn try_reserve(&self, bytes: usize) -> bool;
 }
+
+/// A [`Reserve`] that never refuses (tests, `check-config` dry runs, fuzzing, gateway responses,
+/// whose inputs are bounded by the request head).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unmetered;
+
+impl Reserve for Unmetered {
+    fn try_reserve(&self, _bytes: usize) -> bool {
+        true
+    }
+}
+
+/// The step in which parsed JSON is charged to a [`Reserve`]: 64 KiB.
+pub const JSON_CHARGE_STEP: usize = 64 * 1024;
 
 /// A template that does not parse: position (1-based, in characters, within the template) and cause.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +212,10 @@ pub enum RenderError {
     /// JSON the render parses would hold more than `Bounds::max_json_bytes`.
     #[error("JSON in the payload exceeds the template memory bound")]
     JsonTooLarge,
+    /// The caller's [`Reserve`] refused the memory parsed JSON needs (the gateway's in-flight
+    /// budget is spent: 503).
+    #[error("in-flight memory budget exhausted while parsing JSON")]
+    OverBudget,
 }
 
 /// A [`RenderError`] and where in the template it happened (1-based line and column of the innermost
@@ -308,13 +324,11 @@ pub struct Overrides {
 /// Parses a template. Done once, at configuration load.
 pub fn parse(source: &str) -> Result<Template, ParseError> {
     let body = parse::parse_template(source)?;
-    let json = json_use(source);
     Ok(Template {
         inner: Arc::new(TemplateInner {
             source: source.into(),
             body,
             size_hint: source.len() + source.len() / 2 + 64,
-            json,
         }),
     })
 }
@@ -326,52 +340,29 @@ impl Template {
         input: &RenderInput<'_>,
         bounds: &Bounds,
     ) -> Result<Rendered, RenderError> {
-        self.render_with(input, bounds, &Overrides::default())
+        self.render_with(input, bounds, &Overrides::default(), &Unmetered)
             .map_err(|f| f.error)
     }
 
     /// Renders starting from the overrides `prior` (the request template's, for a response
-    /// template); a failure names its line and column.
+    /// template), charging parsed JSON to `reserve`; a failure names its line and column.
     pub fn render_with(
         &self,
         input: &RenderInput<'_>,
         bounds: &Bounds,
         prior: &Overrides,
+        reserve: &dyn Reserve,
     ) -> Result<Rendered, RenderFailure> {
-        eval::render(&self.inner.body, self.inner.size_hint, input, bounds, prior).map_err(
-            |(error, at)| {
-                let (line, col) = parse::line_col(&self.inner.source, at);
-                RenderFailure { error, line, col }
-            },
-        )
-    }
-
-    /// Bytes to set aside before rendering over a payload of `payload_len` bytes: what the JSON
-    /// this template can parse may hold (0 when it parses none; `Bounds::max_json_bytes` when it
-    /// calls `$util.parseJson`, whose argument the template builds).
-    pub fn json_reservation(&self, payload_len: usize, bounds: &Bounds) -> usize {
-        match self.inner.json {
-            JsonUse::None => 0,
-            JsonUse::Payload => json::reservation(payload_len, bounds.max_json_bytes),
-            JsonUse::Any => bounds.max_json_bytes,
-        }
+        let (block, hint) = (&self.inner.body, self.inner.size_hint);
+        eval::render(block, hint, input, bounds, prior, reserve).map_err(|(error, at)| {
+            let (line, col) = parse::line_col(&self.inner.source, at);
+            RenderFailure { error, line, col }
+        })
     }
 
     /// The text the template was parsed from.
     pub fn source(&self) -> &str {
         &self.inner.source
-    }
-}
-
-/// What JSON a template can parse. A method call is written `.name(`, so looking for the text
-/// over-approximates (a comment or a string literal may count), which is what a reservation needs.
-fn json_use(source: &str) -> JsonUse {
-    if source.contains(".parseJson(") {
-        JsonUse::Any
-    } else if source.contains(".json(") || source.contains(".path(") {
-        JsonUse::Payload
-    } else {
-        JsonUse::None
     }
 }
 

@@ -53,6 +53,16 @@ fn render_full(
     bounds: &Bounds,
     prior: &Overrides,
 ) -> Result<Rendered, RenderFailure> {
+    render_reserving(t, r, bounds, prior, &Unmetered)
+}
+
+fn render_reserving(
+    t: &Template,
+    r: &Req,
+    bounds: &Bounds,
+    prior: &Overrides,
+    reserve: &dyn Reserve,
+) -> Result<Rendered, RenderFailure> {
     let params = Params {
         path: pairs(&r.path),
         querystring: pairs(&r.query),
@@ -66,7 +76,7 @@ fn render_full(
         context: &ctx,
         stage_variables: &stage,
     };
-    t.render_with(&input, bounds, prior)
+    t.render_with(&input, bounds, prior, reserve)
 }
 
 fn render_req(template: &str, r: &Req) -> Result<Rendered, RenderError> {
@@ -1099,7 +1109,7 @@ fn payloads_that_are_not_json() {
 }
 
 #[test]
-fn parsed_json_is_bounded_and_reserved_for() {
+fn parsed_json_is_bounded_and_charged_as_it_is_built() {
     let bounds = Bounds {
         max_json_bytes: 64 * 1024,
         ..Bounds::default()
@@ -1115,29 +1125,59 @@ fn parsed_json_is_bounded_and_reserved_for() {
         parse("#foreach($i in [1..100])#set($v = $util.parseJson($input.body))#end").unwrap();
     let list: &'static str = Box::leak(format!("[{}0]", "0,".repeat(200)).into_boxed_str());
     assert_eq!(run(&repeated, list), Err(RenderError::JsonTooLarge));
-    // What a render held never passes what the template asks to reserve.
-    assert_eq!(
-        parse("$input.params('k') $input.body")
-            .unwrap()
-            .json_reservation(1000, &bounds),
-        0
-    );
-    assert_eq!(
-        repeated.json_reservation(10, &bounds),
-        bounds.max_json_bytes
-    );
+    // What a render holds is charged to its reserve in steps, before it is taken; a template that
+    // parses nothing charges nothing; a refusal stops the render.
+    let counting = |t: &Template, body: &'static str, left: usize| {
+        let reserve = Counting {
+            left: std::cell::Cell::new(left),
+            granted: std::cell::Cell::new(0),
+        };
+        let r = render_reserving(t, &body_req(body), &bounds, &Overrides::default(), &reserve);
+        (
+            r.map(|r| r.json_bytes).map_err(|f| f.error),
+            reserve.granted.get(),
+        )
+    };
+    let plain = parse("$input.params('k') $input.body").unwrap();
+    assert_eq!(counting(&plain, "[1, 2]", usize::MAX), (Ok(0), 0));
     for body in [
         r#"{"a": [1, 2, 3], "b": {"c": "ddd"}}"#,
         "[[],[],{},{}]",
         "plain text",
         r#"{"":0,"b":"ccc"}"#,
     ] {
-        let held = run(&payload, body).unwrap().json_bytes;
+        let (held, granted) = counting(&payload, body, usize::MAX);
+        let held = held.unwrap();
         assert!(held > 0, "{body}");
-        assert!(
-            held <= payload.json_reservation(body.len(), &bounds),
-            "{body}: {held}"
+        assert_eq!(
+            granted, JSON_CHARGE_STEP,
+            "{body}: one step for {held} bytes"
         );
+        assert_eq!(
+            counting(&payload, body, JSON_CHARGE_STEP - 1),
+            (Err(RenderError::OverBudget), 0),
+            "{body}"
+        );
+    }
+    let (held, granted) = counting(&repeated, list, usize::MAX);
+    assert_eq!(held, Err(RenderError::JsonTooLarge));
+    assert!(granted >= bounds.max_json_bytes, "{granted}");
+}
+
+/// A reserve that grants up to `left` bytes and counts what it granted.
+struct Counting {
+    left: std::cell::Cell<usize>,
+    granted: std::cell::Cell<usize>,
+}
+
+impl Reserve for Counting {
+    fn try_reserve(&self, bytes: usize) -> bool {
+        if bytes > self.left.get() {
+            return false;
+        }
+        self.left.set(self.left.get() - bytes);
+        self.granted.set(self.granted.get() + bytes);
+        true
     }
 }
 
