@@ -27,6 +27,7 @@
 //! Throttling repeated failed-key attempts (unknown, disabled or wrong-stage keys alike) is the
 //! pipeline's job, with `limits::FailedAttemptLimiter`.
 
+pub mod edit;
 mod load;
 mod newkey;
 mod reload;
