@@ -32,6 +32,7 @@ mod load;
 mod newkey;
 mod reload;
 mod source;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -44,7 +45,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use self::load::{KeysContext, ReloadOptions, parse_keys};
-pub use self::newkey::{NewKey, new_key};
+pub use self::newkey::{NewKey, new_key, new_value};
 pub use self::reload::{KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader};
 pub use self::source::KeySource;
 pub use crate::route::normalize_route_key;

@@ -36,13 +36,18 @@ impl fmt::Debug for NewKey {
 
 /// Generates a key for key id `id` in usage plan `plan`.
 pub fn new_key(id: &str, plan: &str) -> NewKey {
-    let value: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(NEW_KEY_LEN)
-        .map(char::from)
-        .collect();
+    let value = new_value();
     let hash = hex::encode(Sha256::digest(value.as_bytes()));
     // The same entry `keys new --keys SOURCE` appends (super::edit).
     let entry_yaml = super::edit::entry_block(2, 4, (id, id, plan, &hash));
     NewKey { value, entry_yaml }
+}
+
+/// A fresh random key value (see the module's security note).
+pub fn new_value() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(NEW_KEY_LEN)
+        .map(char::from)
+        .collect()
 }
