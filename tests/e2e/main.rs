@@ -18,6 +18,7 @@ mod breaker;
 mod cache;
 mod chaos;
 mod cli;
+mod dashboards;
 mod drain;
 mod errors;
 mod forwarded;
