@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::kit::config::KEY_A;
 use crate::kit::s3::FakeS3;
-use crate::kit::{Gateway, GatewayYaml, Upstream, WAIT, eventually, sagegate_bin};
+use crate::kit::{Gateway, GatewayYaml, Upstream, sagegate_bin};
 
 const KEY_C: &str = "e2e-key-flow-c-0123456789";
 
@@ -93,23 +93,11 @@ fn sha256(s: &str) -> String {
 }
 
 async fn status(gateway: &Gateway, key: &str) -> u16 {
-    gateway
-        .recommend("temp", "U:114521", Some(key))
-        .await
-        .status
+    gateway.key_status(key).await
 }
 
-/// Polls (bounded, gently: a refused key counts against the failed-key limiter) until `key`
-/// gets `want`.
 async fn until_key_gets(gateway: &Gateway, key: &str, want: u16) {
-    eventually(&format!("key to get {want}"), WAIT, || async {
-        let got = status(gateway, key).await;
-        if got != want {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        (got == want).then_some(())
-    })
-    .await;
+    gateway.until_key_gets(key, want).await
 }
 
 /// Every edit command in turn on `source` (whose text `read` returns), with `gateway` serving
