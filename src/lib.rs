@@ -27,6 +27,7 @@
 //! - [`metrics`]: Prometheus metrics from each request's context, served on the admin listener.
 //! - [`otel`]: optional OpenTelemetry traces (a span per request, a child per stage) over OTLP/HTTP.
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
+//! - [`cli`]: the operator's commands: the key lifecycle on a keys source, the usage table.
 
 pub mod auth;
 pub mod body;
@@ -34,6 +35,7 @@ pub mod body;
 pub mod breaker;
 #[cfg(feature = "aws")]
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -27,10 +27,12 @@
 //! Throttling repeated failed-key attempts (unknown, disabled or wrong-stage keys alike) is the
 //! pipeline's job, with `limits::FailedAttemptLimiter`.
 
+pub mod edit;
 mod load;
 mod newkey;
 mod reload;
 mod source;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -43,7 +45,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use self::load::{KeysContext, ReloadOptions, parse_keys};
-pub use self::newkey::{NewKey, new_key};
+pub use self::newkey::{NewKey, new_key, new_value};
 pub use self::reload::{KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader};
 pub use self::source::KeySource;
 pub use crate::route::normalize_route_key;
