@@ -1,8 +1,8 @@
 //! Cache poisoning (issue 14): no caller can put an answer into the stage cache that another
 //! caller's request then gets. Each test plays one attack against the real binary: a GET with a
 //! body and an odd content type, a header the template falls back to (`seed`), a template that
-//! reads the caller's identity, and `check-config` refusing a cached template that reads outside
-//! its key, at the reference's position.
+//! reads the caller's identity, a trace id the caller writes, and `check-config` refusing a cached
+//! template that reads outside its key, at the reference's position.
 
 use std::process::Command;
 
@@ -275,6 +275,49 @@ fn check_config_names_the_template_reference_that_reads_outside_the_key() {
             .status
             .success()
     );
+}
+
+#[test]
+fn a_trace_id_the_caller_writes_is_refused_on_a_cached_route() {
+    // `$context.xrayTraceId` is the caller's own `X-Amzn-Trace-Id` (any visible ASCII): read by a
+    // cached route, `X-Amzn-Trace-Id: admin=true;variant=b` would reach the model (in the body or
+    // its custom attributes) and the answer would be every caller's.
+    let template = r#"{"user_id": "$util.escapeJavaScript($input.params('user_id'))", "trace": "$util.escapeJavaScript($context.xrayTraceId)"}"#;
+    let config = templated(template, "method.request.path.user_id");
+    let out = check_config(&config);
+    assert!(!out.status.success(), "{out:?}");
+    let (line, col) = position_of(&config, "$context.xrayTraceId");
+    let printed =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "gateway.yaml:{line}:{col}: routes[0].integration.request_templates.application/json: the cached answer depends on `$context.xrayTraceId`, which no cache key can hold (the caller chooses it with its X-Amzn-Trace-Id header)"
+    );
+    assert!(
+        printed.contains(&expected),
+        "missing {expected:?} in:\n{printed}"
+    );
+
+    // The same through an identifier header SageMaker passes to the model.
+    let plain = templated(
+        r#"{"user_id": "$util.escapeJavaScript($input.params('user_id'))"}"#,
+        "method.request.path.user_id",
+    );
+    let attributes = plain.replacen(
+        "custom_attributes: context.requestId",
+        "custom_attributes: context.xrayTraceId",
+        1,
+    );
+    assert_ne!(attributes, plain);
+    let out = check_config(&attributes);
+    assert!(!out.status.success(), "{out:?}");
+    let printed =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("routes[0].integration.custom_attributes: the cached answer depends on `$context.xrayTraceId`, which no cache key can hold"),
+        "{printed}"
+    );
+    // The gateway's own per-request id is fine.
+    assert!(check_config(&plain).status.success());
 }
 
 /// 1-based line and column (characters) of the first `needle` in `text`.
