@@ -12,6 +12,7 @@
 //! is bounded, and each test checks that the gateway keeps serving afterwards.
 
 mod cache_poisoning;
+mod log_volume;
 mod slow_readers;
 mod upstream_answers;
 
