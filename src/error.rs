@@ -65,6 +65,9 @@ pub enum GatewayError {
     /// No template for the Content-Type under a strict passthrough behaviour: UNSUPPORTED_MEDIA_TYPE.
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// A request template read the body as JSON and it starts like JSON but is not: BAD_REQUEST_BODY.
+    #[error("request body is not valid JSON: {0}")]
+    BadRequestBody(String),
     /// The model answered 4xx: its status and body reach the client as they are.
     #[error("model error {status}")]
     ModelError {
@@ -123,6 +126,8 @@ pub enum ResponseType {
     RequestTooLarge,
     /// UNSUPPORTED_MEDIA_TYPE
     UnsupportedMediaType,
+    /// BAD_REQUEST_BODY
+    BadRequestBody,
     /// INTEGRATION_TIMEOUT
     IntegrationTimeout,
     /// INTEGRATION_FAILURE
@@ -137,7 +142,7 @@ pub enum ResponseType {
 
 impl ResponseType {
     /// Every type with its configuration name.
-    pub const ALL: [(ResponseType, &'static str); 13] = [
+    pub const ALL: [(ResponseType, &'static str); 14] = [
         (
             ResponseType::MissingAuthenticationToken,
             "MISSING_AUTHENTICATION_TOKEN",
@@ -149,6 +154,7 @@ impl ResponseType {
         (ResponseType::BadRequestParameters, "BAD_REQUEST_PARAMETERS"),
         (ResponseType::RequestTooLarge, "REQUEST_TOO_LARGE"),
         (ResponseType::UnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE"),
+        (ResponseType::BadRequestBody, "BAD_REQUEST_BODY"),
         (ResponseType::IntegrationTimeout, "INTEGRATION_TIMEOUT"),
         (ResponseType::IntegrationFailure, "INTEGRATION_FAILURE"),
         (
@@ -318,6 +324,13 @@ impl GatewayError {
                 "UnsupportedMediaTypeException",
                 T::UnsupportedMediaType,
                 "Unsupported Media Type",
+            ),
+            E::BadRequestBody(_) => r(
+                400,
+                r#"{"message": "Could not process payload"}"#,
+                "BadRequestException",
+                T::BadRequestBody,
+                "Could not process payload",
             ),
             E::ModelError { status, body } => ErrorResponse {
                 status: *status,

@@ -12,8 +12,17 @@
 //!   An upstream failure no pattern selects keeps DESIGN §1's answer (safer than API Gateway, whose
 //!   default would turn a model error into a 200).
 //! - Response template selected by `Accept`; without templates the body passes through.
+//! - `$context.responseOverride.status`/`.header.*` set in the request template reach the client's
+//!   response unless the response template sets them again (it starts from them and reads them, as
+//!   it reads `$context.requestOverride.*`); overrides win over `response_parameters`, as AWS's
+//!   "instead of the default mapping" says.
 //! - A template that fails at run time is API Gateway's 500 `{"message": "Internal server error"}`,
-//!   logged with the route and cause.
+//!   logged with the route, the template and the line:col. Two failures are the client's: a request
+//!   body a request template reads as JSON that starts like JSON but is not (400 `Could not process
+//!   payload`), and one whose parsed form would pass the template memory bound (413).
+//! - JSON a request or response template parses is charged to the request's memory account as it
+//!   is built ([`RenderCharge`]) and given back when the render returns; a refusal is the budget's
+//!   503 `Service Unavailable`.
 //!
 //! Security: `$context.identity.apiKey` (the key value) is deliberately absent from template context.
 
@@ -25,7 +34,8 @@ use crate::config::param::ParamSource;
 use crate::config::templates::{IntegrationResponse, Passthrough, ResponseSource, TemplateSet};
 use crate::context::RequestContext;
 use crate::error::{ErrorResponse, GatewayError, json_string};
-use crate::mapping::{self, Bounds, Overrides, RenderInput, Template};
+use crate::mapping::{self, Bounds, Overrides, RenderInput, Reserve, Template};
+use crate::memory::{Held, OverBudget};
 use crate::pipeline::{GatewayRequest, GatewayResponse};
 use crate::upstream::UpstreamReply;
 
@@ -39,6 +49,8 @@ pub struct MappingInput<'a> {
     pub req: &'a GatewayRequest,
     /// Its body (empty until the `read body` stage has read it).
     pub body: Bytes,
+    /// The request's in-flight memory account, which template renders charge their parsed JSON to.
+    pub memory: &'a Held,
 }
 
 impl MappingInput<'_> {
@@ -138,7 +150,15 @@ pub fn render_request(
         };
     };
     let context = template_context(input.stage, ctx, None);
-    let rendered = render(template, &input.body, input, &context, "request")?;
+    let rendered = render(
+        route,
+        Which::Request(&media),
+        template,
+        &input.body,
+        input,
+        &context,
+        &Overrides::default(),
+    )?;
     Ok(Payload {
         body: Bytes::from(rendered.body),
         content_type: integration.content_type.clone(),
@@ -146,12 +166,21 @@ pub fn render_request(
     })
 }
 
+/// Which template of a route renders, with its media type (for error messages).
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    Request(&'a str),
+    Response(&'a str),
+}
+
 fn render(
+    route: &Route,
+    which: Which<'_>,
     template: &Template,
     body: &[u8],
     input: &MappingInput<'_>,
     context: &Value,
-    which: &str,
+    prior: &Overrides,
 ) -> Result<mapping::Rendered, GatewayError> {
     let render_input = RenderInput {
         body,
@@ -159,30 +188,96 @@ fn render(
         context,
         stage_variables: &input.stage.variables,
     };
-    template
-        .render(&render_input, &Bounds::default())
-        .map_err(|e| GatewayError::ApiConfiguration(format!("{which} template: {e}")))
+    let charge = RenderCharge::new(input.memory);
+    let failure = match template.render_with(&render_input, &Bounds::default(), prior, &charge) {
+        Ok(rendered) => return Ok(rendered),
+        Err(f) => f,
+    };
+    if failure.error == mapping::RenderError::OverBudget {
+        return Err(OverBudget.into());
+    }
+    let (kind, media) = match which {
+        Which::Request(m) => ("request", m),
+        Which::Response(m) => ("response", m),
+    };
+    let located = format!(
+        "{kind} template {media} of {} {}: {failure}",
+        route.method, route.path
+    );
+    Err(match (which, failure.error) {
+        (Which::Request(_), mapping::RenderError::BadPayload(_)) => {
+            GatewayError::BadRequestBody(located)
+        }
+        (Which::Request(_), mapping::RenderError::JsonTooLarge) => GatewayError::RequestTooLarge,
+        _ => GatewayError::ApiConfiguration(located),
+    })
+}
+
+/// What one render's parsed JSON holds, charged to the request's memory account while the render
+/// runs and given back when it returns (the values die with the render).
+struct RenderCharge<'a> {
+    held: &'a Held,
+    granted: std::cell::Cell<usize>,
+}
+
+impl<'a> RenderCharge<'a> {
+    fn new(held: &'a Held) -> Self {
+        RenderCharge {
+            held,
+            granted: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl Reserve for RenderCharge<'_> {
+    fn try_reserve(&self, bytes: usize) -> bool {
+        let granted = self.held.try_grow(bytes).is_ok();
+        if granted {
+            self.granted.set(self.granted.get().saturating_add(bytes));
+        }
+        granted
+    }
+}
+
+impl Drop for RenderCharge<'_> {
+    fn drop(&mut self) {
+        self.held.release(self.granted.get());
+    }
+}
+
+/// Applies `$context.responseOverride.*` to a response.
+fn apply_overrides(resp: &mut GatewayResponse, overrides: &Overrides) {
+    if let Some(status) = overrides.status {
+        resp.status = status;
+    }
+    for (name, value) in &overrides.response_headers {
+        set_header(&mut resp.headers, name, value.clone());
+    }
 }
 
 /// The response for a successful call, through the integration responses when there are any.
+/// `prior`: the request template's overrides.
 pub fn respond(
     route: &Route,
     reply: &UpstreamReply,
     input: &MappingInput<'_>,
     ctx: &RequestContext,
+    prior: &Overrides,
 ) -> Result<GatewayResponse, GatewayError> {
     match select(&route.integration.responses, reply.status, true) {
-        Some(ir) => map_response(ir, reply, input, ctx),
+        Some(ir) => map_response(route, ir, reply, input, ctx, prior),
         None if route.integration.responses.is_empty() => {
             let content_type = reply
                 .header("content-type")
                 .unwrap_or("application/json")
                 .to_owned();
-            Ok(GatewayResponse {
+            let mut resp = GatewayResponse {
                 status: 200,
                 headers: vec![("content-type".into(), content_type)],
                 body: reply.body.clone(),
-            })
+            };
+            apply_overrides(&mut resp, prior);
+            Ok(resp)
         }
         None => Err(GatewayError::ApiConfiguration(format!(
             "no integration response matches status {} and there is no default (route {} {})",
@@ -197,9 +292,10 @@ pub fn respond_failure(
     reply: &UpstreamReply,
     input: &MappingInput<'_>,
     ctx: &RequestContext,
+    prior: &Overrides,
 ) -> Option<Result<GatewayResponse, GatewayError>> {
     let ir = select(&route.integration.responses, reply.status, false)?;
-    Some(map_response(ir, reply, input, ctx))
+    Some(map_response(route, ir, reply, input, ctx, prior))
 }
 
 fn select(
@@ -225,34 +321,44 @@ fn select(
 }
 
 fn map_response(
+    route: &Route,
     ir: &IntegrationResponse,
     reply: &UpstreamReply,
     input: &MappingInput<'_>,
     ctx: &RequestContext,
+    prior: &Overrides,
 ) -> Result<GatewayResponse, GatewayError> {
     let accept = media_type(input.req.header("accept"));
-    let mut status = ir.status;
-    let mut headers: Vec<(String, String)> = Vec::new();
-    let body = match select_template(&ir.templates, &accept) {
+    let mut resp = GatewayResponse {
+        status: ir.status,
+        headers: Vec::new(),
+        body: reply.body.clone(),
+    };
+    let overrides = match select_template(&ir.templates, &accept) {
         Some((media, template)) => {
             let context = template_context(input.stage, ctx, Some(reply));
-            let rendered = render(template, &reply.body, input, &context, "response")?;
-            headers.push(("content-type".into(), media.to_owned()));
-            if let Some(s) = rendered.overrides.status {
-                status = s;
-            }
-            headers.extend(rendered.overrides.response_headers);
-            Bytes::from(rendered.body)
+            let rendered = render(
+                route,
+                Which::Response(media),
+                template,
+                &reply.body,
+                input,
+                &context,
+                prior,
+            )?;
+            resp.headers.push(("content-type".into(), media.to_owned()));
+            resp.body = Bytes::from(rendered.body);
+            rendered.overrides
         }
         None => {
-            headers.push((
+            resp.headers.push((
                 "content-type".into(),
                 reply
                     .header("content-type")
                     .unwrap_or("application/json")
                     .to_owned(),
             ));
-            reply.body.clone()
+            prior.clone()
         }
     };
     for (name, source) in &ir.headers {
@@ -262,14 +368,11 @@ fn map_response(
             ResponseSource::Request(s) => input.value(s, ctx),
         };
         if let Some(v) = value {
-            set_header(&mut headers, name, v);
+            set_header(&mut resp.headers, name, v);
         }
     }
-    Ok(GatewayResponse {
-        status,
-        headers,
-        body,
-    })
+    apply_overrides(&mut resp, &overrides);
+    Ok(resp)
 }
 
 fn select_template<'a>(set: &'a TemplateSet, accept: &str) -> Option<(&'a str, &'a Template)> {
@@ -384,6 +487,7 @@ pub fn template_context(
         "requestTime": ctx.request_time_clf(),
         "requestTimeEpoch": ctx.request_time.timestamp_millis(),
         "xrayTraceId": ctx.trace_id,
+        "isCanaryRequest": false,
         "identity": {
             "sourceIp": ctx.source_ip.to_string(),
             "userAgent": ctx.user_agent,

@@ -19,6 +19,7 @@
 //! - [`integration`]: request/response templates, integration responses, gateway responses.
 //! - [`pipeline`]: the stages called in order, one line each.
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain.
+//! - [`test_invoke`]: `sagegate test-invoke`, the console's "Test" button over the stages above.
 //! - [`context`]: the per-request context and its access-log line.
 //! - [`memory`]: the in-flight memory budget (one atomic count, an account per request).
 //! - [`error`]: client-visible outcomes, API Gateway's default gateway responses.
@@ -52,6 +53,8 @@ pub mod route;
 #[cfg(feature = "aws")]
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "aws")]
+pub mod test_invoke;
 #[cfg(feature = "aws")]
 pub mod upstream;
 

@@ -80,6 +80,12 @@ enum Command {
         #[arg(long, default_value = "current", value_parser = ["current", "previous"])]
         period: String,
     },
+    /// API Gateway's console "Test" for one request, calling nothing: prints the SageMaker call the
+    /// gateway would make as one JSON object (`endpoint`, `headers`, `body`), and with
+    /// `--upstream-status` also the `response` a client would get for that answer. Runs the
+    /// gateway's own stages; skips the API key, throttling and the cache. Exit 2 on bad input,
+    /// naming the route, the template and its line:col.
+    TestInvoke(TestInvokeArgs),
     /// Probe `/healthz` (for container health checks; the image has no curl). Exit 0 when healthy.
     Healthcheck {
         /// URL to probe.
@@ -146,6 +152,16 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("sagegate usage: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        Command::TestInvoke(args) => match test_invoke(args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sagegate test-invoke: {e}");
+                ExitCode::from(2)
             }
         },
         Command::Healthcheck { url } => match sagegate::healthcheck::probe(&url) {
@@ -285,6 +301,114 @@ fn usage(
         let report = sagegate::pipeline::usage_json(&limiter, &limiters, key_id, period).await?;
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
     })
+}
+
+/// The flags of `test-invoke`.
+#[derive(clap::Args)]
+struct TestInvokeArgs {
+    /// Gateway configuration file.
+    #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
+    config: PathBuf,
+    /// Stage name.
+    #[arg(long)]
+    stage: String,
+    /// HTTP method.
+    #[arg(long)]
+    method: String,
+    /// Resource path after the stage, e.g. /recommended-movies/U:114521.
+    #[arg(long)]
+    path: String,
+    /// Query string, e.g. 'k=3&inference_type=deterministic'.
+    #[arg(long, default_value = "")]
+    query: String,
+    /// A request header, 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Request body: a file, or - for standard input.
+    #[arg(long, value_name = "FILE|-")]
+    body: Option<String>,
+    /// SageMaker's HTTP status to answer with (200; 424 for a model error; 429; 5xx).
+    #[arg(long, value_name = "N")]
+    upstream_status: Option<u16>,
+    /// SageMaker's answer body: a file, or - for standard input.
+    #[arg(long, value_name = "FILE|-", requires = "upstream_status")]
+    upstream_body: Option<String>,
+    /// A header of SageMaker's answer, 'Name: value' (repeatable; a 424 without
+    /// X-Amzn-ErrorType is a ModelError, as SageMaker sends it).
+    #[arg(
+        long = "upstream-header",
+        value_name = "NAME: VALUE",
+        requires = "upstream_status"
+    )]
+    upstream_headers: Vec<String>,
+}
+
+fn test_invoke(args: TestInvokeArgs) -> Result<String, String> {
+    use sagegate::test_invoke::{TestAnswer, TestRequest};
+    let name = args.config.display().to_string();
+    let text =
+        std::fs::read_to_string(&args.config).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let gateway = GatewayConfig::parse(&name, &text, &env)
+        .map_err(|d| format!("configuration is invalid:\n{d}"))?;
+    let header_list = |list: &[String], flag: &str| -> Result<Vec<(String, String)>, String> {
+        list.iter()
+            .map(|h| {
+                h.split_once(':')
+                    .filter(|(n, _)| !n.trim().is_empty())
+                    .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| format!("{flag} `{h}`: expected 'Name: value'"))
+            })
+            .collect()
+    };
+    if args.body.as_deref() == Some("-") && args.upstream_body.as_deref() == Some("-") {
+        return Err("only one of --body and --upstream-body can read standard input".into());
+    }
+    let request = TestRequest {
+        stage: args.stage,
+        method: args.method,
+        path: args.path,
+        query: args.query,
+        headers: header_list(&args.headers, "--header")?,
+        body: read_input(args.body.as_deref(), "--body")?,
+    };
+    let answer = match args.upstream_status {
+        None => None,
+        Some(status) => {
+            let mut headers = header_list(&args.upstream_headers, "--upstream-header")?;
+            let has = |headers: &[(String, String)], name: &str| {
+                headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            };
+            if !has(&headers, "content-type") {
+                headers.push(("content-type".into(), "application/json".into()));
+            }
+            if status == 424 && !has(&headers, "x-amzn-errortype") {
+                headers.push(("x-amzn-errortype".into(), "ModelError".into()));
+            }
+            Some(TestAnswer {
+                status,
+                body: read_input(args.upstream_body.as_deref(), "--upstream-body")?,
+                headers,
+            })
+        }
+    };
+    let out = sagegate::test_invoke::run(&gateway, &request, answer).map_err(|e| e.to_string())?;
+    serde_json::to_string_pretty(&out).map_err(|e| e.to_string())
+}
+
+/// The bytes of a `FILE|-` argument (empty when absent).
+fn read_input(arg: Option<&str>, flag: &str) -> Result<bytes::Bytes, String> {
+    match arg {
+        None => Ok(bytes::Bytes::new()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .map_err(|e| format!("{flag} -: cannot read standard input: {e}"))?;
+            Ok(buf.into())
+        }
+        Some(file) => std::fs::read(file)
+            .map(Into::into)
+            .map_err(|e| format!("{flag} {file}: cannot read: {e}")),
+    }
 }
 
 fn serve(

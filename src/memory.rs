@@ -24,9 +24,10 @@
 //! Security: the budget bounds what callers with a valid key can make the task hold; callers
 //! without one never get past `authenticate`, so their bytes are only actix's bounded buffers.
 //!
-//! Template stage (`mapping`): a value built while rendering (a parsed `$input.json`/`$input.path`
-//! body) should be charged through the same account: `held.try_grow(estimate)?` before building
-//! it, mapping [`OverBudget`] to [`GatewayError::Unavailable`] with [`OverBudget::REASON`].
+//! Template stage (`mapping`): JSON a render parses (`$input.json`/`$input.path`, `$util.parseJson`)
+//! is charged through the same account as it is built (`integration::RenderCharge`, a
+//! `mapping::Reserve`) and given back with [`Held::release`] when the render returns; a refusal is
+//! the same 503.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -134,6 +135,27 @@ impl Held {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Gives back `n` of this account's bytes before it is dropped (memory a stage held only for a
+    /// while, such as JSON a template parsed). Never gives back more than the account holds.
+    pub fn release(&self, n: usize) {
+        let mut current = self.bytes.load(Ordering::Relaxed);
+        loop {
+            let given = n.min(current);
+            match self.bytes.compare_exchange_weak(
+                current,
+                current - given,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.budget.0.held.fetch_sub(given, Ordering::Relaxed);
+                    return;
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
     /// Bytes this account holds.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
@@ -190,6 +212,20 @@ mod tests {
         budget.account().try_grow(0).unwrap();
         drop(b);
         assert_eq!((budget.held(), budget.refused()), (0, 2));
+    }
+
+    #[test]
+    fn a_release_gives_back_at_most_what_the_account_holds() {
+        let budget = MemoryBudget::new(100);
+        let a = budget.account();
+        a.try_grow(70).unwrap();
+        a.release(50);
+        assert_eq!((a.bytes(), budget.held()), (20, 20));
+        a.release(50);
+        assert_eq!((a.bytes(), budget.held()), (0, 0));
+        a.try_grow(100).unwrap();
+        drop(a);
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]

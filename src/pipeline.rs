@@ -48,10 +48,9 @@ use crate::memory::{Held, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::otel::{Tracer, names};
 use crate::route::{self, RouteError};
-use crate::upstream::{Invocation, SageMaker};
+use crate::upstream::{Invocation, SageMaker, UpstreamFailure, UpstreamReply};
 
-/// Header carrying the API key (matched case-insensitively, as all header names).
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub use crate::auth::API_KEY_HEADER;
 
 /// A request head as the pipeline sees it (the body is streamed to the `read body` stage).
 #[derive(Debug, Clone)]
@@ -258,7 +257,7 @@ impl Gateway {
         &'a self,
         req: &'a GatewayRequest,
         body: &mut B,
-        memory: &Held,
+        memory: &'a Held,
         ctx: &mut RequestContext,
         input: &mut Option<MappingInput<'a>>,
     ) -> Result<GatewayResponse, GatewayError>
@@ -268,10 +267,11 @@ impl Gateway {
     {
         let decode = self.config.server.decode_parameters;
         // route
-        let (stage, route, path_params) = traced(ctx, names::ROUTE, |ctx| self.route(req, ctx))?;
+        let (stage, route, path_params) =
+            traced(ctx, names::ROUTE, |ctx| Self::route(&self.config, req, ctx))?;
         let query = route::decode_query(&req.query, decode)
             .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
-        let input = input.insert(mapping_input(stage, req, path_params, query));
+        let input = input.insert(mapping_input(stage, req, path_params, query, memory));
         // authenticate
         let keys = self.keys.load();
         let caller = traced(ctx, names::AUTHENTICATE, |ctx| {
@@ -292,8 +292,8 @@ impl Gateway {
             validate(route, req, &input.params.querystring)
         })?;
         // render request
-        let invocation = traced(ctx, names::RENDER, |ctx| {
-            self.render_request(stage, route, input, ctx)
+        let (invocation, overrides) = traced(ctx, names::RENDER, |ctx| {
+            Self::render_request(&self.config, stage, route, input, ctx)
         })?;
         memory.try_grow(new_bytes(&invocation.body, &input.body))?;
         // cache lookup + invoke
@@ -307,7 +307,7 @@ impl Gateway {
         }
         // select integration response + render response
         let response = traced(ctx, names::RESPOND, |ctx| {
-            respond(route, fetched, input, ctx)
+            respond(route, fetched.result, input, ctx, &overrides)
         });
         response.map(|mut r| {
             memory.charge(new_bytes(&r.body, &answer));
@@ -429,14 +429,15 @@ impl Gateway {
         .await
     }
 
-    fn route<'a>(
-        &'a self,
+    /// The route stage (also `sagegate test-invoke`'s).
+    pub fn route<'a>(
+        config: &'a GatewayConfig,
         req: &GatewayRequest,
         ctx: &mut RequestContext,
     ) -> Result<Routed<'a>, GatewayError> {
         let (stage_name, rest) =
             route::split_stage(&req.path).ok_or(GatewayError::MissingAuthenticationToken)?;
-        let stage = match self.config.stages.get(stage_name) {
+        let stage = match config.stages.get(stage_name) {
             Some(stage) => stage,
             // `/healthz` is a resource (GET only): another method on it is an unknown method.
             None if stage_name == &crate::server::HEALTH_PATH[1..] => {
@@ -445,15 +446,14 @@ impl Gateway {
             None => return Err(GatewayError::UnknownStage),
         };
         ctx.stage = Some(stage.name.clone());
-        let matched = self
-            .config
+        let matched = config
             .table
-            .resolve(&req.method, rest, self.config.server.decode_parameters)
+            .resolve(&req.method, rest, config.server.decode_parameters)
             .map_err(|e| match e {
                 RouteError::NotFound => GatewayError::MissingAuthenticationToken,
                 RouteError::BadPath(why) => GatewayError::InvalidRequest(why.to_string()),
             })?;
-        let route = &self.config.routes[*matched.value];
+        let route = &config.routes[*matched.value];
         ctx.resource_path = Some(route.path.clone());
         Ok((stage, route, matched.params))
     }
@@ -531,13 +531,15 @@ impl Gateway {
         }
     }
 
-    fn render_request(
-        &self,
+    /// The render-request stage (also `sagegate test-invoke`'s): the SageMaker call to make, and
+    /// the overrides the request template set (the response stages read them).
+    pub fn render_request(
+        config: &GatewayConfig,
         stage: &Stage,
         route: &Route,
         input: &MappingInput<'_>,
         ctx: &RequestContext,
-    ) -> Result<Invocation, GatewayError> {
+    ) -> Result<(Invocation, mapping::Overrides), GatewayError> {
         let integration = &route.integration;
         let endpoint_name = integration
             .endpoint_by_stage
@@ -546,13 +548,10 @@ impl Gateway {
             .ok_or_else(|| {
                 GatewayError::ApiConfiguration(format!("no endpoint for stage {}", stage.name))
             })?;
-        let payload = integration::render_request(
-            route,
-            input,
-            ctx,
-            &self.config.binary_media_types,
-            || default_body(&input.params.path, &input.params.querystring),
-        )?;
+        let payload =
+            integration::render_request(route, input, ctx, &config.binary_media_types, || {
+                default_body(&input.params.path, &input.params.querystring)
+            })?;
         let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| input.value(s, ctx));
         let mut headers = [
             ("content-type".to_owned(), Some(payload.content_type)),
@@ -578,8 +577,8 @@ impl Gateway {
         let overridden = payload
             .overrides
             .request_headers
-            .into_iter()
-            .map(|(h, v)| (h.to_ascii_lowercase(), Some(v)));
+            .iter()
+            .map(|(h, v)| (h.to_ascii_lowercase(), Some(v.clone())));
         for (name, value) in mapped.chain(overridden) {
             if let Some(slot) = headers.iter_mut().find(|(h, _)| *h == name) {
                 slot.1 = value;
@@ -609,7 +608,7 @@ impl Gateway {
             target_variant.as_deref(),
             63,
         )?;
-        Ok(Invocation {
+        let invocation = Invocation {
             endpoint_name,
             body: payload.body,
             content_type,
@@ -619,7 +618,8 @@ impl Gateway {
             target_variant,
             trace_id: ctx.trace_id.clone(),
             timeout: integration.timeout,
-        })
+        };
+        Ok((invocation, payload.overrides))
     }
 }
 
@@ -740,22 +740,24 @@ fn end_span<T>(
     }
 }
 
-/// The select-integration-response and render-response stages over what `fetch` returned.
-fn respond(
+/// The select-integration-response and render-response stages over what `fetch` returned (also
+/// `sagegate test-invoke`'s); `overrides` are the request template's.
+pub fn respond(
     route: &Route,
-    fetched: Fetched,
+    result: Result<UpstreamReply, UpstreamFailure>,
     input: &MappingInput<'_>,
     ctx: &mut RequestContext,
+    overrides: &mapping::Overrides,
 ) -> Result<GatewayResponse, GatewayError> {
-    match fetched.result {
+    match result {
         Ok(reply) => {
             ctx.aws_endpoint_request_id = reply.header("x-amzn-requestid").map(str::to_owned);
-            integration::respond(route, &reply, input, ctx)
+            integration::respond(route, &reply, input, ctx, overrides)
         }
         Err(failure) => match failure
             .reply
             .as_ref()
-            .and_then(|r| integration::respond_failure(route, r, input, ctx))
+            .and_then(|r| integration::respond_failure(route, r, input, ctx, overrides))
         {
             Some(mapped) => {
                 ctx.error_cause = Some(failure.error.to_string());
@@ -767,31 +769,36 @@ fn respond(
 }
 
 /// The route stage's output: the stage, the route and its path parameters.
-type Routed<'a> = (&'a Stage, &'a Route, Vec<(String, String)>);
+pub type Routed<'a> = (&'a Stage, &'a Route, Vec<(String, String)>);
 
-fn mapping_input<'a>(
+/// What templates and mapping expressions read of a routed request (headers API Gateway's front
+/// door blanks are blank: [`mapping::BLANKED_HEADERS`]).
+pub fn mapping_input<'a>(
     stage: &'a Stage,
     req: &'a GatewayRequest,
     path: Vec<(String, String)>,
     query: Vec<(String, String)>,
+    memory: &'a Held,
 ) -> MappingInput<'a> {
     let params = mapping::Params {
         path,
         querystring: query,
         // The caller's key is a secret, never template input: `$input.params()` does not show it
-        // (the key id is `$context.identity.apiKeyId`).
-        header: req
-            .headers
-            .iter()
-            .filter(|(name, _)| name != API_KEY_HEADER)
-            .cloned()
-            .collect(),
+        // (the key id is `$context.identity.apiKeyId`). Front-door headers are blank.
+        header: mapping::template_headers(
+            &req.headers
+                .iter()
+                .filter(|(name, _)| name != API_KEY_HEADER)
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
     };
     MappingInput {
         params,
         stage,
         req,
         body: Bytes::new(),
+        memory,
     }
 }
 
@@ -832,7 +839,7 @@ fn check_header_value(name: &str, value: Option<&str>, max: usize) -> Result<(),
 }
 
 /// Route validation: required query parameters and headers.
-fn validate(
+pub fn validate(
     route: &Route,
     req: &GatewayRequest,
     query: &[(String, String)],

@@ -448,7 +448,7 @@ fn valid_trace_id(v: &str) -> bool {
 }
 
 /// A new X-Ray root: `Root=1-<8 hex epoch seconds>-<24 hex random>`.
-fn new_trace_id() -> String {
+pub(crate) fn new_trace_id() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -61,8 +61,15 @@ pub const PER_REQUEST: [&str; 4] = [
 /// per-request id but free text an attacker would store in everyone's answer.
 pub const CALLER_CHOSEN: [&str; 1] = ["xrayTraceId"];
 /// `$context` fields every key already holds: its stage (the scope), the route's resource path,
-/// the request's method; and the protocol, always `HTTP/1.1`.
-pub const HELD_BY_KEY: [&str; 4] = ["stage", "resourcePath", "httpMethod", "protocol"];
+/// the request's method; and two constants: the protocol, always `HTTP/1.1`, and
+/// `isCanaryRequest`, always false (no canary here).
+pub const HELD_BY_KEY: [&str; 5] = [
+    "stage",
+    "resourcePath",
+    "httpMethod",
+    "protocol",
+    "isCanaryRequest",
+];
 /// `$context.identity` fields sagegate provides.
 const IDENTITY: [&str; 3] = ["apiKeyId", "sourceIp", "userAgent"];
 
@@ -329,7 +336,7 @@ fn path_need(route: &Route, name: &str) -> Option<Need> {
 
 fn header_need(name: &str, what: String) -> Need {
     let lower = name.to_ascii_lowercase();
-    if lower == crate::pipeline::API_KEY_HEADER {
+    if lower == crate::auth::API_KEY_HEADER {
         return Need::refused("the API key is never kept in a cache key", what)
             .hint("key by caller with context.identity.apiKeyId instead of reading the key");
     }

@@ -1,14 +1,16 @@
 //! API Gateway's template objects: `$input`, `$util`, `$esc`, `$stageVariables` (methods), and the
 //! JSONPath glue.
 //!
-//! Input: the request carried by [`Eval`]. Output: template values. The body is parsed as JSON at most
-//! once per render, and only if `$input.json`/`$input.path` runs; `$input.params(name)` borrows the
-//! parameter string, so the common request template allocates nothing here.
+//! Input: the request carried by [`Eval`]. Output: template values. The body is read as JSON at most
+//! once per render (see [`super::json`] for how text that is not JSON reads, and the memory bound),
+//! and only if `$input.json`/`$input.path` runs; `$input.params(name)` borrows the parameter string,
+//! so the common request template allocates nothing here.
 //!
 //! JSONPath: `serde_json_path` (RFC 9535). API Gateway uses Jayway JsonPath, whose *definite* paths
 //! (no wildcard, deep scan, filter, union or slice) return one value and the others a list; we follow
-//! that split. A definite path that matches nothing gives null: `$input.path` is then null (printed as
-//! written, like any null reference) and `$input.json` prints `null`, which keeps JSON templates valid.
+//! that split. A definite path that matches nothing (or a JSON null, or an empty body) gives null:
+//! `$input.path` is then null (rendered as nothing) and `$input.json` is `""`, the JSON form of the
+//! empty string null stands for — both as API Gateway answers.
 
 use std::rc::Rc;
 
@@ -19,7 +21,21 @@ use super::RenderError;
 use super::ast::{Method, Precompiled};
 use super::escape;
 use super::eval::{COMPILE_COST, Eval, map_put};
+use super::json::{self, Doc, JsonError};
 use super::value::{Builtin, List, Map, Value};
+
+/// What `$input.json` gives for nothing: the empty string, as JSON.
+const JSON_NOTHING: &str = "\"\"";
+
+impl From<JsonError> for RenderError {
+    fn from(e: JsonError) -> Self {
+        match e {
+            JsonError::Malformed(why) => RenderError::BadPayload(why),
+            JsonError::TooLarge => RenderError::JsonTooLarge,
+            JsonError::OverBudget => RenderError::OverBudget,
+        }
+    }
+}
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -185,20 +201,19 @@ impl<'r> Eval<'r> {
         }
     }
 
-    fn body_json(&mut self) -> Result<&'r serde_json::Value, RenderError> {
+    /// The payload as JSON; `None` when it is empty.
+    fn body_json(&mut self) -> Result<Option<&'r serde_json::Value>, RenderError> {
         let cell = self.body_json;
         if cell.get().is_none() {
             self.step(1 + self.input.body.len() / 256)?;
         }
         let body = self.input.body;
-        let parsed = cell.get_or_init(|| {
-            if body.iter().all(u8::is_ascii_whitespace) {
-                Ok(serde_json::Value::Object(serde_json::Map::new()))
-            } else {
-                serde_json::from_slice(body).map_err(|e| format!("request body is not JSON: {e}"))
-            }
-        });
-        parsed.as_ref().map_err(|e| RenderError::Invalid(e.clone()))
+        let meter = &self.json;
+        match cell.get_or_init(|| json::read(body, meter)) {
+            Ok(Doc::Absent) => Ok(None),
+            Ok(Doc::Value(v)) => Ok(Some(v)),
+            Err(e) => Err(e.clone().into()),
+        }
     }
 
     fn path_for(
@@ -232,12 +247,17 @@ impl<'r> Eval<'r> {
         match (b, name, args.len()) {
             (Builtin::Input, "json", 1) => {
                 let (path, definite) = self.path_for(m, &args[0])?;
-                let root = self.body_json()?;
+                let Some(root) = self.body_json()? else {
+                    return Ok(Value::Str(JSON_NOTHING));
+                };
                 let nodes = path.query(root);
                 self.step(1 + nodes.len())?;
                 let mut out = String::new();
                 let value = if definite {
-                    nodes.first().map(Value::Json).unwrap_or(Value::Null)
+                    match nodes.first() {
+                        Some(j) if !j.is_null() => Value::Json(j),
+                        _ => return Ok(Value::Str(JSON_NOTHING)),
+                    }
                 } else {
                     Value::List(Rc::new(List {
                         items: nodes.all().into_iter().map(Value::Json).collect(),
@@ -261,7 +281,9 @@ impl<'r> Eval<'r> {
             }
             (Builtin::Input, "path", 1) => {
                 let (path, definite) = self.path_for(m, &args[0])?;
-                let root = self.body_json()?;
+                let Some(root) = self.body_json()? else {
+                    return Ok(Value::Null);
+                };
                 let nodes = path.query(root);
                 if definite {
                     return Ok(nodes.first().map(Value::from_json).unwrap_or(Value::Null));
@@ -339,12 +361,34 @@ impl<'r> Eval<'r> {
             (Builtin::Util, "parseJson", 1) => match arg_text(0)? {
                 Some(s) => {
                     self.step(1 + s.len() / 256)?;
-                    let v: serde_json::Value = serde_json::from_str(&s)
-                        .map_err(|e| RenderError::Invalid(format!("parseJson: {e}")))?;
-                    self.own_json(v, 0)
+                    match json::read(s.as_bytes(), &self.json)? {
+                        Doc::Absent => Ok(Value::Null),
+                        Doc::Value(v) => {
+                            let (kept, next) = json::store(self.json_tail, v);
+                            self.json_tail = next;
+                            Ok(Value::from_json(kept))
+                        }
+                    }
                 }
                 None => Ok(Value::Null),
             },
+            (Builtin::OverrideMap(kind), "put", 2) => {
+                let key = args[0].to_text(limit)?.into_owned();
+                let value = args[1].to_text(limit)?.into_owned();
+                Ok(self
+                    .set_override(kind, &key, value)
+                    .map_or(Value::Null, Value::string))
+            }
+            (Builtin::OverrideMap(_), "get", 1) => {
+                let key = args[0].to_text(limit)?.into_owned();
+                Ok(self.property(&Value::Object(b), &key))
+            }
+            (Builtin::OverrideMap(_), "containsKey", 1) => {
+                let key = args[0].to_text(limit)?.into_owned();
+                Ok(Value::Bool(
+                    !self.property(&Value::Object(b), &key).is_null(),
+                ))
+            }
             (Builtin::StageVariables, _, _) => self.string_map_call(name, args),
             (_, _, 0) => {
                 // Getter calls (`$foreach.hasNext()`, `$esc.getNewline()`, `$input.getBody()`).
@@ -433,42 +477,6 @@ impl<'r> Eval<'r> {
             .push((Value::Str("querystring"), section(&p.querystring)));
         all.entries.push((Value::Str("header"), section(&p.header)));
         Ok(Value::Map(Rc::new(all)))
-    }
-
-    /// A JSON value parsed during the render, as template containers (lists print as JSON).
-    fn own_json(&mut self, v: serde_json::Value, depth: usize) -> Result<Value<'r>, RenderError> {
-        self.check_depth(depth)?;
-        Ok(match v {
-            serde_json::Value::Null => Value::Null,
-            serde_json::Value::Bool(b) => Value::Bool(b),
-            serde_json::Value::Number(n) => super::value::number(&n),
-            serde_json::Value::String(s) => Value::string(s),
-            serde_json::Value::Array(a) => {
-                let mut list = List {
-                    items: Vec::with_capacity(a.len()),
-                    json_style: true,
-                    depth: 1,
-                };
-                for item in a {
-                    let item = self.own_json(item, depth + 1)?;
-                    list.depth = list.depth.max(item.depth() + 1);
-                    list.items.push(item);
-                }
-                Value::List(Rc::new(list))
-            }
-            serde_json::Value::Object(o) => {
-                let mut map = Map {
-                    entries: Vec::with_capacity(o.len()),
-                    depth: 1,
-                };
-                for (k, item) in o {
-                    let item = self.own_json(item, depth + 1)?;
-                    map.depth = map.depth.max(item.depth() + 1);
-                    map.entries.push((Value::string(k), item));
-                }
-                Value::Map(Rc::new(map))
-            }
-        })
     }
 }
 

@@ -29,6 +29,8 @@ pub(super) enum Node {
 
 #[derive(Debug)]
 pub(super) struct Foreach {
+    /// Byte offset of `#foreach` in the template (for error positions).
+    pub at: usize,
     pub var: Box<str>,
     pub iter: Expr,
     pub body: Block,
@@ -40,9 +42,11 @@ pub(super) struct Reference {
     /// Byte offset of its `$` in the template (of the enclosing literal, inside a `"..."`).
     pub at: usize,
     pub parts: Vec<Part>,
-    /// `$!x`: renders nothing when null.
+    /// `$!x`: renders nothing when null. Under API Gateway every null renders as nothing, so the
+    /// renderer no longer needs it; kept for readers of the tree.
+    #[allow(dead_code)]
     pub quiet: bool,
-    /// Source text without leading backslashes, output when the value is null.
+    /// Source text without leading backslashes, output for an escaped reference (`\$x`).
     pub literal: Box<str>,
     /// Backslashes output before the reference (half of those written).
     pub prefix_backslashes: u32,

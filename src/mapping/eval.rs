@@ -7,7 +7,11 @@
 //!
 //! Variables live in a small vector (templates have a handful); a `#foreach` saves and restores its
 //! loop variable, as Velocity 1.7 does. `#set` on `$context.requestOverride.*` and
-//! `$context.responseOverride.*` lands in [`Overrides`]; `$context` itself is read-only.
+//! `$context.responseOverride.*` lands in [`Overrides`] (a response render starts from the request
+//! render's, so it reads them); `$context` itself is read-only.
+//!
+//! A failure carries the byte offset of the innermost reference or `#foreach` being evaluated, so the
+//! caller can name its line and column.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -15,8 +19,9 @@ use std::rc::Rc;
 use regex::Regex;
 
 use super::ast::{BinOp, Block, Expr, Node, Part, Reference};
+use super::json::{self, Doc, JsonError, Link, Meter};
 use super::value::{Builtin, List, Map, OverrideKind, Value};
-use super::{Bounds, Overrides, RenderError, RenderInput, Rendered};
+use super::{Bounds, Overrides, RenderError, RenderInput, Rendered, Reserve};
 
 /// What a block asks of its enclosing blocks.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,7 +39,14 @@ pub(super) struct LoopFrame {
 /// The state of one render.
 pub(super) struct Eval<'r> {
     pub input: RenderInput<'r>,
-    pub body_json: &'r OnceCell<Result<serde_json::Value, String>>,
+    /// The payload read as JSON, once, when a template first asks.
+    pub body_json: &'r OnceCell<Result<Doc, JsonError>>,
+    /// Bytes held by JSON parsed in this render (body and `$util.parseJson`), and their charge.
+    pub json: Meter<'r>,
+    /// Where the next `$util.parseJson` value is kept until the render ends.
+    pub json_tail: &'r OnceCell<Box<Link>>,
+    /// Offset of the reference or directive being evaluated (error positions).
+    pub at: usize,
     pub bounds: &'r Bounds,
     pub out: String,
     pub steps: usize,
@@ -50,14 +62,27 @@ pub(super) const COMPILE_COST: usize = 1000;
 /// Run-time compiled regexes kept per render.
 pub(super) const REGEX_CACHE_SIZE: usize = 16;
 
+/// Renders `block`, starting from the overrides `prior` (a request render's, for a response render).
+/// A failure comes with the byte offset where it happened.
 pub(super) fn render(
     block: &Block,
     size_hint: usize,
     input: &RenderInput<'_>,
     bounds: &Bounds,
-) -> Result<Rendered, RenderError> {
-    let body_json = OnceCell::new();
-    run(block, size_hint, *input, bounds, &body_json)
+    prior: &Overrides,
+    reserve: &dyn Reserve,
+) -> Result<Rendered, (RenderError, usize)> {
+    let parsed = Parsed::default();
+    run(block, size_hint, *input, bounds, prior, &parsed, reserve)
+}
+
+/// JSON one render parses, kept until it ends so template values can borrow it.
+#[derive(Default)]
+struct Parsed {
+    /// The payload, read once when a template first asks.
+    body: OnceCell<Result<Doc, JsonError>>,
+    /// Every `$util.parseJson` value.
+    arena: json::Arena,
 }
 
 fn run<'r>(
@@ -65,23 +90,31 @@ fn run<'r>(
     size_hint: usize,
     input: RenderInput<'r>,
     bounds: &'r Bounds,
-    body_json: &'r OnceCell<Result<serde_json::Value, String>>,
-) -> Result<Rendered, RenderError> {
+    prior: &Overrides,
+    parsed: &'r Parsed,
+    reserve: &'r dyn Reserve,
+) -> Result<Rendered, (RenderError, usize)> {
     let mut ev = Eval {
         input,
-        body_json,
+        body_json: &parsed.body,
+        json: Meter::new(bounds.max_json_bytes, reserve),
+        json_tail: parsed.arena.tail(),
+        at: 0,
         bounds,
         out: String::with_capacity(size_hint.min(bounds.max_output_bytes)),
         steps: 0,
         vars: Vec::new(),
         loops: Vec::new(),
-        overrides: Overrides::default(),
+        overrides: prior.clone(),
         regex_cache: Vec::new(),
     };
-    ev.block(block)?;
+    if let Err(e) = ev.block(block) {
+        return Err((e, ev.at));
+    }
     Ok(Rendered {
         body: ev.out,
         overrides: ev.overrides,
+        json_bytes: ev.json.used(),
     })
 }
 
@@ -143,6 +176,7 @@ impl<'r> Eval<'r> {
             Node::Text(t) => super::value::push(&mut self.out, t, self.bounds.max_output_bytes)?,
             Node::Ref(r) => self.output_ref(r)?,
             Node::Set(target, value) => {
+                self.at = target.at;
                 let v = self.expr(value)?;
                 // Velocity 1.7: a null right-hand side leaves the variable as it was.
                 if !v.is_null() {
@@ -160,7 +194,9 @@ impl<'r> Eval<'r> {
                 }
             }
             Node::Foreach(f) => {
+                self.at = f.at;
                 let iterable = self.expr(&f.iter)?;
+                self.at = f.at;
                 return self.foreach(&f.var, iterable, &f.body);
             }
             Node::Break => return Ok(Flow::Break),
@@ -181,11 +217,8 @@ impl<'r> Eval<'r> {
             }
             super::value::push(&mut self.out, &r.literal, limit)
         } else if v.is_null() {
-            if r.quiet {
-                Ok(())
-            } else {
-                super::value::push(&mut self.out, &r.literal, limit)
-            }
+            // API Gateway renders a null or undefined reference as nothing, `$!` or not.
+            Ok(())
         } else {
             v.write_to(&mut self.out, limit)
         }
@@ -198,6 +231,7 @@ impl<'r> Eval<'r> {
         body: &'r Block,
     ) -> Result<Flow, RenderError> {
         let max = self.bounds.max_loop_iterations;
+        let at = self.at;
         let items = self.iteration_items(&iterable, max.saturating_add(1));
         let saved = self.var_index(var).map(|i| self.vars[i].1.clone());
         let depth = self.loops.len();
@@ -209,6 +243,7 @@ impl<'r> Eval<'r> {
         let mut result = Ok(());
         for (i, item) in items.iter().enumerate() {
             if i >= max {
+                self.at = at;
                 result = Err(RenderError::TooManyIterations);
                 break;
             }
@@ -311,16 +346,21 @@ impl<'r> Eval<'r> {
     }
 
     pub fn reference(&mut self, r: &'r Reference) -> Result<Value<'r>, RenderError> {
+        // On failure `at` stays on the innermost reference; on success it is put back.
+        let outer = std::mem::replace(&mut self.at, r.at);
         // `$list.add(x)`, `$map.put(k, v)` on a variable change the variable itself.
-        if let Some(i) = r.mutator
+        let v = if let Some(i) = r.mutator
             && r.parts[..i].iter().all(|p| matches!(p, Part::Prop(_)))
             && self.var_index(&r.root).is_some()
         {
             let v = self.mutate(r, i)?;
-            return self.parts(v, &r.parts[i + 1..]);
-        }
-        let root = self.root(&r.root);
-        self.parts(root, &r.parts)
+            self.parts(v, &r.parts[i + 1..])?
+        } else {
+            let root = self.root(&r.root);
+            self.parts(root, &r.parts)?
+        };
+        self.at = outer;
+        Ok(v)
     }
 
     fn parts(&mut self, mut v: Value<'r>, parts: &'r [Part]) -> Result<Value<'r>, RenderError> {
@@ -430,7 +470,7 @@ impl<'r> Eval<'r> {
                     Value::Object(Builtin::OverrideMap(OverrideKind::RequestQuerystring))
                 }
                 "path" => Value::Object(Builtin::OverrideMap(OverrideKind::RequestPath)),
-                _ => Value::Null,
+                other => self.other_override("requestOverride", other),
             },
             Builtin::ResponseOverride => match name {
                 "header" => Value::Object(Builtin::OverrideMap(OverrideKind::ResponseHeader)),
@@ -439,25 +479,14 @@ impl<'r> Eval<'r> {
                     .status
                     .map(|s| Value::Int(i64::from(s)))
                     .unwrap_or(Value::Null),
-                _ => Value::Null,
+                other => self.other_override("responseOverride", other),
             },
-            Builtin::OverrideMap(kind) => {
-                let list = self.override_list(kind);
-                let header = matches!(
-                    kind,
-                    OverrideKind::RequestHeader | OverrideKind::ResponseHeader
-                );
-                list.iter()
-                    .find(|(k, _)| {
-                        if header {
-                            k.eq_ignore_ascii_case(name)
-                        } else {
-                            k == name
-                        }
-                    })
-                    .map(|(_, v)| Value::string(v.clone()))
-                    .unwrap_or(Value::Null)
-            }
+            Builtin::OverrideMap(kind) => self
+                .override_list(kind)
+                .iter()
+                .find(|(k, _)| kind.same_name(k, name))
+                .map(|(_, v)| Value::string(v.clone()))
+                .unwrap_or(Value::Null),
             Builtin::StageVariables => self
                 .input
                 .stage_variables
@@ -489,6 +518,34 @@ impl<'r> Eval<'r> {
             OverrideKind::RequestQuerystring => &self.overrides.request_querystring,
             OverrideKind::RequestPath => &self.overrides.request_path,
             OverrideKind::ResponseHeader => &self.overrides.response_headers,
+        }
+    }
+
+    /// `$context.requestOverride.<name>` / `.responseOverride.<name>` for a name API Gateway does
+    /// not act on: kept and readable, as AWS does.
+    fn other_override(&self, section: &str, name: &str) -> Value<'r> {
+        self.overrides
+            .other
+            .iter()
+            .find(|(k, _)| k.strip_prefix(section).and_then(|k| k.strip_prefix('.')) == Some(name))
+            .map(|(_, v)| Value::string(v.clone()))
+            .unwrap_or(Value::Null)
+    }
+
+    /// Sets an override (a name set again keeps its first position); returns the previous value.
+    pub fn set_override(&mut self, kind: OverrideKind, key: &str, value: String) -> Option<String> {
+        let list = match kind {
+            OverrideKind::RequestHeader => &mut self.overrides.request_headers,
+            OverrideKind::RequestQuerystring => &mut self.overrides.request_querystring,
+            OverrideKind::RequestPath => &mut self.overrides.request_path,
+            OverrideKind::ResponseHeader => &mut self.overrides.response_headers,
+        };
+        match list.iter_mut().find(|(k, _)| kind.same_name(k, key)) {
+            Some(slot) => Some(std::mem::replace(&mut slot.1, value)),
+            None => {
+                list.push((key.to_owned(), value));
+                None
+            }
         }
     }
 
@@ -560,14 +617,22 @@ impl<'r> Eval<'r> {
         Ok(())
     }
 
+    /// `#set($context.<section>.<map>.<name> = v)`, names written `.x` or `["x"]`/`[$x]`.
     fn assign_override(&mut self, parts: &'r [Part], v: Value<'r>) -> Result<(), RenderError> {
-        let name = |p: &'r Part| match p {
-            Part::Prop(n) => Some(&**n),
-            _ => None,
-        };
-        let names: Vec<Option<&str>> = parts.iter().map(name).collect();
-        let kind = match names.as_slice() {
-            [Some("responseOverride"), Some("status")] => {
+        let mut names: Vec<String> = Vec::with_capacity(parts.len());
+        for part in parts {
+            match part {
+                Part::Prop(n) => names.push(n.to_string()),
+                Part::Index(e) => {
+                    let key = self.expr(e)?;
+                    names.push(key.to_text(self.limit())?.into_owned());
+                }
+                Part::Method(_) => return Ok(()),
+            }
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (kind, key) = match names.as_slice() {
+            ["responseOverride", "status"] => {
                 let status = match &v {
                     Value::Int(i) => Some(*i),
                     Value::Float(f) if f.fract() == 0.0 => Some(*f as i64),
@@ -578,38 +643,24 @@ impl<'r> Eval<'r> {
                 }
                 return Ok(());
             }
-            [Some("requestOverride"), Some("header"), Some(_)] => OverrideKind::RequestHeader,
-            [Some("requestOverride"), Some("querystring"), Some(_)] => {
-                OverrideKind::RequestQuerystring
+            ["requestOverride", "header", key] => (OverrideKind::RequestHeader, *key),
+            ["requestOverride", "querystring", key] => (OverrideKind::RequestQuerystring, *key),
+            ["requestOverride", "path", key] => (OverrideKind::RequestPath, *key),
+            ["responseOverride", "header", key] => (OverrideKind::ResponseHeader, *key),
+            [section @ ("requestOverride" | "responseOverride"), name] => {
+                let key = format!("{section}.{name}");
+                let value = v.to_text(self.limit())?.into_owned();
+                let other = &mut self.overrides.other;
+                match other.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = value,
+                    None => other.push((key, value)),
+                }
+                return Ok(());
             }
-            [Some("requestOverride"), Some("path"), Some(_)] => OverrideKind::RequestPath,
-            [Some("responseOverride"), Some("header"), Some(_)] => OverrideKind::ResponseHeader,
             _ => return Ok(()),
         };
-        let Some(Some(key)) = names.get(2) else {
-            return Ok(());
-        };
-        let value = v.to_text(self.limit())?.into_owned();
-        let header = matches!(
-            kind,
-            OverrideKind::RequestHeader | OverrideKind::ResponseHeader
-        );
-        let list = match kind {
-            OverrideKind::RequestHeader => &mut self.overrides.request_headers,
-            OverrideKind::RequestQuerystring => &mut self.overrides.request_querystring,
-            OverrideKind::RequestPath => &mut self.overrides.request_path,
-            OverrideKind::ResponseHeader => &mut self.overrides.response_headers,
-        };
-        match list.iter_mut().find(|(k, _)| {
-            if header {
-                k.eq_ignore_ascii_case(key)
-            } else {
-                k == key
-            }
-        }) {
-            Some(slot) => slot.1 = value,
-            None => list.push(((*key).to_owned(), value)),
-        }
+        let value = override_text(&v, self.limit())?;
+        self.set_override(kind, key, value);
         Ok(())
     }
 
@@ -731,19 +782,16 @@ impl<'r> Eval<'r> {
                 })
             }
             BinOp::Add if a.as_str().is_some() || b.as_str().is_some() => {
-                // String `+` concatenates; a null side prints as its source text.
-                let lit = |e: &'r Expr, v: &Value<'r>| -> Result<String, RenderError> {
+                // String `+` concatenates; a null side is empty, as a null renders.
+                let text = |v: &Value<'r>| -> Result<String, RenderError> {
                     if v.is_null() {
-                        Ok(match e {
-                            Expr::Ref(r) => r.literal.to_string(),
-                            _ => "null".to_owned(),
-                        })
+                        Ok(String::new())
                     } else {
                         Ok(v.to_text(limit)?.into_owned())
                     }
                 };
-                let mut s = lit(l, &a)?;
-                let t = lit(r, &b)?;
+                let mut s = text(&a)?;
+                let t = text(&b)?;
                 self.charge_bytes(s.len().saturating_add(t.len()))?;
                 self.check_len(s.len().saturating_add(t.len()))?;
                 s.push_str(&t);
@@ -752,6 +800,24 @@ impl<'r> Eval<'r> {
             _ => arithmetic(op, &a, &b),
         })
     }
+}
+
+/// An override's value as API Gateway sends it: a list is its items joined by commas (one
+/// multi-valued header), anything else its text.
+fn override_text(v: &Value<'_>, limit: usize) -> Result<String, RenderError> {
+    let items: Vec<Value<'_>> = match v {
+        Value::List(l) => l.items.clone(),
+        Value::Json(serde_json::Value::Array(a)) => a.iter().map(Value::from_json).collect(),
+        other => return Ok(other.to_text(limit)?.into_owned()),
+    };
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            super::value::push(&mut out, ",", limit)?;
+        }
+        item.write_to(&mut out, limit)?;
+    }
+    Ok(out)
 }
 
 /// `+ - * / %` on numbers, Java-style: integers stay integers (falling back to doubles on overflow),

@@ -2,7 +2,8 @@
 //!
 //! Input: arbitrary bytes, read as `template \0 body \0 query-value`. Invariant checked: parsing never
 //! panics; rendering a parsed template never panics, and either fails with a [`RenderError`] or returns
-//! output within `Bounds::max_output_bytes`. Small bounds keep each run fast.
+//! output within `Bounds::max_output_bytes` having held no more parsed JSON than
+//! `Bounds::max_json_bytes`. Small bounds keep each run fast.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ pub fn harness_bounds() -> Bounds {
         max_loop_iterations: 100,
         max_total_steps: 50_000,
         max_depth: 32,
+        max_json_bytes: 256 * 1024,
     }
 }
 
@@ -46,17 +48,27 @@ pub fn parse_and_render(data: &[u8]) {
     };
     let bounds = harness_bounds();
     match t.render(&input, &bounds) {
-        Ok(r) => assert!(
-            r.body.len() <= bounds.max_output_bytes,
-            "output of {} bytes passed the limit",
-            r.body.len()
-        ),
+        Ok(r) => {
+            assert!(
+                r.body.len() <= bounds.max_output_bytes,
+                "output of {} bytes passed the limit",
+                r.body.len()
+            );
+            assert!(
+                r.json_bytes <= bounds.max_json_bytes,
+                "parsed JSON held {} bytes, past the limit",
+                r.json_bytes
+            );
+        }
         Err(
             RenderError::OutputTooLarge
             | RenderError::TooManyIterations
             | RenderError::TooManySteps
             | RenderError::TooDeep
-            | RenderError::Invalid(_),
+            | RenderError::Invalid(_)
+            | RenderError::BadPayload(_)
+            | RenderError::JsonTooLarge
+            | RenderError::OverBudget,
         ) => {}
     }
 }

@@ -271,7 +271,8 @@ impl<'r> Eval<'r> {
         Ok(match (name, args) {
             ("toString", []) => self.new_string(recv.to_text(limit)?.into_owned())?,
             ("equals", [other]) => Value::Bool(java_equals(&recv, other, limit)?),
-            ("size", []) => match container_len(&recv) {
+            // `count()` is what AWS's reference calls on `$input.path('$.pets')`.
+            ("size", []) | ("count", []) => match container_len(&recv) {
                 Some(n) => Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
                 None => Value::Null,
             },

@@ -5,9 +5,12 @@
 //! when the configuration is compiled ([`parse`]), and rendered on every request ([`Template::render`]).
 //!
 //! Input: the raw body, the request parameters ([`Params`]: path, query string, header, in request
-//! order), `$context` as a JSON object built by the caller and the stage variables. Output: the rendered
-//! body plus what the template wrote into `$context.requestOverride.*` / `$context.responseOverride.*`
-//! ([`Overrides`]).
+//! order; the headers API Gateway's front door blanks are blank, [`BLANKED_HEADERS`]), `$context` as a
+//! JSON object built by the caller and the stage variables. Output: the rendered body plus what the
+//! template wrote into `$context.requestOverride.*` / `$context.responseOverride.*` ([`Overrides`]). A
+//! response render starts from the request render's overrides ([`Template::render_with`]), so it
+//! reads them and a status or header set in the request template reaches the client unless the
+//! response template sets it again.
 //!
 //! # Dialect
 //!
@@ -23,8 +26,10 @@
 //!   swallows the spaces/tabs before it when they start a token (start of template, or right after
 //!   another directive/reference). Indentation before `#if/#foreach/#end` is output, as in 1.7.
 //!   `## comment` swallows its newline.
-//! - An undefined reference renders as its source text (`$foo` stays `$foo`); `$!foo` renders nothing.
-//!   `#set($a = <null>)` leaves `$a` unchanged.
+//! - API Gateway departs from Velocity here: a null or undefined reference renders as nothing (`$foo`,
+//!   `$a.missing`, `$input.path('$.missing')`, `$util.urlEncode($nothing)` all give `""`), also
+//!   inside string literals and as a side of string `+`; and null equals `""` in `==`/`!=`.
+//!   `#set($a = <null>)` leaves `$a` unchanged (Velocity 1.7's rule).
 //! - In `#if`, only `null` and `false` are false: an empty string is *true*. `$input.params('x')` is `""`
 //!   when absent, so optional fields are written `#if($input.params('seed') != "")`.
 //! - `==` compares numbers numerically, values of one kind by value, anything else by string form
@@ -42,7 +47,10 @@
 //! `url(s)`). EscapeTool has no `tab`, so `$esc.tab` renders literally, as it would on AWS.
 //! JSONPath is RFC 9535 (`serde_json_path`); Jayway extras used in practice are accepted by rewriting:
 //! a path without `$` gets `$.` in front, dotted names with `-` become bracketed names.
-//! An empty body reads as `{}` (for `$input.body`, `json` and `path`), as API Gateway does.
+//! `$input.body` of an empty body is `{}`; for `json` and `path` an empty body is no document (`""` and
+//! null). A body that is not JSON and does not start like JSON (`a=b&c=d`) reads as one string; one
+//! that starts like JSON but is not ([`RenderError::BadPayload`]) fails the render, which the gateway
+//! answers 400 `Could not process payload` for a request ([`json`]).
 //!
 //! Printing values: maps print Java-style (`{a=1, b=x}`), lists that come from JSON (`$input.path`,
 //! `parseJson`) print as compact JSON (`[{"c":5}]`), lists built in the template print Java-style
@@ -61,7 +69,10 @@
 //!
 //! Rendering never panics and is bounded by [`Bounds`]: output bytes (also caps every intermediate
 //! string), iterations per `#foreach`, total evaluation steps (regex compilation and JSONPath parsing
-//! are charged extra), and nesting depth of values. Parsing bounds block/expression nesting
+//! are charged extra), nesting depth of values, and the bytes held by JSON the render parses (the
+//! body and every `$util.parseJson`, counted as the values are built: [`Bounds::max_json_bytes`]; the
+//! same count is charged as it grows to the caller's [`Reserve`], the gateway's in-flight memory
+//! budget, and a refusal stops the render with [`RenderError::OverBudget`]). Parsing bounds block/expression nesting
 //! ([`MAX_PARSE_DEPTH`]), so neither parse nor render can overflow the stack. Regexes are compiled with
 //! a size limit and run in linear time (no ReDoS). Values are immutable and shared (`Rc`); mutation
 //! (`add`, `put`, `#set($m.k = v)`) is copy-on-write on the variable, so a template cannot build a
@@ -71,11 +82,14 @@ mod apigw;
 mod ast;
 mod escape;
 mod eval;
+mod json;
 mod methods;
 mod parse;
 mod reads;
 mod value;
 
+#[cfg(test)]
+mod fidelity;
 #[cfg(test)]
 mod tests;
 
@@ -91,6 +105,36 @@ pub use reads::{BodyUse, Input, Name, Read};
 /// Deepest nesting of blocks (`#if`, `#foreach`) and expressions the parser accepts.
 pub const MAX_PARSE_DEPTH: usize = 64;
 
+/// Request headers templates see as empty (lower case), as behind API Gateway's front door:
+/// hop-by-hop and front-door headers keep their name in `$input.params()` with an empty value.
+pub const BLANKED_HEADERS: &[&str] = &[
+    "connection",
+    "content-md5",
+    "expect",
+    "max-forwards",
+    "proxy-authenticate",
+    "server",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "www-authenticate",
+];
+
+/// The header list templates see: `headers` with [`BLANKED_HEADERS`] emptied.
+pub fn template_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            if BLANKED_HEADERS.iter().any(|b| name.eq_ignore_ascii_case(b)) {
+                (name.clone(), String::new())
+            } else {
+                (name.clone(), value.clone())
+            }
+        })
+        .collect()
+}
+
 /// A parsed template, ready to render many times from many threads.
 #[derive(Clone, Debug)]
 pub struct Template {
@@ -104,6 +148,30 @@ struct TemplateInner {
     /// Initial output capacity: the template's own size plus room for values.
     size_hint: usize,
 }
+
+/// Where a render sets aside the memory its parsed JSON holds, as the values are built: the
+/// gateway's in-flight memory budget ([`crate::memory`]). Charged in steps of
+/// [`JSON_CHARGE_STEP`] bytes, so a small body costs one charge; a refusal stops the render with
+/// [`RenderError::OverBudget`]. The values are gone when the render returns, so the caller gives
+/// the charges back then.
+pub trait Reserve {
+    /// Sets `bytes` more aside; `false` when they cannot be had (nothing is set aside then).
+    fn try_reserve(&self, bytes: usize) -> bool;
+}
+
+/// A [`Reserve`] that never refuses (tests, `check-config` dry runs, fuzzing, gateway responses,
+/// whose inputs are bounded by the request head).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unmetered;
+
+impl Reserve for Unmetered {
+    fn try_reserve(&self, _bytes: usize) -> bool {
+        true
+    }
+}
+
+/// The step in which parsed JSON is charged to a [`Reserve`]: 64 KiB.
+pub const JSON_CHARGE_STEP: usize = 64 * 1024;
 
 /// A template that does not parse: position (1-based, in characters, within the template) and cause.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -133,10 +201,34 @@ pub enum RenderError {
     /// A value nested deeper than `Bounds::max_depth`.
     #[error("mapping template nesting exceeds the depth limit")]
     TooDeep,
-    /// A run-time failure API Gateway also fails on: bad JSONPath, body not JSON, bad base64, bad
-    /// regex, index out of range.
+    /// A run-time failure API Gateway also fails on: bad JSONPath, bad base64, bad regex, index out
+    /// of range.
     #[error("mapping template failed: {0}")]
     Invalid(String),
+    /// The payload (or a `$util.parseJson` argument) starts like JSON but is not JSON: the client's
+    /// error for a request (400 `Could not process payload`).
+    #[error("payload is not valid JSON: {0}")]
+    BadPayload(String),
+    /// JSON the render parses would hold more than `Bounds::max_json_bytes`.
+    #[error("JSON in the payload exceeds the template memory bound")]
+    JsonTooLarge,
+    /// The caller's [`Reserve`] refused the memory parsed JSON needs (the gateway's in-flight
+    /// budget is spent: 503).
+    #[error("in-flight memory budget exhausted while parsing JSON")]
+    OverBudget,
+}
+
+/// A [`RenderError`] and where in the template it happened (1-based line and column of the innermost
+/// reference or `#foreach` being evaluated).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{col}: {error}")]
+pub struct RenderFailure {
+    /// What failed.
+    pub error: RenderError,
+    /// Line, 1-based.
+    pub line: u32,
+    /// Column in characters, 1-based.
+    pub col: u32,
 }
 
 /// Limits of one render.
@@ -154,6 +246,12 @@ pub struct Bounds {
     /// Nesting depth of values built by the template (lists in lists...). Default 128 (serde_json's
     /// own recursion limit for parsed JSON).
     pub max_depth: usize,
+    /// Bytes the JSON values one render parses may hold together (the payload for `$input.json` /
+    /// `$input.path`, and every `$util.parseJson`), counted as they are built: a value slot is 72
+    /// bytes, counted twice in an array for its growth. Default 128 MiB: `$input.json('$')` on a
+    /// 6 MB payload (SageMaker's limit) of numbers, about 670 000 values, fits; a 10 MB body of
+    /// `[0,0,…]`, five million values that serde_json holds in 370 MB (measured), is refused.
+    pub max_json_bytes: usize,
 }
 
 impl Default for Bounds {
@@ -163,6 +261,7 @@ impl Default for Bounds {
             max_loop_iterations: 1000,
             max_total_steps: 1_000_000,
             max_depth: 128,
+            max_json_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -197,8 +296,11 @@ pub struct RenderInput<'a> {
 pub struct Rendered {
     /// The rendered text.
     pub body: String,
-    /// Values the template assigned to `$context.requestOverride.*` / `$context.responseOverride.*`.
+    /// Values the template assigned to `$context.requestOverride.*` / `$context.responseOverride.*`
+    /// (including those it started from).
     pub overrides: Overrides,
+    /// Bytes the JSON values parsed by this render held (at most `Bounds::max_json_bytes`).
+    pub json_bytes: usize,
 }
 
 /// Assignments to API Gateway's override variables, in assignment order (a name set twice keeps its
@@ -215,6 +317,8 @@ pub struct Overrides {
     pub request_path: Vec<(String, String)>,
     /// `$context.responseOverride.header.<name>`.
     pub response_headers: Vec<(String, String)>,
+    /// Other names set under the two (`responseOverride.custom`): readable later, acted on by no one.
+    pub other: Vec<(String, String)>,
 }
 
 /// Parses a template. Done once, at configuration load.
@@ -236,7 +340,24 @@ impl Template {
         input: &RenderInput<'_>,
         bounds: &Bounds,
     ) -> Result<Rendered, RenderError> {
-        eval::render(&self.inner.body, self.inner.size_hint, input, bounds)
+        self.render_with(input, bounds, &Overrides::default(), &Unmetered)
+            .map_err(|f| f.error)
+    }
+
+    /// Renders starting from the overrides `prior` (the request template's, for a response
+    /// template), charging parsed JSON to `reserve`; a failure names its line and column.
+    pub fn render_with(
+        &self,
+        input: &RenderInput<'_>,
+        bounds: &Bounds,
+        prior: &Overrides,
+        reserve: &dyn Reserve,
+    ) -> Result<Rendered, RenderFailure> {
+        let (block, hint) = (&self.inner.body, self.inner.size_hint);
+        eval::render(block, hint, input, bounds, prior, reserve).map_err(|(error, at)| {
+            let (line, col) = parse::line_col(&self.inner.source, at);
+            RenderFailure { error, line, col }
+        })
     }
 
     /// The text the template was parsed from.

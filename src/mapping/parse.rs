@@ -477,7 +477,12 @@ impl<'s> Parser<'s> {
         self.eat_line_end();
         let (body, term, term_at) = self.block()?;
         match term {
-            Term::End => Ok(Node::Foreach(Box::new(Foreach { var, iter, body }))),
+            Term::End => Ok(Node::Foreach(Box::new(Foreach {
+                at: self.origin.unwrap_or(at),
+                var,
+                iter,
+                body,
+            }))),
             Term::Eof => fail(at, "#foreach without #end"),
             _ => fail(term_at, "#else/#elseif inside #foreach without #if"),
         }

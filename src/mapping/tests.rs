@@ -46,8 +46,23 @@ fn context() -> serde_json::Value {
     })
 }
 
-fn render_req(template: &str, r: &Req) -> Result<Rendered, RenderError> {
-    let t = parse(template).unwrap_or_else(|e| panic!("parse error {e} in {template:?}"));
+/// Renders a parsed template over `r`, from the overrides `prior`.
+fn render_full(
+    t: &Template,
+    r: &Req,
+    bounds: &Bounds,
+    prior: &Overrides,
+) -> Result<Rendered, RenderFailure> {
+    render_reserving(t, r, bounds, prior, &Unmetered)
+}
+
+fn render_reserving(
+    t: &Template,
+    r: &Req,
+    bounds: &Bounds,
+    prior: &Overrides,
+    reserve: &dyn Reserve,
+) -> Result<Rendered, RenderFailure> {
     let params = Params {
         path: pairs(&r.path),
         querystring: pairs(&r.query),
@@ -61,7 +76,12 @@ fn render_req(template: &str, r: &Req) -> Result<Rendered, RenderError> {
         context: &ctx,
         stage_variables: &stage,
     };
-    t.render(&input, &Bounds::default())
+    t.render_with(&input, bounds, prior, reserve)
+}
+
+fn render_req(template: &str, r: &Req) -> Result<Rendered, RenderError> {
+    let t = parse(template).unwrap_or_else(|e| panic!("parse error {e} in {template:?}"));
+    render_full(&t, r, &Bounds::default(), &Overrides::default()).map_err(|f| f.error)
 }
 
 fn render(template: &str, r: &Req) -> String {
@@ -263,7 +283,9 @@ fn input_json_and_path() {
         ),
         ("$input.json('$.b')", Req { body, ..req() }, r#"[{"c":5}]"#),
         ("$input.json('$.s')", Req { body, ..req() }, r#""x'y""#),
-        ("$input.json('$.missing')", Req { body, ..req() }, "null"),
+        // Nothing (a missing path, a JSON null) is the empty string, as JSON.
+        ("$input.json('$.missing')", Req { body, ..req() }, r#""""#),
+        ("$input.json('$.n')", Req { body, ..req() }, r#""""#),
         ("$input.json('$.b[*].c')", Req { body, ..req() }, "[5]"),
         ("$input.json('$.user-id')", Req { body, ..req() }, r#""u1""#),
         ("$input.json('a')", Req { body, ..req() }, "1"),
@@ -282,23 +304,19 @@ fn input_json_and_path() {
         ("$input.path('$.b')[0].c", Req { body, ..req() }, "5"),
         ("$input.path('$.f')", Req { body, ..req() }, "1.5"),
         ("$input.path('$.big')", Req { body, ..req() }, "1.0E21"),
-        (
-            "$input.path('$.missing')",
-            Req { body, ..req() },
-            "$input.path('$.missing')",
-        ),
-        ("$!input.path('$.n')", Req { body, ..req() }, ""),
+        ("[$input.path('$.missing')]", Req { body, ..req() }, "[]"),
+        ("[$!input.path('$.n')]", Req { body, ..req() }, "[]"),
         ("$input.path('$.a') + 1", Req { body, ..req() }, "1 + 1"),
         (
             "#set($x = $input.path('$.a') + 1)$x",
             Req { body, ..req() },
             "2",
         ),
-        // Empty body reads as {}.
+        // An empty body: `$input.body` is `{}`, but there is no document to read.
         (
-            "$input.body|$input.json('$')|$input.path('$').size()",
+            "$input.body|$input.json('$')|$input.path('$')|$input.path('$').size()",
             req(),
-            "{}|{}|0",
+            r#"{}|""||"#,
         ),
         (
             "$input.body",
@@ -366,11 +384,7 @@ fn util_functions() {
             req(),
             r#"two [1,"two",{"x":true}] {arr=[1,"two",{"x":true}]}"#,
         ),
-        (
-            "$util.escapeJavaScript($undefined)",
-            req(),
-            "$util.escapeJavaScript($undefined)",
-        ),
+        ("[$util.escapeJavaScript($undefined)]", req(), "[]"),
     ]);
     assert!(matches!(
         render_req("$util.base64Decode('***')", &req()),
@@ -378,7 +392,7 @@ fn util_functions() {
     ));
     assert!(matches!(
         render_req("$util.parseJson('{')", &req()),
-        Err(RenderError::Invalid(_))
+        Err(RenderError::BadPayload(_))
     ));
     assert!(matches!(
         render_req("$util.urlDecode('%G1')", &req()),
@@ -388,11 +402,11 @@ fn util_functions() {
         render_req(
             "$input.json('$')",
             &Req {
-                body: "not json",
+                body: "{not json",
                 ..req()
             }
         ),
-        Err(RenderError::Invalid(_))
+        Err(RenderError::BadPayload(_))
     ));
     assert!(matches!(
         render_req("$input.json('$[')", &req()),
@@ -419,19 +433,15 @@ fn context_stage_variables_and_esc() {
             r#"{"message":"Forbidden"}"#,
         ),
         ("$context.error.responseType", r(), "INVALID_API_KEY"),
-        ("$context.nope", r(), "$context.nope"),
+        ("[$context.nope]", r(), "[]"),
         (
             "$stageVariables.endpoint ${stageVariables.alias} $stageVariables.get('alias')",
             r(),
             "movies-prod live live",
         ),
         ("$stageVariables.keySet()", r(), "[alias, endpoint]"),
-        ("$stageVariables.nope", r(), "$stageVariables.nope"),
-        (
-            "a${esc.newline}b$esc.d$esc.h$esc.tab",
-            r(),
-            "a\nb$#$esc.tab",
-        ),
+        ("[$stageVariables.nope]", r(), "[]"),
+        ("a${esc.newline}b$esc.d$esc.h$esc.tab", r(), "a\nb$#"),
     ]);
 }
 
@@ -465,12 +475,12 @@ fn overrides_are_returned() {
 #[test]
 fn references() {
     check(&[
-        ("$foo", req(), "$foo"),
-        ("$!foo|$!{foo}|${foo}", req(), "||${foo}"),
+        ("[$foo]", req(), "[]"),
+        ("$!foo|$!{foo}|${foo}", req(), "||"),
         (
-            "#set($a = 'x')$a ${a}b $!a $a.length() $a.nope",
+            "#set($a = 'x')$a ${a}b $!a $a.length() [$a.nope]",
             req(),
-            "x xb x 1 $a.nope",
+            "x xb x 1 []",
         ),
         (
             "#set($m = {'k': 'v', 'n': 2})$m.k $m['k'] $m.get('n') $m",
@@ -492,7 +502,7 @@ fn references() {
             "bc A",
         ),
         ("#set($i = 2)#set($s = 'abcd')$s.substring($i)", req(), "cd"),
-        ("#set($x = \"a $foo b\")$x", req(), "a $foo b"),
+        ("#set($x = \"a $foo b\")$x", req(), "a  b"),
         (
             "#set($n = 'N')#set($x = \"a $n b ${n}c\")$x",
             req(),
@@ -508,12 +518,16 @@ fn references() {
 #[test]
 fn escapes_comments_and_raw_text() {
     check(&[
+        // An escaped reference prints as written (with its backslash when null); a null one after
+        // an even run of backslashes renders as nothing, like any null.
         (
             "#set($a = 1)\\$a \\\\$a \\$b \\\\$b",
             req(),
-            "$a \\1 \\$b \\$b",
+            "$a \\1 \\$b \\",
         ),
-        ("\\#set($a = 1)", req(), "#set($a = 1)"),
+        ("\\#set(x)", req(), "#set(x)"),
+        // The escaped directive is text; the reference after it is still a (null) reference.
+        ("\\#set($a = 1)", req(), "#set( = 1)"),
         ("\\#foo \\#if", req(), "\\#foo #if"),
         ("a ## comment\nb", req(), "a b"),
         ("a #* block\n comment *#b", req(), "a b"),
@@ -618,10 +632,11 @@ fn arithmetic_and_set() {
             req(),
             "[a, b] true",
         ),
+        // `put` returns the previous value: null (rendered as nothing), then 1.
         (
             "#set($m = {})$m.put('a', 1)$m.put('a', 2) $m",
             req(),
-            "$m.put('a', 1)1 {a=2}",
+            "1 {a=2}",
         ),
         (
             "#set($m = {'in': []})#set($ok = $m.in.add(1))$m",
@@ -667,7 +682,7 @@ fn foreach_loops() {
             req(),
             "1keep",
         ),
-        ("#foreach($i in [1])$i#end$i", req(), "1$i"),
+        ("#foreach($i in [1])$i#end[$i]", req(), "1[]"),
         (
             "#foreach($v in $input.path('$'))$v;#end",
             Req {
@@ -689,7 +704,7 @@ fn foreach_loops() {
             req(),
             "[a][b][][c]",
         ),
-        ("$foreach.index", req(), "$foreach.index"),
+        ("[$foreach.index]", req(), "[]"),
     ]);
 }
 
@@ -840,6 +855,7 @@ fn bounds_stop_hostile_templates() {
         max_loop_iterations: 10,
         max_total_steps: 10_000,
         max_depth: 8,
+        max_json_bytes: 1 << 20,
     };
     let run = |t: &str| {
         let params = Params::default();
@@ -1052,4 +1068,151 @@ proptest! {
         prop_assert_eq!(v["user_id"].as_str(), Some(user_id.as_str()));
         prop_assert_eq!(v["k"].as_u64(), Some(u64::from(k)));
     }
+}
+
+fn body_req(body: &'static str) -> Req {
+    Req { body, ..req() }
+}
+
+#[test]
+fn payloads_that_are_not_json() {
+    check(&[
+        // Not JSON and not meant to be: one string.
+        (
+            "$input.json('$')|$input.path('$')",
+            body_req("a=b&c=d"),
+            r#""a=b&c=d"|a=b&c=d"#,
+        ),
+        ("[$input.path('$.a')]", body_req("a=b"), "[]"),
+        (
+            "#foreach($kv in $input.path('$').split('&'))$kv;#end",
+            body_req("a=1&b=2"),
+            "a=1;b=2;",
+        ),
+        ("$util.parseJson('plain')", req(), "plain"),
+        ("[$util.parseJson('')]", req(), "[]"),
+    ]);
+    for (template, body) in [
+        ("$input.json('$')", r#"{"a":"#),
+        ("$input.path('$.a')", "[1,2"),
+        ("$input.path('$')", r#""unterminated"#),
+        ("$util.parseJson('{\"a\":')", ""),
+    ] {
+        assert!(
+            matches!(
+                render_req(template, &body_req(body)),
+                Err(RenderError::BadPayload(_))
+            ),
+            "{template} on {body}"
+        );
+    }
+}
+
+#[test]
+fn parsed_json_is_bounded_and_charged_as_it_is_built() {
+    let bounds = Bounds {
+        max_json_bytes: 64 * 1024,
+        ..Bounds::default()
+    };
+    let run = |t: &Template, body: &'static str| {
+        render_full(t, &body_req(body), &bounds, &Overrides::default()).map_err(|f| f.error)
+    };
+    let payload = parse("$input.json('$')").unwrap();
+    let big: &'static str = Box::leak(format!("[{}0]", "0,".repeat(10_000)).into_boxed_str());
+    assert_eq!(run(&payload, big), Err(RenderError::JsonTooLarge));
+    // parseJson values are kept until the render ends, so they count together.
+    let repeated =
+        parse("#foreach($i in [1..100])#set($v = $util.parseJson($input.body))#end").unwrap();
+    let list: &'static str = Box::leak(format!("[{}0]", "0,".repeat(200)).into_boxed_str());
+    assert_eq!(run(&repeated, list), Err(RenderError::JsonTooLarge));
+    // What a render holds is charged to its reserve in steps, before it is taken; a template that
+    // parses nothing charges nothing; a refusal stops the render.
+    let counting = |t: &Template, body: &'static str, left: usize| {
+        let reserve = Counting {
+            left: std::cell::Cell::new(left),
+            granted: std::cell::Cell::new(0),
+        };
+        let r = render_reserving(t, &body_req(body), &bounds, &Overrides::default(), &reserve);
+        (
+            r.map(|r| r.json_bytes).map_err(|f| f.error),
+            reserve.granted.get(),
+        )
+    };
+    let plain = parse("$input.params('k') $input.body").unwrap();
+    assert_eq!(counting(&plain, "[1, 2]", usize::MAX), (Ok(0), 0));
+    for body in [
+        r#"{"a": [1, 2, 3], "b": {"c": "ddd"}}"#,
+        "[[],[],{},{}]",
+        "plain text",
+        r#"{"":0,"b":"ccc"}"#,
+    ] {
+        let (held, granted) = counting(&payload, body, usize::MAX);
+        let held = held.unwrap();
+        assert!(held > 0, "{body}");
+        assert_eq!(
+            granted, JSON_CHARGE_STEP,
+            "{body}: one step for {held} bytes"
+        );
+        assert_eq!(
+            counting(&payload, body, JSON_CHARGE_STEP - 1),
+            (Err(RenderError::OverBudget), 0),
+            "{body}"
+        );
+    }
+    let (held, granted) = counting(&repeated, list, usize::MAX);
+    assert_eq!(held, Err(RenderError::JsonTooLarge));
+    assert!(granted >= bounds.max_json_bytes, "{granted}");
+}
+
+/// A reserve that grants up to `left` bytes and counts what it granted.
+struct Counting {
+    left: std::cell::Cell<usize>,
+    granted: std::cell::Cell<usize>,
+}
+
+impl Reserve for Counting {
+    fn try_reserve(&self, bytes: usize) -> bool {
+        if bytes > self.left.get() {
+            return false;
+        }
+        self.left.set(self.left.get() - bytes);
+        self.granted.set(self.granted.get() + bytes);
+        true
+    }
+}
+
+#[test]
+fn failures_name_their_line_and_column() {
+    let fail = |t: &str| {
+        render_full(
+            &parse(t).unwrap(),
+            &req(),
+            &Bounds::default(),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+    };
+    let failure = fail("line one\n  #set($x = 1)\n  $x $util.base64Decode('!!')");
+    assert_eq!((failure.line, failure.col), (3, 6), "{failure}");
+    assert!(matches!(failure.error, RenderError::Invalid(_)));
+    let failure = fail("a\n#foreach($i in [1..5000])#end");
+    assert_eq!(
+        (failure.error, failure.line, failure.col),
+        (RenderError::TooManyIterations, 2, 1)
+    );
+}
+
+#[test]
+fn a_response_render_starts_from_the_request_overrides() {
+    let request = render_req(
+        "#set($context.responseOverride.status = 202)#set($context.requestOverride.querystring['k'] = 'v')#set($context.responseOverride.header.X-A = ['1', '2'])",
+        &req(),
+    )
+    .unwrap();
+    assert_eq!(request.overrides.response_headers, pairs(&[("X-A", "1,2")]));
+    let t = parse("$context.responseOverride.status $context.requestOverride.querystring.k #set($context.responseOverride.status = 203)").unwrap();
+    let out = render_full(&t, &req(), &Bounds::default(), &request.overrides).unwrap();
+    assert_eq!(out.body, "202 v");
+    assert_eq!(out.overrides.status, Some(203));
+    assert_eq!(out.overrides.response_headers, pairs(&[("X-A", "1,2")]));
 }

@@ -65,6 +65,16 @@ pub(super) enum OverrideKind {
     ResponseHeader,
 }
 
+impl OverrideKind {
+    /// Whether two names are the same entry: header names compare case-insensitively.
+    pub fn same_name(self, a: &str, b: &str) -> bool {
+        match self {
+            OverrideKind::RequestHeader | OverrideKind::ResponseHeader => a.eq_ignore_ascii_case(b),
+            OverrideKind::RequestQuerystring | OverrideKind::RequestPath => a == b,
+        }
+    }
+}
+
 impl<'r> Value<'r> {
     pub fn from_json(v: &'r serde_json::Value) -> Value<'r> {
         match v {
@@ -392,7 +402,8 @@ pub(super) fn java_double(d: f64, out: &mut String) {
     }
 }
 
-/// Velocity's `==`: numbers by value, same kinds by value, otherwise by string form.
+/// Velocity's `==`: numbers by value, same kinds by value, otherwise by string form; and API
+/// Gateway's rule that null equals the empty string.
 pub(super) fn equals(a: &Value<'_>, b: &Value<'_>, limit: usize) -> Result<bool, RenderError> {
     if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
         if let (Value::Int(i), Value::Int(j)) = (a, b) {
@@ -402,7 +413,7 @@ pub(super) fn equals(a: &Value<'_>, b: &Value<'_>, limit: usize) -> Result<bool,
     }
     match (a, b) {
         (Value::Null, Value::Null) => Ok(true),
-        (Value::Null, _) | (_, Value::Null) => Ok(false),
+        (Value::Null, other) | (other, Value::Null) => Ok(other.as_str() == Some("")),
         (Value::Bool(x), Value::Bool(y)) => Ok(x == y),
         _ => {
             if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {

@@ -1,7 +1,9 @@
 //! The command line: `check-config` (shipped config passes; every error of a broken config or
 //! keys file is printed as `file:line:col: path: message`), `keys new` (a key printed once whose
-//! `value_sha256` entry authenticates end to end), `healthcheck --url`, and the image's default keys
-//! file (`config/keys.empty.yaml`: loads, serves, and every key-protected route answers 403).
+//! `value_sha256` entry authenticates end to end), `healthcheck --url`, the image's default keys
+//! file (`config/keys.empty.yaml`: loads, serves, and every key-protected route answers 403), and
+//! `test-invoke` (prints what the running gateway sends SageMaker and answers its client, byte for
+//! byte; exit 2 with the route, template and line:col on bad input).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -10,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::kit::config::Plan;
 use crate::kit::{
-    DEMO_KEY, Gateway, KeysYaml, Upstream, closed_port, sagegate_bin, shipped_config_dir,
+    DEMO_KEY, Gateway, KeysYaml, SageMakerReply, Upstream, closed_port, sagegate_bin,
+    shipped_config_dir,
 };
 
 fn sagegate(args: &[&str]) -> Output {
@@ -262,4 +265,237 @@ fn serve_refuses_to_start_on_a_broken_config_and_says_why() {
     for e in gateway_errors(config.to_str().unwrap()) {
         assert!(text.contains(&e), "missing `{e}` in:\n{text}");
     }
+}
+
+/// `sagegate test-invoke` on `config` with `args`, `stdin` as standard input.
+fn test_invoke(config: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(sagegate_bin())
+        .arg("test-invoke")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn printed(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+const SEED_PATH: &str = "/recommended-movies/O%27Brien";
+const SEED_QUERY: &str = "k=3&inference_type=deterministic&seed=7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_invoke_prints_what_the_gateway_sends_and_answers() {
+    let answer = r#"{"user_id":"O'Brien","recommendations":[{"item_id":"M:1","score":0.5}]}"#;
+    let upstream = Upstream::replying(SageMakerReply::ok(answer)).await;
+    let shipped = |name: &str| std::fs::read_to_string(shipped_config_dir().join(name)).unwrap();
+    let gateway = Gateway::builder()
+        .config_text(&shipped("gateway.yaml"))
+        .keys_text(&shipped("keys.yaml"))
+        .upstream(&upstream)
+        .start()
+        .await;
+    let reply = gateway
+        .get(&format!("/temp{SEED_PATH}?{SEED_QUERY}"))
+        .key(DEMO_KEY)
+        .header("accept", "application/json")
+        .send()
+        .await;
+    reply.assert_ok();
+    let sent = upstream.single();
+
+    let config = shipped_config_dir().join("gateway.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let answer_file = dir.path().join("answer.json");
+    std::fs::write(&answer_file, answer).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        test_invoke(
+            &config,
+            &[
+                "--stage",
+                "temp",
+                "--method",
+                "GET",
+                "--path",
+                SEED_PATH,
+                "--query",
+                SEED_QUERY,
+                "--header",
+                "Accept: application/json",
+                "--upstream-status",
+                "200",
+                "--upstream-body",
+                answer_file.to_str().unwrap(),
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    let printed = printed(&out);
+    // The call: the endpoint the stage names, the body and headers the gateway sent.
+    assert_eq!(printed["endpoint"], "movie-recommender-temp");
+    assert_eq!(printed["body"].as_str().unwrap().as_bytes(), &sent.body[..]);
+    for name in ["Content-Type", "Accept"] {
+        assert_eq!(
+            printed["headers"][name].as_str(),
+            sent.header(&name.to_ascii_lowercase()),
+            "{name}: {printed}"
+        );
+    }
+    // The custom attributes and inference id are the request's id, a fresh one per request.
+    let attrs = printed["headers"]["X-Amzn-SageMaker-Custom-Attributes"]
+        .as_str()
+        .unwrap();
+    assert!(crate::kit::client::is_uuid(attrs), "{printed}");
+    assert!(
+        sent.header("x-amzn-sagemaker-custom-attributes")
+            .is_some_and(crate::kit::client::is_uuid)
+    );
+    // The answer: what the client got.
+    assert_eq!(printed["response"]["status"], u64::from(reply.status));
+    assert_eq!(printed["response"]["body"], reply.text());
+    assert_eq!(
+        printed["response"]["headers"]["content-type"].as_str(),
+        reply.header("content-type")
+    );
+}
+
+const TEMPLATED_CONFIG: &str = r#"stages:
+  temp:
+    variables: { endpoint: ep-temp }
+routes:
+  - method: POST
+    path: /items/{id}
+    integration:
+      endpoint_name: "${stageVariables.endpoint}"
+      request_templates:
+        application/json: |-
+          #set($context.responseOverride.header.x-from-request = "yes")
+          {"id": "$input.params('id')",
+           "n": $input.json('$.n'), "decoded": "$util.base64Decode($input.params('b64'))"}
+      responses:
+        - selection_pattern: "424"
+          status: 400
+          response_templates:
+            application/json: '{"model": $input.json(''$.OriginalMessage'')}'
+        - status: 200
+"#;
+
+/// `test-invoke` flags for `POST /temp/items/A:1?{query}`, the body from standard input.
+fn items_request(query: &str) -> Vec<&str> {
+    vec![
+        "--stage",
+        "temp",
+        "--method",
+        "POST",
+        "--path",
+        "/items/A:1",
+        "--query",
+        query,
+        "--body",
+        "-",
+    ]
+}
+
+#[test]
+fn test_invoke_reads_the_body_from_stdin_and_maps_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, TEMPLATED_CONFIG).unwrap();
+    let base = items_request("b64=aGk=");
+    let mut out = printed(&test_invoke(&config, &base, br#"{"n": [1, 2]}"#));
+    // Both default to the request's id, a fresh one per request.
+    for name in [
+        "X-Amzn-SageMaker-Custom-Attributes",
+        "X-Amzn-SageMaker-Inference-Id",
+    ] {
+        let id = out["headers"].as_object_mut().unwrap().remove(name);
+        assert!(id.is_some_and(|v| crate::kit::client::is_uuid(v.as_str().unwrap())));
+    }
+    assert_eq!(
+        out,
+        serde_json::json!({
+            "endpoint": "ep-temp",
+            "headers": {"Content-Type": "application/json", "Accept": "application/json"},
+            "body": "{\"id\": \"A:1\",\n \"n\": [1,2], \"decoded\": \"hi\"}",
+        })
+    );
+    // A model error (424, as SageMaker answers it) through the "424" integration response; the
+    // request template's header override reaches the client.
+    let error_file = dir.path().join("error.json");
+    std::fs::write(
+        &error_file,
+        r#"{"ErrorCode":"CLIENT_ERROR_FROM_MODEL","OriginalStatusCode":400,"OriginalMessage":"k must be > 0","Message":"Received client error (400)"}"#,
+    )
+    .unwrap();
+    let mut args = base.to_vec();
+    args.extend([
+        "--upstream-status",
+        "424",
+        "--upstream-body",
+        error_file.to_str().unwrap(),
+    ]);
+    let out = printed(&test_invoke(&config, &args, b"{}"));
+    assert_eq!(out["response"]["status"], 400);
+    assert_eq!(out["response"]["body"], r#"{"model": "k must be > 0"}"#);
+    assert_eq!(out["response"]["headers"]["x-from-request"], "yes");
+    // SageMaker throttling, not selected by any pattern: API Gateway's 429.
+    let mut args = base.to_vec();
+    args.extend(["--upstream-status", "429"]);
+    let out = printed(&test_invoke(&config, &args, b"{}"));
+    assert_eq!(out["response"]["status"], 429);
+    assert_eq!(
+        out["response"]["body"],
+        r#"{"message":"Too Many Requests"}"#
+    );
+}
+
+#[test]
+fn test_invoke_exits_2_naming_the_route_the_template_and_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, TEMPLATED_CONFIG).unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let out = test_invoke(&config, args, stdin);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let request = items_request;
+    // `$util.base64Decode` of a value that is not base64, on line 3, column 39 of the template.
+    let err = run(&request("b64=!!"), b"{}");
+    assert!(
+        err.contains("request template application/json of POST /items/{id}: 3:39: "),
+        "{err}"
+    );
+    assert!(err.contains("base64Decode"), "{err}");
+    // A body that starts like JSON and is not: the client's 400, at the $input.json.
+    let err = run(&request("b64=aGk="), br#"{"n": "#);
+    assert!(err.contains("3:7: payload is not valid JSON"), "{err}");
+    assert!(
+        err.contains(r#"400 {"message": "Could not process payload"}"#),
+        "{err}"
+    );
+    // No such route; a malformed header flag; an unreadable body file; a broken config file.
+    let mut args = request("");
+    args[5] = "/nope";
+    assert!(run(&args, b"").contains("403"));
+    let mut args = request("");
+    args.extend(["--header", "no colon here"]);
+    assert!(run(&args, b"").contains("--header `no colon here`"));
+    let mut args = request("");
+    args[9] = "/does/not/exist";
+    assert!(run(&args, b"").contains("--body /does/not/exist: cannot read"));
+    std::fs::write(&config, BROKEN_GATEWAY).unwrap();
+    assert!(run(&request(""), b"").contains("must be > 0"));
 }

@@ -708,6 +708,52 @@ async fn past_the_memory_budget_new_work_gets_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_a_template_parses_is_charged_to_the_memory_budget() {
+    // `[0,0,…]` of 1000 bytes parses into about 72 KB of values: more than the second 64 KiB step
+    // of a 100 KB budget. A small document fits; the budget is empty again after each.
+    let upstream = Upstream::start().await;
+    let config = config_with(
+        "  memory_budget_bytes: 100000\n",
+        "      request_templates:\n        application/json: '{\"doc\": $input.json(''$'')}'\n",
+    );
+    let gateway = Gateway::builder()
+        .config_text(&config)
+        .upstream(&upstream)
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .start()
+        .await;
+    let path = "/temp/other/U:1";
+    let big = format!("[{}0]", "0,".repeat(499)).into_bytes();
+    let refused = gateway.get(path).key(KEY_A).body(big).send().await;
+    refused.assert_gateway_error(
+        503,
+        r#"{"message":"Service Unavailable"}"#,
+        "ServiceUnavailableException",
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(upstream.count(), 0, "the refused request made no call");
+    gateway
+        .get(path)
+        .key(KEY_A)
+        .body(br#"{"a": [1, 2, 3]}"#.to_vec())
+        .send()
+        .await
+        .assert_ok();
+    assert_eq!(upstream.single().body, br#"{"doc": {"a":[1,2,3]}}"#);
+    let admin = admin_url(&gateway);
+    eventually("the budget empty again", WAIT, || {
+        let admin = admin.clone();
+        async move {
+            let metrics = scrape(&admin).await;
+            let held = sample(&metrics, "sagegate_memory_held_bytes", &[]);
+            let refusals = sample(&metrics, "sagegate_memory_refusals_total", &[]);
+            (held == Some(0.0) && refusals == Some(1.0)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_never_see_the_callers_key() {
     let upstream = Upstream::start().await;
     let template = r#"      request_templates:

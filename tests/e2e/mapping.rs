@@ -1,8 +1,10 @@
-//! Mapping templates end to end (issue 4): request templates selected by `Content-Type`, response
-//! templates selected by `Accept`, integration responses chosen by SageMaker's status, response
-//! header mappings, `$context.responseOverride`, gateway response overrides, passthrough
-//! behaviours, binary media types, run-time template failures, `check-config` positions inside a
-//! template, and the shipped seed template under a hostile user id.
+//! Mapping templates end to end (issues 4 and 15): request templates selected by `Content-Type`,
+//! response templates selected by `Accept`, integration responses chosen by SageMaker's status,
+//! response header mappings, `$context.responseOverride` (also set in the request template),
+//! gateway response overrides, passthrough behaviours, binary media types, run-time template
+//! failures located by line:col, bodies that are not JSON, null and missing values, headers the
+//! front door blanks, the template JSON memory bound, `check-config` positions inside a template,
+//! and the shipped seed template under a hostile user id.
 //!
 //! Each test writes its own `gateway.yaml` (see [`gateway_yaml`]) and checks bytes: what the
 //! upstream received and what the client got.
@@ -160,38 +162,42 @@ async fn request_and_response_templates_are_selected_by_content_type_and_accept(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_template_failing_at_run_time_is_a_500_logged_with_route_and_cause() {
+async fn a_template_failing_at_run_time_is_a_500_logged_with_route_template_and_position() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::builder()
         .config_text(&gateway_yaml("", TEMPLATED))
         .upstream(&upstream)
         .start()
         .await;
-    // `$input.json('$.x')` on a body that is not JSON.
-    let reply = post(
-        &gateway,
-        "/temp/broken",
-        "application/json",
-        "this is not json",
-    )
-    .send()
-    .await;
+    // `$util.base64Decode('!!')`, at 1:14 of the text/plain template.
+    let reply = post(&gateway, "/temp/broken", "text/plain", "hello")
+        .send()
+        .await;
     reply.assert_gateway_error(
         500,
         r#"{"message": "Internal server error"}"#,
         "InternalServerErrorException",
     );
-    // `$util.base64Decode('!!')`.
-    let reply2 = post(&gateway, "/temp/broken", "text/plain", "hello")
+    // `$input.json('$.x')` on a body that starts like JSON and is not: the client's error.
+    let reply2 = post(&gateway, "/temp/broken", "application/json", r#"{"x": "#)
         .send()
         .await;
     reply2.assert_gateway_error(
-        500,
-        r#"{"message": "Internal server error"}"#,
-        "InternalServerErrorException",
+        400,
+        r#"{"message": "Could not process payload"}"#,
+        "BadRequestException",
     );
     assert_eq!(upstream.count(), 0, "a failed template sends nothing");
-    for (reply, cause) in [(&reply, "request template"), (&reply2, "request template")] {
+    for (reply, cause) in [
+        (
+            &reply,
+            "request template text/plain of POST /broken: 1:14: ",
+        ),
+        (
+            &reply2,
+            "request template application/json of POST /broken: 1:7: ",
+        ),
+    ] {
         let id = reply.request_id();
         let line = eventually("the failure log line", WAIT, || {
             let found = gateway
@@ -547,4 +553,204 @@ async fn shipped_seed_template_keeps_a_hostile_user_id_inside_a_json_string() {
             assert_eq!(sent.as_object().map(|o| o.len()), Some(3), "{sent}");
         }
     }
+}
+
+/// Routes for what issue 15 fixed: payloads that are not JSON, null and missing values, headers the
+/// front door blanks, overrides set in the request template, the template JSON memory bound.
+const FIDELITY: &str = r##"  - method: POST
+    path: /payload
+    api_key_required: false
+    integration:
+      endpoint_name: ep-temp
+      request_templates:
+        application/json: |-
+          {"x": $input.json('$.x'), "whole": $input.json('$'), "raw": "$util.escapeJavaScript($input.path('$'))", "missing": "$input.path('$.missing')", "stage": "$stageVariables.nope", "gone": #if($input.path('$.gone') == "")"empty"#else"set"#end}
+        application/x-www-form-urlencoded: |-
+          {#foreach($kv in $input.path('$').split('&'))#set($p = $kv.split('='))"$util.urlDecode($p[0])": "$util.urlDecode($p[1])"#if($foreach.hasNext), #end#end}
+  - method: POST
+    path: /whole
+    api_key_required: false
+    integration:
+      endpoint_name: ep-temp
+      request_templates:
+        application/json: $input.json('$')
+  - method: GET
+    path: /headers
+    api_key_required: false
+    integration:
+      endpoint_name: ep-temp
+      request_templates:
+        application/json: |-
+          {"server": "$input.params('Server')", "max": "$input.params('Max-Forwards')", "md5": "$input.params('Content-MD5')", "www": "$input.params('WWW-Authenticate')", "kept": "$input.params('X-Thing')"}
+  - method: GET
+    path: /overridden
+    api_key_required: false
+    integration:
+      endpoint_name: ep-temp
+      request_templates: &overriding
+        application/json: |-
+          #set($context.responseOverride.status = 202)
+          #set($context.responseOverride.header.x-from-request = "request")
+          #set($context.requestOverride.querystring.k = "9")
+          {}
+  - method: GET
+    path: /overridden-mapped
+    api_key_required: false
+    integration:
+      endpoint_name: ep-temp
+      request_templates: *overriding
+      responses:
+        - status: 200
+          response_parameters:
+            method.response.header.x-from-request: "'parameter'"
+  - method: GET
+    path: /overridden-again
+    api_key_required: false
+    integration:
+      endpoint_name: ep-temp
+      request_templates: *overriding
+      responses:
+        - status: 200
+          response_templates:
+            application/json: |-
+              #set($context.responseOverride.header.x-from-request = "response")
+              {"status": "$context.responseOverride.status", "k": "$context.requestOverride.querystring.k"}
+"##;
+
+async fn fidelity_gateway(upstream: &Upstream) -> Gateway {
+    Gateway::builder()
+        .config_text(&gateway_yaml("", FIDELITY))
+        .upstream(upstream)
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_that_are_not_json_and_missing_values_render_as_api_gateway_renders_them() {
+    let upstream = Upstream::start().await;
+    let gateway = fidelity_gateway(&upstream).await;
+    let sent = |body: &str, content_type: &str| {
+        let request = post(&gateway, "/temp/payload", content_type, body.to_owned());
+        let upstream = &upstream;
+        async move {
+            request.send().await.assert_ok();
+            String::from_utf8_lossy(&upstream.received().pop().unwrap().body).into_owned()
+        }
+    };
+    // JSON: the values; a missing path, an unknown stage variable and null all render as nothing.
+    assert_eq!(
+        sent(r#"{"x": [1, "a"], "gone": null}"#, "application/json").await,
+        r#"{"x": [1,"a"], "whole": {"x":[1,"a"],"gone":null}, "raw": "{x=[1,\"a\"], gone=null}", "missing": "", "stage": "", "gone": "empty"}"#
+    );
+    // Text that is not JSON reads as one string; nothing under it.
+    assert_eq!(
+        sent("a=b&c=d", "application/json").await,
+        r#"{"x": "", "whole": "a=b&c=d", "raw": "a=b&c=d", "missing": "", "stage": "", "gone": "empty"}"#
+    );
+    // No body: no document.
+    assert_eq!(
+        sent("", "application/json").await,
+        r#"{"x": "", "whole": "", "raw": "", "missing": "", "stage": "", "gone": "empty"}"#
+    );
+    // A form body split with $input.path('$'), as the widely used form templates do.
+    assert_eq!(
+        sent(
+            "name=Marcus&email=email%40example.com&message=",
+            "application/x-www-form-urlencoded"
+        )
+        .await,
+        r#"{"name": "Marcus", "email": "email@example.com", "message": ""}"#
+    );
+    // A body that starts like JSON but is not: 400, nothing sent.
+    let before = upstream.count();
+    post(
+        &gateway,
+        "/temp/payload",
+        "application/json",
+        r#"{"x": [1,"#,
+    )
+    .send()
+    .await
+    .assert_gateway_error(
+        400,
+        r#"{"message": "Could not process payload"}"#,
+        "BadRequestException",
+    );
+    assert_eq!(upstream.count(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_the_front_door_blanks_are_empty_in_templates() {
+    let upstream = Upstream::start().await;
+    let gateway = fidelity_gateway(&upstream).await;
+    gateway
+        .get("/temp/headers")
+        .header("server", "spoofed")
+        .header("max-forwards", "3")
+        .header("content-md5", "Q2hlY2sgSW50ZWdyaXR5IQ==")
+        .header("www-authenticate", "Basic realm=x")
+        .header("x-thing", "kept")
+        .send()
+        .await
+        .assert_ok();
+    assert_eq!(
+        String::from_utf8_lossy(&upstream.single().body),
+        r#"{"server": "", "max": "", "md5": "", "www": "", "kept": "kept"}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_overrides_set_in_the_request_template_reach_the_client() {
+    let upstream = Upstream::replying(SageMakerReply::ok(r#"{"ok":true}"#)).await;
+    let gateway = fidelity_gateway(&upstream).await;
+    // No integration responses: the model's answer, with the request template's status and header.
+    let reply = gateway.get("/temp/overridden").send().await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (202, r#"{"ok":true}"#)
+    );
+    assert_eq!(reply.header("x-from-request"), Some("request"));
+    // An integration response without a template: the override wins over its response parameter.
+    let reply = gateway.get("/temp/overridden-mapped").send().await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (202, r#"{"ok":true}"#)
+    );
+    assert_eq!(reply.header("x-from-request"), Some("request"));
+    // A response template reads both overrides and sets the header again: its value wins.
+    let reply = gateway.get("/temp/overridden-again").send().await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (202, r#"{"status": "202", "k": "9"}"#)
+    );
+    assert_eq!(reply.header("x-from-request"), Some("response"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_whose_json_would_pass_the_template_memory_bound_is_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = fidelity_gateway(&upstream).await;
+    // 2 MB of `0,`: a million values, counted at 144 MB (two 72-byte slots each), over the 128 MiB
+    // bound.
+    let big = format!("[{}0]", "0,".repeat(1_000_000));
+    post(&gateway, "/temp/whole", "application/json", big)
+        .send()
+        .await
+        .assert_gateway_error(
+            413,
+            r#"{"message":"Request Too Long"}"#,
+            "RequestTooLongException",
+        );
+    assert_eq!(upstream.count(), 0);
+    // The same route passes an ordinary body through.
+    post(
+        &gateway,
+        "/temp/whole",
+        "application/json",
+        r#"{"a": [1, 2]}"#,
+    )
+    .send()
+    .await
+    .assert_ok();
+    assert_eq!(upstream.single().body, br#"{"a":[1,2]}"#);
 }
