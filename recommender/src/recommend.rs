@@ -15,6 +15,7 @@
 //! not entries, because a catalogue's size decides what one entry costs. `moka::sync::Cache` is
 //! lock-free for readers and never held across an `.await` (the pipeline is synchronous).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use moka::sync::Cache;
@@ -102,46 +103,72 @@ impl Recommender {
         let seed = inv.seed.unwrap_or_else(|| rand::rng().random());
         // resolve user
         let user = model.resolve(&inv.user_id);
-        // score (or cache)
-        let (scores, cache) = self.scores(user, &inv.user_id, inv.policy);
-        // rank
-        let ranking = policy::rank(
-            inv.policy,
-            &scores,
-            inv.k,
-            &mut ChaCha8Rng::seed_from_u64(seed),
-        )?;
-        // assemble
-        let body = response::assemble(Parts {
-            model,
-            user_id: inv.user_id,
-            request_id: request_id.to_owned(),
-            policy: inv.policy,
-            seed,
-            scores: &scores,
-            ranking,
-            fallback: user == UserRef::Unknown,
+        // score (or cache), then rank and assemble over those scores wherever they live
+        let rng = &mut ChaCha8Rng::seed_from_u64(seed);
+        let (body, cache) = self.with_scores(user, &inv.user_id, inv.policy, |scores| {
+            // rank
+            let ranking = policy::rank(inv.policy, scores, inv.k, rng)?;
+            // assemble
+            Ok::<_, InvocationError>(response::assemble(Parts {
+                model,
+                user_id: inv.user_id.clone(),
+                request_id: request_id.to_owned(),
+                policy: inv.policy,
+                seed,
+                scores,
+                ranking,
+                fallback: user == UserRef::Unknown,
+            }))
         });
-        Ok(Answer { body, cache })
+        Ok(Answer { body: body?, cache })
     }
 
-    /// Scores of every item for this user: the fallback for unknown users, the cache for the
-    /// cached policy, else a fresh O(n·d) pass.
-    fn scores(&self, user: UserRef, user_id: &str, policy: Policy) -> (Arc<[f32]>, CacheStatus) {
+    /// Runs `f` over the scores of every item for this user: the fallback for unknown users, the
+    /// cache for the cached policy, else a fresh O(n·d) pass into this thread's scratch buffer
+    /// (reused across requests, so scoring allocates nothing n-sized).
+    fn with_scores<T>(
+        &self,
+        user: UserRef,
+        user_id: &str,
+        policy: Policy,
+        f: impl FnOnce(&[f32]) -> T,
+    ) -> (T, CacheStatus) {
         let UserRef::Known(row) = user else {
-            return (self.model.fallback_scores(), CacheStatus::NotUsed);
+            return (f(&self.model.fallback_scores()), CacheStatus::NotUsed);
         };
         if !matches!(policy, Policy::PlackettLuceCached { .. }) {
-            return (self.model.score_user(row).into(), CacheStatus::NotUsed);
+            return (
+                with_scratch(|buf| {
+                    self.model.score_user_into(row, buf);
+                    f(buf)
+                }),
+                CacheStatus::NotUsed,
+            );
         }
         let key = (Arc::clone(&self.model.version), user_id.to_owned());
         if let Some(hit) = self.scores.get(&key) {
-            return (hit, CacheStatus::Hit);
+            return (f(&hit), CacheStatus::Hit);
         }
-        let fresh: Arc<[f32]> = self.model.score_user(row).into();
+        let fresh: Arc<[f32]> = with_scratch(|buf| {
+            self.model.score_user_into(row, buf);
+            Arc::from(&buf[..])
+        });
         self.scores.insert(key, Arc::clone(&fresh));
-        (fresh, CacheStatus::Miss)
+        (f(&fresh), CacheStatus::Miss)
     }
+}
+
+thread_local! {
+    /// One score buffer per worker thread (n f32), reused by every request on it.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's score buffer (a fresh one if it is somehow in use: never a panic).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<f32>) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 #[cfg(test)]
