@@ -226,8 +226,12 @@ impl<'a> PlState<'a> {
             return Err(PolicyError::LogitOverflow { temperature });
         }
         let m = scores.len().next_power_of_two();
-        tree.clear();
-        tree.resize(2 * m, 0.0);
+        // Reused buffer: every leaf is rewritten by `fill` and padding leaves are zeroed there, so
+        // only a size change needs a (zeroing) resize.
+        if tree.len() != 2 * m {
+            tree.clear();
+            tree.resize(2 * m, 0.0);
+        }
         let mut state = PlState {
             scores,
             temperature,
@@ -259,6 +263,7 @@ impl<'a> PlState<'a> {
             shift,
             &mut self.tree[m..m + n],
         );
+        self.tree[m + n..].fill(0.0);
         for &i in &self.removed {
             self.tree[m + i] = 0.0;
         }
@@ -315,7 +320,7 @@ impl<'a> PlState<'a> {
             // Rounding can leave the target a hair past a subtree's sum: never step into an
             // empty subtree, so the leaf reached always has weight.
             if (target < left && left > 0.0) || right <= 0.0 {
-                j = 2 * j;
+                j *= 2;
             } else {
                 target -= left;
                 j = 2 * j + 1;
@@ -382,11 +387,13 @@ pub fn plackett_luce_sequential<R: Rng + ?Sized>(
     })
 }
 
-/// A uniform draw in the open interval (0, 1) from 64 random bits: 52 of them as the mantissa of a
-/// number in [1, 2), minus 1, plus half a step (so neither 0 nor 1). Vectorisable.
+/// A uniform draw in the open interval (0, 1) from two 32-bit words: the top 53 of their 64 bits,
+/// plus half a step (so neither 0 nor 1). It is never below `hi · 2⁻³²`, which is what lets the
+/// race judge most items from `hi` alone.
 #[inline(always)]
-fn open01(bits: u64) -> f64 {
-    f64::from_bits(0x3ff0_0000_0000_0000 | (bits >> 12)) - (1.0 - f64::EPSILON / 2.0)
+fn open01(hi: u32, lo: u32) -> f64 {
+    let bits = (u64::from(hi) << 32) | u64::from(lo);
+    ((bits >> 11) as f64 + 0.5) * (f64::EPSILON / 2.0)
 }
 
 /// A standard exponential draw `E = −ln(1 − V)`, V ~ U(0, 1), exactly as the race draws it.
@@ -396,7 +403,8 @@ fn exp1(v: f64) -> f64 {
 
 /// A standard Gumbel(0, 1) draw, `−ln E` with `E ~ Exp(1)` — the identity the race below uses.
 pub fn gumbel<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    -exp1(open01(rng.next_u64())).ln()
+    let hi = rng.next_u32();
+    -exp1(open01(hi, rng.next_u32())).ln()
 }
 
 /// Gumbel-top-k: the indices of the k largest keys `z_i + G_i`, in key order. Exactly the PL
@@ -459,42 +467,46 @@ impl Ord for Arrival {
 
 /// The first `k` arrivals of the exponential race, earliest first; ties by index ascending.
 ///
-/// Every item draws one uniform V (bulk from the request's ChaCha8 stream, 256 at a time) and
-/// arrives at `t = E / w` with `E = −ln(1 − V)`. Since `E > V`, an item with `V > τ·w` — τ the k-th
-/// earliest arrival so far, plus a margin far above rounding — cannot make the top k, and is skipped
-/// after one multiply and one compare. Only the few items that pass (about k·ln(n/k) in random
-/// order) pay for two logarithms and a heap insertion, and their exact key decides. The result is
-/// the same as computing every key.
+/// Every item draws a uniform V and arrives at `t = E / w` with `E = −ln(1 − V)`. Since
+/// `E > V ≥ hi · 2⁻³²` (`hi` the first 32 random bits of V, drawn in bulk from the request's ChaCha8
+/// stream, 256 items at a time), an item with `hi · 2⁻³² > τ·w` — τ the k-th earliest arrival so
+/// far, plus a margin far above rounding — cannot make the top k. A block is screened with that
+/// test in one vectorisable pass; only the few items that pass (about k·ln(n/k) in random order)
+/// draw their low 32 bits and pay for two logarithms and a heap insertion, and their exact key
+/// decides. The result is the same as computing every key exactly.
 fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Vec<usize> {
     let n = state.scores.len();
     let k = k.min(n);
     if k == 0 {
         return Vec::new();
     }
+    const TWO_POW_M32: f64 = 1.0 / 4_294_967_296.0;
     let weights = &state.tree[state.m..state.m + n];
     let mut heap: BinaryHeap<Arrival> = BinaryHeap::with_capacity(k + 1);
-    // The k-th earliest log time so far, and e^that with a relative margin of 1e-6 for the skip test.
+    // The k-th earliest log time so far, and e^that with a relative margin of 1e-6 for the screen.
     let mut worst = f64::INFINITY;
     let mut bound = f64::INFINITY;
-    let mut words = [0_u64; RACE_BLOCK];
-    let mut uniforms = [0.0_f64; RACE_BLOCK];
+    let mut words = [0_u32; RACE_BLOCK];
+    let mut pass = [false; RACE_BLOCK];
     for (b, block) in weights.chunks(RACE_BLOCK).enumerate() {
         let words = &mut words[..block.len()];
         rng.fill(words);
-        for (u, &w) in uniforms.iter_mut().zip(words.iter()) {
-            *u = open01(w);
+        // Screen with the bound at the start of the block: it only shrinks, so this lets through
+        // a superset of the items the exact test below would consider.
+        for ((p, &w), &hi) in pass.iter_mut().zip(block).zip(words.iter()) {
+            *p = w < LINEAR_RACE_MIN_WEIGHT || f64::from(hi) * TWO_POW_M32 <= bound * w;
         }
-        for (j, (&w, &v)) in block.iter().zip(&uniforms).enumerate() {
-            let index = b * RACE_BLOCK + j;
-            if w >= LINEAR_RACE_MIN_WEIGHT {
-                if v > bound * w {
-                    continue;
-                }
-            } else if state.z(index) - state.shift + worst < -50.0 {
-                // τ·w < e^−50 < 2^−53 ≤ V: this arrival is later than the k-th.
+        for (j, (&hi, &w)) in words.iter().zip(block).enumerate() {
+            if !pass[j] {
                 continue;
             }
-            let log_time = exp1(v).ln() - (state.z(index) - state.shift);
+            let index = b * RACE_BLOCK + j;
+            let log_w = state.z(index) - state.shift;
+            if w < LINEAR_RACE_MIN_WEIGHT && log_w + worst < -50.0 {
+                // τ·w < e^−50 < 2^−53 < V: this arrival is later than the k-th.
+                continue;
+            }
+            let log_time = exp1(open01(hi, rng.next_u32())).ln() - log_w;
             let arrival = Arrival { log_time, index };
             if heap.len() < k {
                 heap.push(arrival);

@@ -177,14 +177,18 @@ mod tests {
     use crate::sample::{self, SampleSpec};
 
     fn recommender() -> (Recommender, tempfile::TempDir) {
+        recommender_as(crate::model::Precision::F32)
+    }
+
+    fn recommender_as(precision: crate::model::Precision) -> (Recommender, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         sample::generate(SampleSpec {
             users: 10,
             items: 40,
-            dim: 8,
+            dim: 16,
             seed: 9,
         })
-        .and_then(|a| a.write(dir.path()))
+        .and_then(|a| a.write_as(dir.path(), precision))
         .expect("sample");
         let model = Model::load(dir.path()).expect("load");
         (Recommender::new(Arc::new(model), DEFAULT_CACHE_BYTES), dir)
@@ -228,6 +232,39 @@ mod tests {
         }
         let expected = policy::plackett_luce_log_probability(&raw, 0.7, &indices);
         assert!((a.log_propensity - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn reduced_precision_answers_log_the_propensities_of_the_scores_they_serve() {
+        use crate::model::Precision;
+        for precision in [Precision::F16, Precision::Int8] {
+            let (r, _dir) = recommender_as(precision);
+            let UserRef::Known(row) = r.model().resolve("U:4") else {
+                panic!("U:4 is known")
+            };
+            // What this model scores: the stored (rounded) embeddings, not the f32 originals.
+            let served_scores = r.model().score_user(row);
+            for policy in &Policy::NAMES[1..4] {
+                let body = format!(
+                    r#"{{"user_id":"U:4","k":6,"inference_type":"{policy}","temperature":0.5,"seed":7}}"#
+                );
+                let a = call(&r, &body).expect("ok").body;
+                let indices: Vec<usize> = a
+                    .recommendations
+                    .iter()
+                    .map(|x| x.item_id[2..].parse::<usize>().expect("M:n") - 1)
+                    .collect();
+                for (rec, &i) in a.recommendations.iter().zip(&indices) {
+                    assert_eq!(rec.score, f64::from(served_scores[i]), "{precision:?}");
+                }
+                let expected = policy::plackett_luce_log_probability(&served_scores, 0.5, &indices);
+                assert!(
+                    (a.log_propensity - expected).abs() < 1e-12,
+                    "{precision:?} {policy}: {} vs {expected}",
+                    a.log_propensity
+                );
+            }
+        }
     }
 
     #[test]

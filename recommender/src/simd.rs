@@ -59,35 +59,110 @@ impl WithSimd for Score<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _simd: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         let Score {
             rows,
             dim,
             user,
             out,
         } = self;
+        // The explicit-SIMD kernel needs whole 16-lane groups (every common dimension: 32, 64, 128…);
+        // other dimensions take the scalar kernel, which sums in the same order.
+        let explicit = dim % LANES == 0 && user.len() == dim && LANES.is_multiple_of(S::F32_LANES);
+        let row_dot = |row: &[f32]| {
+            if explicit {
+                dot_simd(simd, user, row)
+            } else {
+                dot(user, row, |x| x)
+            }
+        };
         match rows {
             Rows::F32(values) => {
                 for (o, row) in out.iter_mut().zip(values.chunks_exact(dim)) {
-                    *o = dot(user, row, |x| x);
+                    *o = row_dot(row);
                 }
             }
             Rows::F16(values) => {
-                for (o, row) in out.iter_mut().zip(values.chunks_exact(dim)) {
-                    *o = dot(user, row, f16_to_f32);
+                // Widen a block of rows at a time (an elementwise loop, which vectorises), then
+                // run the f32 kernel on it from L1.
+                let mut block = vec![0.0_f32; dim * BLOCK_ROWS];
+                for (outs, rows) in out
+                    .chunks_mut(BLOCK_ROWS)
+                    .zip(values.chunks(dim * BLOCK_ROWS))
+                {
+                    let block = &mut block[..rows.len()];
+                    for (b, &h) in block.iter_mut().zip(rows) {
+                        *b = f16_to_f32(h);
+                    }
+                    for (o, row) in outs.iter_mut().zip(block.chunks_exact(dim)) {
+                        *o = row_dot(row);
+                    }
                 }
             }
             Rows::I8 { values, scales } => {
-                for ((o, row), scale) in out.iter_mut().zip(values.chunks_exact(dim)).zip(scales) {
-                    *o = dot(user, row, |q: i8| f32::from(q)) * scale;
+                let mut block = vec![0.0_f32; dim * BLOCK_ROWS];
+                let blocks = out.chunks_mut(BLOCK_ROWS).zip(scales.chunks(BLOCK_ROWS));
+                for ((outs, scales), rows) in blocks.zip(values.chunks(dim * BLOCK_ROWS)) {
+                    let block = &mut block[..rows.len()];
+                    for (b, &q) in block.iter_mut().zip(rows) {
+                        *b = f32::from(q);
+                    }
+                    for ((o, row), scale) in
+                        outs.iter_mut().zip(block.chunks_exact(dim)).zip(scales)
+                    {
+                        *o = row_dot(row) * scale;
+                    }
                 }
             }
         }
     }
 }
 
-/// `Σ a_i · widen(b_i)` in sixteen f32 lanes with a fixed reduction order. Written for LLVM's
-/// vectoriser: fixed-size lane arrays, no early exits.
+/// Rows widened per block for f16 and int8 scoring.
+const BLOCK_ROWS: usize = 32;
+
+/// [`dot`] with explicit vectors: the sixteen lanes are `16 / L` vectors of `L` lanes, element `i`
+/// always lands in lane `i mod 16`, and the reduction folds vectors pairwise (16 → 8 → … lanes)
+/// before the last vector's lanes are folded the same way — bit-identical to [`dot`].
+/// Needs `a.len() == b.len()`, a multiple of 16, and `L` dividing 16.
+#[inline(always)]
+fn dot_simd<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    let groups = LANES / S::F32_LANES;
+    let (a, _) = S::as_simd_f32s(a);
+    let (b, _) = S::as_simd_f32s(b);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [zero; LANES];
+    for (ca, cb) in a.chunks_exact(groups).zip(b.chunks_exact(groups)) {
+        for g in 0..groups {
+            acc[g] = simd.add_f32s(acc[g], simd.mul_f32s(ca[g], cb[g]));
+        }
+    }
+    let mut width = groups;
+    while width > 1 {
+        width /= 2;
+        for g in 0..width {
+            acc[g] = simd.add_f32s(acc[g], acc[g + width]);
+        }
+    }
+    if S::F32_LANES == 8 {
+        // x86-64-v3's reduction is (lo + hi), then (l, l + 2), then (0, 1): the same pairs.
+        return simd.reduce_sum_f32s(acc[0]);
+    }
+    let mut lanes = [0.0_f32; LANES];
+    let last: &[f32] = bytemuck::cast_slice(std::slice::from_ref(&acc[0]));
+    lanes[..last.len()].copy_from_slice(last);
+    let mut width = last.len();
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    lanes[0]
+}
+
+/// `Σ a_i · widen(b_i)` in sixteen f32 lanes with a fixed reduction order: the portable kernel,
+/// and the definition the vector kernel must match bit for bit.
 #[inline(always)]
 pub fn dot<T: Copy>(a: &[f32], b: &[T], widen: impl Fn(T) -> f32) -> f32 {
     let n = a.len().min(b.len());
@@ -147,8 +222,12 @@ impl WithSimd for Weights<'_> {
             shift,
             weights,
         } = self;
+        // Two elementwise passes (logits, then exp): simple maps are what LLVM vectorises reliably.
         for (w, &s) in weights.iter_mut().zip(scores) {
-            *w = exp_nonpositive(f64::from(s) / temperature - shift);
+            *w = f64::from(s) / temperature - shift;
+        }
+        for w in weights.iter_mut() {
+            *w = exp_nonpositive(*w);
         }
         // Four partial sums: vectorisable and deterministic.
         let (w4, rest) = weights.as_chunks::<4>();
@@ -178,25 +257,18 @@ impl WithSimd for MinMax<'_> {
     type Output = (f32, f32);
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _simd: S) -> (f32, f32) {
-        let (c, rest) = self.scores.as_chunks::<LANES>();
-        let mut lo = [f32::INFINITY; LANES];
-        let mut hi = [f32::NEG_INFINITY; LANES];
-        for chunk in c {
-            for l in 0..LANES {
-                lo[l] = if chunk[l] < lo[l] { chunk[l] } else { lo[l] };
-                hi[l] = if chunk[l] > hi[l] { chunk[l] } else { hi[l] };
-            }
+    fn with_simd<S: Simd>(self, simd: S) -> (f32, f32) {
+        let (vectors, rest) = S::as_simd_f32s(self.scores);
+        let mut lo = simd.splat_f32s(f32::INFINITY);
+        let mut hi = simd.splat_f32s(f32::NEG_INFINITY);
+        for &v in vectors {
+            lo = simd.min_f32s(lo, v);
+            hi = simd.max_f32s(hi, v);
         }
-        let min = lo
-            .iter()
-            .chain(rest)
-            .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
-        let max = hi
-            .iter()
-            .chain(rest)
-            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-        (min, max)
+        rest.iter().fold(
+            (simd.reduce_min_f32s(lo), simd.reduce_max_f32s(hi)),
+            |(lo, hi), &x| (lo.min(x), hi.max(x)),
+        )
     }
 }
 
@@ -207,8 +279,8 @@ impl WithSimd for MinMax<'_> {
 pub fn exp_nonpositive(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     // ln 2 split so that k · LN2_HI is exact for |k| < 2^11.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     // Adding 1.5·2^52 rounds to an integer and leaves it in the low mantissa bits.
     const ROUND: f64 = 6_755_399_441_055_744.0;
     let clamped = if x >= -708.0 { x } else { -708.0 };
@@ -289,8 +361,9 @@ impl WithSimd for TopK<'_> {
                 }
             }
         }
-        for i in chunks.len() * LANES..keys.len() {
-            offer(i, keys[i], &mut threshold, &mut filled);
+        let tail = chunks.len() * LANES;
+        for (i, &key) in keys.iter().enumerate().skip(tail) {
+            offer(i, key, &mut threshold, &mut filled);
         }
         keep_best(&mut buffer, k);
         buffer.into_iter().map(|(_, i)| i).collect()
@@ -322,7 +395,7 @@ mod tests {
         let mut worst = 0_u64;
         let mut x = -708.0_f64;
         while x <= 0.0 {
-            for dx in [0.0, 1e-9, 0.123_456_789, 0.5, 0.693_147] {
+            for dx in [0.0, 1e-9, 0.123_456_789, 0.5, std::f64::consts::LN_2] {
                 let v = (x + dx).min(0.0);
                 let (a, b) = (exp_nonpositive(v), v.exp());
                 let d = a.to_bits().abs_diff(b.to_bits());
