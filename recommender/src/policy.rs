@@ -15,7 +15,9 @@
 //! - `stochastic_plackett_luce`, `stochastic_plackett_luce_cached` and
 //!   `stochastic_gumbel_softmax_trick` all draw from the same Plackett–Luce distribution; they differ
 //!   in algorithm only. The cached variant's cache lives upstream (see `recommend`); here it samples
-//!   with the Gumbel-top-k trick, which is exact PL in O(n + k log k).
+//!   with the sequential sum-tree sampler, exact PL in O(n + k log n) and the cheapest of the two.
+//! - The sequential samplers place one position at a time (a later streaming response can emit
+//!   each as it is drawn); Gumbel-top-k knows its order once its single pass is done.
 //! - ε-greedy is the *whole-list* variant (Open Bandit Pipeline's `EpsilonGreedy`): with probability
 //!   ε the whole list is a uniformly random ordered k-subset, otherwise the greedy top-k. It has
 //!   closed-form item-position marginals, which makes its logs directly usable by IIPS.
@@ -58,7 +60,7 @@ pub enum Policy {
     Deterministic,
     /// Sequential Plackett–Luce: k categorical draws over the remaining items.
     PlackettLuce { temperature: f64 },
-    /// Plackett–Luce over per-user scores cached across requests (sampled with Gumbel-top-k).
+    /// Plackett–Luce over per-user scores cached across requests (the sequential sampler).
     PlackettLuceCached { temperature: f64 },
     /// Gumbel-top-k: the k largest of `z_i + G_i`, G ~ Gumbel(0, 1). Same distribution as PL.
     GumbelTopK { temperature: f64 },
@@ -159,12 +161,10 @@ pub fn rank<R: Rng + ?Sized>(
     let k = k.min(scores.len());
     match policy {
         Policy::Deterministic => Ok(deterministic(scores, k)),
-        Policy::PlackettLuce { temperature } => {
+        Policy::PlackettLuce { temperature } | Policy::PlackettLuceCached { temperature } => {
             plackett_luce_sequential(scores, temperature, k, rng)
         }
-        Policy::PlackettLuceCached { temperature } | Policy::GumbelTopK { temperature } => {
-            gumbel_top_k(scores, temperature, k, rng)
-        }
+        Policy::GumbelTopK { temperature } => gumbel_top_k(scores, temperature, k, rng),
         Policy::EpsilonGreedy { epsilon } => Ok(epsilon_greedy(scores, epsilon, k, rng)),
     }
 }
@@ -471,7 +471,7 @@ impl Ord for Arrival {
 /// `E > V ≥ hi · 2⁻³²` (`hi` the first 32 random bits of V, drawn in bulk from the request's ChaCha8
 /// stream, 256 items at a time), an item with `hi · 2⁻³² > τ·w` — τ the k-th earliest arrival so
 /// far, plus a margin far above rounding — cannot make the top k. A block is screened with that
-/// test in one vectorisable pass; only the few items that pass (about k·ln(n/k) in random order)
+/// test in one vectorisable pass ([`simd::screen`]); only the few items that pass (about k·ln(n/k) in random order)
 /// draw their low 32 bits and pay for two logarithms and a heap insertion, and their exact key
 /// decides. The result is the same as computing every key exactly.
 fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Vec<usize> {
@@ -480,45 +480,54 @@ fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Ve
     if k == 0 {
         return Vec::new();
     }
-    const TWO_POW_M32: f64 = 1.0 / 4_294_967_296.0;
     let weights = &state.tree[state.m..state.m + n];
     let mut heap: BinaryHeap<Arrival> = BinaryHeap::with_capacity(k + 1);
     // The k-th earliest log time so far, and e^that with a relative margin of 1e-6 for the screen.
     let mut worst = f64::INFINITY;
     let mut bound = f64::INFINITY;
     let mut words = [0_u32; RACE_BLOCK];
-    let mut pass = [false; RACE_BLOCK];
+    let mut pass = [0_u8; RACE_BLOCK];
     for (b, block) in weights.chunks(RACE_BLOCK).enumerate() {
         let words = &mut words[..block.len()];
         rng.fill(words);
         // Screen with the bound at the start of the block: it only shrinks, so this lets through
         // a superset of the items the exact test below would consider.
-        for ((p, &w), &hi) in pass.iter_mut().zip(block).zip(words.iter()) {
-            *p = w < LINEAR_RACE_MIN_WEIGHT || f64::from(hi) * TWO_POW_M32 <= bound * w;
-        }
-        for (j, (&hi, &w)) in words.iter().zip(block).enumerate() {
-            if !pass[j] {
+        let pass = &mut pass[..block.len()];
+        simd::screen(
+            block,
+            words,
+            bound * 2_147_483_648.0,
+            LINEAR_RACE_MIN_WEIGHT,
+            pass,
+        );
+        for (c, group) in pass.chunks(16).enumerate() {
+            if let Ok(bytes) = <[u8; 16]>::try_from(group)
+                && u128::from_ne_bytes(bytes) == 0
+            {
                 continue;
             }
-            let index = b * RACE_BLOCK + j;
-            let log_w = state.z(index) - state.shift;
-            if w < LINEAR_RACE_MIN_WEIGHT && log_w + worst < -50.0 {
-                // τ·w < e^−50 < 2^−53 < V: this arrival is later than the k-th.
-                continue;
-            }
-            let log_time = exp1(open01(hi, rng.next_u32())).ln() - log_w;
-            let arrival = Arrival { log_time, index };
-            if heap.len() < k {
-                heap.push(arrival);
-            } else if heap.peek().is_some_and(|top| arrival < *top) {
-                heap.pop();
-                heap.push(arrival);
-            } else {
-                continue;
-            }
-            if heap.len() == k {
-                worst = heap.peek().map_or(f64::INFINITY, |top| top.log_time);
-                bound = worst.exp() * (1.0 + 1e-6);
+            for (g, _) in group.iter().enumerate().filter(|(_, p)| **p != 0) {
+                let j = c * 16 + g;
+                let index = b * RACE_BLOCK + j;
+                let log_w = state.z(index) - state.shift;
+                if block[j] < LINEAR_RACE_MIN_WEIGHT && log_w + worst < -50.0 {
+                    // τ·w < e^−50 < 2^−53 < V: this arrival is later than the k-th.
+                    continue;
+                }
+                let log_time = exp1(open01(words[j], rng.next_u32())).ln() - log_w;
+                let arrival = Arrival { log_time, index };
+                if heap.len() < k {
+                    heap.push(arrival);
+                } else if heap.peek().is_some_and(|top| arrival < *top) {
+                    heap.pop();
+                    heap.push(arrival);
+                } else {
+                    continue;
+                }
+                if heap.len() == k {
+                    worst = heap.peek().map_or(f64::INFINITY, |top| top.log_time);
+                    bound = worst.exp() * (1.0 + 1e-6);
+                }
             }
         }
     }

@@ -10,8 +10,8 @@
 //!
 //! The score cache serves `stochastic_plackett_luce_cached`: it keeps each user's raw scores (one
 //! `f32` per item, temperature-independent) keyed by (model version, user id), so a repeat request
-//! skips the O(n·d) scoring and only samples, with the Gumbel-top-k trick: exact Plackett–Luce with
-//! exact propensities, unlike a pool of pre-drawn rankings (see README). It is bounded by bytes,
+//! skips the O(n·d) scoring and only samples, with the sequential sum-tree sampler: exact
+//! Plackett–Luce with exact propensities, unlike a pool of pre-drawn rankings (see README). It is bounded by bytes,
 //! not entries, because a catalogue's size decides what one entry costs. `moka::sync::Cache` is
 //! lock-free for readers and never held across an `.await` (the pipeline is synchronous).
 
@@ -297,15 +297,15 @@ mod tests {
         assert_eq!(first.cache, CacheStatus::Miss);
         assert_eq!(second.cache, CacheStatus::Hit);
         assert_eq!(first.body, second.body);
-        // Same scores, same seed, same sampler: identical to Gumbel-top-k on fresh scores.
-        let gumbel = call(
+        // Same scores, same seed, same sampler: identical to sequential PL on fresh scores.
+        let fresh = call(
             &r,
-            r#"{"user_id":"U:5","k":4,"inference_type":"stochastic_gumbel_softmax_trick","seed":1234}"#,
+            r#"{"user_id":"U:5","k":4,"inference_type":"stochastic_plackett_luce","seed":1234}"#,
         )
         .expect("ok");
-        assert_eq!(gumbel.cache, CacheStatus::NotUsed);
-        assert_eq!(first.body.recommendations, gumbel.body.recommendations);
-        assert_eq!(first.body.log_propensity, gumbel.body.log_propensity);
+        assert_eq!(fresh.cache, CacheStatus::NotUsed);
+        assert_eq!(first.body.recommendations, fresh.body.recommendations);
+        assert_eq!(first.body.log_propensity, fresh.body.log_propensity);
     }
 
     #[test]

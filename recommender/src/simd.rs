@@ -223,8 +223,17 @@ impl WithSimd for Weights<'_> {
             weights,
         } = self;
         // Two elementwise passes (logits, then exp): simple maps are what LLVM vectorises reliably.
-        for (w, &s) in weights.iter_mut().zip(scores) {
-            *w = f64::from(s) / temperature - shift;
+        // Dividing by a power of two (T = 1, 0.5, 2, …) is multiplying by its exact reciprocal:
+        // the same bits, without the slow vector division.
+        let recip = 1.0 / temperature;
+        if recip * temperature == 1.0 && recip.to_bits() & ((1 << 52) - 1) == 0 {
+            for (w, &s) in weights.iter_mut().zip(scores) {
+                *w = f64::from(s) * recip - shift;
+            }
+        } else {
+            for (w, &s) in weights.iter_mut().zip(scores) {
+                *w = f64::from(s) / temperature - shift;
+            }
         }
         for w in weights.iter_mut() {
             *w = exp_nonpositive(*w);
@@ -269,6 +278,48 @@ impl WithSimd for MinMax<'_> {
             (simd.reduce_min_f32s(lo), simd.reduce_max_f32s(hi)),
             |(lo, hi), &x| (lo.min(x), hi.max(x)),
         )
+    }
+}
+
+/// The exponential race's screen: `pass[i] = 1` unless item i provably arrives after the current
+/// k-th — that is, unless its uniform's lower bound `(word_i >> 1) · 2⁻³¹` exceeds
+/// `limit · w_i / 2³¹` (the caller passes `limit = τ·2³¹`). Items with a weight below
+/// `min_weight` always pass (their bound is checked in log space). One vectorisable pass.
+pub fn screen(weights: &[f64], words: &[u32], limit: f64, min_weight: f64, pass: &mut [u8]) {
+    ARCH.dispatch(Screen {
+        weights,
+        words,
+        limit,
+        min_weight,
+        pass,
+    });
+}
+
+struct Screen<'a> {
+    weights: &'a [f64],
+    words: &'a [u32],
+    limit: f64,
+    min_weight: f64,
+    pass: &'a mut [u8],
+}
+
+impl WithSimd for Screen<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Screen {
+            weights,
+            words,
+            limit,
+            min_weight,
+            pass,
+        } = self;
+        for ((p, &w), &h) in pass.iter_mut().zip(weights).zip(words) {
+            // Signed 31 bits: the conversion every vector unit has.
+            let low = f64::from((h >> 1) as i32);
+            *p = u8::from((low <= limit * w) | (w < min_weight));
+        }
     }
 }
 
