@@ -13,7 +13,7 @@ NUMPY_VERSION=2.3.5 # pinned: the floor must not move under us
 ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --quick) ARGS+=(--items 10000 --seconds 0.5 --dtypes f16 --recall-users 50) ;;
+        --quick) ARGS+=(--items 10000 --seconds 4 --dtypes int8 --recall-users 50) ;;
         --items | --dtypes | --seconds)
             ARGS+=("$1" "$2")
             shift

@@ -129,39 +129,66 @@ def body(user, policy, k):
     return json.dumps({"user_id": user, "k": k, "inference_type": policy}).encode()
 
 
-def measure(server, bodies, min_seconds, max_requests, warmup):
-    """Server CPU µs per request over at least `min_seconds` of wall time (or `max_requests`)."""
-    for b in bodies[:warmup]:
-        server.invoke(b)
-    start_cpu = cpu_ns(server.proc.pid)
-    start = time.monotonic()
-    n = 0
-    while n < max_requests and (n < 200 or time.monotonic() - start < min_seconds):
-        server.invoke(bodies[n % len(bodies)])
-        n += 1
-    return (cpu_ns(server.proc.pid) - start_cpu) / 1000 / n, n
+class Row:
+    """One measured row: a name, a way to run one batch, and the CPU it has used so far."""
+
+    def __init__(self, name, batch):
+        self.name, self.batch, self.cpu_ns, self.count = name, batch, 0, 0
+
+    def per_request_us(self):
+        return self.cpu_ns / 1000 / max(self.count, 1)
 
 
-def numpy_floor(items, users, k, min_seconds):
-    """numpy's exhaustive f32 scoring + top-k, µs of this thread's CPU per request (one core)."""
+def server_batch(server, bodies, size):
+    """A batch of `size` requests cycling through `bodies`; returns (server CPU ns, count)."""
+    state = {"next": 0}
 
-    def once(u):
-        s = items @ u  # OpenBLAS sgemv
-        top = np.argpartition(s, -k)[-k:]
-        return top[np.argsort(-s[top], kind="stable")]
+    def run():
+        start = cpu_ns(server.proc.pid)
+        for _ in range(size):
+            server.invoke(bodies[state["next"] % len(bodies)])
+            state["next"] += 1
+        return cpu_ns(server.proc.pid) - start, size
 
-    def timed(fn):
-        for i in range(50):
-            fn(users[i % len(users)])
-        t0, w0, n = time.thread_time_ns(), time.monotonic(), 0
-        while n < 200 or time.monotonic() - w0 < min_seconds:
-            fn(users[n % len(users)])
-            n += 1
-        return (time.thread_time_ns() - t0) / 1000 / n
+    return run
 
-    full = timed(once)
-    sgemv = timed(lambda u: items @ u)
-    return full, sgemv
+
+def floor_batch(items, users, k, size, cpu, driver_cpu):
+    """numpy's exhaustive f32 scoring + top-k on the server's core: (this thread's CPU ns, count)."""
+    state = {"next": 0}
+
+    def run():
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        t0 = time.thread_time_ns()
+        for _ in range(size):
+            u = users[state["next"] % len(users)]
+            state["next"] += 1
+            s = items @ u  # OpenBLAS sgemv
+            top = np.argpartition(s, -k)[-k:]
+            top[np.argsort(-s[top], kind="stable")]
+        used = time.thread_time_ns() - t0
+        if driver_cpu is not None:
+            os.sched_setaffinity(0, {driver_cpu})
+        return used, size
+
+    return run
+
+
+def interleave(rows, seconds, max_rounds):
+    """After a warm-up round, one batch of every row per round until `seconds` of wall time (at
+    least 2 rounds, at most `max_rounds`): every row sees the same mix of whatever else the machine is doing, so their
+    ratios hold on a shared machine."""
+    for row in rows:
+        row.batch()  # warm-up round, not counted
+    start, rounds = time.monotonic(), 0
+    while rounds < 2 or (time.monotonic() - start < seconds and rounds < max_rounds):
+        for row in rows:
+            used, n = row.batch()
+            row.cpu_ns += used
+            row.count += n
+        rounds += 1
+    return rounds
 
 
 def exact_top(items, user, k):
@@ -169,44 +196,51 @@ def exact_top(items, user, k):
     return set(np.argsort(-s, kind="stable")[:k].tolist())
 
 
-def run_size(args, n_items, out_dir, rows, recalls):
+
+
+def run_size(args, n_items, out_dir, rows, recalls, floors):
     base = os.path.join(out_dir, f"model-{n_items}")
-    users = max(args.users, args.requests_cap_miss + 10)
-    spec = ["--users", str(users), "--items", str(n_items), "--dim", str(args.dim), "--seed", "7"]
+    # Batches sized so that one round of every row takes about the same time at any catalogue size.
+    batch = max(10, int(2_000_000 / n_items))
+    miss_users = batch * (args.max_rounds + 2)
+    spec = ["--items", str(n_items), "--dim", str(args.dim), "--seed", "7"]
+    spec += ["--users", str(args.users + miss_users + 10)]
     subprocess.run([args.binary, "sample-model", "--out", base] + spec, check=True, stdout=subprocess.DEVNULL)
     tensors, user_ids = load_model(base)
     items = np.ascontiguousarray(tensors["item_embeddings"], dtype=np.float32)
     user_rows = np.ascontiguousarray(tensors["user_embeddings"], dtype=np.float32)
     k = args.k
-
-    # The floor first, on the server's core while no server runs there.
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    floor, sgemv = numpy_floor(items, user_rows[: args.users], k, args.seconds)
     if args.driver_cpu is not None:
         os.sched_setaffinity(0, {args.driver_cpu})
-    log(f"{n_items} items: numpy floor {floor:.1f} µs (sgemv alone {sgemv:.1f} µs)")
+    floor_run = floor_batch(items, user_rows[: args.users], k, batch, args.cpu, args.driver_cpu)
+    floor_run()  # warm-up
+    warm = user_ids[: args.users]
 
     server = Server(args.binary, base, args.cpu, os.path.join(out_dir, f"server-{n_items}.log"))
     try:
-        warm_users = user_ids[: args.users]
+        measured = [Row("numpy floor", floor_run)]
         for policy in POLICIES:
             if policy == "stochastic_plackett_luce_cached":
                 # Miss: every request a user not seen before. Hit: one user, again and again.
-                miss_users = user_ids[args.users : args.users + args.requests_cap_miss]
-                miss = [body(u, policy, k) for u in miss_users]
-                us, n = measure(server, miss, args.seconds, len(miss), 0)
-                rows.append((n_items, policy + " (miss)", us, floor, n))
+                fresh = [body(u, policy, k) for u in user_ids[args.users : args.users + miss_users]]
+                measured.append(Row(policy + " (miss)", server_batch(server, fresh, batch)))
                 hit = [body(user_ids[0], policy, k)]
-                us, n = measure(server, hit, args.seconds, args.max_requests, 20)
-                rows.append((n_items, policy + " (hit)", us, floor, n))
+                server.invoke(hit[0])
+                measured.append(Row(policy + " (hit)", server_batch(server, hit, batch)))
             else:
-                bodies = [body(u, policy, k) for u in warm_users]
-                us, n = measure(server, bodies, args.seconds, args.max_requests, 100)
-                rows.append((n_items, policy, us, floor, n))
-            log(f"{n_items} items: {rows[-1][1]}: {rows[-1][2]:.1f} µs/request over {rows[-1][4]}")
+                bodies = [body(u, policy, k) for u in warm]
+                for b in bodies[:50]:
+                    server.invoke(b)
+                measured.append(Row(policy, server_batch(server, bodies, batch)))
+        rounds = interleave(measured, args.seconds, args.max_rounds)
     finally:
         server.stop()
+    floor = measured[0].per_request_us()
+    floors[n_items] = floor
+    log(f"{n_items} items: {rounds} rounds of {batch} requests per row; numpy floor {floor:.1f} µs")
+    for row in measured[1:]:
+        rows.append((n_items, row.name, row.per_request_us(), floor, row.count))
+        log(f"{n_items} items: {row.name}: {row.per_request_us():.1f} µs/request over {row.count}")
 
     for dtype in args.dtypes:
         qdir = f"{base}-{dtype}"
@@ -223,18 +257,17 @@ def run_size(args, n_items, out_dir, rows, recalls):
                 reply = json.loads(server.invoke(body(user, "deterministic", 10)))
                 served = {int(r["item_id"][2:]) - 1 for r in reply["recommendations"]}
                 hits += len(served & exact_top(items, user_rows[row], 10))
-            recall = hits / (10 * len(sample))
-            bodies = [body(u, p, k) for u in warm_users for p in ("deterministic",)]
-            det, n = measure(server, bodies, args.seconds, args.max_requests, 100)
-            rows.append((n_items, f"deterministic, {dtype} embeddings", det, floor, n))
-            bodies = [body(u, "stochastic_plackett_luce", k) for u in warm_users]
-            pl, n = measure(server, bodies, args.seconds, args.max_requests, 100)
-            rows.append((n_items, f"stochastic_plackett_luce, {dtype} embeddings", pl, floor, n))
-            recalls.append((n_items, dtype, recall, len(sample)))
-            log(f"{n_items} items, {dtype}: recall@10 {recall:.4f}, deterministic {det:.1f} µs")
+            recalls.append((n_items, dtype, hits / (10 * len(sample)), len(sample)))
+            measured = [Row("numpy floor", floor_run)] + [
+                Row(f"{p}, {dtype} embeddings", server_batch(server, [body(u, p, k) for u in warm], batch))
+                for p in ("deterministic", "stochastic_plackett_luce")
+            ]
+            interleave(measured, args.seconds / 2, args.max_rounds)
         finally:
             server.stop()
-    return floor, sgemv
+        for row in measured[1:]:
+            rows.append((n_items, row.name, row.per_request_us(), measured[0].per_request_us(), row.count))
+        log(f"{n_items} items, {dtype}: recall@10 {recalls[-1][2]:.4f}")
 
 
 def main():
@@ -245,9 +278,8 @@ def main():
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--users", type=int, default=500, help="users cycled through per policy")
-    p.add_argument("--seconds", type=float, default=1.5, help="wall time per measured row")
-    p.add_argument("--max-requests", type=int, default=20000)
-    p.add_argument("--requests-cap-miss", type=int, default=1500, help="distinct users for the cache-miss row")
+    p.add_argument("--seconds", type=float, default=12, help="wall time of the interleaved rounds per size")
+    p.add_argument("--max-rounds", type=int, default=60, help="rounds at most (bounds the users a cache-miss row needs)")
     p.add_argument("--dtypes", default="f16,int8", help="reduced-precision formats to add ('' for none)")
     p.add_argument("--recall-users", type=int, default=200)
     p.add_argument("--cpu", type=int, default=None, help="core for the server and the numpy floor")
@@ -259,15 +291,15 @@ def main():
     rows, recalls, floors = [], [], {}
     try:
         for n in [int(x) for x in args.items.split(",")]:
-            floors[n] = run_size(args, n, args.out, rows, recalls)
+            run_size(args, n, args.out, rows, recalls, floors)
     except (Broken, subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
         log(f"FAILED: {e}")
         return 1
 
     lines = [
-        f"Server CPU per `/invocations` request (all server threads, schedstat) vs numpy's exhaustive",
+        "Server CPU per `/invocations` request (all server threads, schedstat) vs numpy's exhaustive",
         f"f32 scoring on the same embeddings (numpy {np.__version__}, OpenBLAS sgemv + argpartition",
-        f"top-{args.k}, one thread), same core, same run. dim {args.dim}, k {args.k}.",
+        f"top-{args.k}, one thread), same core, same run, one batch of every row per round. dim {args.dim}, k {args.k}.",
         "",
         "| items | policy | server CPU µs/request | numpy floor µs | ratio | requests |",
         "|---|---|---|---|---|---|",
@@ -275,12 +307,10 @@ def main():
     for n, policy, us, floor, count in rows:
         lines.append(f"| {n} | {policy} | {us:.1f} | {floor:.1f} | {us / floor:.2f}× | {count} |")
     lines.append("")
-    for n, (floor, sgemv) in floors.items():
-        lines.append(f"- numpy at {n} items: {floor:.1f} µs per request, of which sgemv alone {sgemv:.1f} µs")
     for n, dtype, recall, count in recalls:
         lines.append(
-            f"- {dtype} embeddings at {n} items: recall@10 of served deterministic lists vs exact f32 top-10 = "
-            f"{recall:.4f} ({count} users)"
+            f"- {dtype} embeddings at {n} items: recall@10 of the served deterministic lists against the "
+            f"exact f32 top-10 = {recall:.4f} ({count} users)"
         )
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "results.md"), "w") as f:
