@@ -126,7 +126,7 @@ const BLOCK_ROWS: usize = 32;
 /// before the last vector's lanes are folded the same way — bit-identical to [`dot`].
 /// Needs `a.len() == b.len()`, a multiple of 16, and `L` dividing 16.
 #[inline(always)]
-fn dot_simd<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+fn dot_simd<S: Simd + 'static>(simd: S, a: &[f32], b: &[f32]) -> f32 {
     let groups = LANES / S::F32_LANES;
     let (a, _) = S::as_simd_f32s(a);
     let (b, _) = S::as_simd_f32s(b);
@@ -144,8 +144,10 @@ fn dot_simd<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
             acc[g] = simd.add_f32s(acc[g], acc[g + width]);
         }
     }
-    if S::F32_LANES == 8 {
-        // x86-64-v3's reduction is (lo + hi), then (l, l + 2), then (0, 1): the same pairs.
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<S>() == std::any::TypeId::of::<pulp::x86::V3>() {
+        // x86-64-v3's reduction is (lo + hi), then (l, l + 2), then (0, 1): the same pairs,
+        // in three vector instructions (tested against the portable sum).
         return simd.reduce_sum_f32s(acc[0]);
     }
     let mut lanes = [0.0_f32; LANES];
@@ -499,6 +501,16 @@ mod tests {
             score(Rows::F32(&items), dim, &user, &mut out);
             for (o, row) in out.iter().zip(items.chunks_exact(dim)) {
                 assert_eq!(o.to_bits(), reference(&user, row).to_bits(), "dim {dim}");
+            }
+            // Every lane width pulp may dispatch to (1 = scalar, 4 = NEON/SSE, 8, 16), emulated.
+            if dim % LANES == 0 {
+                for row in items.chunks_exact(dim) {
+                    let want = reference(&user, row).to_bits();
+                    assert_eq!(dot_simd(pulp::Scalar::new(), &user, row).to_bits(), want);
+                    assert_eq!(dot_simd(pulp::Scalar128b, &user, row).to_bits(), want);
+                    assert_eq!(dot_simd(pulp::Scalar256b, &user, row).to_bits(), want);
+                    assert_eq!(dot_simd(pulp::Scalar512b, &user, row).to_bits(), want);
+                }
             }
             // int8 rows with scales are the f32 dot product of the integers, times the scale.
             let q: Vec<i8> = (0..dim * 50).map(|i| (i * 31 % 255) as i8).collect();
