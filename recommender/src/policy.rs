@@ -42,14 +42,18 @@ const RESCALE_BELOW: f64 = 1e-200;
 thread_local! {
     /// The PL weight tree, reused by every request on this thread so that sampling allocates
     /// nothing n-sized (about 2·n f64 per worker thread once the largest catalogue was seen).
-    static TREE: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    /// With the number of leaves the last request wrote (padding beyond it is still zero).
+    static TREE: RefCell<(Vec<f64>, usize)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
 /// Runs `f` with this thread's tree buffer (a fresh one if it is somehow in use: never a panic).
-fn with_tree<T>(f: impl FnOnce(&mut Vec<f64>) -> T) -> T {
+fn with_tree<T>(f: impl FnOnce(&mut Vec<f64>, &mut usize) -> T) -> T {
     TREE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut tree) => f(&mut tree),
-        Err(_) => f(&mut Vec::new()),
+        Ok(mut buf) => {
+            let (tree, written) = &mut *buf;
+            f(tree, written)
+        }
+        Err(_) => f(&mut Vec::new(), &mut 0),
     })
 }
 
@@ -215,10 +219,12 @@ struct PlState<'a> {
 
 impl<'a> PlState<'a> {
     /// Builds the weights of all of `scores` (non-empty, finite) in `tree`. O(n).
+    /// `written`: how many leaves an earlier use of this buffer may have left non-zero.
     fn new(
         scores: &'a [f32],
         temperature: f64,
         tree: &'a mut Vec<f64>,
+        written: &mut usize,
     ) -> Result<Self, PolicyError> {
         let (min, max) = simd::min_max(scores).unwrap_or((0.0, 0.0));
         let shift = f64::from(max) / temperature;
@@ -226,12 +232,16 @@ impl<'a> PlState<'a> {
             return Err(PolicyError::LogitOverflow { temperature });
         }
         let m = scores.len().next_power_of_two();
-        // Reused buffer: every leaf is rewritten by `fill` and padding leaves are zeroed there, so
-        // only a size change needs a (zeroing) resize.
+        // Reused buffer: `fill` rewrites leaves 0..n; padding leaves must be zero, which they are
+        // unless an earlier, larger catalogue of the same tree size wrote them.
+        let n = scores.len();
         if tree.len() != 2 * m {
             tree.clear();
             tree.resize(2 * m, 0.0);
+        } else if *written > n {
+            tree[m + n..m + *written].fill(0.0);
         }
+        *written = n;
         let mut state = PlState {
             scores,
             temperature,
@@ -263,7 +273,6 @@ impl<'a> PlState<'a> {
             shift,
             &mut self.tree[m..m + n],
         );
-        self.tree[m + n..].fill(0.0);
         for &i in &self.removed {
             self.tree[m + i] = 0.0;
         }
@@ -362,8 +371,8 @@ pub fn plackett_luce_sequential<R: Rng + ?Sized>(
     if scores.is_empty() {
         return Ok(empty_pl());
     }
-    with_tree(|tree| {
-        let mut state = PlState::new(scores, temperature, tree)?;
+    with_tree(|tree, written| {
+        let mut state = PlState::new(scores, temperature, tree, written)?;
         let log_normalizer = state.log_normalizer;
         let mut cascade = 0.0;
         let mut slots = Vec::with_capacity(k);
@@ -387,12 +396,12 @@ pub fn plackett_luce_sequential<R: Rng + ?Sized>(
     })
 }
 
-/// A uniform draw in the open interval (0, 1) from two 32-bit words: the top 53 of their 64 bits,
-/// plus half a step (so neither 0 nor 1). It is never below `hi · 2⁻³²`, which is what lets the
+/// A uniform draw in the open interval (0, 1) from 16 + 48 random bits: the top 53 of the 64,
+/// plus half a step (so neither 0 nor 1). It is never below `hi · 2⁻¹⁶`, which is what lets the
 /// race judge most items from `hi` alone.
 #[inline(always)]
-fn open01(hi: u32, lo: u32) -> f64 {
-    let bits = (u64::from(hi) << 32) | u64::from(lo);
+fn open01(hi: u16, lo: u64) -> f64 {
+    let bits = (u64::from(hi) << 48) | (lo >> 16);
     ((bits >> 11) as f64 + 0.5) * (f64::EPSILON / 2.0)
 }
 
@@ -403,8 +412,8 @@ fn exp1(v: f64) -> f64 {
 
 /// A standard Gumbel(0, 1) draw, `−ln E` with `E ~ Exp(1)` — the identity the race below uses.
 pub fn gumbel<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    let hi = rng.next_u32();
-    -exp1(open01(hi, rng.next_u32())).ln()
+    let hi = (rng.next_u32() >> 16) as u16;
+    -exp1(open01(hi, rng.next_u64())).ln()
 }
 
 /// Gumbel-top-k: the indices of the k largest keys `z_i + G_i`, in key order. Exactly the PL
@@ -423,8 +432,8 @@ pub fn gumbel_top_k<R: Rng + ?Sized>(
     if scores.is_empty() {
         return Ok(empty_pl());
     }
-    with_tree(|tree| {
-        let mut state = PlState::new(scores, temperature, tree)?;
+    with_tree(|tree, written| {
+        let mut state = PlState::new(scores, temperature, tree, written)?;
         let log_normalizer = state.log_normalizer;
         let order = race_top_k(&state, k, rng);
         let (slots, cascade) = pl_slots(&order, &mut state);
@@ -468,11 +477,11 @@ impl Ord for Arrival {
 /// The first `k` arrivals of the exponential race, earliest first; ties by index ascending.
 ///
 /// Every item draws a uniform V and arrives at `t = E / w` with `E = −ln(1 − V)`. Since
-/// `E > V ≥ hi · 2⁻³²` (`hi` the first 32 random bits of V, drawn in bulk from the request's ChaCha8
-/// stream, 256 items at a time), an item with `hi · 2⁻³² > τ·w` — τ the k-th earliest arrival so
+/// `E > V ≥ hi · 2⁻¹⁶` (`hi` the first 16 random bits of V, drawn in bulk from the request's ChaCha8
+/// stream, 256 items at a time), an item with `hi · 2⁻¹⁶ > τ·w` — τ the k-th earliest arrival so
 /// far, plus a margin far above rounding — cannot make the top k. A block is screened with that
 /// test in one vectorisable pass ([`simd::screen`]); only the few items that pass (about k·ln(n/k) in random order)
-/// draw their low 32 bits and pay for two logarithms and a heap insertion, and their exact key
+/// draw their low 48 bits and pay for two logarithms and a heap insertion, and their exact key
 /// decides. The result is the same as computing every key exactly.
 fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Vec<usize> {
     let n = state.scores.len();
@@ -485,7 +494,7 @@ fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Ve
     // The k-th earliest log time so far, and e^that with a relative margin of 1e-6 for the screen.
     let mut worst = f64::INFINITY;
     let mut bound = f64::INFINITY;
-    let mut words = [0_u32; RACE_BLOCK];
+    let mut words = [0_u16; RACE_BLOCK];
     let mut pass = [0_u8; RACE_BLOCK];
     for (b, block) in weights.chunks(RACE_BLOCK).enumerate() {
         let words = &mut words[..block.len()];
@@ -493,13 +502,7 @@ fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Ve
         // Screen with the bound at the start of the block: it only shrinks, so this lets through
         // a superset of the items the exact test below would consider.
         let pass = &mut pass[..block.len()];
-        simd::screen(
-            block,
-            words,
-            bound * 2_147_483_648.0,
-            LINEAR_RACE_MIN_WEIGHT,
-            pass,
-        );
+        simd::screen(block, words, bound * 65_536.0, LINEAR_RACE_MIN_WEIGHT, pass);
         for (c, group) in pass.chunks(16).enumerate() {
             if let Ok(bytes) = <[u8; 16]>::try_from(group)
                 && u128::from_ne_bytes(bytes) == 0
@@ -509,12 +512,18 @@ fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Ve
             for (g, _) in group.iter().enumerate().filter(|(_, p)| **p != 0) {
                 let j = c * 16 + g;
                 let index = b * RACE_BLOCK + j;
+                let w = block[j];
+                // The screen used the bound from the start of the block; the k-th may have moved
+                // closer since (it does within the first block, which starts unbounded).
+                if w >= LINEAR_RACE_MIN_WEIGHT && f64::from(words[j]) > bound * 65_536.0 * w {
+                    continue;
+                }
                 let log_w = state.z(index) - state.shift;
-                if block[j] < LINEAR_RACE_MIN_WEIGHT && log_w + worst < -50.0 {
+                if w < LINEAR_RACE_MIN_WEIGHT && log_w + worst < -50.0 {
                     // τ·w < e^−50 < 2^−53 < V: this arrival is later than the k-th.
                     continue;
                 }
-                let log_time = exp1(open01(words[j], rng.next_u32())).ln() - log_w;
+                let log_time = exp1(open01(words[j], rng.next_u64())).ln() - log_w;
                 let arrival = Arrival { log_time, index };
                 if heap.len() < k {
                     heap.push(arrival);

@@ -284,10 +284,10 @@ impl WithSimd for MinMax<'_> {
 }
 
 /// The exponential race's screen: `pass[i] = 1` unless item i provably arrives after the current
-/// k-th — that is, unless its uniform's lower bound `(word_i >> 1) · 2⁻³¹` exceeds
-/// `limit · w_i / 2³¹` (the caller passes `limit = τ·2³¹`). Items with a weight below
-/// `min_weight` always pass (their bound is checked in log space). One vectorisable pass.
-pub fn screen(weights: &[f64], words: &[u32], limit: f64, min_weight: f64, pass: &mut [u8]) {
+/// k-th — that is, unless its uniform's lower bound `word_i · 2⁻¹⁶` exceeds `limit · w_i / 2¹⁶`
+/// (the caller passes `limit = τ·2¹⁶`). Items with a weight below `min_weight` always pass (their
+/// bound is checked in log space). One vectorisable pass.
+pub fn screen(weights: &[f64], words: &[u16], limit: f64, min_weight: f64, pass: &mut [u8]) {
     ARCH.dispatch(Screen {
         weights,
         words,
@@ -299,7 +299,7 @@ pub fn screen(weights: &[f64], words: &[u32], limit: f64, min_weight: f64, pass:
 
 struct Screen<'a> {
     weights: &'a [f64],
-    words: &'a [u32],
+    words: &'a [u16],
     limit: f64,
     min_weight: f64,
     pass: &'a mut [u8],
@@ -318,8 +318,8 @@ impl WithSimd for Screen<'_> {
             pass,
         } = self;
         for ((p, &w), &h) in pass.iter_mut().zip(weights).zip(words) {
-            // Signed 31 bits: the conversion every vector unit has.
-            let low = f64::from((h >> 1) as i32);
+            // u16 → i32 → f64: conversions every vector unit has.
+            let low = f64::from(i32::from(h));
             *p = u8::from((low <= limit * w) | (w < min_weight));
         }
     }
