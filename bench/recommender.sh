@@ -5,6 +5,7 @@
 # per request from /proc, times numpy's exhaustive f32 scoring (OpenBLAS sgemv + argpartition top-k,
 # one thread, same core, same embeddings) and prints the ratios; reduced-precision models report
 # recall@10 against f32. Writes bench/out/recommender-<time>/results.md (also printed).
+# --baseline BIN adds another build's rows (e.g. main's) to the same interleaved rounds.
 # Exit status: non-zero only when something is broken, never because a number is slow.
 set -euo pipefail
 
@@ -14,16 +15,16 @@ ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) ARGS+=(--items 10000 --seconds 4 --dtypes int8 --recall-users 50) ;;
-        --items | --dtypes | --seconds)
+        --items | --dtypes | --seconds | --baseline)
             ARGS+=("$1" "$2")
             shift
             ;;
         -h | --help)
-            sed -n '2,8p' "$0"
+            sed -n '2,9p' "$0"
             exit 0
             ;;
         *)
-            echo "usage: bench/recommender.sh [--quick] [--items N,N] [--dtypes f16,int8] [--seconds S]" >&2
+            echo "usage: bench/recommender.sh [--quick] [--items N,N] [--dtypes f16,int8] [--seconds S] [--baseline BIN]" >&2
             exit 2
             ;;
     esac

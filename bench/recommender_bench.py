@@ -217,24 +217,30 @@ def run_size(args, n_items, out_dir, rows, recalls, floors):
     warm = user_ids[: args.users]
 
     server = Server(args.binary, base, args.cpu, os.path.join(out_dir, f"server-{n_items}.log"))
+    servers = [(server, "")]
     try:
+        if args.baseline:
+            # Another build of the server (e.g. the main branch), measured in the same rounds.
+            log_path = os.path.join(out_dir, f"server-{n_items}-baseline.log")
+            servers.append((Server(args.baseline, base, args.cpu, log_path), " [baseline]"))
         measured = [Row("numpy floor", floor_run)]
-        for policy in POLICIES:
+        for (server, tag), policy in ((s, p) for s in servers for p in POLICIES):
             if policy == "stochastic_plackett_luce_cached":
                 # Miss: every request a user not seen before. Hit: one user, again and again.
                 fresh = [body(u, policy, k) for u in user_ids[args.users : args.users + miss_users]]
-                measured.append(Row(policy + " (miss)", server_batch(server, fresh, batch)))
+                measured.append(Row(policy + " (miss)" + tag, server_batch(server, fresh, batch)))
                 hit = [body(user_ids[0], policy, k)]
                 server.invoke(hit[0])
-                measured.append(Row(policy + " (hit)", server_batch(server, hit, batch)))
+                measured.append(Row(policy + " (hit)" + tag, server_batch(server, hit, batch)))
             else:
                 bodies = [body(u, policy, k) for u in warm]
                 for b in bodies[:50]:
                     server.invoke(b)
-                measured.append(Row(policy, server_batch(server, bodies, batch)))
+                measured.append(Row(policy + tag, server_batch(server, bodies, batch)))
         rounds = interleave(measured, args.seconds, args.max_rounds)
     finally:
-        server.stop()
+        for server, _ in servers:
+            server.stop()
     floor = measured[0].per_request_us()
     floors[n_items] = floor
     log(f"{n_items} items: {rounds} rounds of {batch} requests per row; numpy floor {floor:.1f} µs")
@@ -284,6 +290,7 @@ def main():
     p.add_argument("--recall-users", type=int, default=200)
     p.add_argument("--cpu", type=int, default=None, help="core for the server and the numpy floor")
     p.add_argument("--driver-cpu", type=int, default=None, help="core for this HTTP driver")
+    p.add_argument("--baseline", default=None, help="another recommender binary to measure in the same rounds")
     args = p.parse_args()
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     os.makedirs(args.out, exist_ok=True)
