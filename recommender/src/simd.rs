@@ -78,8 +78,14 @@ impl WithSimd for Score<'_> {
         };
         match rows {
             Rows::F32(values) => {
-                for (o, row) in out.iter_mut().zip(values.chunks_exact(dim)) {
-                    *o = row_dot(row);
+                if explicit && S::as_simd_f32s(user).0.len() == 8 {
+                    // The common shape (64 dims on AVX2, 32 on NEON): the user's eight vectors
+                    // stay in registers across rows.
+                    score_eight(simd, user, values, out);
+                } else {
+                    for (o, row) in out.iter_mut().zip(values.chunks_exact(dim)) {
+                        *o = row_dot(row);
+                    }
                 }
             }
             Rows::F16(values) => {
@@ -118,6 +124,27 @@ impl WithSimd for Score<'_> {
     }
 }
 
+/// [`dot_simd`] for every row when the user is exactly eight vectors, with those vectors loaded
+/// once: the same lanes, the same order of additions, so the same bits.
+#[inline(always)]
+fn score_eight<S: Simd + 'static>(simd: S, user: &[f32], rows: &[f32], out: &mut [f32]) {
+    let (u, _) = S::as_simd_f32s(user);
+    let Ok(u) = <[S::f32s; 8]>::try_from(u) else {
+        return;
+    };
+    let groups = LANES / S::F32_LANES;
+    let dim = user.len();
+    let zero = simd.splat_f32s(0.0);
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(dim)) {
+        let (r, _) = S::as_simd_f32s(row);
+        let mut acc = [zero; LANES];
+        for (i, (&x, &y)) in u.iter().zip(r).enumerate() {
+            acc[i % groups] = simd.add_f32s(acc[i % groups], simd.mul_f32s(x, y));
+        }
+        *o = finish(simd, acc, groups);
+    }
+}
+
 /// Rows widened per block for f16 and int8 scoring.
 const BLOCK_ROWS: usize = 32;
 
@@ -137,6 +164,13 @@ fn dot_simd<S: Simd + 'static>(simd: S, a: &[f32], b: &[f32]) -> f32 {
             acc[g] = simd.add_f32s(acc[g], simd.mul_f32s(ca[g], cb[g]));
         }
     }
+    finish(simd, acc, groups)
+}
+
+/// The fixed reduction of [`dot_simd`]'s accumulators: vectors pairwise (16 → 8 → … lanes), then
+/// the last vector's lanes the same way.
+#[inline(always)]
+fn finish<S: Simd + 'static>(simd: S, mut acc: [S::f32s; LANES], groups: usize) -> f32 {
     let mut width = groups;
     while width > 1 {
         width /= 2;
@@ -490,7 +524,7 @@ mod tests {
             let s4: Vec<f32> = (0..4).map(|l| s8[l] + s8[l + 4]).collect();
             (s4[0] + s4[2]) + (s4[1] + s4[3])
         }
-        for dim in [1, 5, 15, 16, 17, 33, 64, 100] {
+        for dim in [1, 5, 15, 16, 17, 32, 33, 64, 100, 128] {
             let user: Vec<f32> = (0..dim)
                 .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
                 .collect();
@@ -511,6 +545,21 @@ mod tests {
                     assert_eq!(dot_simd(pulp::Scalar256b, &user, row).to_bits(), want);
                     assert_eq!(dot_simd(pulp::Scalar512b, &user, row).to_bits(), want);
                 }
+                // The eight-vector fast path, at the widths where the user is eight vectors.
+                let mut fast = vec![0.0; 50];
+                let want: Vec<u32> = items
+                    .chunks_exact(dim)
+                    .map(|row| reference(&user, row).to_bits())
+                    .collect();
+                let check =
+                    |fast: &[f32]| fast.iter().map(|x| x.to_bits()).eq(want.iter().copied());
+                match dim {
+                    32 => score_eight(pulp::Scalar128b, &user, &items, &mut fast),
+                    64 => score_eight(pulp::Scalar256b, &user, &items, &mut fast),
+                    128 => score_eight(pulp::Scalar512b, &user, &items, &mut fast),
+                    _ => fast.clone_from(&out),
+                }
+                assert!(check(&fast), "eight-vector path, dim {dim}");
             }
             // int8 rows with scales are the f32 dot product of the integers, times the scale.
             let q: Vec<i8> = (0..dim * 50).map(|i| (i * 31 % 255) as i8).collect();
