@@ -15,7 +15,7 @@
 //! - `stochastic_plackett_luce`, `stochastic_plackett_luce_cached` and
 //!   `stochastic_gumbel_softmax_trick` all draw from the same Plackett–Luce distribution; they differ
 //!   in algorithm only. The cached variant's cache lives upstream (see `recommend`); here it samples
-//!   with the sequential sum-tree sampler, exact PL in O(n + k log n) and the cheapest of the two.
+//!   with the sequential sum-tree sampler: exact PL in O(n + k log n), the cheaper of the two.
 //! - The sequential samplers place one position at a time (a later streaming response can emit
 //!   each as it is drawn); Gumbel-top-k knows its order once its single pass is done.
 //! - ε-greedy is the *whole-list* variant (Open Bandit Pipeline's `EpsilonGreedy`): with probability
@@ -480,9 +480,9 @@ impl Ord for Arrival {
 /// `E > V ≥ hi · 2⁻¹⁶` (`hi` the first 16 random bits of V, drawn in bulk from the request's ChaCha8
 /// stream, 256 items at a time), an item with `hi · 2⁻¹⁶ > τ·w` — τ the k-th earliest arrival so
 /// far, plus a margin far above rounding — cannot make the top k. A block is screened with that
-/// test in one vectorisable pass ([`simd::screen`]); only the few items that pass (about k·ln(n/k) in random order)
-/// draw their low 48 bits and pay for two logarithms and a heap insertion, and their exact key
-/// decides. The result is the same as computing every key exactly.
+/// test in one vectorisable pass ([`simd::screen`]); only the few items that pass (about
+/// k·ln(n/k) in random order) draw their low 48 bits and pay for two logarithms and a heap
+/// insertion, and their exact key decides. The result is the same as computing every key exactly.
 fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Vec<usize> {
     let n = state.scores.len();
     let k = k.min(n);

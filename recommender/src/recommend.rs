@@ -12,8 +12,9 @@
 //! `f32` per item, temperature-independent) keyed by (model version, user id), so a repeat request
 //! skips the O(n·d) scoring and only samples, with the sequential sum-tree sampler: exact
 //! Plackett–Luce with exact propensities, unlike a pool of pre-drawn rankings (see README). It is
-//! bounded by bytes, not entries, because a catalogue's size decides what one entry costs. `moka::sync::Cache` is
-//! lock-free for readers and never held across an `.await` (the pipeline is synchronous).
+//! bounded by bytes, not entries, because a catalogue's size decides what one entry costs.
+//! `moka::sync::Cache` is lock-free for readers and never held across an `.await` (the pipeline is
+//! synchronous).
 
 use std::cell::RefCell;
 use std::sync::Arc;

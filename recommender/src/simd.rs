@@ -66,8 +66,8 @@ impl WithSimd for Score<'_> {
             user,
             out,
         } = self;
-        // The explicit-SIMD kernel needs whole 16-lane groups (every common dimension: 32, 64, 128…);
-        // other dimensions take the scalar kernel, which sums in the same order.
+        // The explicit-SIMD kernel needs whole 16-lane groups (every common dimension: 32, 64,
+        // 128…); other dimensions take the scalar kernel, which sums in the same order.
         let explicit = dim % LANES == 0 && user.len() == dim && LANES.is_multiple_of(S::F32_LANES);
         let row_dot = |row: &[f32]| {
             if explicit {
