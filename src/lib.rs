@@ -10,6 +10,7 @@
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas, in process or shared
 //!   by every task through Redis / Valkey (`limits::redis`).
 //! - [`body`]: the request body, read only once the request is admitted (size, time, memory).
+//! - [`validate`]: API Gateway's request validators: required parameters, body models (JSON Schema).
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
@@ -54,6 +55,8 @@ pub mod server;
 pub mod telemetry;
 #[cfg(feature = "aws")]
 pub mod upstream;
+#[cfg(feature = "aws")]
+pub mod validate;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C): the signal to drain and stop.
 pub async fn shutdown_signal() {

@@ -24,6 +24,9 @@
 //! Security: the budget bounds what callers with a valid key can make the task hold; callers
 //! without one never get past `authenticate`, so their bytes are only actix's bounded buffers.
 //!
+//! A stage that builds something for a moment (the validate stage's parsed body) charges it with
+//! `try_grow` and gives it back with [`Held::release`] when done.
+//!
 //! Template stage (`mapping`): a value built while rendering (a parsed `$input.json`/`$input.path`
 //! body) should be charged through the same account: `held.try_grow(estimate)?` before building
 //! it, mapping [`OverBudget`] to [`GatewayError::Unavailable`] with [`OverBudget::REASON`].
@@ -134,6 +137,27 @@ impl Held {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Gives back `n` bytes a stage no longer holds (a parsed body it has finished with); never
+    /// more than this account holds.
+    pub fn release(&self, n: usize) {
+        let mut held = self.bytes.load(Ordering::Relaxed);
+        loop {
+            let n = n.min(held);
+            match self.bytes.compare_exchange_weak(
+                held,
+                held - n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.budget.0.held.fetch_sub(n, Ordering::Relaxed);
+                    return;
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+
     /// Bytes this account holds.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
@@ -190,6 +214,21 @@ mod tests {
         budget.account().try_grow(0).unwrap();
         drop(b);
         assert_eq!((budget.held(), budget.refused()), (0, 2));
+    }
+
+    #[test]
+    fn released_bytes_go_back_to_the_budget_and_never_more_than_held() {
+        let budget = MemoryBudget::new(100);
+        let a = budget.account();
+        a.try_grow(80).unwrap();
+        assert_eq!(budget.account().try_grow(30), Err(OverBudget));
+        a.release(50);
+        assert_eq!((a.bytes(), budget.held()), (30, 30));
+        budget.account().try_grow(70).unwrap();
+        a.release(1000);
+        assert_eq!((a.bytes(), budget.held()), (0, 0));
+        drop(a);
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]
