@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
-use super::cache_key;
+use super::cache_key::{self, KeyGap};
 use super::diag::{Diagnostic, Diagnostics};
 use super::models::{self, Model, Models};
 use super::param::ParamSource;
@@ -471,7 +471,7 @@ impl GatewayConfig {
     ) -> Result<GatewayConfig, Diagnostics> {
         let doc = Doc::parse(file, text, env).map_err(Diagnostics)?;
         let mut errors = Vec::new();
-        let config = compile(&doc, &mut errors);
+        let config = compile(&doc, &mut errors, &mut Vec::new());
         let telemetry = telemetry::compile(&doc, env, &mut errors);
         let config = config.map(|c| GatewayConfig { telemetry, ..c });
         match config {
@@ -480,6 +480,28 @@ impl GatewayConfig {
                 errors.sort_by_key(|d| (d.line, d.col));
                 Err(Diagnostics(errors))
             }
+        }
+    }
+
+    /// What the cached routes of `text` read beyond their cache keys (each an error of
+    /// [`GatewayConfig::parse`]), when that is all that is wrong with the file; otherwise every
+    /// other error. `sagegate import` adds these to the keys it writes.
+    pub fn cache_key_gaps(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<KeyGap>, Diagnostics> {
+        let doc = Doc::parse(file, text, env).map_err(Diagnostics)?;
+        let mut errors = Vec::new();
+        let mut gaps = Vec::new();
+        let config = compile(&doc, &mut errors, &mut gaps);
+        telemetry::compile(&doc, env, &mut errors);
+        errors.retain(|e| !gaps.iter().any(|g| g.diagnostic == *e));
+        if config.is_some() && errors.is_empty() {
+            Ok(gaps)
+        } else {
+            errors.sort_by_key(|d| (d.line, d.col));
+            Err(Diagnostics(errors))
         }
     }
 
@@ -525,7 +547,12 @@ impl GatewayConfig {
     }
 }
 
-fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
+/// Compiles `doc`, collecting every error; the cache-key errors are also returned in `gaps`.
+fn compile(
+    doc: &Doc,
+    errors: &mut Vec<Diagnostic>,
+    gaps: &mut Vec<KeyGap>,
+) -> Option<GatewayConfig> {
     let Some(top) = doc.value.as_object() else {
         errors.push(doc.error("", "expected a mapping with `stages` and `routes`"));
         return None;
@@ -575,7 +602,9 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
         .iter()
         .map(|m| m.to_ascii_lowercase())
         .collect();
-    cache_key::check(doc, &stages, &routes, &binary_media_types, errors);
+    let found = cache_key::check(doc, &stages, &routes, &binary_media_types);
+    errors.extend(found.iter().map(|g| g.diagnostic.clone()));
+    gaps.extend(found);
     let gateway_responses = templates::gateway_responses(doc, errors);
     let limits = compile_limits(doc, errors);
     Some(GatewayConfig {
