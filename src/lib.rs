@@ -27,6 +27,8 @@
 //! - [`metrics`]: Prometheus metrics from each request's context, served on the admin listener.
 //! - [`otel`]: optional OpenTelemetry traces (a span per request, a child per stage) over OTLP/HTTP.
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
+//! - [`import`]: `sagegate import`, an API Gateway export (and its stages, usage plans and keys)
+//!   into `gateway.yaml` and `keys.yaml`.
 
 pub mod auth;
 pub mod body;
@@ -38,6 +40,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod healthcheck;
+#[cfg(feature = "aws")]
+pub mod import;
 #[cfg(feature = "aws")]
 pub mod integration;
 pub mod limits;

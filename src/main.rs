@@ -80,6 +80,9 @@ enum Command {
         #[arg(long, default_value = "current", value_parser = ["current", "previous"])]
         period: String,
     },
+    /// Import an API Gateway REST API (its export, stages, usage plans and keys) into
+    /// gateway.yaml and keys.yaml; exit 1 when refused, 2 on bad input.
+    Import(sagegate::import::ImportArgs),
     /// Probe `/healthz` (for container health checks; the image has no curl). Exit 0 when healthy.
     Healthcheck {
         /// URL to probe.
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Import(args) => sagegate::import::run(&args),
         Command::Healthcheck { url } => match sagegate::healthcheck::probe(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
