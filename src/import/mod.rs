@@ -143,9 +143,9 @@ pub fn run(args: &ImportArgs) -> ExitCode {
 /// Reads the inputs of `args` and produces the two files (nothing is written).
 pub fn import(args: &ImportArgs) -> Result<Imported, Failure> {
     let export_doc = input::read_document(&args.openapi, "the export")?;
-    refuse_env_references(&export_doc)?;
     let mut findings = Vec::new();
     let api = export::read(&export_doc, &mut findings)?;
+    refuse_env_references(&export_doc)?;
     let route_keys: Vec<String> = api.routes.iter().map(export::Route::key).collect();
     let mut stages = match &args.stages {
         Some(path) => {

@@ -22,6 +22,7 @@ mod drain;
 mod errors;
 mod forwarded;
 mod hostile;
+mod import;
 mod load;
 mod mapping;
 mod metrics;
