@@ -286,48 +286,55 @@ fn valid_stage_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// The stage settings sagegate does not take from the file, each a finding.
+/// The stage settings sagegate does not take from the file, each a finding: (field, left out,
+/// what, what to do instead).
+const STAGE_EXTRAS: [(&str, bool, &str, &str); 5] = [
+    (
+        "canarySettings",
+        true,
+        "a canary",
+        "send the canary's share of traffic with weighted ALB target groups",
+    ),
+    (
+        "webAclArn",
+        true,
+        "an AWS WAF web ACL",
+        "attach the web ACL to the load balancer (deploy/: enableWaf)",
+    ),
+    (
+        "clientCertificateId",
+        false,
+        "a client certificate for HTTP backends",
+        "SageMaker calls are signed with SigV4; nothing to do",
+    ),
+    (
+        "accessLogSettings",
+        false,
+        "an access log format",
+        "sagegate writes one JSON line per request with API Gateway's $context names (README)",
+    ),
+    (
+        "tracingEnabled",
+        false,
+        "X-Ray tracing",
+        "turn on telemetry.otlp (SAGEGATE_OTLP_ENABLED=true) with an ADOT collector",
+    ),
+];
+
 fn stage_extras(at: &str, name: &str, item: &Value, findings: &mut Vec<Finding>) {
-    let field = |k: &str| item.get(k).filter(|v| !v.is_null() && *v != false);
-    if field("canarySettings").is_some() {
-        findings.push(Finding::left_out(
-            FILE,
-            pointer(at, &["canarySettings"]),
-            format!("stage {name}: a canary"),
-            "send the canary's share of traffic with weighted ALB target groups",
-        ));
-    }
-    if field("webAclArn").is_some() {
-        findings.push(Finding::left_out(
-            FILE,
-            pointer(at, &["webAclArn"]),
-            format!("stage {name}: an AWS WAF web ACL"),
-            "attach the web ACL to the load balancer (deploy/: enableWaf)",
-        ));
-    }
-    if field("clientCertificateId").is_some() {
-        findings.push(Finding::note(
-            FILE,
-            pointer(at, &["clientCertificateId"]),
-            format!("stage {name}: a client certificate for HTTP backends"),
-            "SageMaker calls are signed with SigV4; nothing to do",
-        ));
-    }
-    if field("accessLogSettings").is_some() {
-        findings.push(Finding::note(
-            FILE,
-            pointer(at, &["accessLogSettings"]),
-            format!("stage {name}: an access log format"),
-            "sagegate writes one JSON line per request with API Gateway's $context names (README)",
-        ));
-    }
-    if field("tracingEnabled").is_some() {
-        findings.push(Finding::note(
-            FILE,
-            pointer(at, &["tracingEnabled"]),
-            format!("stage {name}: X-Ray tracing"),
-            "turn on telemetry.otlp (SAGEGATE_OTLP_ENABLED=true) with an ADOT collector",
-        ));
+    for (field, left_out, what, instead) in STAGE_EXTRAS {
+        if item.get(field).is_some_and(|v| !v.is_null() && *v != false) {
+            let finding = Finding {
+                left_out,
+                ..Finding::note(
+                    FILE,
+                    pointer(at, &[field]),
+                    format!("stage {name}: {what}"),
+                    instead,
+                )
+            };
+            findings.push(finding);
+        }
     }
 }
 

@@ -407,15 +407,18 @@ fn bad_input_exits_2_and_strict_exits_1_and_nothing_is_written() {
         assert!(!out_dir.exists(), "nothing written");
     }
     // Without --strict the rest imports, and the report names each left-out piece's pointer.
-    let result = sagegate(&[
-        "import",
-        "--openapi",
-        mixed.to_str().unwrap(),
-        "--stages",
-        mixed_stages.to_str().unwrap(),
-        "--out",
-        out,
-    ]);
+    let import_mixed = || {
+        sagegate(&[
+            "import",
+            "--openapi",
+            mixed.to_str().unwrap(),
+            "--stages",
+            mixed_stages.to_str().unwrap(),
+            "--out",
+            out,
+        ])
+    };
+    let result = import_mixed();
     assert_eq!(result.status.code(), Some(0), "{}", text(&result));
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(stdout.contains("not carried over (15):"), "{stdout}");
@@ -425,14 +428,6 @@ fn bad_input_exits_2_and_strict_exits_1_and_nothing_is_written() {
     );
     assert!(check_config(&out_dir).status.success());
     // A second run keeps what is there.
-    let again = sagegate(&[
-        "import",
-        "--openapi",
-        mixed.to_str().unwrap(),
-        "--stages",
-        mixed_stages.to_str().unwrap(),
-        "--out",
-        out,
-    ]);
+    let again = import_mixed();
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
 }
