@@ -133,32 +133,55 @@ pub(super) fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Models {
             return Models::default();
         }
     };
-    let before = errors.len();
+    compile_map(raw, &mut |path, message| {
+        errors.push(doc.error(path, message))
+    })
+}
+
+/// What is wrong with `models` (name → schema), as (path under `models:`, message): what loading
+/// them in `gateway.yaml` would report. Empty when they all compile.
+pub fn problems(models: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    compile_map(models, &mut |path, message| {
+        out.push((path.to_owned(), message))
+    });
+    out
+}
+
+/// Where a problem is reported: the node's path and what is wrong.
+type Report<'a> = dyn FnMut(&str, String) + 'a;
+
+fn compile_map(raw: &Map<String, Value>, report: &mut Report<'_>) -> Models {
+    let failed = std::cell::Cell::new(false);
+    let mut report = |path: &str, message: String| {
+        failed.set(true);
+        report(path, message);
+    };
     let mut schemas: BTreeMap<String, Value> = BTreeMap::new();
     for (name, schema) in raw {
         let path = format!("{MODELS}.{name}");
         if !valid_name(name) {
-            errors.push(doc.error(
+            report(
                 &path,
-                "model names use letters, digits, `_`, `-` and `.` (at most 128)",
-            ));
+                "model names use letters, digits, `_`, `-` and `.` (at most 128)".to_owned(),
+            );
             continue;
         }
         let Value::Object(_) = schema else {
-            errors.push(doc.error(&path, "a model is a JSON Schema object"));
+            report(&path, "a model is a JSON Schema object".to_owned());
             continue;
         };
         let mut schema = schema.clone();
-        rewrite_refs(doc, &path, raw, &mut schema, errors);
+        rewrite_refs(&path, raw, &mut schema, &mut report);
         if let Err(e) = jsonschema::draft4::meta::validate(&schema) {
             let at = doc_path(&path, &schema, e.instance_path().as_str());
-            errors.push(doc.error(&at, format!("not a JSON Schema draft 4: {e}")));
+            report(&at, format!("not a JSON Schema draft 4: {e}"));
             continue;
         }
         schemas.insert(name.clone(), schema);
     }
     // One bad model would fail every model that embeds it below: report each problem once.
-    if errors.len() > before {
+    if failed.get() {
         return Models::default();
     }
     let mut models = BTreeMap::new();
@@ -173,7 +196,7 @@ pub(super) fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Models {
             }
             Err((pointer, message)) => {
                 let at = doc_path(&format!("{MODELS}.{name}"), schema, &pointer);
-                errors.push(doc.error(&at, message));
+                report(&at, message);
             }
         }
     }
@@ -220,21 +243,31 @@ fn build(
             } else {
                 ""
             };
-            (
-                e.instance_path().as_str().to_owned(),
-                format!("cannot be compiled: {e}{hint}"),
-            )
+            let pointer = e.instance_path().as_str();
+            // A failure inside another model's embedded copy is that model's: say so here.
+            let other = all.keys().find(|n| {
+                MODEL_REF_PREFIXES.iter().any(|p| {
+                    let inside = format!("{}{n}", &p[1..]);
+                    pointer == inside || pointer.starts_with(&format!("{inside}/"))
+                })
+            });
+            match other {
+                Some(n) => (
+                    String::new(),
+                    format!("refers to model `{n}`, which cannot be compiled: {e}{hint}"),
+                ),
+                None => (pointer.to_owned(), format!("cannot be compiled: {e}{hint}")),
+            }
         })
 }
 
 /// Checks every `$ref` of the model at `path` and turns API Gateway's model URLs into
 /// `#/definitions/NAME`.
 fn rewrite_refs(
-    doc: &Doc,
     path: &str,
     models: &Map<String, Value>,
     node: &mut Value,
-    errors: &mut Vec<Diagnostic>,
+    report: &mut dyn FnMut(&str, String),
 ) {
     match node {
         Value::Object(map) => {
@@ -252,29 +285,29 @@ fn rewrite_refs(
                                 && !own_definitions.iter().any(|d| d == name)
                             {
                                 let known: Vec<&str> = models.keys().map(String::as_str).collect();
-                                errors.push(doc.error(
+                                report(
                                     &child,
                                     format!("no model `{name}` (models: {})", known.join(", ")),
-                                ));
+                                );
                             } else if reference.starts_with(APIGW_MODEL_URL) {
                                 *reference = format!("{}{name}", MODEL_REF_PREFIXES[0]);
                             }
                         } else if !reference.starts_with('#') {
-                            errors.push(doc.error(
+                            report(
                                 &child,
                                 format!(
                                     "`{reference}` is another document, which is never fetched: put the schema under `models` and refer to it as #/definitions/NAME"
                                 ),
-                            ));
+                            );
                         }
                     }
-                    _ => rewrite_refs(doc, &child, models, value, errors),
+                    _ => rewrite_refs(&child, models, value, report),
                 }
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                rewrite_refs(doc, &format!("{path}[{i}]"), models, item, errors);
+                rewrite_refs(&format!("{path}[{i}]"), models, item, report);
             }
         }
         _ => {}
@@ -416,6 +449,23 @@ models:
                 "g.yaml:2:31: models.M.pattern: cannot be compiled: \"^(?=a)a$\" is not a \"regex\" \
               (patterns run on a linear-time engine: no look-around or back-references)"
             ]
+        );
+    }
+
+    #[test]
+    fn a_model_failing_inside_another_is_reported_as_that_model() {
+        let text = "models:\n  Bad: { type: string, pattern: \"(a)\\\\1\" }\n  Uses: { $ref: \"#/definitions/Bad\" }\n  Fine: { type: object }\n";
+        let problems = problems(
+            Doc::parse("g.yaml", text, &|_| None).unwrap().value["models"]
+                .as_object()
+                .unwrap(),
+        );
+        let paths: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["models.Bad.pattern", "models.Uses"], "{problems:?}");
+        assert!(
+            problems[1]
+                .1
+                .starts_with("refers to model `Bad`, which cannot be compiled")
         );
     }
 

@@ -109,6 +109,7 @@ pub fn read(doc: &Value, findings: &mut Vec<Finding>) -> Result<Api, BadInput> {
         other_schemes: BTreeMap::new(),
         validators: BTreeMap::new(),
         regions: Vec::new(),
+        model_names: Vec::new(),
     };
     reader.security_schemes();
     reader.validators();
@@ -174,6 +175,8 @@ struct Reader<'a> {
     validators: BTreeMap<String, (bool, bool)>,
     /// Regions of the SageMaker integrations seen.
     regions: Vec<String>,
+    /// The models carried over.
+    model_names: Vec<String>,
 }
 
 impl Reader<'_> {
@@ -324,7 +327,7 @@ impl Reader<'_> {
         let Some(map) = self.doc.pointer(at).and_then(Value::as_object) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
+        let mut usable = Map::new();
         for (name, schema) in map {
             if !models::valid_name(name) || !schema.is_object() {
                 self.left_out(
@@ -334,9 +337,39 @@ impl Reader<'_> {
                 );
                 continue;
             }
-            out.push((name.clone(), schema.clone()));
+            usable.insert(name.clone(), schema.clone());
         }
-        out
+        // What gateway.yaml would refuse, model by model, until the rest compiles (a model that
+        // refers to one left out fails in the next round).
+        while !usable.is_empty() {
+            let problems = models::problems(&usable);
+            if problems.is_empty() {
+                break;
+            }
+            for (path, message) in problems {
+                let rest = path.strip_prefix("models.").unwrap_or(&path);
+                let name = usable
+                    .keys()
+                    .filter(|n| {
+                        rest == n.as_str()
+                            || rest
+                                .strip_prefix(n.as_str())
+                                .is_some_and(|r| r.starts_with(['.', '[']))
+                    })
+                    .max_by_key(|n| n.len())
+                    .cloned();
+                if let Some(name) = name {
+                    usable.remove(&name);
+                    self.left_out(
+                        format!("{at}/{}", super::input::escape(&name)),
+                        format!("model `{name}`: {path}: {message}"),
+                        "fix the schema and add it under `models` by hand",
+                    );
+                }
+            }
+        }
+        self.model_names = usable.keys().cloned().collect();
+        usable.into_iter().collect()
     }
 
     /// The REST API id and the stage, from the export's invoke URL.
@@ -636,6 +669,13 @@ impl Reader<'_> {
                 .and_then(Value::as_str)
                 .and_then(models::referenced_model);
             match name {
+                Some(name) if !self.model_names.iter().any(|n| n == name) => self.left_out(
+                    sat,
+                    format!(
+                        "{route_name}: body validation against model `{name}`, which is left out"
+                    ),
+                    "fix the model, then add it to the route's validation.body",
+                ),
                 Some(name) if !out.iter().any(|(m, _)| *m == media) => {
                     out.push((media, name.to_owned()));
                 }

@@ -209,10 +209,12 @@ fn validators_and_models_come_over() {
 }
 
 /// (file, pointer) of every finding left out of the `mixed` fixture.
-const MIXED_LEFT_OUT: [&str; 15] = [
+const MIXED_LEFT_OUT: [&str; 17] = [
     "export#/x-amazon-apigateway-policy",
     "export#/x-amazon-apigateway-minimum-compression-size",
     "export#/servers/0/x-amazon-apigateway-endpoint-configuration",
+    "export#/components/schemas/Lookahead",
+    "export#/components/schemas/Uses",
     "export#/paths/~1predict/post/security",
     "export#/paths/~1admin/get/security",
     "export#/paths/~1streams/get/x-amazon-apigateway-integration/uri",
@@ -253,6 +255,14 @@ fn what_cannot_come_over_is_listed_with_its_pointer_and_the_rest_imports() {
     assert_eq!(routes, ["GET /recommended-movies/{user_id}"]);
     assert!(c.routes[0].api_key_required);
     assert_eq!(c.binary_media_types, ["image/png"]);
+    // Models gateway.yaml would refuse are left out, and so are those that refer to them.
+    let models: Vec<String> = value(&imported.gateway_yaml)["models"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(models, ["Fine"]);
     // Every left-out item is in the file's header too, for the reviewer.
     for line in imported.findings.iter().map(Finding::line) {
         assert!(imported.gateway_yaml.contains(&line), "{line}");
@@ -278,6 +288,48 @@ fn what_cannot_come_over_is_listed_with_its_pointer_and_the_rest_imports() {
             "method.request.header.content-type"
         ]
     );
+}
+
+#[test]
+fn a_body_model_that_cannot_come_over_takes_only_the_body_check_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.json");
+    let export = serde_json::json!({"openapi": "3.0.1",
+        "servers": [{"url": "https://x.execute-api.us-east-1.amazonaws.com/{basePath}", "variables": {"basePath": {"default": "/prod"}}}],
+        "x-amazon-apigateway-request-validators": {"all": {"validateRequestBody": true, "validateRequestParameters": true}},
+        "x-amazon-apigateway-request-validator": "all",
+        "paths": {"/p": {"post": {
+            "parameters": [{"name": "q", "in": "query", "required": true}],
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Bad"}}}},
+            "x-amazon-apigateway-integration": {"type": "aws",
+                "uri": "arn:aws:apigateway:us-east-1:runtime.sagemaker:path/endpoints/ep/invocations"}}}},
+        "components": {"schemas": {"Bad": {"type": "string", "pattern": "(a)\\1"}}}});
+    std::fs::write(&path, export.to_string()).unwrap();
+    let imported = import(&ImportArgs {
+        openapi: path,
+        ..args("unused")
+    })
+    .unwrap();
+    let left_out: Vec<String> = imported
+        .findings
+        .iter()
+        .filter(|f| f.left_out)
+        .map(|f| format!("{}: {}", f.pointer, f.what))
+        .collect();
+    assert_eq!(left_out.len(), 2, "{left_out:#?}");
+    assert!(
+        left_out[0].starts_with(
+            "/components/schemas/Bad: model `Bad`: models.Bad.pattern: cannot be compiled:"
+        ),
+        "{left_out:#?}"
+    );
+    assert_eq!(
+        left_out[1],
+        "/paths/~1p/post/requestBody/content/application~1json/schema: POST /p: body validation against model `Bad`, which is left out"
+    );
+    let c = config(&imported);
+    assert_eq!(c.routes[0].validation.required_query, ["q"]);
+    assert!(c.routes[0].validation.body.is_empty());
 }
 
 #[test]
