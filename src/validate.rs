@@ -1,6 +1,6 @@
 //! The validate stage: API Gateway's request validators, after `read body`, before `render request`.
 //!
-//! Input: the route's [`Validation`] (what its validator checks, compiled at load), the request's
+//! Input: the route's [`Validation`](crate::config::gateway::Validation) (what its validator checks, compiled at load), the request's
 //! head, decoded query and body, and its memory account. Output: `Ok`, or the gateway response
 //! API Gateway gives, with the detail in `$context.error.validationErrorString` (the access log's
 //! `error.validationErrorString`, and gateway response templates):
@@ -121,7 +121,7 @@ fn body(route: &Route, input: &MappingInput<'_>, memory: &Held) -> Result<(), Ga
 }
 
 /// Heap bytes `serde_json` may take to parse `body` into a [`Value`], at most: the body again (string
-/// contents, and the parser's scratch buffer for escaped strings) plus [`NODE_BYTES`] per node.
+/// contents, and the parser's scratch buffer for escaped strings) plus `NODE_BYTES` per node.
 /// Every node but the root follows a `[`, `,` or `:`, and every object key a `{` or `,` (a comma
 /// precedes one or the other, never both), so counting those bytes, also inside strings, bounds the
 /// node count from above in one pass.

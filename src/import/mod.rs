@@ -9,12 +9,12 @@
 //! and every input added to a cache key.
 //!
 //! Layout, in the order an import runs:
-//! - [`input`]: files → JSON values (by extension), the lists in CLI outputs, bad input (exit 2).
-//! - [`export`] and [`sagemaker`]: the export → routes, validators and models, gateway responses.
-//! - [`stages`]: get-stages → stage variables, throttles, caches.
-//! - [`keys`]: usage plans and keys → `keys.yaml` entries, values hashed.
-//! - [`output`] and [`yaml`]: the files as commented YAML.
-//! - [`report`]: findings and cache-key additions.
+//! - `input`: files → JSON values (by extension), the lists in CLI outputs, bad input (exit 2).
+//! - `export` and `sagemaker`: the export → routes, validators and models, gateway responses.
+//! - `stages`: get-stages → stage variables, throttles, caches.
+//! - `keys`: usage plans and keys → `keys.yaml` entries, values hashed.
+//! - `output` and [`yaml`]: the files as commented YAML.
+//! - `report`: findings and cache-key additions.
 //!
 //! Invariants: the files are written only when both load (`GatewayConfig::parse`, `parse_keys`) and,
 //! under `--strict`, nothing was left out; existing files are never overwritten without `--force`.
