@@ -1,7 +1,8 @@
 //! The validate stage: API Gateway's request validators, after `read body`, before `render request`.
 //!
-//! Input: the route's [`Validation`](crate::config::gateway::Validation) (what its validator checks, compiled at load), the request's
-//! head, decoded query and body, and its memory account. Output: `Ok`, or the gateway response
+//! Input: the route's [`Validation`](crate::config::gateway::Validation) (what its validator
+//! checks, compiled at load), the request's head, decoded query and body, and its memory account.
+//! Output: `Ok`, or the gateway response
 //! API Gateway gives, with the detail in `$context.error.validationErrorString` (the access log's
 //! `error.validationErrorString`, and gateway response templates):
 //! - a required query parameter or header missing or blank: BAD_REQUEST_PARAMETERS, 400
