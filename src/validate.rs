@@ -2,9 +2,9 @@
 //!
 //! Input: the route's [`Validation`](crate::config::gateway::Validation) (what its validator
 //! checks, compiled at load), the request's head, decoded query and body, and its memory account.
-//! Output: `Ok`, or the gateway response
-//! API Gateway gives, with the detail in `$context.error.validationErrorString` (the access log's
-//! `error.validationErrorString`, and gateway response templates):
+//! Output: `Ok`, or the gateway response API Gateway gives, with the detail in
+//! `$context.error.validationErrorString` (the access log's `error.validationErrorString`, and
+//! gateway response templates):
 //! - a required query parameter or header missing or blank: BAD_REQUEST_PARAMETERS, 400
 //!   `{"message": "Missing required request parameters: [k, h1]"}` (query names first, in file
 //!   order); checked first, as API Gateway does, so a request failing both gets this one;
