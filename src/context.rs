@@ -68,6 +68,8 @@ pub struct RequestContext {
     pub error_type: Option<&'static str>,
     /// Internal cause for the log (never sent to the client).
     pub error_cause: Option<String>,
+    /// `$context.error.validationErrorString`: why the validate stage refused the request.
+    pub validation_error: Option<String>,
     /// Stage cache outcome (`hit`, `miss`, `coalesced`, `refresh`, `bypass`) when the stage caches.
     pub cache: Option<&'static str>,
     /// SageMaker's error type when this request's own call failed (for metrics and the access log's
@@ -108,6 +110,7 @@ impl RequestContext {
             aws_endpoint_request_id: None,
             error_type: None,
             error_cause: None,
+            validation_error: None,
             cache: None,
             upstream_error: None,
             limited: None,
@@ -149,6 +152,7 @@ impl RequestContext {
             integrationStatus = self.integration_status,
             awsEndpointRequestId = self.aws_endpoint_request_id.as_deref(),
             "error.responseType" = self.error_type,
+            "error.validationErrorString" = self.validation_error.as_deref(),
             cacheStatus = self.cache,
             upstreamErrorType = self.upstream_error,
             xrayTraceId = %self.trace_id,

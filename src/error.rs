@@ -50,6 +50,9 @@ pub enum GatewayError {
     /// Route validation failed: BAD_REQUEST_PARAMETERS.
     #[error("missing required request parameters: {0:?}")]
     MissingParameters(Vec<String>),
+    /// The body does not match the route's model ([`crate::validate`]): BAD_REQUEST_BODY.
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
     /// Malformed request line or parameter values (bad escapes, `..`, control characters).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -122,12 +125,12 @@ pub enum ResponseType {
     QuotaExceeded,
     /// BAD_REQUEST_PARAMETERS
     BadRequestParameters,
+    /// BAD_REQUEST_BODY
+    BadRequestBody,
     /// REQUEST_TOO_LARGE
     RequestTooLarge,
     /// UNSUPPORTED_MEDIA_TYPE
     UnsupportedMediaType,
-    /// BAD_REQUEST_BODY
-    BadRequestBody,
     /// INTEGRATION_TIMEOUT
     IntegrationTimeout,
     /// INTEGRATION_FAILURE
@@ -152,9 +155,9 @@ impl ResponseType {
         (ResponseType::Throttled, "THROTTLED"),
         (ResponseType::QuotaExceeded, "QUOTA_EXCEEDED"),
         (ResponseType::BadRequestParameters, "BAD_REQUEST_PARAMETERS"),
+        (ResponseType::BadRequestBody, "BAD_REQUEST_BODY"),
         (ResponseType::RequestTooLarge, "REQUEST_TOO_LARGE"),
         (ResponseType::UnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE"),
-        (ResponseType::BadRequestBody, "BAD_REQUEST_BODY"),
         (ResponseType::IntegrationTimeout, "INTEGRATION_TIMEOUT"),
         (ResponseType::IntegrationFailure, "INTEGRATION_FAILURE"),
         (
@@ -284,6 +287,13 @@ impl GatewayError {
                     "Missing required request parameters",
                 )
             },
+            E::InvalidBody(_) => r(
+                400,
+                r#"{"message": "Invalid request body"}"#,
+                "BadRequestException",
+                T::BadRequestBody,
+                "Invalid request body",
+            ),
             E::InvalidRequest(why) => ErrorResponse {
                 body: Bytes::from(format!(
                     "{{\"message\": {}}}",
@@ -424,6 +434,14 @@ mod tests {
         assert_eq!(
             body(GatewayError::MissingParameters(vec!["k".into()])).1,
             r#"{"message": "Missing required request parameters: [k]"}"#
+        );
+        assert_eq!(
+            body(GatewayError::InvalidBody("[detail]".into())),
+            (
+                400,
+                r#"{"message": "Invalid request body"}"#.into(),
+                Some("BadRequestException")
+            )
         );
         assert_eq!(
             body(GatewayError::IntegrationTimeout(Duration::ZERO))

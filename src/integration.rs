@@ -419,6 +419,7 @@ pub fn gateway_response(
         "message": default.message,
         "messageString": json_string(default.message),
         "responseType": rt.name(),
+        "validationErrorString": ctx.validation_error,
     });
     let accept = media_type(input.and_then(|i| i.req.header("accept")));
     if let Some((media, template)) = select_template(&over.templates, &accept) {

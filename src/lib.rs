@@ -10,6 +10,7 @@
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas, in process or shared
 //!   by every task through Redis / Valkey (`limits::redis`).
 //! - [`body`]: the request body, read only once the request is admitted (size, time, memory).
+//! - [`validate`]: API Gateway's request validators: required parameters, body models (JSON Schema).
 //! - [`mapping`]: API Gateway's VTL mapping templates, parsed at load, rendered per request.
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation).
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
@@ -28,6 +29,8 @@
 //! - [`otel`]: optional OpenTelemetry traces (a span per request, a child per stage) over OTLP/HTTP.
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
 //! - [`cli`]: the operator's commands: the key lifecycle on a keys source, the usage table.
+//! - [`import`]: `sagegate import`, an API Gateway export (and its stages, usage plans and keys)
+//!   into `gateway.yaml` and `keys.yaml`.
 
 pub mod auth;
 pub mod body;
@@ -40,6 +43,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod healthcheck;
+#[cfg(feature = "aws")]
+pub mod import;
 #[cfg(feature = "aws")]
 pub mod integration;
 pub mod limits;
@@ -59,6 +64,8 @@ pub mod telemetry;
 pub mod test_invoke;
 #[cfg(feature = "aws")]
 pub mod upstream;
+#[cfg(feature = "aws")]
+pub mod validate;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C): the signal to drain and stop.
 pub async fn shutdown_signal() {

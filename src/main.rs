@@ -89,6 +89,9 @@ enum Command {
     /// gateway's own stages; skips the API key, throttling and the cache. Exit 2 on bad input,
     /// naming the route, the template and its line:col.
     TestInvoke(TestInvokeArgs),
+    /// Import an API Gateway REST API (its export, stages, usage plans and keys) into
+    /// gateway.yaml and keys.yaml; exit 1 when refused, 2 on bad input.
+    Import(sagegate::import::ImportArgs),
     /// Probe `/healthz` (for container health checks; the image has no curl). Exit 0 when healthy.
     Healthcheck {
         /// URL to probe.
@@ -200,6 +203,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Import(args) => sagegate::import::run(&args),
         Command::Healthcheck { url } => match sagegate::healthcheck::probe(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -24,6 +24,9 @@
 //! Security: the budget bounds what callers with a valid key can make the task hold; callers
 //! without one never get past `authenticate`, so their bytes are only actix's bounded buffers.
 //!
+//! A stage that builds something for a moment (the validate stage's parsed body) charges it with
+//! `try_grow` and gives it back with [`Held::release`] when done.
+//!
 //! Template stage (`mapping`): JSON a render parses (`$input.json`/`$input.path`, `$util.parseJson`)
 //! is charged through the same account as it is built (`integration::RenderCharge`, a
 //! `mapping::Reserve`) and given back with [`Held::release`] when the render returns; a refusal is

@@ -288,8 +288,8 @@ impl Gateway {
         end_span(ctx, names::READ_BODY, start, &read);
         input.body = read?;
         // validate
-        traced(ctx, names::VALIDATE, |_| {
-            validate(route, req, &input.params.querystring)
+        traced(ctx, names::VALIDATE, |ctx| {
+            crate::validate::request(route, input, ctx)
         })?;
         // render request
         let (invocation, overrides) = traced(ctx, names::RENDER, |ctx| {
@@ -835,30 +835,6 @@ fn check_header_value(name: &str, value: Option<&str>, max: usize) -> Result<(),
             )))
         }
         _ => Ok(()),
-    }
-}
-
-/// Route validation: required query parameters and headers.
-pub fn validate(
-    route: &Route,
-    req: &GatewayRequest,
-    query: &[(String, String)],
-) -> Result<(), GatewayError> {
-    let mut missing: Vec<String> = Vec::new();
-    for name in &route.validation.required_query {
-        if route::last_value(query, name).is_none_or(str::is_empty) {
-            missing.push(name.clone());
-        }
-    }
-    for name in &route.validation.required_headers {
-        if req.header(name).is_none_or(str::is_empty) {
-            missing.push(name.clone());
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(GatewayError::MissingParameters(missing))
     }
 }
 

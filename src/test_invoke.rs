@@ -102,7 +102,7 @@ pub fn run(
     }
     input.body = request.body.clone();
     // validate
-    pipeline::validate(route, &req, &input.params.querystring).map_err(refused)?;
+    crate::validate::request(route, &input, &mut ctx).map_err(refused)?;
     // render request
     let (invocation, overrides) =
         Gateway::render_request(config, stage, route, &input, &ctx).map_err(refused)?;

@@ -106,43 +106,55 @@ impl Need {
     }
 }
 
+/// An input a cached route reads that its key does not hold: what `check` refuses the file for,
+/// and what `sagegate import` adds to the key instead.
+#[derive(Debug, Clone)]
+pub struct KeyGap {
+    /// Index of the route in `routes`.
+    pub route: usize,
+    /// The key part that would cover the input, or why no key part can.
+    pub part: Result<KeyPart, &'static str>,
+    /// The input, in words (`header \`seed\``).
+    pub what: String,
+    /// The located error `check` reports for it.
+    pub diagnostic: Diagnostic,
+}
+
 /// Where a need comes from: a position inside a template, or a setting.
 enum At {
     Template(String, u32, u32),
     Node(String),
 }
 
-/// Checks every cached route of `routes`; `routes[i]` is at `routes[i]` in `doc`.
+/// Checks every cached route of `routes`; `routes[i]` is at `routes[i]` in `doc`. Each gap is one
+/// error of the file.
 pub(super) fn check(
     doc: &Doc,
     stages: &BTreeMap<String, Stage>,
     routes: &[Route],
     binary_media_types: &[String],
-    errors: &mut Vec<Diagnostic>,
-) {
+) -> Vec<KeyGap> {
+    let mut gaps = Vec::new();
     for (i, route) in routes.iter().enumerate() {
         let cached = stages
             .values()
             .any(|s| route.cache.ttl_on(&s.cache, &route.method).is_some());
         if cached {
-            check_route(
-                doc,
-                &format!("routes[{i}]"),
-                route,
-                binary_media_types,
-                errors,
-            );
+            let path = format!("routes[{i}]");
+            gaps.extend(check_route(doc, &path, i, route, binary_media_types));
         }
     }
+    gaps
 }
 
 fn check_route(
     doc: &Doc,
     path: &str,
+    index: usize,
     route: &Route,
     binary_media_types: &[String],
-    errors: &mut Vec<Diagnostic>,
-) {
+) -> Vec<KeyGap> {
+    let mut gaps = Vec::new();
     let mut needs = template_reads(doc, path, route);
     needs.extend(parameter_reads(doc, path, route));
     needs.extend(integration_reads(doc, path, route, binary_media_types));
@@ -158,13 +170,20 @@ fn check_route(
         }
         reported.push(id);
         let message = message(path, &need);
-        errors.push(match at {
+        let diagnostic = match at {
             At::Template(p, line, col) => {
                 doc.error_in_scalar(&p, line as usize, col as usize, message)
             }
             At::Node(p) => doc.error(&p, message),
+        };
+        gaps.push(KeyGap {
+            route: index,
+            part: need.part,
+            what: need.what,
+            diagnostic,
         });
     }
+    gaps
 }
 
 /// The keys of the mapping at `path` in the file, as written.

@@ -6,14 +6,16 @@
 //! [`Diagnostic`] located in the file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
-use super::cache_key;
+use super::cache_key::{self, KeyGap};
 use super::diag::{Diagnostic, Diagnostics};
+use super::models::{self, Model, Models};
 use super::param::ParamSource;
 use super::telemetry::{self, TelemetryConfig};
 use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
@@ -38,6 +40,7 @@ const TOP_LEVEL: &[&str] = &[
     "binary_media_types",
     "telemetry",
     "limits",
+    "models",
 ];
 
 /// `server:` — listener and connection handling.
@@ -196,7 +199,7 @@ struct RawRoute {
     cache: Option<RawRouteCache>,
 }
 
-/// `routes[i].validation:` — API Gateway's request validator for parameters.
+/// `routes[i].validation:` — API Gateway's request validator: what is written is checked.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawValidation {
@@ -206,6 +209,11 @@ struct RawValidation {
     /// Headers that must be present.
     #[serde(default)]
     required_headers: Vec<String>,
+    /// The model (a name under `models:`) the body must match, by request Content-Type (missing =
+    /// `application/json`); `$default` for any other type. A type with no model is not checked
+    /// (API Gateway's rule). 400 `Invalid request body` otherwise.
+    #[serde(default)]
+    body: Map<String, Value>,
 }
 
 /// `routes[i].integration:` — the SageMaker call.
@@ -408,14 +416,19 @@ impl Route {
     }
 }
 
-/// Required request parameters.
+/// What the validate stage checks ([`crate::validate`]).
 #[derive(Debug, Clone, Default)]
 pub struct Validation {
     /// Query parameters.
     pub required_query: Vec<String>,
     /// Headers (lower case).
     pub required_headers: Vec<String>,
+    /// Body models by media type (lower case, or `$default`), in file order.
+    pub body: Vec<(String, Arc<Model>)>,
 }
+
+/// The media-type key of `validation.body` that matches any type without its own model.
+pub const DEFAULT_MODEL_KEY: &str = "$default";
 
 /// The SageMaker call of a route.
 #[derive(Debug, Clone)]
@@ -458,7 +471,7 @@ impl GatewayConfig {
     ) -> Result<GatewayConfig, Diagnostics> {
         let doc = Doc::parse(file, text, env).map_err(Diagnostics)?;
         let mut errors = Vec::new();
-        let config = compile(&doc, &mut errors);
+        let config = compile(&doc, &mut errors, &mut Vec::new());
         let telemetry = telemetry::compile(&doc, env, &mut errors);
         let config = config.map(|c| GatewayConfig { telemetry, ..c });
         match config {
@@ -467,6 +480,28 @@ impl GatewayConfig {
                 errors.sort_by_key(|d| (d.line, d.col));
                 Err(Diagnostics(errors))
             }
+        }
+    }
+
+    /// What the cached routes of `text` read beyond their cache keys (each an error of
+    /// [`GatewayConfig::parse`]), when that is all that is wrong with the file; otherwise every
+    /// other error. `sagegate import` adds these to the keys it writes.
+    pub fn cache_key_gaps(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<KeyGap>, Diagnostics> {
+        let doc = Doc::parse(file, text, env).map_err(Diagnostics)?;
+        let mut errors = Vec::new();
+        let mut gaps = Vec::new();
+        let config = compile(&doc, &mut errors, &mut gaps);
+        telemetry::compile(&doc, env, &mut errors);
+        errors.retain(|e| !gaps.iter().any(|g| g.diagnostic == *e));
+        if config.is_some() && errors.is_empty() {
+            Ok(gaps)
+        } else {
+            errors.sort_by_key(|d| (d.line, d.col));
+            Err(Diagnostics(errors))
         }
     }
 
@@ -512,7 +547,12 @@ impl GatewayConfig {
     }
 }
 
-fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
+/// Compiles `doc`, collecting every error; the cache-key errors are also returned in `gaps`.
+fn compile(
+    doc: &Doc,
+    errors: &mut Vec<Diagnostic>,
+    gaps: &mut Vec<KeyGap>,
+) -> Option<GatewayConfig> {
     let Some(top) = doc.value.as_object() else {
         errors.push(doc.error("", "expected a mapping with `stages` and `routes`"));
         return None;
@@ -531,7 +571,8 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
     let server = compile_server(doc, errors);
     let (sagemaker, breaker_defaults) = compile_sagemaker(doc, errors);
     let stages = compile_stages(doc, errors);
-    let routes = compile_routes(doc, &stages, breaker_defaults.as_ref(), errors);
+    let models = models::compile(doc, errors);
+    let routes = compile_routes(doc, &stages, &models, breaker_defaults.as_ref(), errors);
     check_stage_route_throttles(doc, &stages, &routes, errors);
     check_shared_breakers(doc, &routes, errors);
     let warnings = super::api_key::check(doc, errors);
@@ -561,7 +602,9 @@ fn compile(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
         .iter()
         .map(|m| m.to_ascii_lowercase())
         .collect();
-    cache_key::check(doc, &stages, &routes, &binary_media_types, errors);
+    let found = cache_key::check(doc, &stages, &routes, &binary_media_types);
+    errors.extend(found.iter().map(|g| g.diagnostic.clone()));
+    gaps.extend(found);
     let gateway_responses = templates::gateway_responses(doc, errors);
     let limits = compile_limits(doc, errors);
     Some(GatewayConfig {
@@ -1120,6 +1163,7 @@ fn normalize_path(p: &str) -> String {
 fn compile_routes(
     doc: &Doc,
     stages: &BTreeMap<String, Stage>,
+    models: &Models,
     breaker_defaults: Option<&RawCircuitBreaker>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Route> {
@@ -1145,6 +1189,13 @@ fn compile_routes(
             breaker_defaults,
             errors,
         );
+        let body = body_models(
+            doc,
+            &format!("{path}.validation.body"),
+            &raw.validation.body,
+            models,
+            errors,
+        );
         let validation = Validation {
             required_query: raw.validation.required_query,
             required_headers: raw
@@ -1153,6 +1204,7 @@ fn compile_routes(
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            body,
         };
         let cache = cache::route_cache(doc, &format!("{path}.cache"), raw.cache, errors);
         routes.push(Route {
@@ -1165,6 +1217,41 @@ fn compile_routes(
         });
     }
     routes
+}
+
+/// `validation.body`: media type → model name.
+fn body_models(
+    doc: &Doc,
+    path: &str,
+    raw: &Map<String, Value>,
+    models: &Models,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(String, Arc<Model>)> {
+    let mut out = Vec::new();
+    for (media, name) in raw {
+        let mpath = format!("{path}.{media}");
+        if media != DEFAULT_MODEL_KEY && !media.contains('/') {
+            errors.push(doc.error(
+                &mpath,
+                format!("keys are media types such as application/json, or {DEFAULT_MODEL_KEY}"),
+            ));
+            continue;
+        }
+        let Some(name) = name.as_str() else {
+            errors.push(doc.error(&mpath, "a model name (a key of `models`)"));
+            continue;
+        };
+        match models.get(name) {
+            Some(model) => out.push((media.to_ascii_lowercase(), model.clone())),
+            // A model that failed to compile has its own error already.
+            None if doc.get(&format!("models.{name}")).is_some() => {}
+            None => errors.push(doc.error(
+                &mpath,
+                format!("no model `{name}` (models: {})", models.names().join(", ")),
+            )),
+        }
+    }
+    out
 }
 
 fn compile_integration(
@@ -1595,6 +1682,51 @@ routes:
             err.contains("limits.store: `redis` needs a `limits.redis` section with a `url`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn body_models_name_compiled_models_by_media_type() {
+        let text = r#"
+models:
+  Pet: { type: object }
+stages:
+  prod: {}
+routes:
+  - method: POST
+    path: /a
+    validation: { body: { Application/JSON: Pet, $default: Pet } }
+    integration: { endpoint_name: a }
+  - method: POST
+    path: /b
+    validation: { body: { json: Pet, text/plain: Cat, application/xml: [Pet] } }
+    integration: { endpoint_name: a }
+"#;
+        let err = GatewayConfig::parse("g.yaml", text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err.lines().collect::<Vec<_>>(),
+            [
+                "g.yaml:13:33: routes[1].validation.body.json: keys are media types such as application/json, or $default",
+                "g.yaml:13:50: routes[1].validation.body.text/plain: no model `Cat` (models: Pet)",
+                "g.yaml:13:55: routes[1].validation.body.application/xml: a model name (a key of `models`)",
+            ]
+        );
+        let ok = text
+            .split(
+                "  - method: POST
+    path: /b",
+            )
+            .next()
+            .unwrap();
+        let c = GatewayConfig::parse("g.yaml", ok, &no_env).unwrap();
+        let body: Vec<(&str, &str)> = c.routes[0]
+            .validation
+            .body
+            .iter()
+            .map(|(m, model)| (m.as_str(), model.name.as_str()))
+            .collect();
+        assert_eq!(body, [("application/json", "Pet"), ("$default", "Pet")]);
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod cache_key;
 pub mod diag;
 pub mod gateway;
+pub mod models;
 pub mod param;
 pub mod telemetry;
 pub mod templates;

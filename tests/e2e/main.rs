@@ -23,6 +23,7 @@ mod drain;
 mod errors;
 mod forwarded;
 mod hostile;
+mod import;
 mod keys;
 mod load;
 mod mapping;

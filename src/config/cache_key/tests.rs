@@ -518,3 +518,44 @@ fn every_context_field_is_classified() {
         );
     }
 }
+
+#[test]
+fn gaps_name_the_parts_to_add_when_nothing_else_is_wrong() {
+    let text = config(
+        "$input.params('seed') $input.body $context.authorizer.claims",
+        "method.request.querystring.k",
+    );
+    let gaps = GatewayConfig::cache_key_gaps("g.yaml", &text, &|_| None).unwrap();
+    let parts: Vec<String> = gaps
+        .iter()
+        .map(|g| match &g.part {
+            Ok(p) => format!("{}: {p}", g.route),
+            Err(why) => format!("{}: none ({why})", g.route),
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            "0: method.request.querystring.seed",
+            "0: method.request.header.seed",
+            "0: method.request.body",
+            "0: none (sagegate has no authorizers)",
+        ]
+    );
+    // Each gap is exactly one error of the file, the same one `parse` reports.
+    let parse = errors(&text);
+    assert_eq!(parse.lines().count(), gaps.len(), "{parse}");
+    for gap in &gaps {
+        assert!(parse.contains(&gap.diagnostic.to_string()), "{parse}");
+    }
+    // Any other error is reported instead, without the gaps.
+    let broken = text.replace(
+        "endpoint_name: ep",
+        "endpoint_name: ep\n      timeout_ms: 1",
+    );
+    let err = GatewayConfig::cache_key_gaps("g.yaml", &broken, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("timeout_ms: must be between"), "{err}");
+    assert!(!err.contains("cache key"), "{err}");
+}
