@@ -36,7 +36,7 @@ use crate::context::RequestContext;
 use crate::error::{ErrorResponse, GatewayError, json_string};
 use crate::mapping::{self, Bounds, Overrides, RenderInput, Reserve, Template};
 use crate::memory::{Held, OverBudget};
-use crate::pipeline::{GatewayRequest, GatewayResponse};
+use crate::message::{GatewayRequest, GatewayResponse};
 use crate::upstream::UpstreamReply;
 
 /// Request data a template or mapping expression reads.
@@ -526,5 +526,66 @@ mod tests {
         );
         assert_eq!(media_type(Some("text/csv, application/json")), "text/csv");
         assert_eq!(media_type(Some("*/*")), "application/json");
+    }
+
+    #[test]
+    fn every_context_field_is_classified() {
+        use crate::config::GatewayConfig;
+        use crate::config::cache_key::{HELD_BY_KEY, KEYABLE_CONTEXT, PER_REQUEST};
+        use crate::context::RequestContext;
+        // The config of config/cache_key/tests.rs with an empty template (the test moved here).
+        let text = r#"stages:
+  prod:
+    variables: { endpoint: ep }
+    cache: { enabled: true }
+routes:
+  - method: GET
+    path: /r/{id}
+    validation: { required_query: [k] }
+    cache:
+      key_parameters: []
+    integration:
+      endpoint_name: ep
+      passthrough_behavior: NEVER
+      request_templates:
+        application/json: |
+          {}
+"#;
+        let c = GatewayConfig::parse("g.yaml", text, &|_| None).unwrap();
+        let ctx = RequestContext::new(
+            "id".into(),
+            "trace".into(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            "GET",
+            "/prod/r/1",
+        );
+        let context = template_context(&c.stages["prod"], &ctx, None);
+        let mut leaves = Vec::new();
+        let mut stack = vec![(String::new(), &context)];
+        while let Some((prefix, v)) = stack.pop() {
+            match v.as_object() {
+                Some(map) => {
+                    for (k, child) in map {
+                        let name = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        stack.push((name, child));
+                    }
+                }
+                None => leaves.push(prefix),
+            }
+        }
+        assert!(leaves.len() >= 13, "{leaves:?}");
+        for leaf in leaves {
+            let classified = PER_REQUEST.contains(&leaf.as_str())
+                || HELD_BY_KEY.contains(&leaf.as_str())
+                || KEYABLE_CONTEXT.contains(&leaf.as_str());
+            assert!(
+                classified,
+                "`$context.{leaf}` is new: classify it in config/cache_key.rs (per request, held by every key, or keyable)"
+            );
+        }
     }
 }

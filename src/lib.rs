@@ -43,6 +43,7 @@ pub mod integration;
 pub mod limits;
 pub mod mapping;
 pub mod memory;
+pub mod message;
 #[cfg(feature = "aws")]
 pub mod metrics;
 #[cfg(feature = "aws")]

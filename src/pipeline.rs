@@ -50,50 +50,7 @@ use crate::otel::{Tracer, names};
 use crate::route::{self, RouteError};
 use crate::upstream::{Invocation, SageMaker, UpstreamFailure, UpstreamReply};
 
-pub use crate::auth::API_KEY_HEADER;
-
-/// A request head as the pipeline sees it (the body is streamed to the `read body` stage).
-#[derive(Debug, Clone)]
-pub struct GatewayRequest {
-    /// Method as received.
-    pub method: String,
-    /// Raw path, without the query string.
-    pub path: String,
-    /// Raw query string, without `?`.
-    pub query: String,
-    /// Headers in order, names lower-cased.
-    pub headers: Vec<(String, String)>,
-}
-
-impl GatewayRequest {
-    /// All values of header `name` (lower case).
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The single value of header `name`, the last one when repeated.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A response to write.
-#[derive(Debug, Clone)]
-pub struct GatewayResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers (the adapter adds `x-amzn-RequestId` and `X-Amzn-Trace-Id`).
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Bytes,
-}
+pub use crate::message::{API_KEY_HEADER, GatewayRequest, GatewayResponse};
 
 /// Keys and the limiter state that belongs to them, swapped together on reload.
 #[derive(Debug)]
@@ -440,7 +397,7 @@ impl Gateway {
         let stage = match config.stages.get(stage_name) {
             Some(stage) => stage,
             // `/healthz` is a resource (GET only): another method on it is an unknown method.
-            None if stage_name == &crate::server::HEALTH_PATH[1..] => {
+            None if stage_name == &crate::message::HEALTH_PATH[1..] => {
                 return Err(GatewayError::MissingAuthenticationToken);
             }
             None => return Err(GatewayError::UnknownStage),

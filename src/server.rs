@@ -40,14 +40,10 @@ use crate::config::gateway::ServerConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::memory::Held;
-use crate::pipeline::{Gateway, GatewayRequest, GatewayResponse, client_ip};
+use crate::message::{GatewayRequest, GatewayResponse};
+use crate::pipeline::{Gateway, client_ip};
 
-/// `x-amzn-RequestId`, on every response.
-pub const REQUEST_ID_HEADER: &str = "x-amzn-RequestId";
-/// `X-Amzn-Trace-Id`, propagated or generated.
-pub const TRACE_ID_HEADER: &str = "X-Amzn-Trace-Id";
-/// Path of the load balancer health check.
-pub const HEALTH_PATH: &str = "/healthz";
+pub use crate::message::{HEALTH_PATH, REQUEST_ID_HEADER, TRACE_ID_HEADER};
 
 /// State shared by the workers.
 pub struct AppState {

@@ -48,8 +48,7 @@ pub use self::reload::{KeyStore, ReloadOutcome, load_initial, reload_now, spawn_
 pub use self::source::KeySource;
 pub use crate::route::normalize_route_key;
 
-/// Header carrying the API key (matched case-insensitively, as all header names).
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub use crate::message::API_KEY_HEADER;
 
 /// A token bucket's settings, as in API Gateway's `ThrottleSettings`.
 #[derive(Clone, Copy, Debug, PartialEq)]
