@@ -7,6 +7,8 @@ literals stripped. Test code counts too: a test that reaches up the pipeline is 
 
 Usage: module-cycles.py [SRC_DIR]   (default: src/ beside .ci/). Prints the graph with --graph.
 Exit 1 and prints every cycle (as strongly connected components) when there is one.
+`--self-test` checks the checker on small crates written to a temporary folder (one with a cycle
+through a `use crate::{..}` group, one whose only back-arrow is in a comment or a string).
 """
 import re
 import sys
@@ -146,7 +148,46 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def self_test() -> int:
+    import tempfile
+
+    def crate(files: dict[str, str]) -> dict[str, set[str]]:
+        root = Path(tempfile.mkdtemp(prefix="module-cycles-"))
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        return graph(root)
+
+    acyclic = crate({
+        "lib.rs": "pub mod a; pub mod b; pub mod c;",
+        "a.rs": "use crate::{b::X, c};\n",
+        "b/mod.rs": "pub mod inner;\n/// see [`crate::a`]\nconst S: &str = \"crate::a::Y\";\n",
+        "b/inner.rs": "use super::X; // crate::a\nfn f() -> char { 'a' }\n",
+        "c.rs": "/* crate::a */ pub struct C;\n",
+    })
+    cyclic = crate({
+        "lib.rs": "pub mod a; pub mod b; pub mod c;",
+        "a.rs": "use crate::{\n    b::X,\n};\n",
+        "b/mod.rs": "pub mod inner;\n",
+        "b/inner.rs": "fn f() { crate::c::g() }\n",
+        "c.rs": "use crate::a as alias;\n",
+    })
+    checks = [
+        (acyclic == {"a": {"b", "c"}, "b": set(), "c": set()}, f"acyclic graph read as {acyclic}"),
+        (cycles(acyclic) == [], "a cycle found where there is none"),
+        (cycles(cyclic) == [["a", "b", "c"]], f"cycle a -> b -> c -> a not found: {cyclic}"),
+    ]
+    failed = [why for ok, why in checks if not ok]
+    for why in failed:
+        print(f"module-cycles self-test: {why}")
+    if not failed:
+        print("module-cycles self-test: ok (a cycle is caught, comments and strings are not arrows)")
+    return 1 if failed else 0
+
+
 def main() -> int:
+    if "--self-test" in sys.argv:
+        return self_test()
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     src = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "src"
     g = graph(src)

@@ -198,6 +198,14 @@ fn retry_secs(d: Duration) -> u64 {
 }
 
 impl GatewayError {
+    /// API Gateway's response type of this outcome (`INVALID_API_KEY`, `THROTTLED`, …;
+    /// `DEFAULT_5XX` for an outcome without its own), as traces name a failed stage.
+    pub fn response_type_name(&self) -> &'static str {
+        self.default_response()
+            .response_type
+            .map_or("DEFAULT_5XX", ResponseType::name)
+    }
+
     /// API Gateway's default response for this outcome (the table).
     pub fn default_response(&self) -> ErrorResponse {
         use GatewayError as E;

@@ -35,7 +35,7 @@ use crate::cache::{self, CacheStatus, Directive, Fetched, StageCache};
 use crate::config::GatewayConfig;
 use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
-use crate::context::{Authenticated, Limited, RequestContext};
+use crate::context::{Authenticated, CallRecord, Limited, RequestContext, names};
 use crate::error::GatewayError;
 use crate::integration::{self, MappingInput};
 use crate::limits::{
@@ -46,7 +46,7 @@ use crate::limits::{
 use crate::mapping;
 use crate::memory::{Held, MemoryBudget};
 use crate::metrics::Metrics;
-use crate::otel::{Tracer, names};
+use crate::otel::Tracer;
 use crate::route::{self, RouteError};
 use crate::upstream::{Invocation, SageMaker, UpstreamFailure, UpstreamReply};
 
@@ -343,7 +343,23 @@ impl Gateway {
             ctx.cache = Some(fetched.status.as_str());
         }
         if let Some(start) = start {
-            crate::otel::record_fetch(ctx, start, &invocation.endpoint_name, &fetched);
+            let call = fetched.stats.map(|stats| CallRecord {
+                endpoint: &invocation.endpoint_name,
+                attempts: stats.attempts,
+                status: stats.status,
+                latency: stats.latency,
+                request_id: fetched
+                    .result
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.header("x-amzn-requestid")),
+                error: fetched
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(UpstreamFailure::error_type),
+            });
+            ctx.record_fetch(start, call);
         }
         if let Err(failure) = &fetched.result
             && breaker::is_short_circuit(failure)
@@ -354,7 +370,7 @@ impl Gateway {
             ctx.integration_latency = Some(stats.latency);
             ctx.integration_status = stats.status;
             if let Err(failure) = &fetched.result {
-                ctx.upstream_error = Some(crate::metrics::upstream_error_type(failure));
+                ctx.upstream_error = Some(failure.error_type());
             }
         }
         Ok((fetched, warn))
