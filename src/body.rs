@@ -27,8 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use crate::config::gateway::ServerConfig;
 use crate::error::GatewayError;
 use crate::memory::Held;
+use crate::message::GatewayRequest;
 
 /// First allocation of a body buffer (or less, when the body is declared shorter).
 const FIRST_GROWTH: usize = 8 * 1024;
@@ -40,6 +42,38 @@ pub struct BodyLimits {
     pub max_bytes: usize,
     /// Time allowed for the whole body to arrive.
     pub timeout: Duration,
+}
+
+impl BodyLimits {
+    /// The limits `server` configures.
+    pub fn of(server: &ServerConfig) -> Self {
+        BodyLimits {
+            max_bytes: server.max_body_bytes,
+            timeout: server.body_timeout,
+        }
+    }
+}
+
+/// The read-body stage: the whole body of request `req` ([`read`] with the framing its head
+/// declares).
+pub async fn read_request<S, E>(
+    req: &GatewayRequest,
+    chunks: &mut S,
+    limits: &BodyLimits,
+    memory: &Held,
+) -> Result<Bytes, GatewayError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    read(
+        chunks,
+        req.header("content-length"),
+        req.header("transfer-encoding"),
+        limits,
+        memory,
+    )
+    .await
 }
 
 /// The `Content-Length` a request declares; `None` when absent or not a number.

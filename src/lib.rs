@@ -28,6 +28,8 @@
 //! - [`otel`]: optional OpenTelemetry traces (a span per request, a child per stage) over OTLP/HTTP.
 //! - [`telemetry`], [`healthcheck`]: logging set-up and the container health probe.
 
+#[cfg(feature = "aws")]
+pub mod app;
 pub mod auth;
 pub mod body;
 #[cfg(feature = "aws")]

@@ -49,6 +49,8 @@ use crate::config::param::ParamSource;
 use crate::limits::LimitClock;
 use crate::upstream::{InvokeStats, UpstreamFailure, UpstreamReply};
 
+pub use self::stage::lookup;
+
 /// Response header telling the client how the cache served it.
 pub const CACHE_STATUS_HEADER: &str = "x-sagegate-cache";
 /// The warning sent with SUCCEED_WITH_RESPONSE_HEADER.
@@ -424,5 +426,6 @@ impl StageCache {
 #[derive(Debug)]
 struct NotStored;
 
+mod stage;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ pub mod cache_key;
 pub mod diag;
 pub mod gateway;
 pub mod param;
+pub mod resolve;
 pub mod telemetry;
 pub mod templates;
 pub mod yaml;
