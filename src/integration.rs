@@ -1,5 +1,7 @@
-//! The mapping stages around `invoke`: render the integration request, select the integration
-//! response, render the response, and shape gateway responses (API Gateway's non-proxy integration).
+//! The mapping stages around `invoke`: validate the method request ([`validate`]), render the
+//! integration request and assemble SageMaker's headers ([`invocation`]), select the integration
+//! response and render the response ([`response`]), and shape gateway responses
+//! ([`gateway_response`]) (API Gateway's non-proxy integration).
 //!
 //! Input: the request, its decoded parameters and the per-request context; output: the SageMaker
 //! payload and headers, or the client response. Rules (reference §4.5–4.7):

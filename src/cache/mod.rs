@@ -4,7 +4,8 @@
 //! Input: the stage and route settings ([`crate::config::cache`]), the request's key parameters,
 //! its `Cache-Control` header and caller, and a way to invoke SageMaker. Output: a [`Fetched`]
 //! holding the upstream reply (from the cache, from another request's call, or from this request's
-//! own call) and the [`CacheStatus`] for the `x-sagegate-cache` header and the access log.
+//! own call) and the [`CacheStatus`] for the `x-sagegate-cache` header and the access log. The
+//! stage function the pipeline calls is [`lookup`] (`stage.rs`).
 //!
 //! What is stored: the *upstream reply* of a successful call (status 200, at most
 //! `max_entry_bytes`), before integration responses and response templates, minus the headers that

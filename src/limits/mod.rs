@@ -4,6 +4,9 @@
 //! caller is known (optional API key and the usage plan that covers the stage) and the route is
 //! matched, and before any work is spent on the request.
 //!
+//! The stage function is [`admit`]: the caller's [`KeyLimiter`] and the stage's [`StageLimiter`]
+//! for the matched route, answered as the client-visible outcome.
+//!
 //! Input: an [`AdmitRequest`], i.e. borrowed handles to the token buckets and the quota counter that
 //! apply to this caller on this route (built by [`AdmitRequest::new`] from a [`KeyLimiter`] and a
 //! [`StageLimiter`]). Output: an [`Admission`]: admitted, `Throttled` (429 "Too Many Requests") or
