@@ -129,10 +129,15 @@ impl RequestContext {
         self.request_time.format("%d/%b/%Y:%H:%M:%S %z").to_string()
     }
 
-    /// Writes the access-log line for a response of `status` and `length` bytes.
+    /// Writes the access-log line for a response of `status` and `length` bytes, and for a failed
+    /// request the `request failed` warning with its cause. A request refused before or at
+    /// authentication gets one line only, its cause in the access line: a caller without a valid
+    /// key controls no log volume beyond one line (DESIGN "Edge rules").
     pub fn log_access(&self, status: u16, length: usize) {
         let latency_ms = self.started.elapsed().as_millis() as u64;
         let integration_ms = self.integration_latency.map(|d| d.as_millis() as u64);
+        let unauthenticated = self.authenticated == Authenticated::No;
+        let refused = self.error_cause.as_deref().filter(|_| unauthenticated);
         tracing::info!(
             target: "access",
             requestId = %self.request_id,
@@ -155,8 +160,9 @@ impl RequestContext {
             cacheStatus = self.cache,
             upstreamErrorType = self.upstream_error,
             xrayTraceId = %self.trace_id,
+            cause = refused,
         );
-        if let Some(cause) = &self.error_cause {
+        if let Some(cause) = self.error_cause.as_ref().filter(|_| !unauthenticated) {
             tracing::warn!(requestId = %self.request_id, route = self.resource_path.as_deref(), status, cause = %cause, "request failed");
         }
     }

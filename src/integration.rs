@@ -754,7 +754,7 @@ mod tests {
     #[test]
     fn every_context_field_is_classified() {
         use crate::config::GatewayConfig;
-        use crate::config::cache_key::{HELD_BY_KEY, KEYABLE_CONTEXT, PER_REQUEST};
+        use crate::config::cache_key::{CALLER_CHOSEN, HELD_BY_KEY, KEYABLE_CONTEXT, PER_REQUEST};
         use crate::context::RequestContext;
         // The config of config/cache_key/tests.rs with an empty template (the test moved here).
         let text = r#"stages:
@@ -803,6 +803,7 @@ routes:
         assert!(leaves.len() >= 13, "{leaves:?}");
         for leaf in leaves {
             let classified = PER_REQUEST.contains(&leaf.as_str())
+                || CALLER_CHOSEN.contains(&leaf.as_str())
                 || HELD_BY_KEY.contains(&leaf.as_str())
                 || KEYABLE_CONTEXT.contains(&leaf.as_str());
             assert!(

@@ -12,6 +12,7 @@
 //! - [`server`]: the actix-web adapter: limits before routing, ids, `/healthz`, drain, admin.
 //! - [`test_invoke`]: `sagegate test-invoke`, the console's "Test" button over the stages below.
 //! - [`pipeline`]: the stages called in order, one line each, and the one error writer.
+//! - [`cli`]: the operator's commands: the key lifecycle on a keys source, the usage table.
 //!
 //! The stages, in request order:
 //! - [`config::resolve`] (route): stage selection and resource matching over the compiled table.
@@ -52,6 +53,7 @@ pub mod body;
 pub mod breaker;
 #[cfg(feature = "aws")]
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -58,7 +58,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Quota usage per key id and plan (API Gateway's GetUsage), as JSON: from the shared Redis
+    /// Quota usage per key id and plan (API Gateway's GetUsage), a table (`--json`: JSON): from the shared Redis
     /// counters of `--config` (`limits.store: redis`) for the keys of `--keys`, or, with
     /// `--admin`, from a running gateway's admin listener (`GET /usage`; any store). Key ids only,
     /// never key values.
@@ -78,6 +78,9 @@ enum Command {
         /// `current` or `previous` period.
         #[arg(long, default_value = "current", value_parser = ["current", "previous"])]
         period: String,
+        /// JSON (what scripts parse) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// API Gateway's console "Test" for one request, calling nothing: prints the SageMaker call the
     /// gateway would make as one JSON object (`endpoint`, `headers`, `body`), and with
@@ -95,7 +98,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Print a fresh random key once, and the hashed entry to paste into the keys file.
+    /// List the keys of a source (ids, names, plans, enabled; never values or hashes).
+    List {
+        /// Keys source: a file path or s3://bucket/key.
+        #[arg(long)]
+        keys: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A fresh random key, printed once. With --keys, appended to that source (as its SHA-256);
+    /// without, printed with the hashed entry to paste.
     New {
         /// Key id.
         #[arg(long)]
@@ -103,7 +116,38 @@ enum KeysCommand {
         /// Usage plan id.
         #[arg(long)]
         plan: String,
+        /// Display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Keys source to add the key to: a file path or s3://bucket/key.
+        #[arg(long)]
+        keys: Option<String>,
+        /// Gateway configuration the edited keys are checked against.
+        #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
+        config: PathBuf,
     },
+    /// Disable a key (403 from the next reload on).
+    Disable(KeyTarget),
+    /// Enable a disabled key.
+    Enable(KeyTarget),
+    /// A new value for a key, printed once; the old value stops working at the next reload.
+    Rotate(KeyTarget),
+    /// Remove a key's entry.
+    Remove(KeyTarget),
+}
+
+/// The key an edit is about, and where it lives.
+#[derive(clap::Args)]
+struct KeyTarget {
+    /// Key id.
+    #[arg(long)]
+    id: String,
+    /// Keys source: a file path or s3://bucket/key.
+    #[arg(long)]
+    keys: String,
+    /// Gateway configuration the edited keys are checked against.
+    #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
+    config: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -127,25 +171,17 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config, keys } => check_config(config, keys),
-        Command::Keys {
-            command: KeysCommand::New { id, plan },
-        } => {
-            let key = auth::new_key(&id, &plan);
-            println!(
-                "API key for {id} (shown once; store it now):\n\n    {}\n\nEntry for the keys file:\n\n{}",
-                key.value, key.entry_yaml
-            );
-            ExitCode::SUCCESS
-        }
+        Command::Keys { command } => keys(command),
         Command::Usage {
             config,
             keys,
             admin,
             key_id,
             period,
+            json,
         } => match usage(&config, &keys, admin.as_deref(), key_id.as_deref(), &period) {
             Ok(report) => {
-                println!("{report}");
+                println!("{}", sagegate::cli::usage::render(&report, json));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -171,6 +207,38 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn keys(command: KeysCommand) -> ExitCode {
+    use sagegate::cli::keys::{Command, run};
+    let (keys, config, command) = match command {
+        KeysCommand::New {
+            id,
+            plan,
+            keys: None,
+            ..
+        } => {
+            let key = auth::new_key(&id, &plan);
+            println!(
+                "API key for {id} (shown once; store it now):\n\n    {}\n\nEntry for the keys file:\n\n{}",
+                key.value, key.entry_yaml
+            );
+            return ExitCode::SUCCESS;
+        }
+        KeysCommand::New {
+            id,
+            plan,
+            name,
+            keys: Some(keys),
+            config,
+        } => (keys, config, Command::New { id, plan, name }),
+        KeysCommand::List { keys, json } => (keys, PathBuf::new(), Command::List { json }),
+        KeysCommand::Disable(t) => (t.keys, t.config, Command::Disable { id: t.id }),
+        KeysCommand::Enable(t) => (t.keys, t.config, Command::Enable { id: t.id }),
+        KeysCommand::Rotate(t) => (t.keys, t.config, Command::Rotate { id: t.id }),
+        KeysCommand::Remove(t) => (t.keys, t.config, Command::Remove { id: t.id }),
+    };
+    run(&keys, &config, command).into()
 }
 
 /// A positive number of seconds (fractions allowed).
@@ -222,7 +290,7 @@ fn usage(
     admin: Option<&str>,
     key_id: Option<&str>,
     period: &str,
-) -> Result<String, String> {
+) -> Result<serde_json::Value, String> {
     if let Some(admin) = admin {
         let mut url = format!("{}/usage?period={period}", admin.trim_end_matches('/'));
         if let Some(id) = key_id {
@@ -236,10 +304,7 @@ fn usage(
         if status != 200 {
             return Err(format!("{url} answered {status}: {body}"));
         }
-        // The same layout as the direct read-out.
-        return serde_json::from_str::<serde_json::Value>(&body)
-            .and_then(|v| serde_json::to_string_pretty(&v))
-            .map_err(|e| format!("{url}: not JSON: {e}"));
+        return serde_json::from_str(&body).map_err(|e| format!("{url}: not JSON: {e}"));
     }
     let Loaded {
         config: gateway,
@@ -269,8 +334,7 @@ fn usage(
             sagegate::limits::RedisStore::new(settings, sagegate::limits::MemoryStore::new(clock))
                 .map_err(|e| format!("limits.redis: {e}"))?;
         let limiter = sagegate::limits::Limiter::Redis(store);
-        let report = sagegate::limits::usage_json(&limiter, &limiters, key_id, period).await?;
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
+        sagegate::limits::usage_json(&limiter, &limiters, key_id, period).await
     })
 }
 

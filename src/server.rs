@@ -13,7 +13,8 @@
 //! key check or admission, or cut off while reading: 413, 408, 503) is answered with
 //! `Connection: close`, and the connection is closed after the answer: the unread bytes are never
 //! parsed as a next request, nor drained at the client's pace. The request's memory account
-//! ([`crate::memory`]) lives until its response has been written.
+//! ([`crate::memory`]) lives until its response has been written, which is handed to actix in
+//! pieces so that a client that stops reading never makes it copy a whole answer.
 //!
 //! The admin listener ([`run_admin`]) is a second server on its own address (default
 //! 127.0.0.1:9090), serving `GET /metrics`; nothing of it is reachable through the stage routes.
@@ -375,9 +376,17 @@ impl Stream for RequestBody {
     }
 }
 
+/// Largest piece of a response body handed to actix at once. actix copies each piece into the
+/// connection's write buffer and asks for the next only once that buffer is below 32 KiB, so a
+/// client that does not read holds about this much plus 32 KiB of copies, never a copy of the whole
+/// answer: a cached answer stays one shared buffer however many callers read it slowly, and the
+/// request's memory account lives until the last piece has been taken.
+const WRITE_PIECE: usize = 16 * 1024;
+
 /// A response body that keeps, until it has been written, the request's memory account and, for a
 /// request answered before its body was read, the unread body: while actix sees it unread it
 /// closes the connection after the answer instead of draining a chunked body at the client's pace.
+/// It hands the bytes over in pieces of at most [`WRITE_PIECE`].
 struct ResponseBody {
     bytes: Bytes,
     _memory: Held,
@@ -398,7 +407,8 @@ impl MessageBody for ResponseBody {
         if self.bytes.is_empty() {
             Poll::Ready(None)
         } else {
-            Poll::Ready(Some(Ok(std::mem::take(&mut self.bytes))))
+            let piece = self.bytes.len().min(WRITE_PIECE);
+            Poll::Ready(Some(Ok(self.bytes.split_to(piece))))
         }
     }
 }

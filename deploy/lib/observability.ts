@@ -15,7 +15,9 @@
  * - the gateway depends on the collector having started, so ECS stops the gateway first and its final
  *   span flush still finds the collector;
  * - CloudWatch metrics are declared per metric with bounded dimensions (stage, route, status class,
- *   error type, cache result): the per-key-id series stay in the EMF logs, never become metrics;
+ *   error type, cache result, breaker endpoint, fallback decision, or none): the per-key-id series
+ *   (throttled, quota-refused) become one metric each summed over all keys (`dimensions: [[]]`),
+ *   never one metric per key;
  * - `-c observability=false` removes the container, the permissions and the variables.
  */
 import { Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
@@ -107,6 +109,12 @@ exporters:
         metric_name_selectors: [${metric('cache_lookups(_total)?')}]
       - dimensions: [[result]]
         metric_name_selectors: [${metric('key_reloads(_total)?')}, ${metric('otel_spans(_total)?')}]
+      - dimensions: [[endpoint]]
+        metric_name_selectors: [${metric('circuit_breaker_state')}, ${metric('circuit_breaker_short_circuited(_total)?')}]
+      - dimensions: [[decision]]
+        metric_name_selectors: [${metric('limit_store_fallback(_total)?')}]
+      - dimensions: [[]]
+        metric_name_selectors: [${metric('throttled(_total)?')}, ${metric('quota_rejected(_total)?')}, ${metric('limit_store_up')}, ${metric('limit_store_errors(_total)?')}, ${metric('memory_held_bytes')}, ${metric('memory_budget_bytes')}, ${metric('memory_refusals(_total)?')}]
 service:
   extensions: [health_check]
   pipelines:

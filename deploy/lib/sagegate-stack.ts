@@ -40,6 +40,7 @@ import * as sagemaker from 'aws-cdk-lib/aws-sagemaker';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { accessLogsBucket, logAlbAccess } from './access-logs';
 import { skipFrameworkFindings } from './checkov';
+import { addDashboard } from './dashboard';
 import { checkHashedOnly } from './keys-file';
 import { addCollector, gatewayOtelEnvironment } from './observability';
 import {
@@ -173,6 +174,7 @@ export class SagegateStack extends Stack {
 
     if (settings.observability) {
       addCollector(this, taskDefinition, gateway, logGroup, dataKey, settings);
+      addDashboard(this);
     }
 
     const cluster = new ecs.Cluster(this, 'Cluster', {

@@ -11,6 +11,8 @@
 //!   `ModelError` wrapping; `run(listener, recommender, shutdown)`.
 //! - [`sample`]: the artifact writer and the deterministic synthetic model.
 //! - [`healthcheck`]: the Docker health probe without curl.
+//! - [`simd`]: the hot loops (scoring in f32/f16/int8, PL weights, top-k), dispatched at run time
+//!   to the CPU's vector instructions.
 
 pub mod healthcheck;
 pub mod model;
@@ -20,3 +22,4 @@ pub mod request;
 pub mod response;
 pub mod sample;
 pub mod server;
+pub mod simd;

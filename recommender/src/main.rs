@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use recommender::model::Model;
+use recommender::model::{Model, Precision};
 use recommender::recommend::Recommender;
 use recommender::sample::{self, SampleSpec};
 use recommender::{healthcheck, server};
@@ -59,6 +59,9 @@ enum Command {
         /// RNG seed.
         #[arg(long, default_value_t = SampleSpec::default().seed)]
         seed: u64,
+        /// Stored precision of the item embeddings (the same values, rounded): f32, f16 or int8.
+        #[arg(long, default_value = "f32", value_parser = parse_precision)]
+        dtype: Precision,
     },
     /// Exit 0 if GET http://127.0.0.1:PORT/ping answers 200, else 1 (for Docker HEALTHCHECK).
     Healthcheck {
@@ -85,13 +88,14 @@ fn main() -> ExitCode {
             items,
             dim,
             seed,
+            dtype,
         } => sample::generate(SampleSpec {
             users,
             items,
             dim,
             seed,
         })
-        .and_then(|artifact| artifact.write(&out))
+        .and_then(|artifact| artifact.write_as(&out, dtype))
         .map(|()| println!("wrote sample model to {}", out.display())),
         Command::Healthcheck { port } => {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -105,6 +109,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--dtype`: `f32`, `f16` or `int8`.
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    [Precision::F32, Precision::F16, Precision::Int8]
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("expected f32, f16 or int8; got \"{s}\""))
 }
 
 /// `--listen` accepts `IP:PORT` or `HOST:PORT` (e.g. `localhost:0`, IPv4 preferred).
@@ -139,6 +151,7 @@ fn serve(model_dir: PathBuf, addr: SocketAddr, score_cache_mb: u64) -> anyhow::R
         users = model.n_users(),
         items = model.n_items(),
         dim = model.dim,
+        item_precision = model.precision().name(),
         fallback = ?model.fallback_source(),
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"

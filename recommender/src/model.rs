@@ -7,11 +7,16 @@
 //! Output: a [`Model`] whose embeddings are all finite and whose scores cannot overflow `f32`.
 //!
 //! Invariants, checked at load so the request path never meets them:
-//! - `user_embeddings` is `[n_users, d]`, `item_embeddings` is `[n_items, d]`, both F32, n ≥ 1, d ≥ 1;
-//!   the optional `item_popularity` is `[n_items]` F32. No other tensor names are accepted.
+//! - `user_embeddings` is `[n_users, d]` (F32 or F16), `item_embeddings` is `[n_items, d]`, n ≥ 1,
+//!   d ≥ 1, in the precision the file chose: F32, F16 (half the bytes to stream per request), or I8
+//!   with an `item_scales` F32 `[n_items]` tensor (a quarter; item_i = scale_i · q_i). The optional
+//!   `item_popularity` is `[n_items]` F32. No other tensor names are accepted.
+//! - Scores are computed in f32 from the stored values (f16 and int8 widened exactly), so the score
+//!   served is the one the propensities were computed from, whatever the precision.
 //! - Sidecar lengths match the tensors' rows; ids are unique and non-empty.
 //! - Every value is finite, and ‖u‖·‖v‖ ≤ f32::MAX for every user (and the mean user) and item, so no
-//!   dot product — nor any partial sum inside it (Cauchy–Schwarz) — can overflow.
+//!   dot product — nor any partial sum inside it (Cauchy–Schwarz) — can overflow (for int8 rows the
+//!   unscaled ‖u‖·‖q‖ too, since the scale is applied after the sum).
 //! - `version` is `<manifest version>+sha256:<16 hex>` over every artifact byte, so a changed
 //!   artifact changes the served `model_version`.
 //!
@@ -28,6 +33,8 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::simd::{self, Rows};
+
 /// The manifest file name inside the model directory.
 pub const MANIFEST_FILE: &str = "model.json";
 /// The only `format` value this server reads.
@@ -36,6 +43,8 @@ pub const FORMAT: &str = "sagegate-recommender/v1";
 pub const USER_TENSOR: &str = "user_embeddings";
 pub const ITEM_TENSOR: &str = "item_embeddings";
 pub const POPULARITY_TENSOR: &str = "item_popularity";
+/// Per-row scales of int8 item embeddings (required with I8 `item_embeddings`, refused otherwise).
+pub const SCALES_TENSOR: &str = "item_scales";
 
 /// `model.json`: what a data scientist writes next to the tensors.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -75,9 +84,80 @@ pub struct Model {
     user_embeddings: Vec<f32>,
     item_ids: Vec<String>,
     item_titles: Vec<String>,
-    item_embeddings: Vec<f32>,
+    item_embeddings: ItemRows,
     fallback_scores: Arc<[f32]>,
     fallback_source: FallbackSource,
+}
+
+/// The stored precision of the item embeddings, chosen by the artifact's safetensors dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+    Int8,
+}
+
+impl Precision {
+    /// As logged: `f32`, `f16`, `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// Item embeddings as stored: row-major `[n_items, d]`.
+#[derive(Debug)]
+enum ItemRows {
+    F32(Vec<f32>),
+    /// IEEE binary16 bits.
+    F16(Vec<u16>),
+    /// item_i = scales[i] · values[i·d..(i+1)·d].
+    I8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
+}
+
+impl ItemRows {
+    fn rows(&self) -> Rows<'_> {
+        match self {
+            ItemRows::F32(v) => Rows::F32(v),
+            ItemRows::F16(v) => Rows::F16(v),
+            ItemRows::I8 { values, scales } => Rows::I8 { values, scales },
+        }
+    }
+
+    /// The largest row norm of the widened values (before scaling, for int8) and after scaling.
+    fn max_norms(&self, dim: usize) -> (f64, f64) {
+        let sq = |it: &mut dyn Iterator<Item = f32>| {
+            it.map(|x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
+        };
+        match self {
+            ItemRows::F32(v) => {
+                let m = v.chunks_exact(dim).map(norm).fold(0.0, f64::max);
+                (m, m)
+            }
+            ItemRows::F16(v) => {
+                let m = v
+                    .chunks_exact(dim)
+                    .map(|r| sq(&mut r.iter().map(|&h| simd::f16_to_f32(h))))
+                    .fold(0.0, f64::max);
+                (m, m)
+            }
+            ItemRows::I8 { values, scales } => {
+                values
+                    .chunks_exact(dim)
+                    .zip(scales)
+                    .fold((0.0, 0.0), |(raw, scaled), (r, &s)| {
+                        let n = sq(&mut r.iter().map(|&q| f32::from(q)));
+                        (f64::max(raw, n), f64::max(scaled, n * f64::from(s)))
+                    })
+            }
+        }
+    }
 }
 
 /// A resolved user: a known embedding row, or the documented fallback.
@@ -154,20 +234,21 @@ impl Model {
             .chain(std::iter::once(mean_user.as_slice()))
             .map(norm)
             .fold(0.0, f64::max);
-        let max_item_norm = items.chunks_exact(dim).map(norm).fold(0.0, f64::max);
+        let (max_raw_norm, max_item_norm) = items.max_norms(dim);
         ensure!(
-            max_user_norm * max_item_norm <= f64::from(f32::MAX),
+            max_user_norm * max_raw_norm.max(max_item_norm) <= f64::from(f32::MAX),
             "{}: embeddings too large: max ‖user‖·‖item‖ = {:e} overflows f32 scores",
             tensors_path.display(),
-            max_user_norm * max_item_norm
+            max_user_norm * max_raw_norm.max(max_item_norm)
         );
 
         let (fallback_scores, fallback_source) = match popularity {
             Some(p) => (p, FallbackSource::PopularityTensor),
-            None => (
-                score_rows(&items, dim, &mean_user),
-                FallbackSource::MeanUser,
-            ),
+            None => {
+                let mut scores = vec![0.0; n_items];
+                simd::score(items.rows(), dim, &mean_user, &mut scores);
+                (scores, FallbackSource::MeanUser)
+            }
         };
 
         let digest = hasher.finalize();
@@ -217,13 +298,35 @@ impl Model {
             .map_or(UserRef::Unknown, |&row| UserRef::Known(row))
     }
 
+    /// The stored precision of the item embeddings.
+    pub fn precision(&self) -> Precision {
+        match self.item_embeddings {
+            ItemRows::F32(_) => Precision::F32,
+            ItemRows::F16(_) => Precision::F16,
+            ItemRows::I8 { .. } => Precision::Int8,
+        }
+    }
+
     /// Raw scores of every item for a known user row. O(n_items · d).
     pub fn score_user(&self, row: usize) -> Vec<f32> {
+        let mut scores = vec![0.0; self.n_items()];
+        self.score_user_into(row, &mut scores);
+        scores
+    }
+
+    /// Writes the raw score of every item for a known user row into `out`, resized to
+    /// `n_items` (a buffer reused across requests: no allocation once it is large enough).
+    pub fn score_user_into(&self, row: usize, out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(self.n_items(), 0.0);
         let user = self
             .user_embeddings
             .get(row * self.dim..(row + 1) * self.dim)
             .unwrap_or(&[]);
-        score_rows(&self.item_embeddings, self.dim, user)
+        if user.is_empty() {
+            return;
+        }
+        simd::score(self.item_embeddings.rows(), self.dim, user, out);
     }
 
     /// Scores served to unknown users (precomputed at load).
@@ -232,35 +335,16 @@ impl Model {
     }
 }
 
-/// `<user, row>` for every row of a row-major `[n, d]` matrix.
+/// `<user, row>` for every row of a row-major f32 `[n, d]` matrix (the serving kernel).
 pub fn score_rows(matrix: &[f32], dim: usize, user: &[f32]) -> Vec<f32> {
-    matrix.chunks_exact(dim).map(|row| dot(user, row)).collect()
+    let mut out = vec![0.0; matrix.len() / dim.max(1)];
+    simd::score(Rows::F32(matrix), dim, user, &mut out);
+    out
 }
 
-/// Dot product with sixteen f32 lanes of accumulators: on SSE2 that is four independent add chains,
-/// so the loop is not bound by add latency, and it auto-vectorises on x86_64 and aarch64 alike
-/// without arch-specific code. An 8-lane step and a scalar tail cover any dimension.
-#[inline]
+/// Dot product in the serving kernel's summation order (sixteen lanes, fixed reduction).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let (a16, rest_a) = a.as_chunks::<16>();
-    let (b16, rest_b) = b.as_chunks::<16>();
-    let mut acc = [0.0_f32; 16];
-    for (ca, cb) in a16.iter().zip(b16) {
-        for l in 0..16 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    let (a8, tail_a) = rest_a.as_chunks::<8>();
-    let (b8, tail_b) = rest_b.as_chunks::<8>();
-    for (ca, cb) in a8.iter().zip(b8) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    let tail: f32 = tail_a.iter().zip(tail_b).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    simd::dot(a, b, |x| x)
 }
 
 fn norm(row: &[f32]) -> f64 {
@@ -337,7 +421,7 @@ fn index_ids(path: &Path, ids: Vec<String>) -> anyhow::Result<HashMap<String, us
 /// The decoded tensors of the safetensors file.
 struct Tensors {
     users: Vec<f32>,
-    items: Vec<f32>,
+    items: ItemRows,
     popularity: Option<Vec<f32>>,
     n_users: usize,
     n_items: usize,
@@ -350,13 +434,15 @@ impl Tensors {
             .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e:?}", path.display()))?;
         for name in file.names() {
             ensure!(
-                [USER_TENSOR, ITEM_TENSOR, POPULARITY_TENSOR].contains(&name),
-                "{}: unexpected tensor \"{name}\"; expected {USER_TENSOR}, {ITEM_TENSOR} and optionally {POPULARITY_TENSOR}",
+                [USER_TENSOR, ITEM_TENSOR, POPULARITY_TENSOR, SCALES_TENSOR].contains(&name),
+                "{}: unexpected tensor \"{name}\"; expected {USER_TENSOR}, {ITEM_TENSOR} and optionally {POPULARITY_TENSOR} (and {SCALES_TENSOR} with I8 {ITEM_TENSOR})",
                 path.display()
             );
         }
-        let (users, user_shape) = f32_tensor(path, &file, USER_TENSOR, 2)?;
-        let (items, item_shape) = f32_tensor(path, &file, ITEM_TENSOR, 2)?;
+        const FLOAT: &[Dtype] = &[Dtype::F32, Dtype::F16];
+        const ANY: &[Dtype] = &[Dtype::F32, Dtype::F16, Dtype::I8];
+        let (users, user_shape) = tensor(path, &file, USER_TENSOR, 2, FLOAT)?;
+        let (items, item_shape) = tensor(path, &file, ITEM_TENSOR, 2, ANY)?;
         let [n_users, user_dim] = [user_shape[0], user_shape[1]];
         let [n_items, dim] = [item_shape[0], item_shape[1]];
         ensure!(
@@ -369,20 +455,44 @@ impl Tensors {
             "{}: {USER_TENSOR} has dimension {user_dim} but {ITEM_TENSOR} has {dim}",
             path.display()
         );
-        let popularity = if file.names().contains(&POPULARITY_TENSOR) {
-            let (p, shape) = f32_tensor(path, &file, POPULARITY_TENSOR, 1)?;
+        let vector = |name: &str| -> anyhow::Result<Option<Vec<f32>>> {
+            if !file.names().contains(&name) {
+                return Ok(None);
+            }
+            let (v, shape) = tensor(path, &file, name, 1, &[Dtype::F32])?;
             ensure!(
                 shape[0] == n_items,
-                "{}: {POPULARITY_TENSOR} has {} entries for {n_items} items",
+                "{}: {name} has {} entries for {n_items} items",
                 path.display(),
                 shape[0]
             );
-            Some(p)
-        } else {
-            None
+            Ok(Some(v.into_f32()))
+        };
+        let popularity = vector(POPULARITY_TENSOR)?;
+        let items = match (items, vector(SCALES_TENSOR)?) {
+            (Values::I8(values), Some(scales)) => {
+                if let Some(row) = scales.iter().position(|s| *s < 0.0) {
+                    bail!(
+                        "{}: {SCALES_TENSOR} has a negative scale ({}) at row {row}",
+                        path.display(),
+                        scales[row]
+                    );
+                }
+                ItemRows::I8 { values, scales }
+            }
+            (Values::I8(_), None) => bail!(
+                "{}: I8 {ITEM_TENSOR} need an {SCALES_TENSOR} F32 [{n_items}] tensor (item_i = scale_i · q_i)",
+                path.display()
+            ),
+            (_, Some(_)) => bail!(
+                "{}: {SCALES_TENSOR} is only for I8 {ITEM_TENSOR}",
+                path.display()
+            ),
+            (Values::F32(v), None) => ItemRows::F32(v),
+            (Values::F16(v), None) => ItemRows::F16(v),
         };
         Ok(Tensors {
-            users,
+            users: users.into_f32(),
             items,
             popularity,
             n_users,
@@ -392,21 +502,51 @@ impl Tensors {
     }
 }
 
-/// Decodes a little-endian F32 tensor of the given rank, rejecting any non-finite value.
-fn f32_tensor(
+/// A decoded tensor in its stored precision.
+enum Values {
+    F32(Vec<f32>),
+    /// IEEE binary16 bits.
+    F16(Vec<u16>),
+    I8(Vec<i8>),
+}
+
+impl Values {
+    /// Widened to f32 (exact for F16 and I8).
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Values::F32(v) => v,
+            Values::F16(v) => v.into_iter().map(simd::f16_to_f32).collect(),
+            Values::I8(v) => v.into_iter().map(f32::from).collect(),
+        }
+    }
+}
+
+/// Decodes a little-endian tensor of the given rank and one of the `accepted` dtypes, rejecting any
+/// non-finite value.
+fn tensor(
     path: &Path,
     file: &SafeTensors<'_>,
     name: &str,
     rank: usize,
-) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+    accepted: &[Dtype],
+) -> anyhow::Result<(Values, Vec<usize>)> {
     let view = file
         .tensor(name)
         .map_err(|_| anyhow::anyhow!("{}: missing tensor \"{name}\"", path.display()))?;
     ensure!(
-        view.dtype() == Dtype::F32,
-        "{}: tensor \"{name}\" has dtype {:?}; expected F32 (numpy float32)",
+        accepted.contains(&view.dtype()),
+        "{}: tensor \"{name}\" has dtype {:?}; expected {}",
         path.display(),
-        view.dtype()
+        view.dtype(),
+        accepted
+            .iter()
+            .map(|d| match d {
+                Dtype::F32 => "F32 (numpy float32)",
+                Dtype::F16 => "F16 (numpy float16)",
+                _ => "I8 (numpy int8, with item_scales)",
+            })
+            .collect::<Vec<_>>()
+            .join(" or ")
     );
     let shape = view.shape().to_vec();
     ensure!(
@@ -414,17 +554,34 @@ fn f32_tensor(
         "{}: tensor \"{name}\" has shape {shape:?}; expected {rank} dimensions",
         path.display()
     );
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+    let data = view.data();
+    let (values, non_finite) = match view.dtype() {
+        Dtype::F16 => {
+            let v: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            // Exponent bits all ones: inf or NaN.
+            let bad = v.iter().position(|h| h & 0x7c00 == 0x7c00);
+            let shown = bad.map(|at| half::f16::from_bits(v[at]).to_f32());
+            (Values::F16(v), bad.zip(shown))
+        }
+        Dtype::I8 => (Values::I8(data.iter().map(|&b| b as i8).collect()), None),
+        _ => {
+            let v: Vec<f32> = data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let bad = v.iter().position(|x| !x.is_finite());
+            let shown = bad.map(|at| v[at]);
+            (Values::F32(v), bad.zip(shown))
+        }
+    };
+    if let Some((at, value)) = non_finite {
         let cols = if rank == 2 { shape[1].max(1) } else { 1 };
         bail!(
-            "{}: tensor \"{name}\" has a non-finite value ({}) at row {}, column {}",
+            "{}: tensor \"{name}\" has a non-finite value ({value}) at row {}, column {}",
             path.display(),
-            values[at],
             at / cols,
             at % cols
         );

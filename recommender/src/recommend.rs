@@ -10,11 +10,13 @@
 //!
 //! The score cache serves `stochastic_plackett_luce_cached`: it keeps each user's raw scores (one
 //! `f32` per item, temperature-independent) keyed by (model version, user id), so a repeat request
-//! skips the O(n·d) scoring and only samples, with the Gumbel-top-k trick: exact Plackett–Luce with
-//! exact propensities, unlike a pool of pre-drawn rankings (see README). It is bounded by bytes,
-//! not entries, because a catalogue's size decides what one entry costs. `moka::sync::Cache` is
-//! lock-free for readers and never held across an `.await` (the pipeline is synchronous).
+//! skips the O(n·d) scoring and only samples, with the sequential sum-tree sampler: exact
+//! Plackett–Luce with exact propensities, unlike a pool of pre-drawn rankings (see README). It is
+//! bounded by bytes, not entries, because a catalogue's size decides what one entry costs.
+//! `moka::sync::Cache` is lock-free for readers and never held across an `.await` (the pipeline is
+//! synchronous).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use moka::sync::Cache;
@@ -102,46 +104,72 @@ impl Recommender {
         let seed = inv.seed.unwrap_or_else(|| rand::rng().random());
         // resolve user
         let user = model.resolve(&inv.user_id);
-        // score (or cache)
-        let (scores, cache) = self.scores(user, &inv.user_id, inv.policy);
-        // rank
-        let ranking = policy::rank(
-            inv.policy,
-            &scores,
-            inv.k,
-            &mut ChaCha8Rng::seed_from_u64(seed),
-        )?;
-        // assemble
-        let body = response::assemble(Parts {
-            model,
-            user_id: inv.user_id,
-            request_id: request_id.to_owned(),
-            policy: inv.policy,
-            seed,
-            scores: &scores,
-            ranking,
-            fallback: user == UserRef::Unknown,
+        // score (or cache), then rank and assemble over those scores wherever they live
+        let rng = &mut ChaCha8Rng::seed_from_u64(seed);
+        let (body, cache) = self.with_scores(user, &inv.user_id, inv.policy, |scores| {
+            // rank
+            let ranking = policy::rank(inv.policy, scores, inv.k, rng)?;
+            // assemble
+            Ok::<_, InvocationError>(response::assemble(Parts {
+                model,
+                user_id: inv.user_id.clone(),
+                request_id: request_id.to_owned(),
+                policy: inv.policy,
+                seed,
+                scores,
+                ranking,
+                fallback: user == UserRef::Unknown,
+            }))
         });
-        Ok(Answer { body, cache })
+        Ok(Answer { body: body?, cache })
     }
 
-    /// Scores of every item for this user: the fallback for unknown users, the cache for the
-    /// cached policy, else a fresh O(n·d) pass.
-    fn scores(&self, user: UserRef, user_id: &str, policy: Policy) -> (Arc<[f32]>, CacheStatus) {
+    /// Runs `f` over the scores of every item for this user: the fallback for unknown users, the
+    /// cache for the cached policy, else a fresh O(n·d) pass into this thread's scratch buffer
+    /// (reused across requests, so scoring allocates nothing n-sized).
+    fn with_scores<T>(
+        &self,
+        user: UserRef,
+        user_id: &str,
+        policy: Policy,
+        f: impl FnOnce(&[f32]) -> T,
+    ) -> (T, CacheStatus) {
         let UserRef::Known(row) = user else {
-            return (self.model.fallback_scores(), CacheStatus::NotUsed);
+            return (f(&self.model.fallback_scores()), CacheStatus::NotUsed);
         };
         if !matches!(policy, Policy::PlackettLuceCached { .. }) {
-            return (self.model.score_user(row).into(), CacheStatus::NotUsed);
+            return (
+                with_scratch(|buf| {
+                    self.model.score_user_into(row, buf);
+                    f(buf)
+                }),
+                CacheStatus::NotUsed,
+            );
         }
         let key = (Arc::clone(&self.model.version), user_id.to_owned());
         if let Some(hit) = self.scores.get(&key) {
-            return (hit, CacheStatus::Hit);
+            return (f(&hit), CacheStatus::Hit);
         }
-        let fresh: Arc<[f32]> = self.model.score_user(row).into();
+        let fresh: Arc<[f32]> = with_scratch(|buf| {
+            self.model.score_user_into(row, buf);
+            Arc::from(&buf[..])
+        });
         self.scores.insert(key, Arc::clone(&fresh));
-        (fresh, CacheStatus::Miss)
+        (f(&fresh), CacheStatus::Miss)
     }
+}
+
+thread_local! {
+    /// One score buffer per worker thread (n f32), reused by every request on it.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's score buffer (a fresh one if it is somehow in use: never a panic).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<f32>) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 #[cfg(test)]
@@ -150,14 +178,18 @@ mod tests {
     use crate::sample::{self, SampleSpec};
 
     fn recommender() -> (Recommender, tempfile::TempDir) {
+        recommender_as(crate::model::Precision::F32)
+    }
+
+    fn recommender_as(precision: crate::model::Precision) -> (Recommender, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         sample::generate(SampleSpec {
             users: 10,
             items: 40,
-            dim: 8,
+            dim: 16,
             seed: 9,
         })
-        .and_then(|a| a.write(dir.path()))
+        .and_then(|a| a.write_as(dir.path(), precision))
         .expect("sample");
         let model = Model::load(dir.path()).expect("load");
         (Recommender::new(Arc::new(model), DEFAULT_CACHE_BYTES), dir)
@@ -204,6 +236,39 @@ mod tests {
     }
 
     #[test]
+    fn reduced_precision_answers_log_the_propensities_of_the_scores_they_serve() {
+        use crate::model::Precision;
+        for precision in [Precision::F16, Precision::Int8] {
+            let (r, _dir) = recommender_as(precision);
+            let UserRef::Known(row) = r.model().resolve("U:4") else {
+                panic!("U:4 is known")
+            };
+            // What this model scores: the stored (rounded) embeddings, not the f32 originals.
+            let served_scores = r.model().score_user(row);
+            for policy in &Policy::NAMES[1..4] {
+                let body = format!(
+                    r#"{{"user_id":"U:4","k":6,"inference_type":"{policy}","temperature":0.5,"seed":7}}"#
+                );
+                let a = call(&r, &body).expect("ok").body;
+                let indices: Vec<usize> = a
+                    .recommendations
+                    .iter()
+                    .map(|x| x.item_id[2..].parse::<usize>().expect("M:n") - 1)
+                    .collect();
+                for (rec, &i) in a.recommendations.iter().zip(&indices) {
+                    assert_eq!(rec.score, f64::from(served_scores[i]), "{precision:?}");
+                }
+                let expected = policy::plackett_luce_log_probability(&served_scores, 0.5, &indices);
+                assert!(
+                    (a.log_propensity - expected).abs() < 1e-12,
+                    "{precision:?} {policy}: {} vs {expected}",
+                    a.log_propensity
+                );
+            }
+        }
+    }
+
+    #[test]
     fn unknown_users_get_the_popularity_fallback() {
         let (r, _dir) = recommender();
         for policy in Policy::NAMES {
@@ -233,15 +298,15 @@ mod tests {
         assert_eq!(first.cache, CacheStatus::Miss);
         assert_eq!(second.cache, CacheStatus::Hit);
         assert_eq!(first.body, second.body);
-        // Same scores, same seed, same sampler: identical to Gumbel-top-k on fresh scores.
-        let gumbel = call(
+        // Same scores, same seed, same sampler: identical to sequential PL on fresh scores.
+        let fresh = call(
             &r,
-            r#"{"user_id":"U:5","k":4,"inference_type":"stochastic_gumbel_softmax_trick","seed":1234}"#,
+            r#"{"user_id":"U:5","k":4,"inference_type":"stochastic_plackett_luce","seed":1234}"#,
         )
         .expect("ok");
-        assert_eq!(gumbel.cache, CacheStatus::NotUsed);
-        assert_eq!(first.body.recommendations, gumbel.body.recommendations);
-        assert_eq!(first.body.log_propensity, gumbel.body.log_propensity);
+        assert_eq!(fresh.cache, CacheStatus::NotUsed);
+        assert_eq!(first.body.recommendations, fresh.body.recommendations);
+        assert_eq!(first.body.log_propensity, fresh.body.log_propensity);
     }
 
     #[test]

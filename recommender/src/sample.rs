@@ -20,7 +20,10 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-use crate::model::{FORMAT, ITEM_TENSOR, MANIFEST_FILE, Manifest, POPULARITY_TENSOR, USER_TENSOR};
+use crate::model::{
+    FORMAT, ITEM_TENSOR, MANIFEST_FILE, Manifest, POPULARITY_TENSOR, Precision, SCALES_TENSOR,
+    USER_TENSOR,
+};
 
 /// The user of the project's seed request; every sample model contains it.
 pub const SEED_USER: &str = "U:114521";
@@ -69,33 +72,62 @@ pub struct Artifact {
 
 impl Artifact {
     /// Writes `model.json`, `embeddings.safetensors`, `user_ids.json`, `item_ids.json` and
-    /// `item_titles.json` into `dir` (created if missing).
+    /// `item_titles.json` into `dir` (created if missing), with f32 item embeddings.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        self.write_as(dir, Precision::F32)
+    }
+
+    /// [`Artifact::write`] with the item embeddings stored in `precision`: F16 rounds each value to
+    /// nearest even; int8 stores `q = round(v / s)` with one scale per row, `s = max|v| / 127`,
+    /// in an `item_scales` tensor. A reduced-precision model is labelled `<version>-f16` / `-int8`.
+    pub fn write_as(&self, dir: &Path, precision: Precision) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        let version = match precision {
+            Precision::F32 => self.version.clone(),
+            other => format!("{}-{}", self.version, other.name()),
+        };
         let manifest = Manifest {
             format: FORMAT.to_owned(),
-            version: self.version.clone(),
+            version,
             embeddings: "embeddings.safetensors".to_owned(),
             user_ids: "user_ids.json".to_owned(),
             item_ids: "item_ids.json".to_owned(),
             item_titles: "item_titles.json".to_owned(),
         };
+        let n_items = self.item_ids.len();
         let users = le_bytes(&self.user_embeddings);
-        let items = le_bytes(&self.item_embeddings);
+        let (items, item_dtype, scales) = match precision {
+            Precision::F32 => (le_bytes(&self.item_embeddings), Dtype::F32, None),
+            Precision::F16 => (
+                self.item_embeddings
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+                Dtype::F16,
+                None,
+            ),
+            Precision::Int8 => {
+                let (q, scales) = quantize_rows(&self.item_embeddings, self.dim);
+                (q, Dtype::I8, Some(le_bytes(&scales)))
+            }
+        };
         let popularity = self.item_popularity.as_deref().map(le_bytes);
         let mut views = vec![
             (
                 USER_TENSOR,
-                view(&users, vec![self.user_ids.len(), self.dim])?,
+                view(Dtype::F32, &users, vec![self.user_ids.len(), self.dim])?,
             ),
             (
                 ITEM_TENSOR,
-                view(&items, vec![self.item_ids.len(), self.dim])?,
+                view(item_dtype, &items, vec![n_items, self.dim])?,
             ),
         ];
         if let Some(p) = &popularity {
-            views.push((POPULARITY_TENSOR, view(p, vec![self.item_ids.len()])?));
+            views.push((POPULARITY_TENSOR, view(Dtype::F32, p, vec![n_items])?));
+        }
+        if let Some(s) = &scales {
+            views.push((SCALES_TENSOR, view(Dtype::F32, s, vec![n_items])?));
         }
         let metadata =
             HashMap::from([("writer".to_owned(), "recommender sample-model".to_owned())]);
@@ -122,8 +154,29 @@ impl Artifact {
     }
 }
 
-fn view(bytes: &[u8], shape: Vec<usize>) -> anyhow::Result<TensorView<'_>> {
-    TensorView::new(Dtype::F32, shape, bytes).map_err(|e| anyhow::anyhow!("tensor view: {e:?}"))
+/// Symmetric per-row int8 quantisation: `q = round(v / s)`, `s = max|v| / 127` (0 for a zero row).
+/// Returns the int8 bytes and the scales.
+pub fn quantize_rows(values: &[f32], dim: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(values.len() / dim.max(1));
+    for row in values.chunks_exact(dim.max(1)) {
+        let max = row.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
+        let scale = max / 127.0;
+        scales.push(scale);
+        q.extend(row.iter().map(|&v| {
+            let level = if scale > 0.0 {
+                (v / scale).round()
+            } else {
+                0.0
+            };
+            (level.clamp(-127.0, 127.0) as i8).to_le_bytes()[0]
+        }));
+    }
+    (q, scales)
+}
+
+fn view(dtype: Dtype, bytes: &[u8], shape: Vec<usize>) -> anyhow::Result<TensorView<'_>> {
+    TensorView::new(dtype, shape, bytes).map_err(|e| anyhow::anyhow!("tensor view: {e:?}"))
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {

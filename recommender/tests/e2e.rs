@@ -208,6 +208,120 @@ fn pl_log_probability_from_response(body: &Value, temperature: f64) -> f64 {
     (0..z.len()).map(|j| z[j] - log_sum_exp(&z[j..])).sum()
 }
 
+/// Every item's score for user row `row`, recomputed in f64 from the artifact's files as stored
+/// (f32, f16, or int8 × `item_scales`): an independent reading of what the server should score.
+fn scores_from_files(dir: &Path, row: usize) -> Vec<f64> {
+    let bytes = std::fs::read(dir.join("embeddings.safetensors")).expect("read tensors");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let widen = |name: &str| -> (Vec<f64>, Vec<usize>) {
+        let t = file.tensor(name).expect(name);
+        let v = match t.dtype() {
+            safetensors::Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+            safetensors::Dtype::F16 => t
+                .data()
+                .chunks_exact(2)
+                .map(|b| f64::from(half::f16::from_le_bytes([b[0], b[1]]).to_f32()))
+                .collect(),
+            safetensors::Dtype::I8 => t.data().iter().map(|&b| f64::from(b as i8)).collect(),
+            other => panic!("{name}: unexpected dtype {other:?}"),
+        };
+        (v, t.shape().to_vec())
+    };
+    let (users, shape) = widen("user_embeddings");
+    let dim = shape[1];
+    let user = &users[row * dim..(row + 1) * dim];
+    let (items, _) = widen("item_embeddings");
+    let scales = file
+        .names()
+        .contains(&"item_scales")
+        .then(|| widen("item_scales").0);
+    items
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, v)| {
+            let dot: f64 = user.iter().zip(v).map(|(a, b)| a * b).sum();
+            dot * scales.as_ref().map_or(1.0, |s| s[i])
+        })
+        .collect()
+}
+
+fn item_index(r: &Value) -> usize {
+    let id = r["item_id"].as_str().expect("item_id");
+    id[2..].parse::<usize>().expect("M:n") - 1
+}
+
+// ---- reduced-precision embeddings -------------------------------------------------------------
+
+#[tokio::test]
+async fn reduced_precision_models_serve_their_own_scores_and_propensities() {
+    let shape = [
+        "--items", "2000", "--users", "20", "--dim", "64", "--seed", "5",
+    ];
+    let full = SampleModel::new(&shape);
+    let exact = scores_from_files(&full.dir, 2);
+    let mut truth: Vec<usize> = (0..exact.len()).collect();
+    truth.sort_by(|&a, &b| exact[b].total_cmp(&exact[a]));
+    for dtype in ["f16", "int8"] {
+        let mut args = shape.to_vec();
+        args.extend(["--dtype", dtype]);
+        let model = SampleModel::new(&args);
+        let stored = scores_from_files(&model.dir, 2);
+        let server = Server::start(&model.dir).await;
+
+        // Deterministic: the served scores are the stored embeddings' scores (not the f32 ones),
+        // and the list keeps most of the f32 top-10.
+        let (status, det) = server
+            .invoke(&json!({"user_id": "U:3", "k": 10, "inference_type": "deterministic"}))
+            .await;
+        assert_eq!(status, 200, "{det}");
+        let mut differs = false;
+        for r in items(&det) {
+            let i = item_index(r);
+            assert!((f(&r["score"]) - stored[i]).abs() < 1e-5, "{dtype}: {r}");
+            differs |= f(&r["score"]) != exact[i];
+        }
+        assert!(
+            differs,
+            "{dtype}: every score equals the f32 one; reduced values not served?"
+        );
+        let hits = items(&det)
+            .iter()
+            .filter(|r| truth[..10].contains(&item_index(r)))
+            .count();
+        assert!(hits >= 8, "{dtype}: recall@10 {hits}/10");
+
+        // Plackett–Luce: the normaliser and every propensity are those of the served scores.
+        for policy in [
+            "stochastic_plackett_luce",
+            "stochastic_gumbel_softmax_trick",
+        ] {
+            let req = json!({"user_id": "U:3", "k": 10, "inference_type": policy,
+                             "temperature": 0.5, "seed": 11});
+            let (status, body) = server.invoke(&req).await;
+            assert_eq!(status, 200, "{body}");
+            let z: Vec<f64> = stored.iter().map(|s| s / 0.5).collect();
+            assert!((f(&body["log_normalizer"]) - log_sum_exp(&z)).abs() < 1e-5);
+            // Normalisers from the stored values (independent), each item's logit from its served
+            // score: agreement to 1e-5 while f16/int8 and f32 scores differ by ~1e-3.
+            let mut remaining = z.clone();
+            let mut cascade = 0.0;
+            for r in items(&body) {
+                let i = item_index(r);
+                cascade += f(&r["score"]) / 0.5 - log_sum_exp(&remaining);
+                remaining[i] = f64::NEG_INFINITY;
+                assert!(
+                    (f(&r["log_p_cascade"]) - cascade).abs() < 1e-5,
+                    "{dtype} {policy}"
+                );
+            }
+        }
+    }
+}
+
 // ---- the container contract ------------------------------------------------------------------
 
 #[tokio::test]

@@ -31,11 +31,13 @@
 //! with their limiter state ([`KeysSnapshot`]), live in `stage.rs`. Plans speak the limits'
 //! vocabulary ([`ThrottleSpec`], [`QuotaSpec`], [`RouteKey`]), so nothing translates between them.
 
+pub mod edit;
 mod load;
 mod newkey;
 mod reload;
 mod source;
 mod stage;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -48,7 +50,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use self::load::{KeysContext, ReloadOptions, parse_keys};
-pub use self::newkey::{NewKey, new_key};
+pub use self::newkey::{NewKey, new_key, new_value};
 pub use self::reload::{KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader};
 pub use self::source::KeySource;
 pub use self::stage::{KeysSnapshot, authenticate};

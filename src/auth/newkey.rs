@@ -36,21 +36,18 @@ impl fmt::Debug for NewKey {
 
 /// Generates a key for key id `id` in usage plan `plan`.
 pub fn new_key(id: &str, plan: &str) -> NewKey {
-    let value: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(NEW_KEY_LEN)
-        .map(char::from)
-        .collect();
+    let value = new_value();
     let hash = hex::encode(Sha256::digest(value.as_bytes()));
-    let entry_yaml = format!(
-        "  - id: {id}\n    name: {id}\n    enabled: true\n    usage_plans: [{plan}]\n    value_sha256: \"{hash}\"\n",
-        id = yaml_str(id),
-        plan = yaml_str(plan),
-    );
+    // The same entry `keys new --keys SOURCE` appends (super::edit).
+    let entry_yaml = super::edit::entry_block(2, 4, (id, id, plan, &hash));
     NewKey { value, entry_yaml }
 }
 
-/// A double-quoted YAML scalar: JSON string syntax is valid YAML, escapes included.
-fn yaml_str(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
+/// A fresh random key value (see the module's security note).
+pub fn new_value() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(NEW_KEY_LEN)
+        .map(char::from)
+        .collect()
 }

@@ -22,6 +22,7 @@
 //! | caller | `$context.identity.{apiKeyId,sourceIp,userAgent}` | `context.identity.*` of that name |
 //! | other caller fields, `$context.authorizer.*` | templates | nothing: refused (sagegate has no authorizers) |
 //! | `$context.path` (the raw path) | templates | `context.path` |
+//! | `$context.xrayTraceId` (the caller's `X-Amzn-Trace-Id`) | templates, integration parameters | nothing: refused |
 //! | stage, its variables, resource path, method | templates, `${stageVariables.x}` | always in the key |
 //!
 //! Exempt: per-request ids ([`PER_REQUEST`]), which differ on every request, and everything
@@ -49,13 +50,16 @@ pub const KEYABLE_CONTEXT: [&str; 4] = [
     "path",
 ];
 /// Per-request ids: exempt (an answer stored with one of them is not another caller's input).
-pub const PER_REQUEST: [&str; 5] = [
+pub const PER_REQUEST: [&str; 4] = [
     "requestId",
     "extendedRequestId",
-    "xrayTraceId",
     "requestTime",
     "requestTimeEpoch",
 ];
+/// `$context` fields the caller writes, which no key can hold: `xrayTraceId` is the caller's own
+/// `X-Amzn-Trace-Id` when it sent one (any visible ASCII up to 256 characters), so it is not a
+/// per-request id but free text an attacker would store in everyone's answer.
+pub const CALLER_CHOSEN: [&str; 1] = ["xrayTraceId"];
 /// `$context` fields every key already holds: its stage (the scope), the route's resource path,
 /// the request's method; and two constants: the protocol, always `HTTP/1.1`, and
 /// `isCanaryRequest`, always false (no canary here).
@@ -431,6 +435,13 @@ fn context_needs(field: &str) -> Vec<Need> {
         ("identity", Some(f)) if IDENTITY.contains(&f) => vec![keyed(field)],
         ("identity", Some(_)) => refused("sagegate does not provide it"),
         ("authorizer", _) => refused("sagegate has no authorizers"),
+        _ if CALLER_CHOSEN.contains(&field) => vec![
+            Need::refused(
+                "the caller chooses it with its X-Amzn-Trace-Id header",
+                format!("`$context.{field}`"),
+            )
+            .hint("use `$context.requestId` for a per-request id"),
+        ],
         _ if KEYABLE_CONTEXT.contains(&field) => vec![keyed(field)],
         // Per-request ids, fields the key holds, and fields sagegate does not provide (null).
         _ => Vec::new(),

@@ -8,6 +8,9 @@
 //! `${env:NAME}` / `${env:NAME:-default}` are substituted, so `port: ${env:PORT:-8080}` is a number.
 //! Quoted scalars stay strings. Other `${...}` forms (e.g. `${stageVariables.x}`) are left for later stages.
 //!
+//! A diagnostic never quotes a value that came from the environment (it may be a secret read from
+//! Secrets Manager): [`Doc::error`] writes `<from the environment>` in its place.
+//!
 //! [`Doc::parse_data`] reads a file that is data, not configuration (the keys source, often written
 //! by automation): nothing is interpolated, and any `${` is an error located at it, so a writer of
 //! that file can never make the gateway read its environment (DESIGN "Edge rules").
@@ -32,7 +35,12 @@ pub struct Doc {
     pub value: Value,
     spans: HashMap<String, (usize, usize)>,
     lines: Vec<String>,
+    /// Scalars `${env:…}` changed, by path: the text they became.
+    from_env: HashMap<String, String>,
 }
+
+/// What a diagnostic says instead of a value read from the environment.
+const FROM_ENV: &str = "<from the environment>";
 
 impl Doc {
     /// Parses `text`; a syntax error, a duplicate key or an unset environment variable is a diagnostic.
@@ -59,6 +67,7 @@ impl Doc {
             anchors: HashMap::new(),
             root: None,
             spans: HashMap::new(),
+            from_env: HashMap::new(),
             errors: Vec::new(),
         };
         let mut parser = Parser::new_from_str(text);
@@ -80,6 +89,7 @@ impl Doc {
             value: builder.root.unwrap_or(Value::Null),
             spans: builder.spans,
             lines: text.lines().map(str::to_owned).collect(),
+            from_env: builder.from_env,
         })
     }
 
@@ -146,15 +156,25 @@ impl Doc {
         }
     }
 
-    /// A diagnostic for the node at `path`.
+    /// A diagnostic for the node at `path`; a value the node read from the environment is not
+    /// quoted (a type error would otherwise print a secret).
     pub fn error(&self, path: &str, message: impl Into<String>) -> Diagnostic {
         let (line, col) = self.locate(path);
+        let mut message = message.into();
+        if let Some(value) = self.from_env.get(path).filter(|v| !v.trim().is_empty()) {
+            // As written, and as serde quotes it (`string "a\"b"`).
+            let quoted = format!("{value:?}");
+            let escaped = &quoted[1..quoted.len() - 1];
+            message = message
+                .replace(escaped, FROM_ENV)
+                .replace(value.as_str(), FROM_ENV);
+        }
         Diagnostic {
             file: self.file.clone(),
             line,
             col,
             path: path.to_owned(),
-            message: message.into(),
+            message,
         }
     }
 
@@ -239,6 +259,7 @@ struct Builder<'a> {
     anchors: HashMap<usize, Value>,
     root: Option<Value>,
     spans: HashMap<String, (usize, usize)>,
+    from_env: HashMap<String, String>,
     errors: Vec<Diagnostic>,
 }
 
@@ -338,6 +359,10 @@ impl Builder<'_> {
             .insert(path.clone(), (mark.line(), mark.col() + 1));
         let text = match self.env {
             Some(env) => match interpolate_env(&text, env) {
+                Ok(t) if t != text => {
+                    self.from_env.insert(path.clone(), t.clone());
+                    t
+                }
                 Ok(t) => t,
                 Err(msg) => {
                     self.error(mark, &path, msg);
@@ -509,6 +534,23 @@ mod tests {
         let doc = Doc::parse("f", text, &no_env).unwrap();
         let d = doc.error_in_scalar("t", 2, 2, "here");
         assert_eq!((d.line, d.col), (3, 4));
+    }
+
+    #[test]
+    fn diagnostics_never_quote_a_value_from_the_environment() {
+        for secret in ["hunter2-supersecret", "with \"quotes\" and \\"] {
+            let env = |n: &str| (n == "SECRET").then(|| secret.to_owned());
+            let doc = Doc::parse("f.yaml", "a:\n  hops: ${env:SECRET}\n", &env).unwrap();
+            let d = doc.deserialize::<u8>("a.hops").unwrap_err();
+            assert!(!d.message.contains("hunter2"), "{}", d.message);
+            assert!(!d.message.contains("quotes"), "{}", d.message);
+            assert!(d.message.contains(FROM_ENV), "{}", d.message);
+            assert_eq!((d.line, d.col), (2, 9));
+        }
+        // A value written in the file is still quoted.
+        let doc = Doc::parse("f.yaml", "hops: many\n", &no_env).unwrap();
+        let d = doc.deserialize::<u8>("hops").unwrap_err();
+        assert!(d.message.contains("many"), "{}", d.message);
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub use reads::{BodyUse, Input, Name, Read};
 /// Deepest nesting of blocks (`#if`, `#foreach`) and expressions the parser accepts.
 pub const MAX_PARSE_DEPTH: usize = 64;
 
+/// Deepest expression tree the parser builds: nesting plus operators in a row (`a || b || c`
+/// nests one level per operator). Rendering and dropping a template recurse this deep, so it keeps
+/// both far from the stack's end; 256 operators in one expression is far above real templates.
+pub const MAX_EXPR_DEPTH: usize = 256;
+
 /// Request headers templates see as empty (lower case), as behind API Gateway's front door:
 /// hop-by-hop and front-door headers keep their name in `$input.params()` with an empty value.
 pub const BLANKED_HEADERS: &[&str] = &[

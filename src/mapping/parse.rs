@@ -16,7 +16,7 @@
 //!   double-quoted literals holding `$` or `#` are templates themselves.
 
 use super::ast::{BinOp, Block, Expr, Foreach, Method, Node, Part, Precompiled, Reference};
-use super::{MAX_PARSE_DEPTH, ParseError, apigw, methods};
+use super::{MAX_EXPR_DEPTH, MAX_PARSE_DEPTH, ParseError, apigw, methods};
 
 /// Directives Velocity 1.7 knows; an escaped one (`\#if`) loses one backslash, others keep them all.
 const KNOWN_DIRECTIVES: &[&str] = &[
@@ -33,6 +33,7 @@ pub(super) fn parse_template(src: &str) -> Result<Block, ParseError> {
         b: src.as_bytes(),
         pos: 0,
         depth: 0,
+        tree: 0,
         origin: None,
     };
     p.template()
@@ -50,7 +51,11 @@ struct Parser<'s> {
     src: &'s str,
     b: &'s [u8],
     pos: usize,
+    /// Blocks and expressions open around the position (at most [`MAX_PARSE_DEPTH`]).
     depth: usize,
+    /// Depth of the tree being built there: `depth` plus the operator links of open chains (at
+    /// most [`MAX_EXPR_DEPTH`]).
+    tree: usize,
     /// Inside a double-quoted literal, the literal's offset in the template: references in it
     /// are placed there (the literal's text is not the template's, after `\uXXXX` and `""`).
     origin: Option<usize>,
@@ -118,14 +123,22 @@ impl<'s> Parser<'s> {
 
     fn enter(&mut self) -> PResult<()> {
         self.depth += 1;
+        self.tree += 1;
         if self.depth > MAX_PARSE_DEPTH {
             return fail(self.pos, "template nested too deeply");
+        }
+        if self.tree > MAX_EXPR_DEPTH {
+            return fail(
+                self.pos,
+                "expression too long: more operators in a row than allowed",
+            );
         }
         Ok(())
     }
 
     fn leave(&mut self) {
         self.depth -= 1;
+        self.tree -= 1;
     }
 
     /// Text and statements up to `#end`/`#else`/`#elseif` or the end; returns where the terminator was.
@@ -613,96 +626,100 @@ impl<'s> Parser<'s> {
     }
 
     fn or(&mut self) -> PResult<Expr> {
-        let mut left = self.and()?;
-        loop {
-            self.skip_ws();
-            if self.symbol("||") || self.keyword("or") {
-                let right = self.and()?;
-                left = Expr::Bin(BinOp::Or, Box::new(left), Box::new(right));
-            } else {
-                return Ok(left);
-            }
-        }
+        self.chain(Self::and, |p| {
+            (p.symbol("||") || p.keyword("or")).then_some(BinOp::Or)
+        })
     }
 
     fn and(&mut self) -> PResult<Expr> {
-        let mut left = self.equality()?;
-        loop {
-            self.skip_ws();
-            if self.symbol("&&") || self.keyword("and") {
-                let right = self.equality()?;
-                left = Expr::Bin(BinOp::And, Box::new(left), Box::new(right));
-            } else {
-                return Ok(left);
-            }
-        }
+        self.chain(Self::equality, |p| {
+            (p.symbol("&&") || p.keyword("and")).then_some(BinOp::And)
+        })
     }
 
     fn equality(&mut self) -> PResult<Expr> {
-        let mut left = self.relational()?;
-        loop {
-            self.skip_ws();
-            let op = if self.symbol("==") || self.keyword("eq") {
-                BinOp::Eq
-            } else if self.symbol("!=") || self.keyword("ne") {
-                BinOp::Ne
+        self.chain(Self::relational, |p| {
+            if p.symbol("==") || p.keyword("eq") {
+                Some(BinOp::Eq)
+            } else if p.symbol("!=") || p.keyword("ne") {
+                Some(BinOp::Ne)
             } else {
-                return Ok(left);
-            };
-            let right = self.relational()?;
-            left = Expr::Bin(op, Box::new(left), Box::new(right));
-        }
+                None
+            }
+        })
     }
 
     fn relational(&mut self) -> PResult<Expr> {
-        let mut left = self.additive()?;
-        loop {
-            self.skip_ws();
-            let op = if self.symbol("<=") || self.keyword("le") {
-                BinOp::Le
-            } else if self.symbol(">=") || self.keyword("ge") {
-                BinOp::Ge
-            } else if self.symbol("<") || self.keyword("lt") {
-                BinOp::Lt
-            } else if self.symbol(">") || self.keyword("gt") {
-                BinOp::Gt
+        self.chain(Self::additive, |p| {
+            if p.symbol("<=") || p.keyword("le") {
+                Some(BinOp::Le)
+            } else if p.symbol(">=") || p.keyword("ge") {
+                Some(BinOp::Ge)
+            } else if p.symbol("<") || p.keyword("lt") {
+                Some(BinOp::Lt)
+            } else if p.symbol(">") || p.keyword("gt") {
+                Some(BinOp::Gt)
             } else {
-                return Ok(left);
-            };
-            let right = self.additive()?;
-            left = Expr::Bin(op, Box::new(left), Box::new(right));
-        }
+                None
+            }
+        })
     }
 
     fn additive(&mut self) -> PResult<Expr> {
-        let mut left = self.multiplicative()?;
-        loop {
-            self.skip_ws();
-            let op = match self.peek(self.pos) {
+        self.chain(Self::multiplicative, |p| {
+            let op = match p.peek(p.pos) {
                 b'+' => BinOp::Add,
                 b'-' => BinOp::Sub,
-                _ => return Ok(left),
+                _ => return None,
             };
-            self.pos += 1;
-            let right = self.multiplicative()?;
-            left = Expr::Bin(op, Box::new(left), Box::new(right));
-        }
+            p.pos += 1;
+            Some(op)
+        })
     }
 
     fn multiplicative(&mut self) -> PResult<Expr> {
-        let mut left = self.unary()?;
-        loop {
-            self.skip_ws();
-            let op = match self.peek(self.pos) {
+        self.chain(Self::unary, |p| {
+            let op = match p.peek(p.pos) {
                 b'*' => BinOp::Mul,
                 b'/' => BinOp::Div,
                 b'%' => BinOp::Mod,
-                _ => return Ok(left),
+                _ => return None,
             };
-            self.pos += 1;
-            let right = self.unary()?;
-            left = Expr::Bin(op, Box::new(left), Box::new(right));
-        }
+            p.pos += 1;
+            Some(op)
+        })
+    }
+
+    /// A left-associative chain `operand (op operand)*` of one precedence level. Each link nests
+    /// the tree one level deeper (`((a + b) + c) + d`), and rendering and dropping it recurse
+    /// that deep, so links count against [`MAX_EXPR_DEPTH`] together with nesting.
+    fn chain(
+        &mut self,
+        operand: fn(&mut Self) -> PResult<Expr>,
+        op: fn(&mut Self) -> Option<BinOp>,
+    ) -> PResult<Expr> {
+        let mut left = operand(self)?;
+        let mut links = 0;
+        let result = loop {
+            self.skip_ws();
+            let Some(op) = op(self) else {
+                break Ok(left);
+            };
+            links += 1;
+            self.tree += 1;
+            if self.tree > MAX_EXPR_DEPTH {
+                break fail(
+                    self.pos,
+                    "expression too long: more operators in a row than allowed",
+                );
+            }
+            match operand(self) {
+                Ok(right) => left = Expr::Bin(op, Box::new(left), Box::new(right)),
+                Err(e) => break Err(e),
+            }
+        };
+        self.tree -= links;
+        result
     }
 
     fn unary(&mut self) -> PResult<Expr> {
@@ -927,6 +944,7 @@ impl<'s> Parser<'s> {
                 b: content.as_bytes(),
                 pos: 0,
                 depth: self.depth,
+                tree: self.tree,
                 origin: Some(self.origin.unwrap_or(at)),
             };
             return match inner.block() {

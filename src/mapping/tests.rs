@@ -843,6 +843,14 @@ fn parse_errors_name_line_and_column() {
             .message
             .contains("nested too deeply")
     );
+    // Operators in a row nest the tree as parentheses do: bounded too, so rendering and dropping
+    // a template never recurse past the stack (100 000 terms overflowed it before).
+    for op in ["+", "*", "||", "&&", "==", "<"] {
+        let long = format!("#set($a = 1{})", format!(" {op} 1").repeat(100_000));
+        assert!(err(&long).message.contains("expression too long"), "{op}");
+    }
+    let sum = format!("#set($a = 1{})$a", " + 1".repeat(200));
+    assert_eq!(render(&sum, &req()), "201");
     // Words that merely look like directives are text.
     assert!(parse("#include #macro #foo(x) #ended #elsewhere").is_ok());
     assert_eq!(render("#foo(x) #ended", &req()), "#foo(x) #ended");

@@ -26,7 +26,8 @@
 //!   SDK's does (a connection that times out is retried like any transport failure).
 //!
 //! Invariants: credentials are read from [`CredentialCache`] (never fetched on the request path);
-//! the secret and the signature never reach a log line.
+//! the secret and the signature never reach a log line; an answer is read up to
+//! [`MAX_ANSWER_BYTES`] and no further (a longer one fails the call, without a retry).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,11 +39,11 @@ use bytes::Bytes;
 use http::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
 use super::credentials::CredentialCache;
 use super::signed::{self, HttpClient, Scope, error_chain, host_of};
-use super::{Invocation, InvokeStats, UpstreamFailure, UpstreamReply, classify};
+use super::{Invocation, InvokeStats, MAX_ANSWER_BYTES, UpstreamFailure, UpstreamReply, classify};
 use crate::error::GatewayError;
 
 /// SageMaker Runtime's SigV4 signing name (not `runtime.sagemaker`).
@@ -271,16 +272,25 @@ impl Lean {
             }
         };
         let (parts, body) = response.into_parts();
-        match body.collect().await {
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let too_long = || fail(format!("answer longer than {MAX_ANSWER_BYTES} bytes"));
+        if declared.is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+            return too_long();
+        }
+        match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
             Ok(collected) => Attempt::Answered {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
                 body: collected.to_bytes(),
             },
+            Err(e) if e.is::<LengthLimitError>() => too_long(),
             // A response cut short is a response error, which the SDK retries.
             Err(e) => Attempt::Failed {
                 retry: Some(QUOTA_TRANSIENT_COST),
-                detail: format!("response error: {}", error_chain(&e)),
+                detail: format!("response error: {}", error_chain(e.as_ref())),
             },
         }
     }

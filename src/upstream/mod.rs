@@ -37,6 +37,12 @@ use futures_util::future::BoxFuture;
 
 use crate::error::GatewayError;
 
+/// Largest SageMaker answer read, in bytes: API Gateway's 10 MB payload limit (SageMaker's own is
+/// 6 MB). A longer answer, declared or as it arrives, is an upstream failure (502, not retried) and
+/// is never held whole: without the bound an endpoint (or anything at `endpoint_url`) answering
+/// without end would grow the task until it is killed, outside the memory budget.
+pub const MAX_ANSWER_BYTES: usize = 10 * 1024 * 1024;
+
 /// One call to make.
 #[derive(Debug, Clone)]
 pub struct Invocation {

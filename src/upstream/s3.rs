@@ -1,10 +1,12 @@
-//! A lean S3 `GetObject`, for the keys source (`--keys s3://bucket/key`): AWS's SigV4 signer with
+//! A lean S3 `GetObject` for the keys source (`--keys s3://bucket/key`), and the conditional
+//! `PutObject` of `sagegate keys` edits (`If-Match: <ETag read>`): AWS's SigV4 signer with
 //! S3's settings, credentials from the default chain kept fresh by [`CredentialCache`], on the
 //! shared pooled client of [`super::signed`].
 //!
 //! Input: bucket, key, and the last ETag seen. Output: [`GetObject::NotModified`] (304 to
 //! `If-None-Match`), [`GetObject::Found`] (200: body and ETag), or the cause of a failure as one
-//! line (HTTP status with S3's error code and message, or the transport error).
+//! line (HTTP status with S3's error code and message, or the transport error). A put answers
+//! [`PutObject::Stored`] or [`PutObject::Conflict`] (the object changed since it was read).
 //!
 //! What the SDK client did, kept here:
 //! - **Addressing**: virtual-hosted (`https://bucket.s3.region.amazonaws.com/key`) when the bucket
@@ -31,7 +33,9 @@ use aws_sigv4::http_request::{
     PayloadChecksumKind, PercentEncodingMode, SigningSettings, UriPathNormalizationMode,
 };
 use bytes::Bytes;
-use http::header::{ETAG, HOST, HeaderValue, IF_NONE_MATCH, USER_AGENT};
+use http::header::{
+    CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST, HeaderValue, IF_MATCH, IF_NONE_MATCH, USER_AGENT,
+};
 use http_body_util::{BodyExt, Full};
 
 use super::credentials::CredentialCache;
@@ -56,6 +60,17 @@ pub enum GetObject {
     NotModified,
     /// 200: the object's bytes and its ETag.
     Found { body: Bytes, etag: Option<String> },
+}
+
+/// The answer to one conditional `PutObject`.
+#[derive(Debug)]
+pub enum PutObject {
+    /// 200: stored, with the object's new ETag.
+    Stored { etag: Option<String> },
+    /// 412 or 409: the object is no longer the version `If-Match` named; nothing was stored by
+    /// this answer. `retried`: an earlier attempt of the same call got no answer or a 5xx, so it
+    /// may have stored the body itself (the caller can read the object back to tell).
+    Conflict { retried: bool },
 }
 
 /// Where requests go: the endpoint settings loaded once at start.
@@ -178,6 +193,74 @@ impl S3 {
         key: &str,
         if_none_match: Option<&str>,
     ) -> Result<GetObject, String> {
+        let mut headers = Vec::new();
+        if let Some(etag) = if_none_match {
+            headers.push((IF_NONE_MATCH, etag));
+        }
+        let request = Call {
+            method: http::Method::GET,
+            headers,
+            body: Bytes::new(),
+        };
+        self.call(bucket, key, &request, |_, status, headers| match status {
+            200 => Some(Ok(GetObject::Found {
+                body: Bytes::new(),
+                etag: etag_of(headers),
+            })),
+            304 => Some(Ok(GetObject::NotModified)),
+            _ => None,
+        })
+        .await
+        .map(|(answer, body)| match answer {
+            GetObject::Found { etag, .. } => GetObject::Found { body, etag },
+            other => other,
+        })
+    }
+
+    /// `PutObject` of `body`, conditional on the object still having the ETag `if_match` (S3's
+    /// conditional write: 412 `PreconditionFailed` when it changed, 409
+    /// `ConditionalRequestConflict` when another write raced this one; both are
+    /// [`PutObject::Conflict`]). Bounded by 60 s, retries included.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        if_match: &str,
+    ) -> Result<PutObject, String> {
+        let request = Call {
+            method: http::Method::PUT,
+            headers: vec![(IF_MATCH, if_match), (CONTENT_TYPE, content_type)],
+            body,
+        };
+        self.call(
+            bucket,
+            key,
+            &request,
+            |attempt, status, headers| match status {
+                200 => Some(Ok(PutObject::Stored {
+                    etag: etag_of(headers),
+                })),
+                409 | 412 => Some(Ok(PutObject::Conflict {
+                    retried: attempt > 1,
+                })),
+                _ => None,
+            },
+        )
+        .await
+        .map(|(answer, _)| answer)
+    }
+
+    /// One signed call with the SDK's retries. `answer(attempt, status, headers)` names the
+    /// statuses that end the call; every other status is an S3 error, retried when transient.
+    async fn call<T>(
+        &self,
+        bucket: &str,
+        key: &str,
+        request: &Call<'_>,
+        answer: impl Fn(u32, u16, &http::HeaderMap) -> Option<Result<T, String>>,
+    ) -> Result<(T, Bytes), String> {
         let url = self.endpoint.object_url(bucket, key)?;
         // The signature's scope needs a region even for a local endpoint, as the SDK's did.
         let region = self
@@ -185,100 +268,108 @@ impl S3 {
             .region
             .as_deref()
             .ok_or("no AWS region (set AWS_REGION)")?;
-        match tokio::time::timeout(OPERATION_TIMEOUT, self.call(&url, region, if_none_match)).await
-        {
+        let calls = async {
+            let mut attempt = 1;
+            loop {
+                let why = match self.attempt(&url, region, request).await {
+                    Err(Failure::Final(why)) => return Err(why),
+                    Err(Failure::Transient(why)) => why,
+                    Ok((parts, body)) => {
+                        let status = parts.status.as_u16();
+                        if let Some(done) = answer(attempt, status, &parts.headers) {
+                            return done.map(|t| (t, body));
+                        }
+                        let code = xml_element(&body, "Code");
+                        let why = describe(status, code.as_deref(), &body, &parts.headers);
+                        let retry = matches!(status, 500 | 502 | 503 | 504)
+                            || code.as_deref().is_some_and(|c| {
+                                THROTTLING_ERRORS.contains(&c)
+                                    || TRANSIENT_ERRORS.contains(&c)
+                                    || c == "SlowDown"
+                            });
+                        if !retry {
+                            return Err(why);
+                        }
+                        why
+                    }
+                };
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(why);
+                }
+                tracing::debug!(attempt, method = %request.method, error = %why, "S3 call retried");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+        };
+        match tokio::time::timeout(OPERATION_TIMEOUT, calls).await {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {OPERATION_TIMEOUT:?} ({url})")),
         }
     }
 
-    async fn call(
+    async fn attempt(
         &self,
         url: &str,
         region: &str,
-        if_none_match: Option<&str>,
-    ) -> Result<GetObject, String> {
-        let mut attempt = 1;
-        loop {
-            match self.attempt(url, region, if_none_match).await {
-                Attempt::Done(result) => return result,
-                Attempt::Retry(why) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, error = %why, "S3 GetObject retried");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Attempt::Retry(why) => return Err(why),
-            }
-        }
-    }
-
-    async fn attempt(&self, url: &str, region: &str, if_none_match: Option<&str>) -> Attempt {
+        call: &Call<'_>,
+    ) -> Result<(http::response::Parts, Bytes), Failure> {
         let Some(identity) = self.credentials.current() else {
-            return Attempt::Done(Err(
+            return Err(Failure::Final(
                 "no AWS credentials loaded (see the credential log lines)".to_owned(),
             ));
         };
-        let request = build_request(url, if_none_match).and_then(|mut request| {
-            let scope = Scope {
-                region,
-                name: SIGNING_NAME,
-            };
-            signed::sign_request(&mut request, b"", &identity, scope, signing_settings())?;
-            Ok(request)
-        });
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => return Attempt::Done(Err(e)),
+        let mut request = build_request(url, call).map_err(Failure::Final)?;
+        let scope = Scope {
+            region,
+            name: SIGNING_NAME,
         };
-        let response = match self.http.request(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                let why = format!("dispatch failure: {} ({url})", error_chain(&e));
-                return if signed::is_transient(&e) {
-                    Attempt::Retry(why)
-                } else {
-                    Attempt::Done(Err(why))
-                };
+        signed::sign_request(
+            &mut request,
+            &call.body,
+            &identity,
+            scope,
+            signing_settings(),
+        )
+        .map_err(Failure::Final)?;
+        let response = self.http.request(request).await.map_err(|e| {
+            let why = format!("dispatch failure: {} ({url})", error_chain(&e));
+            if signed::is_transient(&e) {
+                Failure::Transient(why)
+            } else {
+                Failure::Final(why)
             }
-        };
+        })?;
         let (parts, body) = response.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return Attempt::Retry(format!("response error: {}", error_chain(&e))),
-        };
-        let status = parts.status.as_u16();
-        match status {
-            200 => Attempt::Done(Ok(GetObject::Found {
-                body,
-                etag: parts
-                    .headers
-                    .get(ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            })),
-            304 => Attempt::Done(Ok(GetObject::NotModified)),
-            _ => {
-                let code = xml_element(&body, "Code");
-                let why = describe(status, code.as_deref(), &body, &parts.headers);
-                let retry = matches!(status, 500 | 502 | 503 | 504)
-                    || code.as_deref().is_some_and(|c| {
-                        THROTTLING_ERRORS.contains(&c)
-                            || TRANSIENT_ERRORS.contains(&c)
-                            || c == "SlowDown"
-                    });
-                if retry {
-                    Attempt::Retry(why)
-                } else {
-                    Attempt::Done(Err(why))
-                }
-            }
+        match body.collect().await {
+            Ok(b) => Ok((parts, b.to_bytes())),
+            Err(e) => Err(Failure::Transient(format!(
+                "response error: {}",
+                error_chain(&e)
+            ))),
         }
     }
 }
 
-enum Attempt {
-    Done(Result<GetObject, String>),
-    Retry(String),
+/// One S3 request before signing: method, extra headers, body.
+struct Call<'a> {
+    method: http::Method,
+    headers: Vec<(http::HeaderName, &'a str)>,
+    body: Bytes,
+}
+
+/// Why an attempt got no HTTP answer.
+enum Failure {
+    /// Worth another attempt (a connection failure, a cut answer).
+    Transient(String),
+    /// Not.
+    Final(String),
+}
+
+fn etag_of(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// S3's signer settings, as the SDK sets them for S3: the payload hash sent as
@@ -291,24 +382,24 @@ pub fn signing_settings() -> SigningSettings {
     settings
 }
 
-fn build_request(
-    url: &str,
-    if_none_match: Option<&str>,
-) -> Result<http::Request<Full<Bytes>>, String> {
+fn build_request(url: &str, call: &Call<'_>) -> Result<http::Request<Full<Bytes>>, String> {
     let host = host_of(url).map_err(|e| format!("bad S3 endpoint {url}: {e}"))?;
     let mut request = http::Request::builder()
-        .method(http::Method::GET)
+        .method(call.method.clone())
         .uri(url)
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(call.body.clone()))
         .map_err(|e| format!("bad S3 endpoint {url}: {e}"))?;
     let headers = request.headers_mut();
     headers.insert(HOST, host);
     headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
     headers.insert(AMZ_USER_AGENT, HeaderValue::from_static(AGENT));
-    if let Some(etag) = if_none_match {
-        let v = HeaderValue::from_str(etag)
-            .map_err(|_| format!("ETag {etag:?} is not a header value"))?;
-        headers.insert(IF_NONE_MATCH, v);
+    if call.method != http::Method::GET {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(call.body.len()));
+    }
+    for (name, value) in &call.headers {
+        let v = HeaderValue::from_str(value)
+            .map_err(|_| format!("{name} {value:?} is not a header value"))?;
+        headers.insert(name.clone(), v);
     }
     Ok(request)
 }

@@ -5,12 +5,16 @@
 //! percent-encoding, `..`, also behind an escaped `/`), ambiguous keys, header injection through
 //! values copied into SageMaker's custom attributes, key enumeration (without telling unknown keys
 //! from disabled ones), the key kept from templates, secrets in the gateway's own output, trace
-//! sampling forced by callers, and a keys source that asks for the gateway's environment.
+//! sampling forced by callers, a keys source that asks for the gateway's environment, answers
+//! from SageMaker longer than the gateway reads, and callers that stop reading their answers.
 //!
 //! Requests a well-formed client cannot send go over a raw TCP connection ([`raw`]); every read
 //! is bounded, and each test checks that the gateway keeps serving afterwards.
 
 mod cache_poisoning;
+mod log_volume;
+mod slow_readers;
+mod upstream_answers;
 
 use std::net::SocketAddr;
 use std::time::Duration;

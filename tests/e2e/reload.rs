@@ -4,7 +4,7 @@
 //! stands (the file is data, never interpolated), on reload and at start.
 
 use crate::kit::config::{KEY_A, Key, Plan};
-use crate::kit::{Gateway, KeysYaml, Upstream, WAIT, eventually, sagegate_bin};
+use crate::kit::{Gateway, KeysYaml, Upstream, sagegate_bin};
 
 const KEY_NEW: &str = "e2e-key-new-partner-0123456789";
 
@@ -20,23 +20,11 @@ fn keys(with_new: bool) -> KeysYaml {
 }
 
 async fn status(gateway: &Gateway, key: &str) -> u16 {
-    gateway
-        .recommend("temp", "U:114521", Some(key))
-        .await
-        .status
+    gateway.key_status(key).await
 }
 
-/// Polls (bounded, gently: each refused attempt counts against the failed-key limiter) until
-/// `key` gets `want`.
 async fn until_key_gets(gateway: &Gateway, key: &str, want: u16) {
-    eventually(&format!("key to get {want}"), WAIT, || async {
-        let got = status(gateway, key).await;
-        if got != want {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        (got == want).then_some(())
-    })
-    .await;
+    gateway.until_key_gets(key, want).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,22 +12,11 @@ use crate::kit::{DEMO_KEY, Gateway, GatewayYaml, Upstream, WAIT, eventually, shi
 const KEY_NEW: &str = "e2e-key-s3-new-partner-0123456789";
 
 async fn status(gateway: &Gateway, key: &str) -> u16 {
-    gateway
-        .recommend("temp", "U:114521", Some(key))
-        .await
-        .status
+    gateway.key_status(key).await
 }
 
-/// Polls gently (a refused key counts against the failed-key limiter) until `key` gets `want`.
 async fn until_key_gets(gateway: &Gateway, key: &str, want: u16) {
-    eventually(&format!("key to get {want}"), WAIT, || async {
-        let got = status(gateway, key).await;
-        if got != want {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        (got == want).then_some(())
-    })
-    .await;
+    gateway.until_key_gets(key, want).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,7 +237,7 @@ async fn quota_is_exact_across_gateways_and_survives_a_restart() {
     // `sagegate usage` reads the same counter from Redis with the gateway's files, or asks a
     // running gateway with --admin.
     let out = std::process::Command::new(crate::kit::sagegate_bin())
-        .args(["usage", "--key-id", "metered-a", "--config"])
+        .args(["usage", "--json", "--key-id", "metered-a", "--config"])
         .arg(restarted.config_path())
         .arg("--keys")
         .arg(restarted.keys_path())
@@ -249,6 +249,7 @@ async fn quota_is_exact_across_gateways_and_survives_a_restart() {
     let out = std::process::Command::new(crate::kit::sagegate_bin())
         .args([
             "usage",
+            "--json",
             "--period",
             "previous",
             "--admin",

@@ -311,8 +311,8 @@ fn gumbel_noise_has_the_standard_moments() {
 
 /// Log-probability of `list` through the serving code path (the same `PlState` the samplers log).
 fn served_log_probability(scores: &[f32], t: f64, list: &[usize]) -> f64 {
-    let z = logits(scores, t).expect("finite logits");
-    let mut state = PlState::new(&z);
+    let mut tree = Vec::new();
+    let mut state = PlState::new(scores, t, &mut tree, &mut 0).expect("finite logits");
     pl_slots(list, &mut state).1
 }
 

@@ -169,7 +169,7 @@ fn templates_are_refused_until_the_key_holds_what_they_read() {
         ),
         // Per-request ids, what the key always holds, and what sagegate leaves null.
         (
-            "$context.requestId $context.extendedRequestId $context.xrayTraceId $context.requestTime $context.requestTimeEpoch $context.stage $context.resourcePath $context.httpMethod $context.protocol $context.domainName $stageVariables.endpoint",
+            "$context.requestId $context.extendedRequestId $context.requestTime $context.requestTimeEpoch $context.stage $context.resourcePath $context.httpMethod $context.protocol $context.domainName $stageVariables.endpoint",
             "",
             &[],
         ),
@@ -181,6 +181,14 @@ fn templates_are_refused_until_the_key_holds_what_they_read() {
             ],
         ),
         ("$context.path", "context.path", &[]),
+        // The caller writes the trace id (X-Amzn-Trace-Id): not a per-request id.
+        (
+            "$context.xrayTraceId",
+            "context.path",
+            &[
+                "11: AT: the cached answer depends on `$context.xrayTraceId`, which no cache key can hold (the caller chooses it with its X-Amzn-Trace-Id header); use `$context.requestId` for a per-request id",
+            ],
+        ),
         (
             "$context",
             "context.path, context.identity.apiKeyId, context.identity.sourceIp, context.identity.userAgent",

@@ -1,8 +1,8 @@
 //! Cache poisoning (issue 14): no caller can put an answer into the stage cache that another
 //! caller's request then gets. Each test plays one attack against the real binary: a GET with a
 //! body and an odd content type, a header the template falls back to (`seed`), a template that
-//! reads the caller's identity, and `check-config` refusing a cached template that reads outside
-//! its key, at the reference's position.
+//! reads the caller's identity, a trace id the caller writes, and `check-config` refusing a cached
+//! template that reads outside its key, at the reference's position.
 
 use std::process::Command;
 
@@ -201,8 +201,7 @@ async fn a_template_reading_the_caller_is_refused_unless_the_key_holds_the_calle
     let expected = format!(
         ":{line}:{col}: routes[0].integration.request_templates.application/json: the cached answer depends on `$context.identity.apiKeyId`, which the cache key does not hold: add `context.identity.apiKeyId` to routes[0].cache.key_parameters"
     );
-    let printed =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let printed = printed(&out);
     assert!(
         printed.contains(&expected),
         "missing {expected:?} in:\n{printed}"
@@ -242,17 +241,10 @@ fn check_config_names_the_template_reference_that_reads_outside_the_key() {
         template,
         "method.request.path.user_id, method.request.querystring.seed",
     );
-    let out = check_config(&config);
-    assert!(!out.status.success(), "{out:?}");
-    let (line, col) = position_of(&config, "$input.params('seed')");
-    let printed =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    let expected = format!(
-        "gateway.yaml:{line}:{col}: routes[0].integration.request_templates.application/json: the cached answer depends on header `seed`"
-    );
-    assert!(
-        printed.contains(&expected),
-        "missing {expected:?} in:\n{printed}"
+    let printed = assert_refused_at(
+        &config,
+        "$input.params('seed')",
+        "the cached answer depends on header `seed`",
     );
     assert!(
         printed.contains("add `method.request.header.seed` to routes[0].cache.key_parameters"),
@@ -277,6 +269,58 @@ fn check_config_names_the_template_reference_that_reads_outside_the_key() {
     );
 }
 
+#[test]
+fn a_trace_id_the_caller_writes_is_refused_on_a_cached_route() {
+    // `$context.xrayTraceId` is the caller's own `X-Amzn-Trace-Id` (any visible ASCII): read by a
+    // cached route, `X-Amzn-Trace-Id: admin=true;variant=b` would reach the model (in the body or
+    // its custom attributes) and the answer would be every caller's.
+    let template = r#"{"user_id": "$util.escapeJavaScript($input.params('user_id'))", "trace": "$util.escapeJavaScript($context.xrayTraceId)"}"#;
+    let config = templated(template, "method.request.path.user_id");
+    assert_refused_at(
+        &config,
+        "$context.xrayTraceId",
+        "the cached answer depends on `$context.xrayTraceId`, which no cache key can hold (the caller chooses it with its X-Amzn-Trace-Id header)",
+    );
+
+    // The same through an identifier header SageMaker passes to the model.
+    let plain = templated(
+        r#"{"user_id": "$util.escapeJavaScript($input.params('user_id'))"}"#,
+        "method.request.path.user_id",
+    );
+    let attributes = plain.replacen(
+        "custom_attributes: context.requestId",
+        "custom_attributes: context.xrayTraceId",
+        1,
+    );
+    assert_ne!(attributes, plain);
+    let out = check_config(&attributes);
+    assert!(!out.status.success(), "{out:?}");
+    let printed = printed(&out);
+    assert!(
+        printed.contains("routes[0].integration.custom_attributes: the cached answer depends on `$context.xrayTraceId`, which no cache key can hold"),
+        "{printed}"
+    );
+    // The gateway's own per-request id is fine.
+    assert!(check_config(&plain).status.success());
+}
+
+/// Runs `check-config` on `config`, which must fail with `message` at the first `needle` in the
+/// main route's request template; returns what it printed.
+fn assert_refused_at(config: &str, needle: &str, message: &str) -> String {
+    let out = check_config(config);
+    assert!(!out.status.success(), "{out:?}");
+    let (line, col) = position_of(config, needle);
+    let printed = printed(&out);
+    let expected = format!(
+        "gateway.yaml:{line}:{col}: routes[0].integration.request_templates.application/json: {message}"
+    );
+    assert!(
+        printed.contains(&expected),
+        "missing {expected:?} in:\n{printed}"
+    );
+    printed
+}
+
 /// 1-based line and column (characters) of the first `needle` in `text`.
 fn position_of(text: &str, needle: &str) -> (usize, usize) {
     text.lines()
@@ -286,6 +330,11 @@ fn position_of(text: &str, needle: &str) -> (usize, usize) {
             Some((i + 1, l[..at].chars().count() + 1))
         })
         .unwrap_or_else(|| panic!("{needle} not in the config"))
+}
+
+/// What `check-config` printed, stderr then stdout.
+fn printed(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
 }
 
 /// `sagegate check-config` on `config` (and the kit's standard keys), from a temp dir.

@@ -150,6 +150,24 @@ impl Gateway {
         .await
     }
 
+    /// The status `GET /temp/recommended-movies/U:114521` gets with `key`.
+    pub async fn key_status(&self, key: &str) -> u16 {
+        self.recommend("temp", "U:114521", Some(key)).await.status
+    }
+
+    /// Polls (bounded, gently: a refused key counts against the failed-key limiter) until `key`
+    /// gets `want`, e.g. after a change of the keys source.
+    pub async fn until_key_gets(&self, key: &str, want: u16) {
+        eventually(&format!("key to get {want}"), WAIT, || async {
+            let got = self.key_status(key).await;
+            if got != want {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            (got == want).then_some(())
+        })
+        .await;
+    }
+
     /// Polls until stdout contains `needle`.
     pub async fn wait_for_log(&self, needle: &str) {
         eventually(&format!("`{needle}` in the gateway log"), WAIT, || {

@@ -1,7 +1,10 @@
-//! An in-test S3: HTTP/1.1 on a loopback port serving one object to `GetObject`, the way S3 does.
+//! An in-test S3: HTTP/1.1 on a loopback port serving one object to `GetObject` and taking
+//! conditional `PutObject`s of it, the way S3 does.
 //!
-//! Input: requests from the gateway's keys source (keep-alive connections, no bodies). Output: the
-//! object with its `ETag` (200), `304 Not Modified` when `If-None-Match` carries the current ETag,
+//! Input: requests from the gateway's keys source and from `sagegate keys` (keep-alive
+//! connections). Output: the object with its `ETag` (200), `304 Not Modified` when `If-None-Match`
+//! carries the current ETag; for a `PUT`, 200 with the new ETag, or S3's 412 `PreconditionFailed`
+//! when `If-Match` names another ETag (the write is dropped);
 //! S3's XML error document for any other path (404 `NoSuchKey`), or the fault the test scripts (an
 //! error status with its code, or bytes that are not HTTP). Every request is recorded together
 //! with the result of recomputing its SigV4 signature as S3 does ([`super::sigv4::verify_s3`]) for
@@ -36,6 +39,8 @@ pub struct S3Request {
     pub path: String,
     /// `If-None-Match`, when sent.
     pub if_none_match: Option<String>,
+    /// `If-Match`, when sent.
+    pub if_match: Option<String>,
     /// `Ok` when the SigV4 signature recomputes as S3 would; else why not.
     pub signature: Result<(), String>,
     /// The status answered (0 for garbage).
@@ -47,6 +52,8 @@ struct State {
     body: Mutex<String>,
     reply: Mutex<S3Reply>,
     received: Mutex<Vec<S3Request>>,
+    /// While set, each `GET` waits here (bounded) until this many `GET`s are waiting.
+    hold_reads: Mutex<Option<Arc<tokio::sync::Barrier>>>,
 }
 
 /// A running fake S3 serving `s3://<bucket>/<key>` path-style; stops when dropped.
@@ -66,6 +73,7 @@ impl FakeS3 {
             body: Mutex::new(body.to_owned()),
             reply: Mutex::new(S3Reply::Object),
             received: Mutex::new(Vec::new()),
+            hold_reads: Mutex::new(None),
         });
         let accept_state = state.clone();
         let task = tokio::spawn(async move {
@@ -89,6 +97,17 @@ impl FakeS3 {
     /// Answers `reply` from now on.
     pub fn reply_with(&self, reply: S3Reply) {
         *self.state.reply.lock().unwrap() = reply;
+    }
+
+    /// Holds the next `n` `GET`s until all `n` have arrived, then answers them together (each
+    /// waits at most [`super::WAIT`]): `n` clients then read the same version of the object.
+    pub fn hold_reads_until(&self, n: usize) {
+        *self.state.hold_reads.lock().unwrap() = Some(Arc::new(tokio::sync::Barrier::new(n)));
+    }
+
+    /// The object's current text.
+    pub fn body(&self) -> String {
+        self.state.body.lock().unwrap().clone()
     }
 
     /// Every request received so far.
@@ -149,18 +168,36 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        // GetObject has no body; a request with one would desynchronise this reader.
-        assert!(
-            !headers
+        let header = |name: &str| {
+            headers
                 .iter()
-                .any(|(n, v)| n == "content-length" && v != "0"),
-            "GetObject with a body: {headers:?}"
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            length == 0 || method == "PUT",
+            "{method} with a body: {headers:?}"
         );
-        let signature = sigv4::verify_s3(&method, &path, &headers, b"", "test", "test");
-        let if_none_match = headers
-            .iter()
-            .find(|(n, _)| n == "if-none-match")
-            .map(|(_, v)| v.clone());
+        while buf.len() < length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let payload: Vec<u8> = buf.drain(..length).collect();
+        let signature = sigv4::verify_s3(&method, &path, &headers, &payload, "test", "test");
+        let if_none_match = header("if-none-match");
+        let if_match = header("if-match");
+        if method == "GET" {
+            let hold = state.hold_reads.lock().unwrap().clone();
+            if let Some(barrier) = hold {
+                let _ = tokio::time::timeout(super::WAIT, barrier.wait()).await;
+                *state.hold_reads.lock().unwrap() = None;
+            }
+        }
         let reply = state.reply.lock().unwrap().clone();
         let body = state.body.lock().unwrap().clone();
         let etag = etag_of(&body);
@@ -170,6 +207,7 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                     method,
                     path,
                     if_none_match,
+                    if_match,
                     signature,
                     status: 0,
                 });
@@ -177,10 +215,22 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                 let _ = stream.shutdown().await;
                 return;
             }
-            _ if method != "GET" || path != state.object_path => {
+            _ if !matches!(method.as_str(), "GET" | "PUT") || path != state.object_path => {
                 (404, String::new(), error_document("NoSuchKey"))
             }
             S3Reply::Error(status, code) => (status, String::new(), error_document(code)),
+            // S3's conditional write: the ETag must still be the object's.
+            S3Reply::Object
+                if method == "PUT" && if_match.as_deref().is_some_and(|m| m != etag) =>
+            {
+                (412, String::new(), error_document("PreconditionFailed"))
+            }
+            S3Reply::Object if method == "PUT" => {
+                let text = String::from_utf8(payload).unwrap();
+                let new_etag = etag_of(&text);
+                *state.body.lock().unwrap() = text;
+                (200, format!("etag: {new_etag}\r\n"), String::new())
+            }
             S3Reply::Object if if_none_match.as_deref() == Some(etag.as_str()) => {
                 (304, format!("etag: {etag}\r\n"), String::new())
             }
@@ -194,6 +244,7 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
             method,
             path,
             if_none_match,
+            if_match,
             signature,
             status,
         });
