@@ -30,7 +30,6 @@ use futures_util::{Stream, StreamExt};
 use crate::config::gateway::ServerConfig;
 use crate::error::GatewayError;
 use crate::memory::Held;
-use crate::message::GatewayRequest;
 
 /// First allocation of a body buffer (or less, when the body is declared shorter).
 const FIRST_GROWTH: usize = 8 * 1024;
@@ -54,28 +53,6 @@ impl BodyLimits {
     }
 }
 
-/// The read-body stage: the whole body of request `req` ([`read`] with the framing its head
-/// declares).
-pub async fn read_request<S, E>(
-    req: &GatewayRequest,
-    chunks: &mut S,
-    limits: &BodyLimits,
-    memory: &Held,
-) -> Result<Bytes, GatewayError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    read(
-        chunks,
-        req.header("content-length"),
-        req.header("transfer-encoding"),
-        limits,
-        memory,
-    )
-    .await
-}
-
 /// The `Content-Length` a request declares; `None` when absent or not a number.
 pub fn declared_length(content_length: Option<&str>) -> Option<u64> {
     content_length.and_then(|v| v.trim().parse().ok())
@@ -87,7 +64,8 @@ pub fn has_body(content_length: Option<&str>, transfer_encoding: Option<&str>) -
     transfer_encoding.is_some() || declared_length(content_length).is_some_and(|n| n > 0)
 }
 
-/// Reads the whole body of a request whose head carries `content_length` and `transfer_encoding`.
+/// The read-body stage: the whole body of a request whose head carries `content_length` and
+/// `transfer_encoding`.
 pub async fn read<S, E>(
     chunks: &mut S,
     content_length: Option<&str>,

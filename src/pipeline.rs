@@ -249,7 +249,11 @@ impl Gateway {
         admitted?;
         // read body
         let start = ctx.span_start();
-        let read = body::read_request(req, body, &self.body_limits, memory).await;
+        let (length, encoding) = (
+            req.header("content-length"),
+            req.header("transfer-encoding"),
+        );
+        let read = body::read(body, length, encoding, &self.body_limits, memory).await;
         end_span(ctx, names::READ_BODY, start, &read);
         input.body = read?;
         // validate

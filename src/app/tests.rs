@@ -125,6 +125,18 @@ fn clock() -> ManualClock {
     ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 5, 23, 59, 0).unwrap())
 }
 
+/// The gateway of [`CONFIG`] and [`KEYS`] on a fresh manual clock, SageMaker answering with
+/// `answer` after `delay`.
+async fn small(
+    delay: Duration,
+    answer: fn(&Invocation) -> UpstreamReply,
+) -> (Model, ManualClock, Gateway) {
+    let model = Model::default();
+    let time = clock();
+    let gateway = start(CONFIG, KEYS, model.sagemaker(delay, answer), &time).await;
+    (model, time, gateway)
+}
+
 async fn start(config: &str, keys: &str, upstream: SageMaker, clock: &ManualClock) -> Gateway {
     let config = GatewayConfig::parse("gateway.yaml", config, &|_| None).unwrap();
     let ctx = KeysContext::new(config.stage_names(), config.route_keys());
@@ -208,10 +220,7 @@ async fn the_seed_request_reaches_the_model_through_the_shipped_config() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cached_answer_is_served_until_its_ttl_passes() {
-    let model = Model::default();
-    let time = clock();
-    let upstream = model.sagemaker(Duration::ZERO, recommendations);
-    let gateway = start(CONFIG, KEYS, upstream, &time).await;
+    let (model, time, gateway) = small(Duration::ZERO, recommendations).await;
     let first = get(&gateway, "/t/r/1", Some(COUNTED)).await;
     assert_eq!(first.status, 200, "{}", text(&first));
     assert_eq!(header(&first, "x-sagegate-cache"), Some("miss"));
@@ -228,10 +237,7 @@ async fn a_cached_answer_is_served_until_its_ttl_passes() {
 
 #[tokio::test(start_paused = true)]
 async fn past_the_burst_a_key_is_throttled_with_retry_after() {
-    let model = Model::default();
-    let time = clock();
-    let upstream = model.sagemaker(Duration::ZERO, recommendations);
-    let gateway = start(CONFIG, KEYS, upstream, &time).await;
+    let (model, time, gateway) = small(Duration::ZERO, recommendations).await;
     for id in ["1", "2"] {
         let resp = get(&gateway, &format!("/t/r/{id}"), Some(TIGHT)).await;
         assert_eq!(resp.status, 200, "{}", text(&resp));
@@ -251,10 +257,7 @@ async fn past_the_burst_a_key_is_throttled_with_retry_after() {
 
 #[tokio::test(start_paused = true)]
 async fn a_used_up_quota_resets_when_its_day_ends() {
-    let model = Model::default();
-    let time = clock();
-    let upstream = model.sagemaker(Duration::ZERO, recommendations);
-    let gateway = start(CONFIG, KEYS, upstream, &time).await;
+    let (model, time, gateway) = small(Duration::ZERO, recommendations).await;
     for id in ["1", "2"] {
         let resp = get(&gateway, &format!("/t/r/{id}"), Some(COUNTED)).await;
         assert_eq!(resp.status, 200, "{}", text(&resp));
@@ -274,9 +277,7 @@ async fn a_used_up_quota_resets_when_its_day_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn a_models_error_is_passed_through_with_its_status_and_body() {
-    let model = Model::default();
-    let upstream = model.sagemaker(Duration::ZERO, model_error);
-    let gateway = start(CONFIG, KEYS, upstream, &clock()).await;
+    let (model, _, gateway) = small(Duration::ZERO, model_error).await;
     let resp = get(&gateway, "/t/r/404", Some(COUNTED)).await;
     assert_eq!(
         (resp.status, text(&resp)),
@@ -287,10 +288,8 @@ async fn a_models_error_is_passed_through_with_its_status_and_body() {
 
 #[tokio::test(start_paused = true)]
 async fn a_model_slower_than_the_route_timeout_gives_504() {
-    let model = Model::default();
     // The route's timeout is 1 s; the model takes 5 s (of paused time: the test does not wait).
-    let upstream = model.sagemaker(Duration::from_secs(5), recommendations);
-    let gateway = start(CONFIG, KEYS, upstream, &clock()).await;
+    let (model, _, gateway) = small(Duration::from_secs(5), recommendations).await;
     let started = tokio::time::Instant::now();
     let resp = get(&gateway, "/t/r/1", Some(COUNTED)).await;
     assert_eq!(
