@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use crate::config::gateway::ServerConfig;
 use crate::error::GatewayError;
 use crate::memory::Held;
 
@@ -42,6 +43,16 @@ pub struct BodyLimits {
     pub timeout: Duration,
 }
 
+impl BodyLimits {
+    /// The limits `server` configures.
+    pub fn of(server: &ServerConfig) -> Self {
+        BodyLimits {
+            max_bytes: server.max_body_bytes,
+            timeout: server.body_timeout,
+        }
+    }
+}
+
 /// The `Content-Length` a request declares; `None` when absent or not a number.
 pub fn declared_length(content_length: Option<&str>) -> Option<u64> {
     content_length.and_then(|v| v.trim().parse().ok())
@@ -53,7 +64,8 @@ pub fn has_body(content_length: Option<&str>, transfer_encoding: Option<&str>) -
     transfer_encoding.is_some() || declared_length(content_length).is_some_and(|n| n > 0)
 }
 
-/// Reads the whole body of a request whose head carries `content_length` and `transfer_encoding`.
+/// The read-body stage: the whole body of a request whose head carries `content_length` and
+/// `transfer_encoding`.
 pub async fn read<S, E>(
     chunks: &mut S,
     content_length: Option<&str>,

@@ -57,44 +57,11 @@ use crate::limits::LimitClock;
 use crate::metrics::{BreakerMetrics, Metrics};
 use crate::upstream::{InvokeStats, UpstreamFailure, UpstreamReply};
 
-/// The access-log and context name of a request the breaker refused.
-pub const CIRCUIT_OPEN: &str = "CircuitOpen";
+pub use crate::context::CIRCUIT_OPEN;
+pub use crate::upstream::classify::{Outcome, outcome};
 
 /// A call's result, as the `invoke` stage returns it.
 pub type CallResult = (Result<UpstreamReply, UpstreamFailure>, InvokeStats);
-
-/// What a finished call says about the endpoint's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The endpoint answered.
-    Success,
-    /// The endpoint did not answer, or answered that it is broken.
-    Failure,
-    /// Says nothing either way (throttling).
-    Neutral,
-}
-
-/// Classifies a finished call (see the module doc for the reasons).
-pub fn outcome(result: &Result<UpstreamReply, UpstreamFailure>) -> Outcome {
-    let failure = match result {
-        Ok(_) => return Outcome::Success,
-        Err(f) => f,
-    };
-    match &failure.error {
-        GatewayError::ModelError { .. } => Outcome::Success,
-        GatewayError::UpstreamThrottled(_) => Outcome::Neutral,
-        GatewayError::IntegrationTimeout(_) => Outcome::Failure,
-        GatewayError::IntegrationFailure(_) => match &failure.reply {
-            // 424 here is a model that answered 5xx or nothing; other 4xx are SageMaker's
-            // answers about this request (ValidationError, AccessDenied).
-            Some(reply) if (400..500).contains(&reply.status) && reply.status != 424 => {
-                Outcome::Success
-            }
-            _ => Outcome::Failure,
-        },
-        _ => Outcome::Neutral,
-    }
-}
 
 /// Whether `failure` is the breaker's own refusal (no SageMaker call was made).
 pub fn is_short_circuit(failure: &UpstreamFailure) -> bool {

@@ -3,11 +3,21 @@
 //! Field names in the log are API Gateway's `$context` names (`requestId`, `identity.sourceIp`,
 //! `resourcePath`, `integrationLatency`, …) so existing dashboards and queries keep working. The key
 //! *id* is logged, never the key or its hash.
+//!
+//! A leaf: the context records plain data (strings, numbers, times) and imports no stage; the
+//! access log, [`crate::metrics`] and [`crate::otel`] read it. A sampled request's trace is
+//! recorded here too, as plain stage spans ([`RequestTrace`]); `otel` turns them into OTLP spans.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
+
+use crate::error::GatewayError;
+
+/// The name [`RequestContext::upstream_error`] records for a request the circuit breaker refused
+/// (no SageMaker call was made, so the metrics do not count it as an upstream error).
+pub const CIRCUIT_OPEN: &str = "CircuitOpen";
 
 /// Why the limits stage refused a request (for the per-key metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +89,7 @@ pub struct RequestContext {
     pub limited: Option<Limited>,
     /// The request's trace when OTLP export is on and it is sampled; `None` otherwise, and then
     /// the stages record nothing (see [`crate::otel`]).
-    #[cfg(feature = "aws")]
-    pub trace: Option<Box<crate::otel::RequestTrace>>,
+    pub trace: Option<Box<RequestTrace>>,
 }
 
 impl RequestContext {
@@ -114,7 +123,6 @@ impl RequestContext {
             cache: None,
             upstream_error: None,
             limited: None,
-            #[cfg(feature = "aws")]
             trace: None,
         }
     }
@@ -161,5 +169,195 @@ impl RequestContext {
         if let Some(cause) = self.error_cause.as_ref().filter(|_| !unauthenticated) {
             tracing::warn!(requestId = %self.request_id, route = self.resource_path.as_deref(), status, cause = %cause, "request failed");
         }
+    }
+}
+
+/// Span names of the stages, as they appear in X-Ray and trace back ends.
+pub mod names {
+    /// Stage selection and resource matching.
+    pub const ROUTE: &str = "route";
+    /// API key check.
+    pub const AUTHENTICATE: &str = "authenticate";
+    /// Throttles and quota.
+    pub const ADMIT: &str = "admit";
+    /// The request body, read once the request is admitted.
+    pub const READ_BODY: &str = "read body";
+    /// Required parameters.
+    pub const VALIDATE: &str = "validate";
+    /// Request template.
+    pub const RENDER: &str = "render request";
+    /// Stage cache (the SageMaker call of a miss is its child).
+    pub const CACHE: &str = "cache lookup";
+    /// The SageMaker Runtime call, retries included.
+    pub const INVOKE: &str = "SageMaker InvokeEndpoint";
+    /// Integration response and response template.
+    pub const RESPOND: &str = "respond";
+}
+
+/// What the sampler knew at arrival; `otel` finishes the decision once authentication is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceDecision {
+    /// The ratio's verdict.
+    pub ratio: bool,
+    /// The caller's sampled flag, when it sent one and callers are trusted.
+    pub caller: Option<bool>,
+}
+
+/// A span attribute's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpanValue {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Int(i64),
+}
+
+/// One stage's span, recorded while the request runs.
+#[derive(Debug, Clone)]
+pub struct StageSpan {
+    /// Span name (one of [`names`]).
+    pub name: &'static str,
+    /// `true` for the SageMaker call (an OTel `Client` span), `false` for the gateway's own stages
+    /// (`Internal`).
+    pub client: bool,
+    /// Index of the enclosing stage span in [`RequestTrace::stages`]; `None` = the server span.
+    pub parent: Option<usize>,
+    /// Start.
+    pub start: SystemTime,
+    /// End.
+    pub end: SystemTime,
+    /// Attributes.
+    pub attributes: Vec<(&'static str, SpanValue)>,
+    /// Error type when the stage failed (API Gateway's response type or SageMaker's error type).
+    pub error: Option<&'static str>,
+}
+
+/// The trace of one request that may be sampled: ids, the arrival decision, and the stage spans.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    /// The arrival half of the sampling decision.
+    pub decision: TraceDecision,
+    /// The trace id (the caller's, or a new one).
+    pub trace_id: [u8; 16],
+    /// The server span's id.
+    pub span_id: [u8; 8],
+    /// The caller's span, when it sent one.
+    pub parent: Option<[u8; 8]>,
+    /// When the request arrived.
+    pub start: SystemTime,
+    /// Stage spans in the order they ended.
+    pub stages: Vec<StageSpan>,
+}
+
+impl RequestTrace {
+    /// Adds a stage span; returns its index (to parent later spans on it).
+    pub fn push(&mut self, span: StageSpan) -> usize {
+        self.stages.push(span);
+        self.stages.len() - 1
+    }
+}
+
+/// This request's own SageMaker call, as the trace records it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallRecord<'a> {
+    /// The endpoint called.
+    pub endpoint: &'a str,
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// SageMaker's status, when it answered.
+    pub status: Option<u16>,
+    /// Wall time of the call, retries included.
+    pub latency: Duration,
+    /// SageMaker's request id of a successful call.
+    pub request_id: Option<&'a str>,
+    /// SageMaker's error type of a failed call.
+    pub error: Option<&'static str>,
+}
+
+impl RequestContext {
+    /// The current time when this request is traced, to start a stage span; `None` (one branch,
+    /// no clock read) when it is not.
+    #[inline]
+    pub fn span_start(&self) -> Option<SystemTime> {
+        self.trace.as_ref().map(|_| SystemTime::now())
+    }
+
+    /// Records stage `name` from `start` to now, as a child of the server span.
+    pub fn span_end(
+        &mut self,
+        name: &'static str,
+        start: SystemTime,
+        error: Option<&GatewayError>,
+    ) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.push(StageSpan {
+                name,
+                client: false,
+                parent: None,
+                start,
+                end: SystemTime::now(),
+                attributes: Vec::new(),
+                error: error.map(GatewayError::response_type_name),
+            });
+        }
+    }
+
+    /// Records the cache lookup (when the stage caches) and this request's own SageMaker call
+    /// (when it made one: not for hits, nor for waiters of another request's call). The call is
+    /// the lookup's child; it ended when the lookup returned and lasted `call.latency`.
+    pub fn record_fetch(&mut self, start: SystemTime, call: Option<CallRecord<'_>>) {
+        let cache = self.cache;
+        let Some(trace) = self.trace.as_mut() else {
+            return;
+        };
+        let end = SystemTime::now();
+        let parent = cache.map(|status| {
+            trace.push(StageSpan {
+                name: names::CACHE,
+                client: false,
+                parent: None,
+                start,
+                end,
+                attributes: vec![("sagegate.cache", SpanValue::Text(status.to_owned()))],
+                error: None,
+            })
+        });
+        let Some(call) = call else {
+            return;
+        };
+        let mut attributes = vec![
+            ("rpc.system", SpanValue::Text("aws-api".to_owned())),
+            (
+                "rpc.service",
+                SpanValue::Text("SageMaker Runtime".to_owned()),
+            ),
+            ("rpc.method", SpanValue::Text("InvokeEndpoint".to_owned())),
+            (
+                "aws.sagemaker.endpoint_name",
+                SpanValue::Text(call.endpoint.to_owned()),
+            ),
+            (
+                "sagegate.attempts",
+                SpanValue::Int(i64::from(call.attempts)),
+            ),
+        ];
+        if let Some(status) = call.status {
+            attributes.push((
+                "http.response.status_code",
+                SpanValue::Int(i64::from(status)),
+            ));
+        }
+        if let Some(id) = call.request_id {
+            attributes.push(("aws.request_id", SpanValue::Text(id.to_owned())));
+        }
+        trace.push(StageSpan {
+            name: names::INVOKE,
+            client: true,
+            parent,
+            start: end.checked_sub(call.latency).unwrap_or(start).max(start),
+            end,
+            attributes,
+            error: call.error,
+        });
     }
 }

@@ -196,11 +196,21 @@ pub struct ErrorResponse {
     pub message: &'static str,
 }
 
-fn retry_secs(d: Duration) -> u64 {
+/// A `Retry-After` value in whole seconds: the wait rounded up, at least 1 (a client told "0"
+/// would retry at once and be refused again). The one rounding every `Retry-After` uses.
+pub fn retry_after_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 impl GatewayError {
+    /// API Gateway's response type of this outcome (`INVALID_API_KEY`, `THROTTLED`, …;
+    /// `DEFAULT_5XX` for an outcome without its own), as traces name a failed stage.
+    pub fn response_type_name(&self) -> &'static str {
+        self.default_response()
+            .response_type
+            .map_or("DEFAULT_5XX", ResponseType::name)
+    }
+
     /// API Gateway's default response for this outcome (the table).
     pub fn default_response(&self) -> ErrorResponse {
         use GatewayError as E;
@@ -246,7 +256,7 @@ impl GatewayError {
             // One THROTTLED response, with the wait that fits each cause.
             E::KeyAttemptsThrottled | E::Throttled { .. } | E::UpstreamThrottled(_) => {
                 let wait = match self {
-                    E::Throttled { retry_after } => retry_secs(*retry_after),
+                    E::Throttled { retry_after } => retry_after_secs(*retry_after),
                     E::KeyAttemptsThrottled => 60,
                     _ => 1,
                 };
@@ -262,7 +272,7 @@ impl GatewayError {
                 }
             }
             E::QuotaExceeded { retry_after } => ErrorResponse {
-                retry_after: Some(retry_secs(*retry_after)),
+                retry_after: Some(retry_after_secs(*retry_after)),
                 ..r(
                     429,
                     r#"{"message":"Limit Exceeded"}"#,
@@ -369,7 +379,7 @@ impl GatewayError {
             // whether the endpoint failed just now or a moment ago. `Retry-After` says when to
             // come back.
             E::CircuitOpen { retry_after, .. } => ErrorResponse {
-                retry_after: Some(retry_secs(*retry_after)),
+                retry_after: Some(retry_after_secs(*retry_after)),
                 ..r(
                     502,
                     r#"{"message": "Internal server error"}"#,

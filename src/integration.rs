@@ -1,5 +1,7 @@
-//! The mapping stages around `invoke`: render the integration request, select the integration
-//! response, render the response, and shape gateway responses (API Gateway's non-proxy integration).
+//! The mapping stages around `invoke`: validate the method request ([`validate`]), render the
+//! integration request and assemble SageMaker's headers ([`invocation`]), select the integration
+//! response and render the response ([`response`]), and shape gateway responses
+//! ([`gateway_response`]) (API Gateway's non-proxy integration).
 //!
 //! Input: the request, its decoded parameters and the per-request context; output: the SageMaker
 //! payload and headers, or the client response. Rules (reference §4.5–4.7):
@@ -27,8 +29,9 @@
 //! Security: `$context.identity.apiKey` (the key value) is deliberately absent from template context.
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use crate::config::GatewayConfig;
 use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
 use crate::config::templates::{IntegrationResponse, Passthrough, ResponseSource, TemplateSet};
@@ -36,8 +39,9 @@ use crate::context::RequestContext;
 use crate::error::{ErrorResponse, GatewayError, json_string};
 use crate::mapping::{self, Bounds, Overrides, RenderInput, Reserve, Template};
 use crate::memory::{Held, OverBudget};
-use crate::pipeline::{GatewayRequest, GatewayResponse};
-use crate::upstream::UpstreamReply;
+use crate::message::API_KEY_HEADER;
+use crate::message::{GatewayRequest, GatewayResponse};
+use crate::upstream::{Invocation, UpstreamFailure, UpstreamReply};
 
 /// Request data a template or mapping expression reads.
 pub struct MappingInput<'a> {
@@ -514,6 +518,201 @@ fn context_value(context: &Value, dotted: &str) -> Option<String> {
     }
 }
 
+/// The render-request stage (also `sagegate test-invoke`'s): the SageMaker call to make (body from
+/// the request template, SageMaker's headers assembled and checked), and the overrides the request
+/// template set (the response stages read them).
+pub fn invocation(
+    config: &GatewayConfig,
+    stage: &Stage,
+    route: &Route,
+    input: &MappingInput<'_>,
+    ctx: &RequestContext,
+) -> Result<(Invocation, mapping::Overrides), GatewayError> {
+    let integration = &route.integration;
+    let endpoint_name = integration
+        .endpoint_by_stage
+        .get(&stage.name)
+        .cloned()
+        .ok_or_else(|| {
+            GatewayError::ApiConfiguration(format!("no endpoint for stage {}", stage.name))
+        })?;
+    let payload = render_request(route, input, ctx, &config.binary_media_types, || {
+        default_body(&input.params.path, &input.params.querystring)
+    })?;
+    let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| input.value(s, ctx));
+    let mut headers = [
+        ("content-type".to_owned(), Some(payload.content_type)),
+        ("accept".to_owned(), Some(integration.accept.clone())),
+        (
+            "x-amzn-sagemaker-custom-attributes".to_owned(),
+            source(&integration.custom_attributes),
+        ),
+        (
+            "x-amzn-sagemaker-inference-id".to_owned(),
+            source(&integration.inference_id),
+        ),
+        (
+            "x-amzn-sagemaker-target-variant".to_owned(),
+            source(&integration.target_variant),
+        ),
+    ];
+    // Explicit `request_parameters` mappings, then the template's `requestOverride.header`, win.
+    let mapped = integration
+        .request_headers
+        .iter()
+        .map(|(h, s)| (h.clone(), input.value(s, ctx)));
+    let overridden = payload
+        .overrides
+        .request_headers
+        .iter()
+        .map(|(h, v)| (h.to_ascii_lowercase(), Some(v.clone())));
+    for (name, value) in mapped.chain(overridden) {
+        if let Some(slot) = headers.iter_mut().find(|(h, _)| *h == name) {
+            slot.1 = value;
+        }
+    }
+    let mut take = |name: &str| {
+        headers
+            .iter_mut()
+            .find(|(h, _)| h == name)
+            .and_then(|(_, v)| v.take())
+    };
+    let content_type = take("content-type").unwrap_or_else(|| integration.content_type.clone());
+    let accept = take("accept").unwrap_or_else(|| integration.accept.clone());
+    let custom_attributes = take("x-amzn-sagemaker-custom-attributes");
+    let inference_id = take("x-amzn-sagemaker-inference-id");
+    let target_variant = take("x-amzn-sagemaker-target-variant");
+    check_header_value("Content-Type", Some(&content_type), 1024)?;
+    check_header_value("Accept", Some(&accept), 1024)?;
+    check_header_value(
+        "X-Amzn-SageMaker-Custom-Attributes",
+        custom_attributes.as_deref(),
+        1024,
+    )?;
+    check_header_value("X-Amzn-SageMaker-Inference-Id", inference_id.as_deref(), 64)?;
+    check_header_value(
+        "X-Amzn-SageMaker-Target-Variant",
+        target_variant.as_deref(),
+        63,
+    )?;
+    let invocation = Invocation {
+        endpoint_name,
+        body: payload.body,
+        content_type,
+        accept,
+        custom_attributes,
+        inference_id,
+        target_variant,
+        trace_id: ctx.trace_id.clone(),
+        timeout: integration.timeout,
+    };
+    Ok((invocation, payload.overrides))
+}
+
+/// The select-integration-response and render-response stages over what the cache lookup and
+/// invoke stages returned (also `sagegate test-invoke`'s); `overrides` are the request template's.
+pub fn response(
+    route: &Route,
+    result: Result<UpstreamReply, UpstreamFailure>,
+    input: &MappingInput<'_>,
+    ctx: &mut RequestContext,
+    overrides: &mapping::Overrides,
+) -> Result<GatewayResponse, GatewayError> {
+    match result {
+        Ok(reply) => {
+            ctx.aws_endpoint_request_id = reply.header("x-amzn-requestid").map(str::to_owned);
+            respond(route, &reply, input, ctx, overrides)
+        }
+        Err(failure) => match failure
+            .reply
+            .as_ref()
+            .and_then(|r| respond_failure(route, r, input, ctx, overrides))
+        {
+            Some(mapped) => {
+                ctx.error_cause = Some(failure.error.to_string());
+                mapped
+            }
+            None => Err(failure.error),
+        },
+    }
+}
+
+pub use crate::config::resolve::Routed;
+
+/// What templates and mapping expressions read of a routed request (headers API Gateway's front
+/// door blanks are blank: [`mapping::BLANKED_HEADERS`]).
+pub fn mapping_input<'a>(
+    stage: &'a Stage,
+    req: &'a GatewayRequest,
+    path: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    memory: &'a Held,
+) -> MappingInput<'a> {
+    let params = mapping::Params {
+        path,
+        querystring: query,
+        // The caller's key is a secret, never template input: `$input.params()` does not show it
+        // (the key id is `$context.identity.apiKeyId`). Front-door headers are blank.
+        header: mapping::template_headers(
+            &req.headers
+                .iter()
+                .filter(|(name, _)| name != API_KEY_HEADER)
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
+    };
+    MappingInput {
+        params,
+        stage,
+        req,
+        body: Bytes::new(),
+        memory,
+    }
+}
+
+/// SageMaker's header rule: visible US-ASCII, within the length limit. A value copied from a client
+/// header that breaks it is the client's error (400), never a header injection.
+fn check_header_value(name: &str, value: Option<&str>, max: usize) -> Result<(), GatewayError> {
+    match value {
+        Some(v)
+            if v.is_empty() || v.len() > max || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            Err(GatewayError::InvalidRequest(format!(
+                "{name} must be 1 to {max} visible ASCII characters"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The body sent when a route has no request template: a JSON object of the path and query
+/// parameters (path wins on a name clash; for a repeated query key the last value counts), values
+/// that are JSON numbers sent as numbers. Serialized, never spliced, so any value is safe.
+pub fn default_body(path: &[(String, String)], query: &[(String, String)]) -> Value {
+    let mut map = Map::new();
+    for (k, v) in path {
+        map.insert(k.clone(), json_scalar(v));
+    }
+    for (k, v) in query {
+        if !path.iter().any(|(p, _)| p == k) {
+            map.insert(k.clone(), json_scalar(v));
+        }
+    }
+    Value::Object(map)
+}
+
+fn json_scalar(v: &str) -> Value {
+    let looks_numeric = v
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'-' || b.is_ascii_digit())
+        && !v.bytes().any(|b| b.is_ascii_whitespace());
+    if looks_numeric && let Ok(n) = serde_json::from_str::<serde_json::Number>(v) {
+        return Value::Number(n);
+    }
+    Value::String(v.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,5 +726,91 @@ mod tests {
         );
         assert_eq!(media_type(Some("text/csv, application/json")), "text/csv");
         assert_eq!(media_type(Some("*/*")), "application/json");
+    }
+
+    #[test]
+    fn every_context_field_is_classified() {
+        use crate::config::GatewayConfig;
+        use crate::config::cache_key::{CALLER_CHOSEN, HELD_BY_KEY, KEYABLE_CONTEXT, PER_REQUEST};
+        use crate::context::RequestContext;
+        // The config of config/cache_key/tests.rs with an empty template (the test moved here).
+        let text = r#"stages:
+  prod:
+    variables: { endpoint: ep }
+    cache: { enabled: true }
+routes:
+  - method: GET
+    path: /r/{id}
+    validation: { required_query: [k] }
+    cache:
+      key_parameters: []
+    integration:
+      endpoint_name: ep
+      passthrough_behavior: NEVER
+      request_templates:
+        application/json: |
+          {}
+"#;
+        let c = GatewayConfig::parse("g.yaml", text, &|_| None).unwrap();
+        let ctx = RequestContext::new(
+            "id".into(),
+            "trace".into(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            "GET",
+            "/prod/r/1",
+        );
+        let context = template_context(&c.stages["prod"], &ctx, None);
+        let mut leaves = Vec::new();
+        let mut stack = vec![(String::new(), &context)];
+        while let Some((prefix, v)) = stack.pop() {
+            match v.as_object() {
+                Some(map) => {
+                    for (k, child) in map {
+                        let name = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        stack.push((name, child));
+                    }
+                }
+                None => leaves.push(prefix),
+            }
+        }
+        assert!(leaves.len() >= 13, "{leaves:?}");
+        for leaf in leaves {
+            let classified = PER_REQUEST.contains(&leaf.as_str())
+                || CALLER_CHOSEN.contains(&leaf.as_str())
+                || HELD_BY_KEY.contains(&leaf.as_str())
+                || KEYABLE_CONTEXT.contains(&leaf.as_str());
+            assert!(
+                classified,
+                "`$context.{leaf}` is new: classify it in config/cache_key.rs (per request, held by every key, or keyable)"
+            );
+        }
+    }
+
+    #[test]
+    fn default_body_types_numbers() {
+        let path = vec![("user_id".to_owned(), "U:114521".to_owned())];
+        let query = vec![
+            ("k".to_owned(), "10".to_owned()),
+            ("t".to_owned(), "0.5".to_owned()),
+            ("s".to_owned(), "007".to_owned()),
+            ("x".to_owned(), "1 ".to_owned()),
+        ];
+        assert_eq!(
+            default_body(&path, &query).to_string(),
+            r#"{"user_id":"U:114521","k":10,"t":0.5,"s":"007","x":"1 "}"#
+        );
+    }
+
+    #[test]
+    fn header_values_are_checked() {
+        assert!(check_header_value("X", Some("a=b;c=d"), 1024).is_ok());
+        assert!(check_header_value("X", Some("a\r\nInjected: 1"), 1024).is_err());
+        assert!(check_header_value("X", Some("é"), 1024).is_err());
+        assert!(check_header_value("X", Some(&"a".repeat(1025)), 1024).is_err());
+        assert!(check_header_value("X", None, 1024).is_ok());
     }
 }

@@ -1,18 +1,17 @@
-//! `sagegate`: parse arguments, load configuration, bind, run. Everything else lives in the library.
+//! `sagegate`: parse arguments, load configuration, bind, run ([`sagegate::app`]). Everything else
+//! lives in the library.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sagegate::auth::{self, KeySource, KeysContext};
+use sagegate::app::Loaded;
+use sagegate::auth;
 use sagegate::config::GatewayConfig;
 use sagegate::limits::LimitClock;
-use sagegate::pipeline::Gateway;
-use sagegate::upstream;
 
 #[derive(Parser)]
 #[command(
@@ -258,51 +257,18 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Loads gateway.yaml and the keys; returns every diagnostic of both on failure.
-fn load(
-    config: &PathBuf,
-    keys: &str,
-) -> Result<(GatewayConfig, KeySource, KeysContext, auth::KeySet), String> {
-    let name = config.display().to_string();
-    let text = std::fs::read_to_string(config).map_err(|e| format!("{name}: cannot read: {e}"))?;
-    let gateway = GatewayConfig::parse(&name, &text, &env);
-    let source = KeySource::parse(keys).map_err(|e| format!("{keys}: {e}"))?;
-    // Check the keys even when gateway.yaml has errors, against the names it declares, so one run
-    // reports the problems of both files.
-    let names = match &gateway {
-        Ok(g) => Some((g.stage_names(), g.route_keys())),
-        Err(_) => GatewayConfig::declared_names(&name, &text, &env),
-    };
-    let Some((stages, routes)) = names else {
-        let errors = gateway.err().map(|d| d.to_string()).unwrap_or_default();
-        return Err(format!(
-            "{errors}\n{keys}: not checked: {name} does not parse"
-        ));
-    };
-    let ctx = KeysContext::new(stages, routes);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let set = runtime.block_on(auth::load_initial(&source, &ctx));
-    match (gateway, set) {
-        (Ok(gateway), Ok(set)) => Ok((gateway, source, ctx, set)),
-        (gateway, set) => {
-            let errors: Vec<String> = [
-                gateway.err().map(|d| d.to_string()),
-                set.err().map(|d| d.to_string()),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            Err(errors.join("\n"))
-        }
-    }
+/// Loads gateway.yaml and the keys ([`sagegate::app::load`]).
+fn load(config: &Path, keys: &str) -> Result<Loaded, String> {
+    sagegate::app::load(config, keys, &env)
 }
 
 fn check_config(config: PathBuf, keys: String) -> ExitCode {
     match load(&config, &keys) {
-        Ok((gateway, _, _, set)) => {
+        Ok(Loaded {
+            config: gateway,
+            keys: set,
+            ..
+        }) => {
             for warning in &gateway.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -323,7 +289,7 @@ fn check_config(config: PathBuf, keys: String) -> ExitCode {
 }
 
 fn usage(
-    config: &PathBuf,
+    config: &Path,
     keys: &str,
     admin: Option<&str>,
     key_id: Option<&str>,
@@ -344,8 +310,11 @@ fn usage(
         }
         return serde_json::from_str(&body).map_err(|e| format!("{url}: not JSON: {e}"));
     }
-    let (gateway, _, _, set) =
-        load(config, keys).map_err(|e| format!("configuration is invalid:\n{e}"))?;
+    let Loaded {
+        config: gateway,
+        keys: set,
+        ..
+    } = load(config, keys).map_err(|e| format!("configuration is invalid:\n{e}"))?;
     let Some(settings) = gateway.limits.redis.clone() else {
         return Err(format!(
             "{}: limits.store is memory: the counts live in the running gateway; ask it with --admin http://127.0.0.1:9090",
@@ -362,12 +331,14 @@ fn usage(
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let clock = LimitClock::system();
-        let limiters = sagegate::pipeline::key_limiters(&set, &clock).map_err(|e| e.to_string())?;
+        let limiters = set
+            .limiters(&Default::default(), &clock)
+            .map_err(|e| e.to_string())?;
         let store =
             sagegate::limits::RedisStore::new(settings, sagegate::limits::MemoryStore::new(clock))
                 .map_err(|e| format!("limits.redis: {e}"))?;
         let limiter = sagegate::limits::Limiter::Redis(store);
-        sagegate::pipeline::usage_json(&limiter, &limiters, key_id, period).await
+        sagegate::limits::usage_json(&limiter, &limiters, key_id, period).await
     })
 }
 
@@ -486,96 +457,29 @@ fn serve(
     admin_listen: Option<String>,
     keys_poll_interval: Duration,
 ) -> anyhow::Result<()> {
-    let (gateway_config, source, mut ctx, set) =
+    let mut loaded =
         load(&config, &keys).map_err(|e| anyhow::anyhow!("configuration is invalid:\n{e}"))?;
-    ctx.reload.s3_poll_interval = keys_poll_interval;
-    for warning in &gateway_config.warnings {
+    loaded.keys_context.reload.s3_poll_interval = keys_poll_interval;
+    for warning in &loaded.config.warnings {
         tracing::warn!(%warning, "configuration warning");
     }
-    let address = listen.unwrap_or_else(|| gateway_config.server.listen.clone());
+    let address = listen.unwrap_or_else(|| loaded.config.server.listen.clone());
     let listener =
         TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
     let admin_address = match admin_listen {
         Some(a) if a.is_empty() => None,
         Some(a) => Some(a),
-        None => gateway_config.server.admin_listen.clone(),
+        None => loaded.config.server.admin_listen.clone(),
     };
     let admin_listener = admin_address
         .map(|a| {
             TcpListener::bind(&a).with_context(|| format!("cannot listen on {a} (admin listener)"))
         })
         .transpose()?;
-    let workers = gateway_config.server.workers;
-    let system = actix_web::rt::System::with_tokio_rt(move || {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all();
-        if let Some(n) = workers {
-            builder.worker_threads(n);
-        }
-        builder.build().unwrap_or_else(|e| {
-            eprintln!("sagegate: cannot start the runtime: {e}");
-            std::process::exit(1)
-        })
-    });
-    system.block_on(async move {
-        let sagemaker = &gateway_config.sagemaker;
-        match upstream::client::endpoint_override(sagemaker) {
-            Some((url, from)) => {
-                tracing::info!(endpoint = %url, from, "SageMaker Runtime endpoint override")
-            }
-            None => tracing::info!("SageMaker Runtime endpoint from the region"),
-        }
-        let upstream = upstream::client::build(sagemaker).await?;
-        let config = Arc::new(gateway_config);
-        let store = Arc::new(auth::KeyStore::new(set));
-        let otlp = config.telemetry.otlp.clone();
-        let limiter = sagegate::pipeline::connect_limiter(&config, LimitClock::system()).await?;
-        let mut gateway = Gateway::new(config, store.current(), upstream, limiter)?;
-        // OTLP traces (off unless `telemetry.otlp.enabled`): started before the listener opens.
-        let exporting = match &otlp {
-            Some(otlp) => {
-                let (tracer, exporting) = sagegate::otel::start(otlp, &gateway.metrics)?;
-                tracing::info!(endpoint = %otlp.traces_url, service = %otlp.service_name, ratio = otlp.sampling.ratio, trust_caller_sampling = otlp.sampling.trust_caller, "OTLP trace export on");
-                gateway = gateway.with_tracer(tracer);
-                Some(exporting)
-            }
-            None => None,
-        };
-        let gateway = Arc::new(gateway);
-        let on_reload = {
-            let gateway = gateway.clone();
-            move |set: &Arc<auth::KeySet>| gateway.install_keys(set.clone())
-        };
-        auth::spawn_reloader(store.clone(), source, ctx, on_reload);
-        sagegate::pipeline::spawn_housekeeping(gateway.clone());
-        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = match admin_listener {
-            Some(l) => {
-                tracing::info!(listen = %l.local_addr()?, "sagegate admin listening");
-                let stop = async move {
-                    let _ = admin_stopped.await;
-                };
-                Some(sagegate::server::run_admin(
-                    l,
-                    gateway.clone(),
-                    Some(store),
-                    stop,
-                )?)
-            }
-            None => None,
-        };
-        let admin = admin.map(actix_web::rt::spawn);
-        tracing::info!(listen = %listener.local_addr()?, "sagegate listening");
-        sagegate::server::run(listener, gateway, sagegate::shutdown_signal())?.await?;
-        let _ = stop_admin.send(());
-        if let Some(admin) = admin {
-            let _ = admin.await;
-        }
-        // After the drain: every request has finished, so every span is queued.
-        if let Some(exporting) = exporting {
-            exporting.shutdown(sagegate::otel::FLUSH_BOUND).await;
-        }
-        tracing::info!("sagegate stopped");
-        Ok(())
-    })
+    sagegate::app::serve(
+        listener,
+        admin_listener,
+        loaded,
+        sagegate::shutdown_signal(),
+    )
 }

@@ -172,6 +172,16 @@ impl Drop for Held {
     }
 }
 
+/// Bytes of `produced` that are new, not a view of `source` (a passthrough body, an answer sent on
+/// unchanged): these are what a stage adds to the request's memory.
+pub fn new_bytes(produced: &bytes::Bytes, source: &bytes::Bytes) -> usize {
+    if produced.as_ptr() == source.as_ptr() {
+        0
+    } else {
+        produced.len()
+    }
+}
+
 /// The default of `server.memory_budget_bytes`: half the cgroup's memory limit (v2 `memory.max`,
 /// else v1 `memory.limit_in_bytes`), or [`FALLBACK_BUDGET`] when there is no limit or it cannot be
 /// read. The source is returned for the start-up log.

@@ -38,27 +38,12 @@ use prometheus::{
 
 use crate::config::GatewayConfig;
 use crate::context::{Limited, RequestContext};
-use crate::upstream::UpstreamFailure;
 
 /// Latency buckets in seconds: 1 ms to 60 s (the longest route timeout).
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 29.0, 60.0,
 ];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-/// SageMaker Runtime error types counted by name; anything else is `Other`.
-const UPSTREAM_ERROR_TYPES: &[&str] = &[
-    "ModelError",
-    "ThrottlingException",
-    "ModelNotReadyException",
-    "ServiceUnavailable",
-    "InternalFailure",
-    "InternalDependencyException",
-    "ValidationError",
-    "AccessDeniedException",
-    "Timeout",
-    "Transport",
-    "Other",
-];
 
 /// The children of one (stage, route).
 struct RouteMetrics {
@@ -404,7 +389,7 @@ impl Metrics {
         // A short-circuited request made no SageMaker call; the breaker counts it per endpoint.
         if let Some(error_type) = ctx
             .upstream_error
-            .filter(|t| *t != crate::breaker::CIRCUIT_OPEN)
+            .filter(|t| *t != crate::context::CIRCUIT_OPEN)
         {
             self.inc(&self.upstream_errors, &[error_type]);
         }
@@ -476,68 +461,9 @@ impl Metrics {
     }
 }
 
-/// The SageMaker error type of a failed call, from a fixed list.
-pub fn upstream_error_type(failure: &UpstreamFailure) -> &'static str {
-    use crate::error::GatewayError;
-    match &failure.reply {
-        Some(reply) => {
-            let raw = reply.header("x-amzn-errortype").unwrap_or("");
-            let name = raw.split(':').next().unwrap_or("");
-            match &failure.error {
-                GatewayError::ModelError { .. } => "ModelError",
-                _ => UPSTREAM_ERROR_TYPES
-                    .iter()
-                    .find(|t| **t == name)
-                    .copied()
-                    .unwrap_or("Other"),
-            }
-        }
-        None => match failure.error {
-            GatewayError::IntegrationTimeout(_) => "Timeout",
-            _ => "Transport",
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::GatewayError;
-    use crate::upstream::UpstreamReply;
-
-    fn failure(error: GatewayError, error_type: Option<&str>) -> UpstreamFailure {
-        UpstreamFailure {
-            error,
-            reply: error_type.map(|t| UpstreamReply {
-                status: 500,
-                body: bytes::Bytes::new(),
-                headers: vec![("x-amzn-errortype".into(), t.into())],
-            }),
-        }
-    }
-
-    #[test]
-    fn upstream_error_types_come_from_a_fixed_list() {
-        let f = |e, t| upstream_error_type(&failure(e, t));
-        let failed = || GatewayError::IntegrationFailure("x".into());
-        assert_eq!(f(failed(), Some("InternalFailure")), "InternalFailure");
-        assert_eq!(
-            f(
-                failed(),
-                Some("ServiceUnavailable:http://internal.amazon.com/")
-            ),
-            "ServiceUnavailable"
-        );
-        assert_eq!(f(failed(), Some("<script>")), "Other");
-        assert_eq!(f(failed(), None), "Transport");
-        assert_eq!(
-            f(
-                GatewayError::IntegrationTimeout(Duration::from_secs(1)),
-                None
-            ),
-            "Timeout"
-        );
-    }
 
     #[test]
     fn labels_only_take_configured_values() {

@@ -41,14 +41,10 @@ use crate::config::gateway::ServerConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::memory::Held;
-use crate::pipeline::{Gateway, GatewayRequest, GatewayResponse, client_ip};
+use crate::message::{GatewayRequest, GatewayResponse};
+use crate::pipeline::Gateway;
 
-/// `x-amzn-RequestId`, on every response.
-pub const REQUEST_ID_HEADER: &str = "x-amzn-RequestId";
-/// `X-Amzn-Trace-Id`, propagated or generated.
-pub const TRACE_ID_HEADER: &str = "X-Amzn-Trace-Id";
-/// Path of the load balancer health check.
-pub const HEALTH_PATH: &str = "/healthz";
+pub use crate::message::{HEALTH_PATH, REQUEST_ID_HEADER, TRACE_ID_HEADER};
 
 /// State shared by the workers.
 pub struct AppState {
@@ -200,8 +196,9 @@ async fn usage(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
             }
         }
     }
-    let gateway = &state.gateway;
-    match crate::pipeline::usage_report(gateway, key_id.as_deref(), period).await {
+    let keys = state.gateway.keys.load();
+    let limiter = &state.gateway.limiter;
+    match crate::limits::usage_json(limiter, &keys.limiters, key_id.as_deref(), period).await {
         Ok(report) => HttpResponse::Ok()
             .content_type("application/json")
             .body(report.to_string()),
@@ -443,6 +440,30 @@ fn write(
     })
 }
 
+/// Picks the client address: the TCP peer, or with `trusted_hops` proxies in front, the address
+/// the outermost trusted proxy saw (the `trusted_hops`-th entry from the right of
+/// `X-Forwarded-For`). Entries left of it are client-supplied and never trusted.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    forwarded_for: &[&str],
+    trusted_hops: usize,
+) -> std::net::IpAddr {
+    if trusted_hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = forwarded_for
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return peer;
+    }
+    let idx = entries.len().saturating_sub(trusted_hops);
+    entries[idx].parse().unwrap_or(peer)
+}
+
 fn valid_trace_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
@@ -454,4 +475,25 @@ pub(crate) fn new_trace_id() -> String {
         .map_or(0, |d| d.as_secs());
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("Root=1-{secs:08x}-{}", &random[..24])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_trusts_only_configured_hops() {
+        let peer: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &["1.2.3.4"], 0), peer);
+        assert_eq!(
+            client_ip(peer, &["6.6.6.6, 1.2.3.4"], 1),
+            "1.2.3.4".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &["6.6.6.6", "1.2.3.4, 10.0.0.9"], 2),
+            "1.2.3.4".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(peer, &[], 1), peer);
+        assert_eq!(client_ip(peer, &["garbage"], 1), peer);
+    }
 }

@@ -20,7 +20,7 @@ use crate::config::GatewayConfig;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::integration;
-use crate::pipeline::{self, Gateway, GatewayRequest, GatewayResponse};
+use crate::message::{GatewayRequest, GatewayResponse};
 use crate::upstream::{UpstreamReply, classify};
 
 /// The request to try.
@@ -90,12 +90,12 @@ pub fn run(
     let refused = |e: GatewayError| refusal(&req, e);
 
     // route
-    let (stage, route, path_params) = Gateway::route(config, &req, &mut ctx).map_err(refused)?;
+    let (stage, route, path_params) = config.route(&req, &mut ctx).map_err(refused)?;
     let query = crate::route::decode_query(&req.query, config.server.decode_parameters)
         .map_err(|e| refused(GatewayError::InvalidRequest(e.to_string())))?;
     // Like the console's Test, no budget applies: an account of an unlimited one.
     let memory = crate::memory::MemoryBudget::new(u64::MAX).account();
-    let mut input = pipeline::mapping_input(stage, &req, path_params, query, &memory);
+    let mut input = integration::mapping_input(stage, &req, path_params, query, &memory);
     // read body
     if request.body.len() > config.server.max_body_bytes {
         return Err(refused(GatewayError::RequestTooLarge));
@@ -105,7 +105,7 @@ pub fn run(
     crate::validate::request(route, &input, &mut ctx).map_err(refused)?;
     // render request
     let (invocation, overrides) =
-        Gateway::render_request(config, stage, route, &input, &ctx).map_err(refused)?;
+        integration::invocation(config, stage, route, &input, &ctx).map_err(refused)?;
 
     let mut headers = Map::new();
     let named = [
@@ -150,7 +150,7 @@ pub fn run(
             Err(classify::from_reply(reply))
         };
         // select integration response + render response
-        let response = match pipeline::respond(route, result, &input, &mut ctx, &overrides) {
+        let response = match integration::response(route, result, &input, &mut ctx, &overrides) {
             Ok(r) => r,
             // A template or selection that fails is the configuration's fault, not an answer.
             Err(e @ GatewayError::ApiConfiguration(_)) => return Err(refused(e)),

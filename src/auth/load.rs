@@ -25,10 +25,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{ApiKey, KeySet, Origin, Quota, QuotaPeriod, Throttle, UsagePlan};
+use super::{ApiKey, KeySet, Origin, QuotaPeriod, QuotaSpec, ThrottleSpec, UsagePlan};
 use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::yaml::Doc;
-use crate::route::normalize_route_key;
+use crate::route::{RouteKey, normalize_route_key};
 
 /// What the keys file is checked against, and how it is reloaded.
 #[derive(Clone, Debug, Default)]
@@ -342,7 +342,7 @@ impl<'a> Compiler<'a> {
         for (key, t) in raw.route_throttles {
             let rpath = format!("{path}.route_throttles.{key}");
             let throttle = self.throttle(&rpath, t);
-            let Some(route) = normalize_route_key(&key) else {
+            let Some(parsed) = RouteKey::parse(&key) else {
                 let msg = format!(
                     "route `{key}` must be `METHOD /resource/path` or `/resource/path/METHOD` \
                      (METHOD one of {})",
@@ -351,6 +351,7 @@ impl<'a> Compiler<'a> {
                 self.err(&rpath, msg);
                 continue;
             };
+            let route = parsed.to_string();
             if !self.ctx.routes.contains(&route) {
                 let msg = format!(
                     "unknown route `{route}` (gateway config routes: {})",
@@ -364,9 +365,9 @@ impl<'a> Compiler<'a> {
                 self.err(&rpath, msg);
                 continue;
             }
-            spelled.insert(route.clone(), key);
+            spelled.insert(route, key);
             if let Some(throttle) = throttle {
-                route_throttles.insert(route, throttle);
+                route_throttles.insert(parsed, throttle);
             }
         }
         (self.diags.len() == before).then_some(UsagePlan {
@@ -378,7 +379,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn throttle(&mut self, path: &str, raw: RawThrottle) -> Option<Throttle> {
+    fn throttle(&mut self, path: &str, raw: RawThrottle) -> Option<ThrottleSpec> {
         let rate = raw.rate_limit;
         let rate_ok = rate.is_finite() && rate > 0.0;
         if !rate_ok {
@@ -402,13 +403,13 @@ impl<'a> Compiler<'a> {
             );
             return None;
         }
-        Some(Throttle {
+        Some(ThrottleSpec {
             rate_limit: rate,
             burst_limit: burst,
         })
     }
 
-    fn quota(&mut self, path: &str, raw: RawQuota) -> Option<Quota> {
+    fn quota(&mut self, path: &str, raw: RawQuota) -> Option<QuotaSpec> {
         let Some(limit) = u64::try_from(raw.limit).ok().filter(|l| *l >= 1) else {
             self.err(&format!("{path}.limit"), "must be an integer >= 1");
             return None;
@@ -425,7 +426,7 @@ impl<'a> Compiler<'a> {
             RawPeriod::Week => QuotaPeriod::Week,
             RawPeriod::Month => QuotaPeriod::Month,
         };
-        Some(Quota {
+        Some(QuotaSpec {
             limit,
             period,
             offset,

@@ -24,14 +24,19 @@
 //! Security: never log a key value or its hash; log the key id. `Debug` of every type here omits
 //! hashes. The lookup's timing depends only on the SHA-256 of what the client sent, never on how
 //! many bytes of a real key it got right (a prefix of a key says nothing about its digest).
-//! Throttling repeated failed-key attempts (unknown, disabled or wrong-stage keys alike) is the
-//! pipeline's job, with `limits::FailedAttemptLimiter`.
+//! Throttling repeated failed-key attempts (unknown, disabled or wrong-stage keys alike) is part of
+//! the stage ([`authenticate`], with `limits::FailedAttemptLimiter`).
+//!
+//! The stage function over a request ([`authenticate`]) and the keys as the pipeline holds them,
+//! with their limiter state ([`KeysSnapshot`]), live in `stage.rs`. Plans speak the limits'
+//! vocabulary ([`ThrottleSpec`], [`QuotaSpec`], [`RouteKey`]), so nothing translates between them.
 
 pub mod edit;
 mod load;
 mod newkey;
 mod reload;
 mod source;
+mod stage;
 pub mod write;
 
 #[cfg(test)]
@@ -48,41 +53,18 @@ pub use self::load::{KeysContext, ReloadOptions, parse_keys};
 pub use self::newkey::{NewKey, new_key, new_value};
 pub use self::reload::{KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader};
 pub use self::source::KeySource;
-pub use crate::route::normalize_route_key;
+pub use self::stage::{KeysSnapshot, authenticate};
+pub use crate::route::{RouteKey, normalize_route_key};
 
-/// Header carrying the API key (matched case-insensitively, as all header names).
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub use crate::message::API_KEY_HEADER;
 
-/// A token bucket's settings, as in API Gateway's `ThrottleSettings`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Throttle {
-    /// Steady refill rate in requests per second; finite and `> 0`, may be fractional.
-    pub rate_limit: f64,
-    /// Bucket size: requests admitted at once after a quiet period; `>= 1`.
-    pub burst_limit: u32,
-}
-
-/// Quota period, as API Gateway spells it in the file: `DAY`, `WEEK`, `MONTH`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum QuotaPeriod {
-    /// `DAY`.
-    Day,
-    /// `WEEK`.
-    Week,
-    /// `MONTH`.
-    Month,
-}
-
-/// A usage plan's quota, as in API Gateway's `QuotaSettings`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Quota {
-    /// Requests admitted per period; `>= 1`.
-    pub limit: u64,
-    /// The period after which the count starts again.
-    pub period: QuotaPeriod,
-    /// Requests subtracted from `limit` in the first period; `0..=limit`, default 0.
-    pub offset: u64,
-}
+/// The keys file speaks the limits' own vocabulary (one set of types for the keys file,
+/// gateway.yaml and the limiter). The old names stay as aliases for one step.
+pub use crate::limits::{QuotaPeriod, QuotaSpec, ThrottleSpec};
+/// Former name of [`ThrottleSpec`].
+pub type Throttle = ThrottleSpec;
+/// Former name of [`QuotaSpec`].
+pub type Quota = QuotaSpec;
 
 /// A usage plan: which stages it covers and the limits it sets per key.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,12 +74,11 @@ pub struct UsagePlan {
     /// Stages covered, in file order, each defined in gateway.yaml.
     pub stages: Vec<String>,
     /// Per-key throttle (applied after the per-route overrides); `None` = no per-key throttle.
-    pub throttle: Option<Throttle>,
+    pub throttle: Option<ThrottleSpec>,
     /// Per-key quota; `None` = unlimited.
-    pub quota: Option<Quota>,
-    /// Per-key, per-route throttle overrides, keyed by normalised route key `"GET /path"`
-    /// (see [`normalize_route_key`]); every key is a route of gateway.yaml.
-    pub route_throttles: HashMap<String, Throttle>,
+    pub quota: Option<QuotaSpec>,
+    /// Per-key, per-route throttle overrides; every key is a route of gateway.yaml.
+    pub route_throttles: HashMap<RouteKey, ThrottleSpec>,
 }
 
 /// An API key, without its value.

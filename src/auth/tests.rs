@@ -70,7 +70,7 @@ fn valid_fixture_compiles_to_the_model() {
             offset: 0,
         }),
         route_throttles: HashMap::from([(
-            "GET /recommended-movies/{user_id}".to_owned(),
+            crate::route::RouteKey::parse("GET /recommended-movies/{user_id}").unwrap(),
             throttle(5.0, 10),
         )]),
     };
@@ -85,7 +85,10 @@ fn valid_fixture_compiles_to_the_model() {
             offset: 40,
         }),
         // API Gateway's "/path/METHOD" spelling, normalised.
-        route_throttles: HashMap::from([("POST /things".to_owned(), throttle(2.0, 4))]),
+        route_throttles: HashMap::from([(
+            crate::route::RouteKey::parse("POST /things").unwrap(),
+            throttle(2.0, 4),
+        )]),
     };
     assert_eq!(set.plan("gold-temp").map(|p| &**p), Some(&gold));
     let prod_only = set.plan("prod-only").unwrap();

@@ -25,6 +25,7 @@ use super::KeySource;
 use super::source::{Fetched, Fetcher};
 
 /// Content type of a written S3 object.
+#[cfg(feature = "aws")]
 const CONTENT_TYPE: &str = "application/yaml";
 
 /// Why a write did not happen.
@@ -55,6 +56,7 @@ enum Version {
     /// SHA-256 of the file's bytes.
     File([u8; 32]),
     /// The S3 object's ETag.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     S3(String),
 }
 

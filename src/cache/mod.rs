@@ -4,7 +4,8 @@
 //! Input: the stage and route settings ([`crate::config::cache`]), the request's key parameters,
 //! its `Cache-Control` header and caller, and a way to invoke SageMaker. Output: a [`Fetched`]
 //! holding the upstream reply (from the cache, from another request's call, or from this request's
-//! own call) and the [`CacheStatus`] for the `x-sagegate-cache` header and the access log.
+//! own call) and the [`CacheStatus`] for the `x-sagegate-cache` header and the access log. The
+//! stage function the pipeline calls is [`lookup`] (`stage.rs`).
 //!
 //! What is stored: the *upstream reply* of a successful call (status 200, at most
 //! `max_entry_bytes`), before integration responses and response templates, minus the headers that
@@ -48,6 +49,8 @@ use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
 use crate::limits::LimitClock;
 use crate::upstream::{InvokeStats, UpstreamFailure, UpstreamReply};
+
+pub use self::stage::lookup;
 
 /// Response header telling the client how the cache served it.
 pub const CACHE_STATUS_HEADER: &str = "x-sagegate-cache";
@@ -424,5 +427,6 @@ impl StageCache {
 #[derive(Debug)]
 struct NotStored;
 
+mod stage;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 //! - A mapping expression `method.request.header.x-api-key` feeding the integration request
 //!   (`custom_attributes`, `inference_id`, `target_variant`, `request_parameters`) is an error.
 //! - Request templates do not see the header at run time (`$input.params()` leaves it out, see
-//!   `pipeline::mapping_input`); a request template that names it gets a warning at load, since it
+//!   `integration::mapping_input`); a request template that names it gets a warning at load, since it
 //!   would render an empty value where the operator expected the key.
 //!
 //! The cache's `key_parameters` may still read it (per-caller caching keeps the key in memory only).

@@ -325,7 +325,7 @@ fn key_part(expr: &str) -> Result<KeyPart, String> {
         _ => {}
     }
     match ParamSource::parse(expr).map_err(|_| refused())? {
-        ParamSource::Header(n) if n.eq_ignore_ascii_case(crate::auth::API_KEY_HEADER) => {
+        ParamSource::Header(n) if n.eq_ignore_ascii_case(crate::message::API_KEY_HEADER) => {
             Err(format!(
                 "`{expr}`: the API key is never kept in a cache key; use context.identity.apiKeyId"
             ))

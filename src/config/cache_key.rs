@@ -355,7 +355,7 @@ fn path_need(route: &Route, name: &str) -> Option<Need> {
 
 fn header_need(name: &str, what: String) -> Need {
     let lower = name.to_ascii_lowercase();
-    if lower == crate::auth::API_KEY_HEADER {
+    if lower == crate::message::API_KEY_HEADER {
         return Need::refused("the API key is never kept in a cache key", what)
             .hint("key by caller with context.identity.apiKeyId instead of reading the key");
     }

@@ -20,8 +20,8 @@ use super::param::ParamSource;
 use super::telemetry::{self, TelemetryConfig};
 use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
 use super::yaml::Doc;
-use crate::limits::{FailurePolicy, RedisSettings, ThrottleSpec};
-use crate::route::{RouteSpec, RouteTable};
+use crate::limits::{FailurePolicy, RedisSettings, RouteThrottle, ThrottleSpec};
+use crate::route::{RouteKey, RouteSpec, RouteTable};
 
 /// Longest integration timeout a route may set: SageMaker's own 60 s limit.
 pub const MAX_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -386,8 +386,8 @@ pub struct Stage {
     pub variables: BTreeMap<String, String>,
     /// Stage default throttle.
     pub throttle: Option<ThrottleSpec>,
-    /// Per-route stage throttles: (method, resource path, settings).
-    pub route_throttles: Vec<(String, String, ThrottleSpec)>,
+    /// Per-route stage throttles.
+    pub route_throttles: Vec<RouteThrottle>,
     /// The stage cache.
     pub cache: StageCacheConfig,
 }
@@ -1115,8 +1115,11 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
         for (key, t) in &raw.route_throttles {
             let tpath = format!("{path}.route_throttles.{key}");
             check_throttle(doc, &tpath, t, errors);
-            match parse_route_key(key) {
-                Some((m, p)) => route_throttles.push((m, p, *t)),
+            match RouteKey::parse(key) {
+                Some(route) => route_throttles.push(RouteThrottle {
+                    route,
+                    throttle: *t,
+                }),
                 None => errors.push(doc.error(
                     &tpath,
                     "keys are `METHOD /resource/path`, e.g. `GET /recommended-movies/{user_id}`",
@@ -1145,10 +1148,9 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
 }
 
 /// Parses `"GET /path"` or API Gateway's `"/path/GET"` into (method, path).
+/// ([`RouteKey::parse`], taken apart.)
 pub fn parse_route_key(key: &str) -> Option<(String, String)> {
-    let normalized = crate::route::normalize_route_key(key)?;
-    let (method, path) = normalized.split_once(' ')?;
-    Some((method.to_owned(), path.to_owned()))
+    RouteKey::parse(key).map(|k| (k.method, k.path))
 }
 
 fn normalize_path(p: &str) -> String {
@@ -1372,11 +1374,11 @@ fn check_stage_route_throttles(
         .map(|r| (r.method.clone(), r.path.clone()))
         .collect();
     for stage in stages.values() {
-        for (m, p, _) in &stage.route_throttles {
-            if !keys.contains(&(m.clone(), p.clone())) {
+        for RouteThrottle { route, .. } in &stage.route_throttles {
+            if !keys.contains(&(route.method.clone(), route.path.clone())) {
                 errors.push(doc.error(
                     &format!("stages.{}.route_throttles", stage.name),
-                    format!("no route `{m} {p}`"),
+                    format!("no route `{route}`"),
                 ));
             }
         }

@@ -6,6 +6,7 @@ pub mod diag;
 pub mod gateway;
 pub mod models;
 pub mod param;
+pub mod resolve;
 pub mod telemetry;
 pub mod templates;
 pub mod yaml;

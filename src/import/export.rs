@@ -207,7 +207,7 @@ impl Reader<'_> {
             let authtype = field("x-amazon-apigateway-authtype");
             if field("type") == "apiKey"
                 && field("in") == "header"
-                && field("name").eq_ignore_ascii_case(crate::pipeline::API_KEY_HEADER)
+                && field("name").eq_ignore_ascii_case(crate::message::API_KEY_HEADER)
                 && authorizer.is_none()
                 && authtype.is_empty()
             {

@@ -19,18 +19,17 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+
+use crate::route::RouteKey;
 
 use super::{Bucket, LimitClock, QuotaCounter, QuotaSpec, QuotaUsage, SpecError, ThrottleSpec};
 
 /// A throttle override for one route: API Gateway's `"{resourcePath}/{METHOD}"` entries.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RouteThrottle {
-    /// HTTP method as the router reports it, upper case (`GET`).
-    pub method: String,
-    /// The route's resource path template as configured (`/recommended-movies/{user_id}`).
-    pub resource_path: String,
+    /// The route: method as the router reports it, upper case (`GET`), and resource path
+    /// template as configured (`/recommended-movies/{user_id}`).
+    pub route: RouteKey,
     /// The bucket's settings.
     pub throttle: ThrottleSpec,
 }
@@ -51,8 +50,7 @@ pub struct KeyPlanSpec {
 }
 
 struct RouteBucket {
-    method: String,
-    resource_path: String,
+    route: RouteKey,
     bucket: Bucket,
 }
 
@@ -65,11 +63,10 @@ fn route_buckets(
     routes
         .iter()
         .map(|route| {
-            let name = format!("{prefix}/route:{} {}", route.method, route.resource_path);
-            let store_key = format!("{store_prefix}:{} {}", route.method, route.resource_path);
+            let name = format!("{prefix}/route:{}", route.route);
+            let store_key = format!("{store_prefix}:{}", route.route);
             Ok(RouteBucket {
-                method: route.method.clone(),
-                resource_path: route.resource_path.clone(),
+                route: route.route.clone(),
                 bucket: Bucket::new(name, route.throttle, clock)?.with_store_key(store_key),
             })
         })
@@ -94,7 +91,7 @@ fn find_route<'a>(
     // A handful of entries per plan or stage: a linear scan beats hashing and allocates nothing.
     routes
         .iter()
-        .find(|r| r.method == method && r.resource_path == resource_path)
+        .find(|r| r.route.is(method, resource_path))
         .map(|r| &r.bucket)
 }
 

@@ -4,6 +4,9 @@
 //! caller is known (optional API key and the usage plan that covers the stage) and the route is
 //! matched, and before any work is spent on the request.
 //!
+//! The stage function is [`admit`]: the caller's [`KeyLimiter`] and the stage's [`StageLimiter`]
+//! for the matched route, answered as the client-visible outcome.
+//!
 //! Input: an [`AdmitRequest`], i.e. borrowed handles to the token buckets and the quota counter that
 //! apply to this caller on this route (built by [`AdmitRequest::new`] from a [`KeyLimiter`] and a
 //! [`StageLimiter`]). Output: an [`Admission`]: admitted, `Throttled` (429 "Too Many Requests") or
@@ -49,6 +52,7 @@ mod keys;
 mod quota;
 pub mod redis;
 mod store;
+mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -56,6 +60,8 @@ mod tests;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::error::GatewayError;
 
 pub use self::bucket::Bucket;
 pub use self::clock::{LimitClock, ManualClock};
@@ -66,6 +72,7 @@ pub use self::keys::{
 pub use self::quota::{QuotaCounter, QuotaUsage, period_bounds};
 pub use self::redis::{FailurePolicy, RedisSettings, RedisStore, UsagePeriod};
 pub use self::store::{AdmitRequest, LimitStore, Limiter, MemoryStore, StoreStatus};
+pub use self::usage::usage_json;
 
 /// A token bucket's settings, as in API Gateway's `ThrottleSettings`.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -130,13 +137,13 @@ impl Admission {
         matches!(self, Admission::Admitted)
     }
 
-    /// The `Retry-After` header value in whole seconds: the wait rounded up, at least 1 (a
-    /// client told "0" would retry at once and be rejected again). `None` when admitted.
+    /// The `Retry-After` header value in whole seconds ([`crate::error::retry_after_secs`]: the
+    /// wait rounded up, at least 1). `None` when admitted.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Admission::Admitted => None,
             Admission::Throttled { retry_after } | Admission::QuotaExceeded { retry_after } => {
-                Some(ceil_secs(*retry_after).max(1))
+                Some(crate::error::retry_after_secs(*retry_after))
             }
             // The store is probed every second or so by default.
             Admission::StoreUnavailable => Some(1),
@@ -144,8 +151,27 @@ impl Admission {
     }
 }
 
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+/// The admit stage: the caller's (key, plan) limits and the stage's, for the matched route
+/// (`method` upper case, `resource_path` its template), in the order above, as the client-visible
+/// outcome.
+pub async fn admit(
+    limiter: &Limiter,
+    key: Option<&KeyLimiter>,
+    stage: Option<&StageLimiter>,
+    method: &str,
+    resource_path: &str,
+) -> Result<(), GatewayError> {
+    let request = AdmitRequest::new(key, stage, method, resource_path);
+    match limiter.admit(&request).await {
+        Admission::Admitted => Ok(()),
+        Admission::Throttled { retry_after } => Err(GatewayError::Throttled { retry_after }),
+        Admission::QuotaExceeded { retry_after } => {
+            Err(GatewayError::QuotaExceeded { retry_after })
+        }
+        Admission::StoreUnavailable => Err(GatewayError::Unavailable {
+            reason: "limit store down (on_store_failure: deny)",
+        }),
+    }
 }
 
 /// A limit setting that cannot be turned into a limiter. Keys-file and gateway.yaml validation

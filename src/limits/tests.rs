@@ -222,8 +222,10 @@ fn layered(
         KeyPlanSpec {
             throttle: Some(throttle(2.0, plan_burst)), // 500 ms
             route_throttles: vec![RouteThrottle {
-                method: GET.into(),
-                resource_path: MOVIES.into(),
+                route: crate::route::RouteKey {
+                    method: GET.into(),
+                    path: MOVIES.into(),
+                },
                 throttle: throttle(1.0, route_burst), // 1 s
             }],
             ..key_spec("partner-a", "standard")
@@ -235,8 +237,10 @@ fn layered(
         "prod",
         Some(throttle(8.0, default_burst)), // 125 ms
         &[RouteThrottle {
-            method: GET.into(),
-            resource_path: MOVIES.into(),
+            route: crate::route::RouteKey {
+                method: GET.into(),
+                path: MOVIES.into(),
+            },
             throttle: throttle(4.0, stage_route_burst), // 250 ms
         }],
         &clock,
@@ -895,8 +899,10 @@ fn reconcile_treats_a_changed_quota_or_route_override_as_a_new_plan() {
     assert_eq!(report.reset, 1);
     let mut with_route = base.clone();
     with_route.route_throttles.push(RouteThrottle {
-        method: GET.into(),
-        resource_path: MOVIES.into(),
+        route: crate::route::RouteKey {
+            method: GET.into(),
+            path: MOVIES.into(),
+        },
         throttle: throttle(1.0, 1),
     });
     let (_, report) = v2.reconcile(&[with_route], &clock).unwrap();
@@ -1229,8 +1235,10 @@ fn admit_cost() {
         KeyPlanSpec {
             throttle: Some(throttle(1e9, u32::MAX / 4)),
             route_throttles: vec![RouteThrottle {
-                method: GET.into(),
-                resource_path: MOVIES.into(),
+                route: crate::route::RouteKey {
+                    method: GET.into(),
+                    path: MOVIES.into(),
+                },
                 throttle: throttle(1e9, u32::MAX / 4),
             }],
             quota: Some(quota(u64::MAX, QuotaPeriod::Month)),

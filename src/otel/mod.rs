@@ -50,76 +50,18 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cache::Fetched;
 use crate::config::telemetry::{OtlpConfig, Sampling};
-use crate::context::{Authenticated, RequestContext};
-use crate::error::GatewayError;
+use crate::context::{Authenticated, RequestContext, RequestTrace, SpanValue, TraceDecision};
 use crate::metrics::Metrics;
 
 /// Longest the final flush may take at shutdown (ECS stops the task 10 s after the drain grace).
 pub const FLUSH_BOUND: Duration = Duration::from_secs(5);
 
-/// Span names of the stages, as they appear in X-Ray and trace back ends.
-pub mod names {
-    /// Stage selection and resource matching.
-    pub const ROUTE: &str = "route";
-    /// API key check.
-    pub const AUTHENTICATE: &str = "authenticate";
-    /// Throttles and quota.
-    pub const ADMIT: &str = "admit";
-    /// The request body, read once the request is admitted.
-    pub const READ_BODY: &str = "read body";
-    /// Required parameters.
-    pub const VALIDATE: &str = "validate";
-    /// Request template.
-    pub const RENDER: &str = "render request";
-    /// Stage cache (the SageMaker call of a miss is its child).
-    pub const CACHE: &str = "cache lookup";
-    /// The SageMaker Runtime call, retries included.
-    pub const INVOKE: &str = "SageMaker InvokeEndpoint";
-    /// Integration response and response template.
-    pub const RESPOND: &str = "respond";
-}
+/// Span names of the stages (they live with the context that records them).
+pub use crate::context::names;
 
-/// One stage's span, recorded while the request runs.
-#[derive(Debug, Clone)]
-pub struct StageSpan {
-    /// Span name (one of [`names`]).
-    pub name: &'static str,
-    /// `Internal`, or `Client` for the SageMaker call.
-    pub kind: SpanKind,
-    /// Index of the enclosing stage span in [`RequestTrace::stages`]; `None` = the server span.
-    pub parent: Option<usize>,
-    /// Start.
-    pub start: SystemTime,
-    /// End.
-    pub end: SystemTime,
-    /// Attributes.
-    pub attributes: Vec<KeyValue>,
-    /// Error type when the stage failed (API Gateway's response type or SageMaker's error type).
-    pub error: Option<&'static str>,
-}
-
-/// The trace of one request that may be sampled.
-#[derive(Debug, Clone)]
-pub struct RequestTrace {
-    decision: Decision,
-    trace_id: TraceId,
-    span_id: SpanId,
-    parent: Option<SpanId>,
-    start: SystemTime,
-    /// Stage spans in the order they ended.
-    pub stages: Vec<StageSpan>,
-}
-
-/// What the sampler knew at arrival; [`Decision::keep`] finishes it once authentication is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Decision {
-    /// The ratio's verdict.
-    ratio: bool,
-    /// The caller's sampled flag, when it sent one and callers are trusted.
-    caller: Option<bool>,
-}
+/// The arrival half of the sampling decision (recorded in the context as plain data).
+type Decision = TraceDecision;
 
 impl Decision {
     /// Whether the request may end up kept, so is worth recording.
@@ -135,111 +77,6 @@ impl Decision {
             Authenticated::Key => self.caller.unwrap_or(self.ratio),
         }
     }
-}
-
-impl RequestTrace {
-    /// Adds a stage span; returns its index (to parent later spans on it).
-    pub fn push(&mut self, span: StageSpan) -> usize {
-        self.stages.push(span);
-        self.stages.len() - 1
-    }
-}
-
-impl RequestContext {
-    /// The current time when this request is traced, to start a stage span; `None` (one branch,
-    /// no clock read) when it is not.
-    #[inline]
-    pub fn span_start(&self) -> Option<SystemTime> {
-        self.trace.as_ref().map(|_| SystemTime::now())
-    }
-
-    /// Records stage `name` from `start` to now, as a child of the server span.
-    pub fn span_end(
-        &mut self,
-        name: &'static str,
-        start: SystemTime,
-        error: Option<&GatewayError>,
-    ) {
-        if let Some(trace) = self.trace.as_mut() {
-            trace.push(StageSpan {
-                name,
-                kind: SpanKind::Internal,
-                parent: None,
-                start,
-                end: SystemTime::now(),
-                attributes: Vec::new(),
-                error: error.map(error_type),
-            });
-        }
-    }
-}
-
-/// Records the cache lookup (when the stage caches) and this request's own SageMaker call (when it
-/// made one: not for hits, nor for waiters of another request's call). The call is the lookup's
-/// child; it ended when the lookup returned and lasted `stats.latency`.
-pub fn record_fetch(
-    ctx: &mut RequestContext,
-    start: SystemTime,
-    endpoint: &str,
-    fetched: &Fetched,
-) {
-    let cache = ctx.cache;
-    let Some(trace) = ctx.trace.as_mut() else {
-        return;
-    };
-    let end = SystemTime::now();
-    let parent = cache.map(|status| {
-        trace.push(StageSpan {
-            name: names::CACHE,
-            kind: SpanKind::Internal,
-            parent: None,
-            start,
-            end,
-            attributes: vec![KeyValue::new("sagegate.cache", status)],
-            error: None,
-        })
-    });
-    let Some(stats) = fetched.stats else {
-        return;
-    };
-    let mut attributes = vec![
-        KeyValue::new("rpc.system", "aws-api"),
-        KeyValue::new("rpc.service", "SageMaker Runtime"),
-        KeyValue::new("rpc.method", "InvokeEndpoint"),
-        KeyValue::new("aws.sagemaker.endpoint_name", endpoint.to_owned()),
-        KeyValue::new("sagegate.attempts", i64::from(stats.attempts)),
-    ];
-    if let Some(status) = stats.status {
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-    }
-    if let Ok(reply) = &fetched.result
-        && let Some(id) = reply.header("x-amzn-requestid")
-    {
-        attributes.push(KeyValue::new("aws.request_id", id.to_owned()));
-    }
-    trace.push(StageSpan {
-        name: names::INVOKE,
-        kind: SpanKind::Client,
-        parent,
-        start: end.checked_sub(stats.latency).unwrap_or(start).max(start),
-        end,
-        attributes,
-        error: fetched
-            .result
-            .as_ref()
-            .err()
-            .map(crate::metrics::upstream_error_type),
-    });
-}
-
-/// API Gateway's response type of `err` (`INVALID_API_KEY`, `THROTTLED`, …).
-pub fn error_type(err: &GatewayError) -> &'static str {
-    err.default_response()
-        .response_type
-        .map_or("DEFAULT_5XX", crate::error::ResponseType::name)
 }
 
 /// The counters of `sagegate_otel_spans_total`.
@@ -356,9 +193,9 @@ impl Tracer {
         decision.may_keep().then(|| {
             Box::new(RequestTrace {
                 decision,
-                trace_id: TraceId::from_bytes(trace_id),
-                span_id: new_span_id(),
-                parent: parent.map(SpanId::from_bytes),
+                trace_id,
+                span_id: new_span_id().to_bytes(),
+                parent,
                 start: SystemTime::now(),
                 stages: Vec::with_capacity(8),
             })
@@ -387,9 +224,12 @@ impl Tracer {
 
     fn spans(&self, trace: RequestTrace, ctx: &RequestContext, status: u16) -> Vec<SpanData> {
         let end = SystemTime::now();
+        let trace_id = TraceId::from_bytes(trace.trace_id);
+        let span_id = SpanId::from_bytes(trace.span_id);
+        let parent_span = trace.parent.map(SpanId::from_bytes);
         let context = |span_id| {
             SpanContext::new(
-                trace.trace_id,
+                trace_id,
                 span_id,
                 TraceFlags::SAMPLED,
                 false,
@@ -422,9 +262,9 @@ impl Tracer {
             None => ctx.http_method.clone(),
         };
         let server = SpanData {
-            span_context: context(trace.span_id),
-            parent_span_id: trace.parent.unwrap_or(SpanId::INVALID),
-            parent_span_is_remote: trace.parent.is_some(),
+            span_context: context(span_id),
+            parent_span_id: parent_span.unwrap_or(SpanId::INVALID),
+            parent_span_is_remote: parent_span.is_some(),
             span_kind: SpanKind::Server,
             name: Cow::Owned(name),
             start_time: trace.start,
@@ -448,17 +288,28 @@ impl Tracer {
             let parent = stage
                 .parent
                 .and_then(|p| ids.get(p).copied())
-                .unwrap_or(trace.span_id);
+                .unwrap_or(span_id);
             spans.push(SpanData {
                 span_context: context(ids[i]),
                 parent_span_id: parent,
                 parent_span_is_remote: false,
-                span_kind: stage.kind,
+                span_kind: if stage.client {
+                    SpanKind::Client
+                } else {
+                    SpanKind::Internal
+                },
                 name: Cow::Borrowed(stage.name),
                 start_time: stage.start,
                 end_time: stage.end,
                 attributes: {
-                    let mut a = stage.attributes;
+                    let mut a: Vec<KeyValue> = stage
+                        .attributes
+                        .into_iter()
+                        .map(|(key, value)| match value {
+                            SpanValue::Text(v) => KeyValue::new(key, v),
+                            SpanValue::Int(v) => KeyValue::new(key, v),
+                        })
+                        .collect();
                     if let Some(e) = stage.error {
                         a.push(KeyValue::new("error.type", e));
                     }

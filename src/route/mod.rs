@@ -56,7 +56,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use self::key::{METHODS, normalize_route_key};
+pub use self::key::{METHODS, RouteKey, normalize_route_key};
 pub use self::query::{decode_query, last_value};
 pub use self::table::{Matched, RouteSpec, RouteSpecError, RouteTable};
 

@@ -12,6 +12,12 @@
 //!
 //! Two entry points with one table: [`classify`] for the SDK path's typed errors, [`from_reply`] for
 //! the lean path's HTTP answers (error code parsed the way the SDK's restJson1 protocol does).
+//!
+//! This is the one classification of a failed call: the client's error is
+//! [`UpstreamFailure::error`], and the two other readers derive from the same failure here, never
+//! on their own: the circuit breaker reads [`outcome`] (failure, success or neither: see
+//! [`crate::breaker`]), the metrics, the access log (`upstreamErrorType`) and the trace span read
+//! [`UpstreamFailure::error_type`] (SageMaker's error type, from the fixed list [`ERROR_TYPES`]).
 
 use std::time::Duration;
 
@@ -22,6 +28,83 @@ use bytes::Bytes;
 
 use super::{UpstreamFailure, UpstreamReply};
 use crate::error::GatewayError;
+
+/// SageMaker Runtime error types counted by name (metrics label `error_type`, access log
+/// `upstreamErrorType`); anything else is `Other`. A fixed list keeps the label set bounded.
+pub const ERROR_TYPES: &[&str] = &[
+    "ModelError",
+    "ThrottlingException",
+    "ModelNotReadyException",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalDependencyException",
+    "ValidationError",
+    "AccessDeniedException",
+    "Timeout",
+    "Transport",
+    "Other",
+];
+
+impl UpstreamFailure {
+    /// The SageMaker error type of this failure, from [`ERROR_TYPES`]: the answer's
+    /// `x-amzn-ErrorType`, `ModelError` for a model's 4xx, `Timeout` or `Transport` when nothing
+    /// answered. (The breaker's own refusal is recorded as [`crate::context::CIRCUIT_OPEN`] by the
+    /// pipeline, which knows no call was made.)
+    pub fn error_type(&self) -> &'static str {
+        match &self.reply {
+            Some(reply) => {
+                let raw = reply.header("x-amzn-errortype").unwrap_or("");
+                let name = raw.split(':').next().unwrap_or("");
+                match &self.error {
+                    GatewayError::ModelError { .. } => "ModelError",
+                    _ => ERROR_TYPES
+                        .iter()
+                        .find(|t| **t == name)
+                        .copied()
+                        .unwrap_or("Other"),
+                }
+            }
+            None => match self.error {
+                GatewayError::IntegrationTimeout(_) => "Timeout",
+                _ => "Transport",
+            },
+        }
+    }
+}
+
+/// What a finished call says about the endpoint's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The endpoint answered.
+    Success,
+    /// The endpoint did not answer, or answered that it is broken.
+    Failure,
+    /// Says nothing either way (throttling).
+    Neutral,
+}
+
+/// What a finished call says about the endpoint's health, for the circuit breaker (the reasons
+/// are in [`crate::breaker`]'s module doc).
+pub fn outcome(result: &Result<UpstreamReply, UpstreamFailure>) -> Outcome {
+    let failure = match result {
+        Ok(_) => return Outcome::Success,
+        Err(f) => f,
+    };
+    match &failure.error {
+        GatewayError::ModelError { .. } => Outcome::Success,
+        GatewayError::UpstreamThrottled(_) => Outcome::Neutral,
+        GatewayError::IntegrationTimeout(_) => Outcome::Failure,
+        GatewayError::IntegrationFailure(_) => match &failure.reply {
+            // 424 here is a model that answered 5xx or nothing; other 4xx are SageMaker's
+            // answers about this request (ValidationError, AccessDenied).
+            Some(reply) if (400..500).contains(&reply.status) && reply.status != 424 => {
+                Outcome::Success
+            }
+            _ => Outcome::Failure,
+        },
+        _ => Outcome::Neutral,
+    }
+}
 
 /// Classifies `err`, keeping SageMaker's answer (status, body, headers) when there was one.
 pub fn classify(
@@ -160,6 +243,40 @@ mod tests {
                 .map(|t| vec![("x-amzn-errortype".to_owned(), t.to_owned())])
                 .unwrap_or_default(),
         }
+    }
+
+    fn failure(error: GatewayError, error_type: Option<&str>) -> UpstreamFailure {
+        UpstreamFailure {
+            error,
+            reply: error_type.map(|t| UpstreamReply {
+                status: 500,
+                body: bytes::Bytes::new(),
+                headers: vec![("x-amzn-errortype".into(), t.into())],
+            }),
+        }
+    }
+
+    #[test]
+    fn upstream_error_types_come_from_a_fixed_list() {
+        let f = |e, t| failure(e, t).error_type();
+        let failed = || GatewayError::IntegrationFailure("x".into());
+        assert_eq!(f(failed(), Some("InternalFailure")), "InternalFailure");
+        assert_eq!(
+            f(
+                failed(),
+                Some("ServiceUnavailable:http://internal.amazon.com/")
+            ),
+            "ServiceUnavailable"
+        );
+        assert_eq!(f(failed(), Some("<script>")), "Other");
+        assert_eq!(f(failed(), None), "Transport");
+        assert_eq!(
+            f(
+                GatewayError::IntegrationTimeout(std::time::Duration::from_secs(1)),
+                None
+            ),
+            "Timeout"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod lean;
 pub mod s3;
 pub mod signed;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use aws_sdk_sagemakerruntime::Client;
 use aws_sdk_sagemakerruntime::operation::RequestId;
 use aws_sdk_sagemakerruntime::primitives::Blob;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 
 use crate::error::GatewayError;
 
@@ -102,11 +104,42 @@ pub struct SageMaker {
     client: Calls,
 }
 
-/// Which code makes the call (`sagemaker.client`).
+/// Which code makes the call (`sagemaker.client`, or an in-process [`Invoke`]).
 #[derive(Debug, Clone)]
 enum Calls {
     Sdk(Client),
     Lean(Arc<lean::Lean>),
+    Local(Local),
+}
+
+/// SageMaker in process: answers an [`Invocation`] with SageMaker's HTTP answer, without a
+/// network. The seam that lets the assembled pipeline run in tests (under Tokio's paused clock);
+/// [`SageMaker::local`] wraps it with what every client does around a call: the route timeout
+/// (504) and the classification of non-2xx answers ([`classify::from_reply`], as the lean
+/// client's). Any `Fn(Invocation) -> impl Future<Output = UpstreamReply>` is one.
+pub trait Invoke: Send + Sync + 'static {
+    /// SageMaker's answer to `inv` (any status; a 424 with `x-amzn-ErrorType: ModelError` is a
+    /// model's error, as SageMaker sends it).
+    fn invoke(&self, inv: Invocation) -> BoxFuture<'static, UpstreamReply>;
+}
+
+impl<F, Fut> Invoke for F
+where
+    F: Fn(Invocation) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = UpstreamReply> + Send + 'static,
+{
+    fn invoke(&self, inv: Invocation) -> BoxFuture<'static, UpstreamReply> {
+        Box::pin(self(inv))
+    }
+}
+
+#[derive(Clone)]
+struct Local(Arc<dyn Invoke>);
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Local")
+    }
 }
 
 /// What an invocation did, for the access log.
@@ -163,6 +196,13 @@ impl SageMaker {
         }
     }
 
+    /// Answers from `invoke`, in process (see [`Invoke`]).
+    pub fn local(invoke: impl Invoke) -> Self {
+        SageMaker {
+            client: Calls::Local(Local(Arc::new(invoke))),
+        }
+    }
+
     /// Calls `InvokeEndpoint`, bounded by `inv.timeout`.
     pub async fn invoke(
         &self,
@@ -173,6 +213,17 @@ impl SageMaker {
             // Boxed: the SDK's call future is several KB, and every in-flight request through the
             // lean path would otherwise reserve that much too.
             Calls::Sdk(client) => Box::pin(invoke_sdk(client, inv)).await,
+            Calls::Local(Local(local)) => {
+                let started = tokio::time::Instant::now();
+                let timeout = inv.timeout;
+                let result = match tokio::time::timeout(timeout, local.invoke(inv)).await {
+                    Err(_) => Err(timed_out(timeout)),
+                    Ok(reply) if (200..300).contains(&reply.status) => Ok(reply),
+                    Ok(reply) => Err(classify::from_reply(reply)),
+                };
+                let stats = InvokeStats::of(&result, started.elapsed(), 1);
+                (result, stats)
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::config::GatewayConfig;
 use crate::memory::MemoryBudget;
-use crate::pipeline::GatewayRequest;
+use crate::message::GatewayRequest;
 
 const CONFIG: &str = r##"
 stages:

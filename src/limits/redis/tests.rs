@@ -190,8 +190,10 @@ async fn script_decides_like_the_memory_limiter() {
                 plan_id: "plan%1".to_owned(),
                 throttle: Some(throttle(plan_rate, plan_burst)),
                 route_throttles: vec![RouteThrottle {
-                    method: "GET".to_owned(),
-                    resource_path: "/a".to_owned(),
+                    route: crate::route::RouteKey {
+                        method: "GET".to_owned(),
+                        path: "/a".to_owned(),
+                    },
                     throttle: throttle(route_rate, route_burst),
                 }],
                 quota: Some(QuotaSpec {
