@@ -199,46 +199,52 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
             }
         }
         let reply = state.reply.lock().unwrap().clone();
-        let body = state.body.lock().unwrap().clone();
-        let etag = etag_of(&body);
-        let (status, extra, payload) = match reply {
-            S3Reply::Garbage => {
-                state.received.lock().unwrap().push(S3Request {
-                    method,
-                    path,
-                    if_none_match,
-                    if_match,
-                    signature,
-                    status: 0,
-                });
-                let _ = stream.write_all(b"\x00\x13garbage, not HTTP\r\n\r\n").await;
-                let _ = stream.shutdown().await;
-                return;
+        if matches!(reply, S3Reply::Garbage) {
+            state.received.lock().unwrap().push(S3Request {
+                method,
+                path,
+                if_none_match,
+                if_match,
+                signature,
+                status: 0,
+            });
+            let _ = stream.write_all(b"\x00\x13garbage, not HTTP\r\n\r\n").await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        // The object stays locked until the answer is decided: a conditional PUT checks and
+        // replaces it in one step, as S3 does (two racing PUTs with one `If-Match` never both win).
+        let (status, extra, payload) = {
+            let mut object = state.body.lock().unwrap();
+            let etag = etag_of(&object);
+            match reply {
+                _ if !matches!(method.as_str(), "GET" | "PUT") || path != state.object_path => {
+                    (404, String::new(), error_document("NoSuchKey"))
+                }
+                S3Reply::Error(status, code) => (status, String::new(), error_document(code)),
+                // S3's conditional write: the ETag must still be the object's.
+                S3Reply::Object
+                    if method == "PUT" && if_match.as_deref().is_some_and(|m| m != etag) =>
+                {
+                    (412, String::new(), error_document("PreconditionFailed"))
+                }
+                S3Reply::Object if method == "PUT" => {
+                    let text = String::from_utf8(payload).unwrap();
+                    let new_etag = etag_of(&text);
+                    *object = text;
+                    (200, format!("etag: {new_etag}\r\n"), String::new())
+                }
+                S3Reply::Object | S3Reply::Garbage
+                    if if_none_match.as_deref() == Some(etag.as_str()) =>
+                {
+                    (304, format!("etag: {etag}\r\n"), String::new())
+                }
+                S3Reply::Object | S3Reply::Garbage => (
+                    200,
+                    format!("etag: {etag}\r\ncontent-type: application/yaml\r\n"),
+                    object.clone(),
+                ),
             }
-            _ if !matches!(method.as_str(), "GET" | "PUT") || path != state.object_path => {
-                (404, String::new(), error_document("NoSuchKey"))
-            }
-            S3Reply::Error(status, code) => (status, String::new(), error_document(code)),
-            // S3's conditional write: the ETag must still be the object's.
-            S3Reply::Object
-                if method == "PUT" && if_match.as_deref().is_some_and(|m| m != etag) =>
-            {
-                (412, String::new(), error_document("PreconditionFailed"))
-            }
-            S3Reply::Object if method == "PUT" => {
-                let text = String::from_utf8(payload).unwrap();
-                let new_etag = etag_of(&text);
-                *state.body.lock().unwrap() = text;
-                (200, format!("etag: {new_etag}\r\n"), String::new())
-            }
-            S3Reply::Object if if_none_match.as_deref() == Some(etag.as_str()) => {
-                (304, format!("etag: {etag}\r\n"), String::new())
-            }
-            S3Reply::Object => (
-                200,
-                format!("etag: {etag}\r\ncontent-type: application/yaml\r\n"),
-                body,
-            ),
         };
         state.received.lock().unwrap().push(S3Request {
             method,
