@@ -311,9 +311,8 @@ fn gumbel_noise_has_the_standard_moments() {
 
 /// Log-probability of `list` through the serving code path (the same `PlState` the samplers log).
 fn served_log_probability(scores: &[f32], t: f64, list: &[usize]) -> f64 {
-    let mut tree = Vec::new();
-    let mut state = PlState::new(scores, t, &mut tree, &mut 0).expect("finite logits");
-    pl_slots(list, &mut state).1
+    let mut state = PlState::new(scores, t).expect("finite logits");
+    list.iter().map(|&i| state.take(scores, i)).sum()
 }
 
 #[test]
