@@ -158,7 +158,7 @@ impl Drop for Paced {
         };
         let summary = self.stream.summary();
         tracing::info!(
-            request_id = %self.log.request_id,
+            request_id = self.log.request_id.as_str(),
             endpoint = self.log.endpoint.as_deref().unwrap_or(""),
             user_id = %summary.user_id,
             inference_type = summary.inference_type,
@@ -168,7 +168,7 @@ impl Drop for Paced {
             log_propensity = summary.log_propensity,
             fallback = summary.fallback.unwrap_or(""),
             cache = crate::server::cache_label(self.stream.cache),
-            custom_attributes = %self.log.custom_attributes,
+            custom_attributes = self.log.custom_attributes.as_str(),
             items = ?self.stream.item_ids(),
             stream = self.kind,
             outcome,
