@@ -527,4 +527,67 @@ mod tests {
         assert_eq!(e.field(), Some("temperature"));
         assert!(e.to_string().starts_with("temperature: "));
     }
+
+    /// Every line a stream produces, in order.
+    fn stream_lines(r: &Recommender, body: &str) -> Vec<u8> {
+        let mut stream = r
+            .start_stream(Some("application/json"), body.as_bytes(), "req-1")
+            .expect("stream starts");
+        let mut out = Vec::new();
+        while let Some(line) = stream.next_line() {
+            out.extend(line.expect("serializes"));
+        }
+        assert!(stream.is_finished());
+        out
+    }
+
+    #[test]
+    fn a_stream_is_the_buffered_answer_line_by_line() {
+        let (r, _dir) = recommender();
+        for policy in Policy::NAMES {
+            for seed in 0..25 {
+                for (user, k) in [("U:3", 5), ("U:404", 3), ("U:2", 40)] {
+                    let body = format!(
+                        r#"{{"user_id":"{user}","k":{k},"inference_type":"{policy}","seed":{seed},"temperature":0.6,"epsilon":0.4}}"#
+                    );
+                    let buffered = call(&r, &body).expect("ok").body;
+                    let lines = response::lines(&buffered).expect("serializes");
+                    assert_eq!(
+                        String::from_utf8_lossy(&stream_lines(&r, &body)),
+                        String::from_utf8_lossy(&lines),
+                        "{body}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_reports_its_errors_before_its_first_line() {
+        let (r, _dir) = recommender();
+        let start = |body: &str| {
+            r.start_stream(Some("application/json"), body.as_bytes(), "x")
+                .err()
+                .and_then(|e| e.field())
+        };
+        assert_eq!(start(r#"{"user_id":"U:1","k":41}"#), Some("k"));
+        assert_eq!(
+            start(
+                r#"{"user_id":"U:1","inference_type":"stochastic_gumbel_softmax_trick","temperature":1e-320}"#
+            ),
+            Some("temperature")
+        );
+        assert_eq!(
+            start(r#"{"user_id":"U:1","line_delay_ms":5}"#),
+            Some("line_delay_ms")
+        );
+        let r = r.with_stream_test_knobs(true);
+        let stream = r
+            .start_stream(None, br#"{"user_id":"U:1","line_delay_ms":5}"#, "x")
+            .expect("knobs on");
+        assert_eq!(
+            stream.knobs().line_delay,
+            std::time::Duration::from_millis(5)
+        );
+    }
 }

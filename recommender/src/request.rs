@@ -561,4 +561,96 @@ mod tests {
             assert!(e.message.contains("application/json"));
         }
     }
+
+    #[test]
+    fn jsonlines_is_chosen_by_quality_and_never_by_a_wildcard() {
+        for (accept, streams) in [
+            (None, false),
+            (Some("application/jsonlines"), true),
+            (Some("Application/JSONLines; charset=utf-8"), true),
+            (Some("application/json"), false),
+            (Some("*/*"), false),
+            (Some("application/*"), false),
+            (Some("text/csv"), false),
+            (Some("application/json, application/jsonlines"), true),
+            (Some("application/json;q=0.9, application/jsonlines"), true),
+            (Some("application/jsonlines;q=0.5, application/json"), false),
+            (Some("application/jsonlines;q=0"), false),
+            (Some("application/jsonlines;q=high"), false),
+            (Some("application/jsonlines ; Q=0.2, */*"), true),
+            (Some("application/x-ndjson"), false),
+        ] {
+            assert_eq!(wants_jsonlines(accept), streams, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn stream_knobs_parse_within_bounds_and_need_the_server_flag() {
+        let inv = ok(r#"{"user_id":"U:1"}"#);
+        assert_eq!(inv.knobs, StreamKnobs::default());
+        let inv = ok(
+            r#"{"user_id":"U:1","line_delay_ms":250,"fail_after_lines":3,"fail_with":"InternalStreamFailure"}"#,
+        );
+        let knobs = inv.knobs;
+        assert_eq!(knobs.line_delay, Duration::from_millis(250));
+        assert_eq!(knobs.fail_after_lines, Some(3));
+        assert_eq!(knobs.fail_with, StreamFailure::InternalStreamFailure);
+        // The first line waits line_delay unless told otherwise.
+        assert_eq!(knobs.delay_before(0), Duration::from_millis(250));
+        assert_eq!(knobs.delay_before(4), Duration::from_millis(250));
+        let knobs = ok(r#"{"user_id":"U:1","first_line_delay_ms":0,"line_delay_ms":60000}"#).knobs;
+        assert_eq!(knobs.delay_before(0), Duration::ZERO);
+        assert_eq!(knobs.delay_before(1), Duration::from_secs(60));
+        assert_eq!(knobs.fail_with, StreamFailure::StreamBroken);
+        for (body, field, mentions) in [
+            (
+                r#"{"user_id":"U:1","line_delay_ms":60001}"#,
+                "line_delay_ms",
+                "0 to 60000",
+            ),
+            (
+                r#"{"user_id":"U:1","first_line_delay_ms":-1}"#,
+                "first_line_delay_ms",
+                "0 to",
+            ),
+            (
+                r#"{"user_id":"U:1","line_delay_ms":"5"}"#,
+                "line_delay_ms",
+                "integer",
+            ),
+            (
+                r#"{"user_id":"U:1","fail_after_lines":1.5}"#,
+                "fail_after_lines",
+                "integer",
+            ),
+            (
+                r#"{"user_id":"U:1","fail_after_lines":1,"fail_with":"Boom"}"#,
+                "fail_with",
+                "StreamBroken, ModelInvocationTimeExceeded, InternalStreamFailure",
+            ),
+            (
+                r#"{"user_id":"U:1","fail_with":"StreamBroken"}"#,
+                "fail_with",
+                "needs fail_after_lines",
+            ),
+        ] {
+            let e = err(body);
+            assert_eq!(e.field, Some(field), "{body}: {e}");
+            assert!(e.message.contains(mentions), "{body}: {e}");
+        }
+        // Off: any knob is refused by name, even one that would be ignored.
+        for knob in [
+            "first_line_delay_ms",
+            "line_delay_ms",
+            "fail_after_lines",
+            "fail_with",
+        ] {
+            let body = format!(r#"{{"user_id":"U:1","{knob}":1}}"#);
+            let e = parse(body.as_bytes(), 50, false).expect_err("knobs off");
+            assert_eq!(e.field, Some(knob));
+            assert!(e.message.contains("--stream-test-knobs"), "{e}");
+        }
+        // `null` is absent, as for every field.
+        assert!(parse(br#"{"user_id":"U:1","line_delay_ms":null}"#, 50, false).is_ok());
+    }
 }
