@@ -194,11 +194,10 @@ async fn runtime_invocations(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let request_id = inference_id(&req);
-    let name = name.into_inner();
-    if !valid_endpoint_name(&name) {
-        return validation_error(&name, &request_id);
-    }
+    let (request_id, name) = match runtime_call(&req, name) {
+        Ok(call) => call,
+        Err(invalid) => return *invalid,
+    };
     let format = if wants_jsonlines(&req, ACCEPT) {
         Format::JsonLines
     } else {
@@ -227,11 +226,10 @@ async fn runtime_response_stream(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let request_id = inference_id(&req);
-    let name = name.into_inner();
-    if !valid_endpoint_name(&name) {
-        return validation_error(&name, &request_id);
-    }
+    let (request_id, name) = match runtime_call(&req, name) {
+        Ok(call) => call,
+        Err(invalid) => return *invalid,
+    };
     let (content_type, body, custom_attributes) = if wants_jsonlines(&req, SAGEMAKER_ACCEPT) {
         match container_stream(&state, &req, payload, &request_id, Some(&name)).await {
             Ok(started) => (
@@ -269,6 +267,19 @@ async fn runtime_response_stream(
         res.insert_header((CUSTOM_ATTRIBUTES, attrs));
     }
     res.body(body)
+}
+
+/// The request id and endpoint name of a Runtime call, or SageMaker's answer to a bad name.
+fn runtime_call(
+    req: &HttpRequest,
+    name: web::Path<String>,
+) -> Result<(String, String), Box<HttpResponse>> {
+    let request_id = inference_id(req);
+    let name = name.into_inner();
+    if !valid_endpoint_name(&name) {
+        return Err(Box::new(validation_error(&name, &request_id)));
+    }
+    Ok((request_id, name))
 }
 
 /// SageMaker's 400 `ValidationError` for an endpoint name outside the URI rule.
@@ -404,28 +415,21 @@ async fn container(
             body: answer,
             cache,
         }) => {
-            let summary = &answer.summary;
             let items: Vec<&str> = answer
                 .recommendations
                 .iter()
                 .map(|r| r.item_id.as_str())
                 .collect();
-            tracing::info!(
+            log_invocation(&Served {
                 request_id,
-                endpoint = endpoint.unwrap_or(""),
-                user_id = %summary.user_id,
-                inference_type = summary.inference_type,
-                k = summary.k,
-                seed = %summary.rng.seed,
-                model_version = %summary.model_version,
-                log_propensity = summary.log_propensity,
-                fallback = summary.fallback.unwrap_or(""),
-                cache = cache_label(cache),
-                custom_attributes = attrs_for_log,
-                items = ?items,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "invocation"
-            );
+                endpoint,
+                summary: &answer.summary,
+                items: &items,
+                cache,
+                custom_attributes: attrs_for_log,
+                stream: None,
+                elapsed: started.elapsed(),
+            });
             let written = match format {
                 Format::Json => {
                     // Sized for the answer (≈ 200 bytes per item), so serialising never reallocates.
@@ -490,7 +494,68 @@ async fn container_stream(
     }
 }
 
-pub(crate) fn cache_label(cache: CacheStatus) -> &'static str {
+/// What the `invocation` log line says about an answer.
+pub(crate) struct Served<'a> {
+    pub request_id: &'a str,
+    pub endpoint: Option<&'a str>,
+    pub summary: &'a response::Summary,
+    pub items: &'a [&'a str],
+    pub cache: CacheStatus,
+    pub custom_attributes: &'a str,
+    /// How a streamed answer went; `None` for a buffered one.
+    pub stream: Option<StreamEnd>,
+    pub elapsed: std::time::Duration,
+}
+
+/// How a streamed answer ended.
+pub(crate) struct StreamEnd {
+    /// `jsonlines` or `eventstream`.
+    pub kind: &'static str,
+    /// `complete`, `failed` or `client_gone`.
+    pub outcome: &'static str,
+    /// The failure's name, or "".
+    pub failure: &'static str,
+    /// Lines handed to the connection.
+    pub lines: usize,
+    pub first_line: Option<std::time::Duration>,
+}
+
+/// One `invocation` line per answer, buffered or streamed (the stream fields are empty, or 0, for
+/// a buffered one).
+pub(crate) fn log_invocation(served: &Served<'_>) {
+    let summary = served.summary;
+    let (stream, outcome, failure, lines, first_line_us) =
+        served
+            .stream
+            .as_ref()
+            .map_or(("", "complete", "", 0, 0), |s| {
+                let first = s.first_line.map_or(0, |d| d.as_micros() as u64);
+                (s.kind, s.outcome, s.failure, s.lines, first)
+            });
+    tracing::info!(
+        request_id = served.request_id,
+        endpoint = served.endpoint.unwrap_or(""),
+        user_id = %summary.user_id,
+        inference_type = summary.inference_type,
+        k = summary.k,
+        seed = %summary.rng.seed,
+        model_version = %summary.model_version,
+        log_propensity = summary.log_propensity,
+        fallback = summary.fallback.unwrap_or(""),
+        cache = cache_label(served.cache),
+        custom_attributes = served.custom_attributes,
+        items = ?served.items,
+        stream,
+        outcome,
+        failure,
+        lines,
+        first_line_us,
+        elapsed_us = served.elapsed.as_micros() as u64,
+        "invocation"
+    );
+}
+
+fn cache_label(cache: CacheStatus) -> &'static str {
     match cache {
         CacheStatus::Hit => "hit",
         CacheStatus::Miss => "miss",

@@ -34,6 +34,7 @@ use serde_json::json;
 
 use crate::recommend::Stream;
 use crate::request::{StreamFailure, StreamKnobs};
+use crate::server::{self, Served, StreamEnd};
 
 /// `Content-Type` of an event-stream response.
 pub const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
@@ -147,37 +148,27 @@ impl Paced {
 
 impl Drop for Paced {
     fn drop(&mut self) {
-        let outcome = match self.outcome.unwrap_or(Outcome::ClientGone) {
-            Outcome::Complete => "complete",
-            Outcome::Failed(_) => "failed",
-            Outcome::ClientGone => "client_gone",
+        let (outcome, failure) = match self.outcome.unwrap_or(Outcome::ClientGone) {
+            Outcome::Complete => ("complete", ""),
+            Outcome::Failed(f) => ("failed", f.name()),
+            Outcome::ClientGone => ("client_gone", ""),
         };
-        let failure = match self.outcome {
-            Some(Outcome::Failed(f)) => f.name(),
-            _ => "",
-        };
-        let summary = self.stream.summary();
-        tracing::info!(
-            request_id = self.log.request_id.as_str(),
-            endpoint = self.log.endpoint.as_deref().unwrap_or(""),
-            user_id = %summary.user_id,
-            inference_type = summary.inference_type,
-            k = summary.k,
-            seed = %summary.rng.seed,
-            model_version = %summary.model_version,
-            log_propensity = summary.log_propensity,
-            fallback = summary.fallback.unwrap_or(""),
-            cache = crate::server::cache_label(self.stream.cache),
-            custom_attributes = self.log.custom_attributes.as_str(),
-            items = ?self.stream.item_ids(),
-            stream = self.kind,
-            outcome,
-            failure,
-            lines = self.sent,
-            first_line_us = self.first_line.map_or(0, |d| d.as_micros() as u64),
-            elapsed_us = self.log.started.elapsed().as_micros() as u64,
-            "invocation"
-        );
+        server::log_invocation(&Served {
+            request_id: &self.log.request_id,
+            endpoint: self.log.endpoint.as_deref(),
+            summary: &self.stream.summary(),
+            items: &self.stream.item_ids(),
+            cache: self.stream.cache,
+            custom_attributes: &self.log.custom_attributes,
+            stream: Some(StreamEnd {
+                kind: self.kind,
+                outcome,
+                failure,
+                lines: self.sent,
+                first_line: self.first_line,
+            }),
+            elapsed: self.log.started.elapsed(),
+        });
     }
 }
 
