@@ -7,8 +7,10 @@
 //! - [`policy`]: the five ranking policies and their propensities (pure maths, seeded RNG).
 //! - [`response`]: the output JSON with the logging fields for off-policy evaluation.
 //! - [`recommend`]: the pipeline, one line per stage, and the per-user score cache.
-//! - [`server`]: HTTP adapter — `/ping`, `/invocations`, the SageMaker Runtime path and its
+//! - [`server`]: HTTP adapter — `/ping`, `/invocations`, the SageMaker Runtime paths and their
 //!   `ModelError` wrapping; `run(listener, recommender, shutdown)`.
+//! - [`streaming`]: HTTP bodies of streamed answers — JSON Lines (chunked) and the AWS event
+//!   stream of `InvokeEndpointWithResponseStream`; the streaming test knobs.
 //! - [`sample`]: the artifact writer and the deterministic synthetic model.
 //! - [`healthcheck`]: the Docker health probe without curl.
 //! - [`simd`]: the hot loops (scoring in f32/f16/int8, PL weights, top-k), dispatched at run time
@@ -23,3 +25,4 @@ pub mod response;
 pub mod sample;
 pub mod server;
 pub mod simd;
+pub mod streaming;

@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load the model and serve GET /ping, POST /invocations and POST /endpoints/{name}/invocations.
+    /// Load the model and serve GET /ping, POST /invocations and the SageMaker Runtime paths.
     Serve {
         /// Model directory (holds model.json).
         #[arg(long, env = "SM_MODEL_DIR", default_value = "/opt/ml/model")]
@@ -41,6 +41,10 @@ enum Command {
         /// Byte budget of the per-user score cache of stochastic_plackett_luce_cached, in MiB.
         #[arg(long, env = "RECOMMENDER_SCORE_CACHE_MB", default_value_t = 256)]
         score_cache_mb: u64,
+        /// Accept the streaming test knobs in requests (first_line_delay_ms, line_delay_ms,
+        /// fail_after_lines, fail_with), for tests and demos; refused with 400 otherwise.
+        #[arg(long, env = "RECOMMENDER_STREAM_TEST_KNOBS")]
+        stream_test_knobs: bool,
     },
     /// Write a deterministic synthetic model (always includes user U:114521).
     SampleModel {
@@ -79,9 +83,10 @@ fn main() -> ExitCode {
             host,
             listen,
             score_cache_mb,
+            stream_test_knobs,
         } => listen
             .map_or(Ok(SocketAddr::new(host, port)), |a| resolve(&a))
-            .and_then(|addr| serve(model_dir, addr, score_cache_mb)),
+            .and_then(|addr| serve(model_dir, addr, score_cache_mb, stream_test_knobs)),
         Command::SampleModel {
             out,
             users,
@@ -133,7 +138,12 @@ fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--listen {listen}: resolves to no address"))
 }
 
-fn serve(model_dir: PathBuf, addr: SocketAddr, score_cache_mb: u64) -> anyhow::Result<()> {
+fn serve(
+    model_dir: PathBuf,
+    addr: SocketAddr,
+    score_cache_mb: u64,
+    stream_test_knobs: bool,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never into CloudWatch or a log file.
@@ -156,10 +166,13 @@ fn serve(model_dir: PathBuf, addr: SocketAddr, score_cache_mb: u64) -> anyhow::R
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
-    let recommender = Arc::new(Recommender::new(
-        Arc::new(model),
-        score_cache_mb.saturating_mul(1024 * 1024),
-    ));
+    if stream_test_knobs {
+        tracing::warn!("streaming test knobs on: requests may delay and break their streams");
+    }
+    let recommender = Arc::new(
+        Recommender::new(Arc::new(model), score_cache_mb.saturating_mul(1024 * 1024))
+            .with_stream_test_knobs(stream_test_knobs),
+    );
     let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr()?;
     // Tests and scripts read this line to learn a port chosen by the OS (--listen 127.0.0.1:0).

@@ -16,13 +16,17 @@
 //!   `stochastic_gumbel_softmax_trick` all draw from the same Plackett–Luce distribution; they differ
 //!   in algorithm only. The cached variant's cache lives upstream (see `recommend`); here it samples
 //!   with the sequential sum-tree sampler: exact PL in O(n + k log n), the cheaper of the two.
-//! - The sequential samplers place one position at a time (a later streaming response can emit
-//!   each as it is drawn); Gumbel-top-k knows its order once its single pass is done.
+//! - Every policy hands its ranking out one position at a time through [`Draws`]: the sequential
+//!   samplers draw each position when it is asked for (a streamed answer sends it at once);
+//!   Gumbel-top-k knows its order once its single pass is done and computes each position's
+//!   propensity when it is handed out; deterministic and ε-greedy know the whole list up front.
+//!   [`rank`] is the same sequence collected, so a streamed and a buffered answer with the same
+//!   seed are the same list with the same propensities.
 //! - ε-greedy is the *whole-list* variant (Open Bandit Pipeline's `EpsilonGreedy`): with probability
 //!   ε the whole list is a uniformly random ordered k-subset, otherwise the greedy top-k. It has
 //!   closed-form item-position marginals, which makes its logs directly usable by IIPS.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -39,22 +43,23 @@ pub const DEFAULT_EPSILON: f64 = 0.1;
 /// maximum logit so that nothing the sampler may still choose has underflowed to 0.
 const RESCALE_BELOW: f64 = 1e-200;
 
-thread_local! {
-    /// The PL weight tree, reused by every request on this thread so that sampling allocates
-    /// nothing n-sized (about 2·n f64 per worker thread once the largest catalogue was seen).
-    /// With the number of leaves the last request wrote (padding beyond it is still zero).
-    static TREE: RefCell<(Vec<f64>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+/// A sum-tree buffer and how many of its leaves an earlier use may have left non-zero.
+#[derive(Default)]
+struct TreeBuf {
+    nodes: Vec<f64>,
+    written: usize,
 }
 
-/// Runs `f` with this thread's tree buffer (a fresh one if it is somehow in use: never a panic).
-fn with_tree<T>(f: impl FnOnce(&mut Vec<f64>, &mut usize) -> T) -> T {
-    TREE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            let (tree, written) = &mut *buf;
-            f(tree, written)
-        }
-        Err(_) => f(&mut Vec::new(), &mut 0),
-    })
+thread_local! {
+    /// A spare PL weight tree per thread, so that sampling allocates nothing n-sized (about 2·n
+    /// f64 per worker thread once the largest catalogue was seen). A ranking takes it and gives it
+    /// back when done; one taken meanwhile (a concurrent stream) starts from an empty buffer.
+    static SPARE_TREE: Cell<TreeBuf> = const {
+        Cell::new(TreeBuf {
+            nodes: Vec::new(),
+            written: 0,
+        })
+    };
 }
 
 /// One inference policy with its validated parameters.
@@ -155,21 +160,136 @@ pub enum PolicyError {
     LogitOverflow { temperature: f64 },
 }
 
-/// Ranks `scores` with `policy`, returning `min(k, scores.len())` items.
+/// Ranks `scores` with `policy`, returning `min(k, scores.len())` items: every position of
+/// [`Draws`], collected.
 pub fn rank<R: Rng + ?Sized>(
     policy: Policy,
     scores: &[f32],
     k: usize,
     rng: &mut R,
 ) -> Result<Ranking, PolicyError> {
-    let k = k.min(scores.len());
-    match policy {
-        Policy::Deterministic => Ok(deterministic(scores, k)),
-        Policy::PlackettLuce { temperature } | Policy::PlackettLuceCached { temperature } => {
-            plackett_luce_sequential(scores, temperature, k, rng)
+    let mut draws = Draws::start(policy, scores, k, rng)?;
+    let slots = std::iter::from_fn(|| draws.next_slot(rng)).collect();
+    Ok(Ranking {
+        slots,
+        log_normalizer: draws.log_normalizer(),
+        log_propensity: draws.log_propensity(),
+    })
+}
+
+/// A ranking being handed out one position at a time, over the scores it owns (`&[f32]` for a
+/// buffered answer, an owned or shared buffer for a streamed one).
+///
+/// Sequential PL (both PL policies) draws each position in [`Draws::next_slot`], from the weight
+/// tree built in [`Draws::start`]; Gumbel-top-k runs its race in `start` and computes each
+/// position's propensity when it is handed out; deterministic and ε-greedy rank the whole list in
+/// `start`. The RNG is consumed in the same order either way, so a seed gives the same list
+/// however the positions are collected. Between positions a PL ranking holds its weight tree
+/// (16 bytes per item, rounded up to a power of two); the tree goes back to the thread's spare
+/// when the ranking is dropped.
+pub struct Draws<S> {
+    scores: S,
+    order: Order,
+    /// Positions still to hand out.
+    left: usize,
+    log_normalizer: Option<f64>,
+    /// `log_p_cascade` of the last position handed out (0 before the first).
+    cascade: f64,
+}
+
+/// Where the next position comes from.
+enum Order {
+    /// The whole list with its propensities (deterministic, ε-greedy, an empty catalogue).
+    Known(std::vec::IntoIter<Slot>),
+    /// Sequential PL: a categorical draw over the remaining weights.
+    Drawn(PlState),
+    /// Gumbel-top-k: the race's order; the weights give each position's propensity.
+    Raced(PlState, std::vec::IntoIter<usize>),
+}
+
+impl<S: AsRef<[f32]>> Draws<S> {
+    /// Validates the logits and does the policy's up-front work (see the type's docs).
+    pub fn start<R: Rng + ?Sized>(
+        policy: Policy,
+        scores: S,
+        k: usize,
+        rng: &mut R,
+    ) -> Result<Self, PolicyError> {
+        let all = scores.as_ref();
+        let k = k.min(all.len());
+        let known = |ranking: Ranking| (Order::Known(ranking.slots.into_iter()), None);
+        let (order, log_normalizer) = match policy {
+            Policy::Deterministic => known(deterministic(all, k)),
+            Policy::EpsilonGreedy { epsilon } => known(epsilon_greedy(all, epsilon, k, rng)),
+            _ if all.is_empty() => known(empty_pl()),
+            Policy::PlackettLuce { temperature } | Policy::PlackettLuceCached { temperature } => {
+                let state = PlState::new(all, temperature)?;
+                let log_normalizer = state.log_normalizer;
+                (Order::Drawn(state), Some(log_normalizer))
+            }
+            Policy::GumbelTopK { temperature } => {
+                let state = PlState::new(all, temperature)?;
+                let log_normalizer = state.log_normalizer;
+                let order = race_top_k(&state, all, k, rng);
+                (Order::Raced(state, order.into_iter()), Some(log_normalizer))
+            }
+        };
+        Ok(Draws {
+            scores,
+            order,
+            left: k,
+            log_normalizer,
+            cascade: 0.0,
+        })
+    }
+
+    /// The next position, or `None` once `min(k, n)` were handed out. O(log n) for PL.
+    pub fn next_slot<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Option<Slot> {
+        if self.left == 0 {
+            return None;
         }
-        Policy::GumbelTopK { temperature } => gumbel_top_k(scores, temperature, k, rng),
-        Policy::EpsilonGreedy { epsilon } => Ok(epsilon_greedy(scores, epsilon, k, rng)),
+        let scores = self.scores.as_ref();
+        let slot = match &mut self.order {
+            Order::Known(slots) => slots.next()?,
+            Order::Drawn(state) => {
+                let index = state.draw(scores, rng.random::<f64>());
+                pl_slot(state, scores, index, self.cascade)
+            }
+            Order::Raced(state, order) => {
+                let index = order.next()?;
+                pl_slot(state, scores, index, self.cascade)
+            }
+        };
+        self.left -= 1;
+        self.cascade = slot.log_p_cascade;
+        Some(slot)
+    }
+
+    /// The scores being ranked.
+    pub fn scores(&self) -> &[f32] {
+        self.scores.as_ref()
+    }
+
+    /// LSE(s / T) over all candidates, for PL policies; `None` for the others.
+    pub fn log_normalizer(&self) -> Option<f64> {
+        self.log_normalizer
+    }
+
+    /// log π of the positions handed out so far: the whole list's once all are out.
+    pub fn log_propensity(&self) -> f64 {
+        self.cascade
+    }
+}
+
+/// Places `index` next under PL and returns its slot, given the prefix's log-probability.
+fn pl_slot(state: &mut PlState, scores: &[f32], index: usize, cascade: f64) -> Slot {
+    let log_p = state.take(scores, index);
+    Slot {
+        index,
+        p_conditional: log_p.exp(),
+        log_p_cascade: cascade + log_p,
+        p_item_position: None,
+        explored: None,
     }
 }
 
@@ -207,43 +327,41 @@ pub fn deterministic(scores: &[f32], k: usize) -> Ranking {
 /// never `W − Σ removed`, so nothing cancels. When the remaining total becomes tiny (k close to n
 /// under a huge score gap), the shift moves to the remaining maximum and the tree is rebuilt (O(n),
 /// rare), so low-scored items placed late still get exact, finite probabilities.
-struct PlState<'a> {
-    scores: &'a [f32],
+///
+/// The state does not keep the scores: every method takes the same `scores` the state was built
+/// from ([`Draws`] owns them and passes them in).
+struct PlState {
+    n: usize,
     temperature: f64,
-    tree: &'a mut Vec<f64>,
+    tree: TreeBuf,
     m: usize,
     shift: f64,
     log_normalizer: f64,
     removed: Vec<usize>,
 }
 
-impl<'a> PlState<'a> {
-    /// Builds the weights of all of `scores` (non-empty, finite) in `tree`. O(n).
-    /// `written`: how many leaves an earlier use of this buffer may have left non-zero.
-    fn new(
-        scores: &'a [f32],
-        temperature: f64,
-        tree: &'a mut Vec<f64>,
-        written: &mut usize,
-    ) -> Result<Self, PolicyError> {
+impl PlState {
+    /// Builds the weights of all of `scores` (non-empty, finite) in the thread's spare tree. O(n).
+    fn new(scores: &[f32], temperature: f64) -> Result<Self, PolicyError> {
         let (min, max) = simd::min_max(scores).unwrap_or((0.0, 0.0));
         let shift = f64::from(max) / temperature;
         if !shift.is_finite() || !(f64::from(min) / temperature).is_finite() {
             return Err(PolicyError::LogitOverflow { temperature });
         }
+        let mut tree = SPARE_TREE.try_with(Cell::take).unwrap_or_default();
         let m = scores.len().next_power_of_two();
         // Reused buffer: `fill` rewrites leaves 0..n; padding leaves must be zero, which they are
         // unless an earlier, larger catalogue of the same tree size wrote them.
         let n = scores.len();
-        if tree.len() != 2 * m {
-            tree.clear();
-            tree.resize(2 * m, 0.0);
-        } else if *written > n {
-            tree[m + n..m + *written].fill(0.0);
+        if tree.nodes.len() != 2 * m {
+            tree.nodes.clear();
+            tree.nodes.resize(2 * m, 0.0);
+        } else if tree.written > n {
+            tree.nodes[m + n..m + tree.written].fill(0.0);
         }
-        *written = n;
+        tree.written = n;
         let mut state = PlState {
-            scores,
+            n,
             temperature,
             tree,
             m,
@@ -251,34 +369,30 @@ impl<'a> PlState<'a> {
             log_normalizer: 0.0,
             removed: Vec::new(),
         };
-        state.fill(shift);
-        state.log_normalizer = shift + state.tree[1].ln();
+        state.fill(scores, shift);
+        state.log_normalizer = shift + state.tree.nodes[1].ln();
         Ok(state)
     }
 
     /// The logit of item `i`.
-    fn z(&self, i: usize) -> f64 {
-        self.scores
+    fn z(&self, scores: &[f32], i: usize) -> f64 {
+        scores
             .get(i)
             .map_or(f64::NEG_INFINITY, |&s| f64::from(s) / self.temperature)
     }
 
     /// Writes the leaves for `shift` (removed items stay 0) and sums the tree bottom-up.
-    fn fill(&mut self, shift: f64) {
+    fn fill(&mut self, scores: &[f32], shift: f64) {
         self.shift = shift;
-        let (m, n) = (self.m, self.scores.len());
-        simd::weights(
-            self.scores,
-            self.temperature,
-            shift,
-            &mut self.tree[m..m + n],
-        );
+        let (m, n) = (self.m, self.n);
+        let tree = &mut self.tree.nodes;
+        simd::weights(scores, self.temperature, shift, &mut tree[m..m + n]);
         for &i in &self.removed {
-            self.tree[m + i] = 0.0;
+            tree[m + i] = 0.0;
         }
         let mut width = m / 2;
         while width >= 1 {
-            let (upper, lower) = self.tree.split_at_mut(2 * width);
+            let (upper, lower) = tree.split_at_mut(2 * width);
             for (parent, pair) in upper[width..].iter_mut().zip(lower.as_chunks::<2>().0) {
                 *parent = pair[0] + pair[1];
             }
@@ -287,45 +401,47 @@ impl<'a> PlState<'a> {
     }
 
     /// Σ of the remaining weights, after re-shifting if it has become too small to trust.
-    fn remaining_total(&mut self) -> f64 {
-        if self.tree[1] >= RESCALE_BELOW {
-            return self.tree[1];
+    fn remaining_total(&mut self, scores: &[f32]) -> f64 {
+        if self.tree.nodes[1] >= RESCALE_BELOW {
+            return self.tree.nodes[1];
         }
         let mut removed = self.removed.clone();
         removed.sort_unstable();
-        let shift = (0..self.scores.len())
+        let shift = (0..self.n)
             .filter(|i| removed.binary_search(i).is_err())
-            .map(|i| self.z(i))
+            .map(|i| self.z(scores, i))
             .fold(f64::NEG_INFINITY, f64::max);
         if shift.is_finite() {
-            self.fill(shift);
+            self.fill(scores, shift);
         }
-        self.tree[1]
+        self.tree.nodes[1]
     }
 
     /// Removes item `i` and returns log π(i | items removed before), computed from its logit
     /// (not its possibly-underflowed weight).
-    fn take(&mut self, i: usize) -> f64 {
-        let total = self.remaining_total();
-        let log_p = (self.z(i) - self.shift) - total.ln();
+    fn take(&mut self, scores: &[f32], i: usize) -> f64 {
+        let total = self.remaining_total(scores);
+        let log_p = (self.z(scores, i) - self.shift) - total.ln();
+        let tree = &mut self.tree.nodes;
         let mut j = self.m + i;
-        if let Some(leaf) = self.tree.get_mut(j) {
+        if let Some(leaf) = tree.get_mut(j) {
             *leaf = 0.0;
         }
         while j > 1 {
             j /= 2;
-            self.tree[j] = self.tree[2 * j] + self.tree[2 * j + 1];
+            tree[j] = tree[2 * j] + tree[2 * j + 1];
         }
         self.removed.push(i);
         log_p
     }
 
     /// Categorical draw over the remaining items with `u` uniform in [0, 1). O(log n).
-    fn draw(&mut self, u: f64) -> usize {
-        let mut target = u * self.remaining_total();
+    fn draw(&mut self, scores: &[f32], u: f64) -> usize {
+        let mut target = u * self.remaining_total(scores);
+        let tree = &self.tree.nodes;
         let mut j = 1;
         while j < self.m {
-            let (left, right) = (self.tree[2 * j], self.tree[2 * j + 1]);
+            let (left, right) = (tree[2 * j], tree[2 * j + 1]);
             // Rounding can leave the target a hair past a subtree's sum: never step into an
             // empty subtree, so the leaf reached always has weight.
             if (target < left && left > 0.0) || right <= 0.0 {
@@ -335,28 +451,23 @@ impl<'a> PlState<'a> {
                 j = 2 * j + 1;
             }
         }
-        (j - self.m).min(self.scores.len() - 1)
+        (j - self.m).min(self.n - 1)
     }
 }
 
-/// Turns a sequence of conditional log-probabilities into PL slots.
-fn pl_slots(order: &[usize], state: &mut PlState<'_>) -> (Vec<Slot>, f64) {
-    let mut cascade = 0.0;
-    let slots = order
-        .iter()
-        .map(|&index| {
-            let log_p = state.take(index);
-            cascade += log_p;
-            Slot {
-                index,
-                p_conditional: log_p.exp(),
-                log_p_cascade: cascade,
-                p_item_position: None,
-                explored: None,
-            }
-        })
-        .collect();
-    (slots, cascade)
+impl Drop for PlState {
+    /// Gives the tree back as the thread's spare (the larger one, if another came back meanwhile).
+    fn drop(&mut self) {
+        let mine = std::mem::take(&mut self.tree);
+        let _ = SPARE_TREE.try_with(|spare| {
+            let other = spare.take();
+            spare.set(if other.nodes.len() > mine.nodes.len() {
+                other
+            } else {
+                mine
+            });
+        });
+    }
 }
 
 /// Sequential Plackett–Luce sampling with temperature: k categorical draws, each over the items
@@ -367,33 +478,7 @@ pub fn plackett_luce_sequential<R: Rng + ?Sized>(
     k: usize,
     rng: &mut R,
 ) -> Result<Ranking, PolicyError> {
-    let k = k.min(scores.len());
-    if scores.is_empty() {
-        return Ok(empty_pl());
-    }
-    with_tree(|tree, written| {
-        let mut state = PlState::new(scores, temperature, tree, written)?;
-        let log_normalizer = state.log_normalizer;
-        let mut cascade = 0.0;
-        let mut slots = Vec::with_capacity(k);
-        for _ in 0..k {
-            let index = state.draw(rng.random::<f64>());
-            let log_p = state.take(index);
-            cascade += log_p;
-            slots.push(Slot {
-                index,
-                p_conditional: log_p.exp(),
-                log_p_cascade: cascade,
-                p_item_position: None,
-                explored: None,
-            });
-        }
-        Ok(Ranking {
-            slots,
-            log_normalizer: Some(log_normalizer),
-            log_propensity: cascade,
-        })
-    })
+    rank(Policy::PlackettLuce { temperature }, scores, k, rng)
 }
 
 /// A uniform draw in the open interval (0, 1) from 16 + 48 random bits: the top 53 of the 64,
@@ -429,20 +514,7 @@ pub fn gumbel_top_k<R: Rng + ?Sized>(
     k: usize,
     rng: &mut R,
 ) -> Result<Ranking, PolicyError> {
-    if scores.is_empty() {
-        return Ok(empty_pl());
-    }
-    with_tree(|tree, written| {
-        let mut state = PlState::new(scores, temperature, tree, written)?;
-        let log_normalizer = state.log_normalizer;
-        let order = race_top_k(&state, k, rng);
-        let (slots, cascade) = pl_slots(&order, &mut state);
-        Ok(Ranking {
-            slots,
-            log_normalizer: Some(log_normalizer),
-            log_propensity: cascade,
-        })
-    })
+    rank(Policy::GumbelTopK { temperature }, scores, k, rng)
 }
 
 /// Below this weight an arrival time `E / w` would be computed from a denormal or zero `w`, so the
@@ -483,13 +555,18 @@ impl Ord for Arrival {
 /// test in one vectorisable pass ([`simd::screen`]); only the few items that pass (about
 /// k·ln(n/k) in random order) draw their low 48 bits and pay for two logarithms and a heap
 /// insertion, and their exact key decides. The result is the same as computing every key exactly.
-fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Vec<usize> {
-    let n = state.scores.len();
+fn race_top_k<R: Rng + ?Sized>(
+    state: &PlState,
+    scores: &[f32],
+    k: usize,
+    rng: &mut R,
+) -> Vec<usize> {
+    let n = state.n;
     let k = k.min(n);
     if k == 0 {
         return Vec::new();
     }
-    let weights = &state.tree[state.m..state.m + n];
+    let weights = &state.tree.nodes[state.m..state.m + n];
     let mut heap: BinaryHeap<Arrival> = BinaryHeap::with_capacity(k + 1);
     // The k-th earliest log time so far, and e^that with a relative margin of 1e-6 for the screen.
     let mut worst = f64::INFINITY;
@@ -518,7 +595,7 @@ fn race_top_k<R: Rng + ?Sized>(state: &PlState<'_>, k: usize, rng: &mut R) -> Ve
                 if w >= LINEAR_RACE_MIN_WEIGHT && f64::from(words[j]) > bound * 65_536.0 * w {
                     continue;
                 }
-                let log_w = state.z(index) - state.shift;
+                let log_w = state.z(scores, index) - state.shift;
                 if w < LINEAR_RACE_MIN_WEIGHT && log_w + worst < -50.0 {
                     // τ·w < e^−50 < 2^−53 < V: this arrival is later than the k-th.
                     continue;

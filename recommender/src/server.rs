@@ -1,18 +1,28 @@
 //! HTTP adapter: the SageMaker bring-your-own-container contract, plus the SageMaker Runtime path
-//! for the local stack. Actix types stop here; the pipeline is [`crate::recommend`].
+//! for the local stack. Actix types stop here and in [`crate::streaming`]; the pipeline is
+//! [`crate::recommend`].
 //!
 //! Routes:
 //! - `GET /ping` — 200 with the model version. The model is loaded before the port is bound, so a
 //!   listening server is a ready one.
 //! - `POST /invocations` — the container contract: 200 with the recommendations, or plain 400/413
-//!   with `{"error": "<field>: <message>", "field": "<field>"}`, like any container.
+//!   with `{"error": "<field>: <message>", "field": "<field>"}`, like any container. With
+//!   `Accept: application/jsonlines` the answer streams (chunked), one JSON line per position as it
+//!   is drawn, then a summary line (see [`crate::streaming`]); every error is still found before
+//!   the 200 and answered as a plain status.
 //! - `POST /endpoints/{name}/invocations` — what the AWS SDK's `InvokeEndpoint` calls. It runs the
 //!   same container handler, then wraps the answer the way SageMaker wraps a container's: 200 as is
 //!   with `x-Amzn-Invoked-Production-Variant`, an error as 424 `ModelError` whose JSON carries
 //!   `OriginalStatusCode` and `OriginalMessage`, so the gateway's SDK parses a typed `ModelError`.
+//!   `Accept: application/jsonlines` gets the whole JSON Lines answer, buffered, as SageMaker
+//!   buffers a streaming container for InvokeEndpoint.
+//! - `POST /endpoints/{name}/invocations-response-stream` — `InvokeEndpointWithResponseStream`:
+//!   `X-Amzn-SageMaker-Accept` (not `Accept`) is the container's Accept; a 200 answer is an AWS
+//!   event stream of `PayloadPart`s (one per JSON line, or one holding a buffered JSON answer) with
+//!   `X-Amzn-SageMaker-Content-Type`; errors before the first part are the same 424 `ModelError`.
 //!
-//! Both invocation paths echo `X-Amzn-SageMaker-Custom-Attributes` on a successful answer (the
-//! container sets it; SageMaker passes it on) and hand it to the access log.
+//! Every invocation path echoes `X-Amzn-SageMaker-Custom-Attributes` on a successful answer (the
+//! container sets it; SageMaker passes it on) and hands it to the access log.
 //! Security: the body is capped at SageMaker's 6 MB payload limit before it is parsed.
 
 use std::future::Future;
@@ -20,11 +30,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::{App, HttpRequest, HttpResponse, HttpResponseBuilder, HttpServer, web};
 use serde_json::json;
 
-use crate::recommend::{Answer, CacheStatus, Recommender};
+use crate::recommend::{Answer, CacheStatus, InvocationError, Recommender};
+use crate::request::{self, JSONLINES};
+use crate::response;
+use crate::streaming::{self, EventStream, JsonLines, LogFields};
 
 /// SageMaker's InvokeEndpoint payload limit (6 MB).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -39,6 +52,10 @@ pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
 pub const ERROR_TYPE: &str = "x-amzn-errortype";
 pub const REQUEST_ID: &str = "x-amzn-requestid";
 pub const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
+/// The Accept of `InvokeEndpointWithResponseStream` (it does not use plain `Accept`).
+pub const SAGEMAKER_ACCEPT: &str = "x-amzn-sagemaker-accept";
+/// The container's `Content-Type`, on a response-stream answer.
+pub const SAGEMAKER_CONTENT_TYPE: &str = "x-amzn-sagemaker-content-type";
 /// The production variant reported on the Runtime path.
 pub const VARIANT: &str = "AllTraffic";
 /// Region and account of the locally emulated endpoint's log group.
@@ -74,6 +91,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/endpoints/{name}/invocations",
             web::post().to(runtime_invocations),
+        )
+        .route(
+            "/endpoints/{name}/invocations-response-stream",
+            web::post().to(runtime_response_stream),
         );
 }
 
@@ -87,6 +108,7 @@ async fn ping(state: web::Data<Recommender>) -> HttpResponse {
 /// What the container answered, before any SageMaker wrapping.
 struct ContainerReply {
     status: StatusCode,
+    content_type: &'static str,
     body: Vec<u8>,
     custom_attributes: Option<HeaderValue>,
 }
@@ -99,6 +121,7 @@ impl ContainerReply {
         };
         ContainerReply {
             status,
+            content_type: "application/json",
             body: body.to_string().into_bytes(),
             custom_attributes: None,
         }
@@ -106,12 +129,19 @@ impl ContainerReply {
 
     fn into_response(self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status);
-        res.insert_header((CONTENT_TYPE, "application/json"));
+        res.insert_header((CONTENT_TYPE, self.content_type));
         if let Some(attrs) = self.custom_attributes {
             res.insert_header((CUSTOM_ATTRIBUTES, attrs));
         }
         res.body(self.body)
     }
+}
+
+/// A streamed answer the container has started (its errors were found), with its log fields.
+struct Started {
+    stream: crate::recommend::Stream,
+    log: LogFields,
+    custom_attributes: Option<HeaderValue>,
 }
 
 /// The id logged in the answer: the caller's `X-Amzn-SageMaker-Inference-Id` (the gateway sends its
@@ -124,15 +154,38 @@ fn inference_id(req: &HttpRequest) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
+/// Whether the values of `name` (every occurrence, as one list) ask for JSON Lines.
+fn wants_jsonlines(req: &HttpRequest, name: impl actix_web::http::header::AsHeaderName) -> bool {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    request::wants_jsonlines((!values.is_empty()).then(|| values.join(",")).as_deref())
+}
+
 async fn invocations(
     state: web::Data<Recommender>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
     let request_id = inference_id(&req);
-    container(&state, &req, payload, &request_id, None)
-        .await
-        .into_response()
+    if !wants_jsonlines(&req, ACCEPT) {
+        return container(&state, &req, payload, &request_id, None, Format::Json)
+            .await
+            .into_response();
+    }
+    match container_stream(&state, &req, payload, &request_id, None).await {
+        Ok(started) => {
+            let mut res = HttpResponse::Ok();
+            res.insert_header((CONTENT_TYPE, JSONLINES));
+            if let Some(attrs) = started.custom_attributes {
+                res.insert_header((CUSTOM_ATTRIBUTES, attrs));
+            }
+            res.body(JsonLines::new(started.stream, started.log))
+        }
+        Err(reply) => reply.into_response(),
+    }
 }
 
 async fn runtime_invocations(
@@ -141,41 +194,116 @@ async fn runtime_invocations(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let request_id = inference_id(&req);
+    let (request_id, name) = match runtime_call(&req, name) {
+        Ok(call) => call,
+        Err(invalid) => return *invalid,
+    };
+    let format = if wants_jsonlines(&req, ACCEPT) {
+        Format::JsonLines
+    } else {
+        Format::Json
+    };
+    let reply = container(&state, &req, payload, &request_id, Some(&name), format).await;
+    if !reply.status.is_success() {
+        return model_error(&name, &request_id, &reply);
+    }
+    let mut res = reply.into_response();
+    let headers = res.headers_mut();
+    headers.insert(
+        HeaderName::from_static(INVOKED_VARIANT),
+        HeaderValue::from_static(VARIANT),
+    );
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static(REQUEST_ID), id);
+    }
+    res
+}
+
+/// `InvokeEndpointWithResponseStream`: the container's answer as an AWS event stream.
+async fn runtime_response_stream(
+    state: web::Data<Recommender>,
+    req: HttpRequest,
+    name: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (request_id, name) = match runtime_call(&req, name) {
+        Ok(call) => call,
+        Err(invalid) => return *invalid,
+    };
+    let (content_type, body, custom_attributes) = if wants_jsonlines(&req, SAGEMAKER_ACCEPT) {
+        match container_stream(&state, &req, payload, &request_id, Some(&name)).await {
+            Ok(started) => (
+                JSONLINES,
+                EventStream::lines(started.stream, started.log),
+                started.custom_attributes,
+            ),
+            Err(reply) => return model_error(&name, &request_id, &reply),
+        }
+    } else {
+        let reply = container(
+            &state,
+            &req,
+            payload,
+            &request_id,
+            Some(&name),
+            Format::Json,
+        )
+        .await;
+        if !reply.status.is_success() {
+            return model_error(&name, &request_id, &reply);
+        }
+        (
+            reply.content_type,
+            EventStream::once(reply.body),
+            reply.custom_attributes,
+        )
+    };
+    let mut res = HttpResponse::Ok();
+    res.insert_header((CONTENT_TYPE, streaming::EVENT_STREAM))
+        .insert_header((SAGEMAKER_CONTENT_TYPE, content_type))
+        .insert_header((INVOKED_VARIANT, VARIANT))
+        .insert_header((REQUEST_ID, request_id.as_str()));
+    if let Some(attrs) = custom_attributes {
+        res.insert_header((CUSTOM_ATTRIBUTES, attrs));
+    }
+    res.body(body)
+}
+
+/// The request id and endpoint name of a Runtime call, or SageMaker's answer to a bad name.
+fn runtime_call(
+    req: &HttpRequest,
+    name: web::Path<String>,
+) -> Result<(String, String), Box<HttpResponse>> {
+    let request_id = inference_id(req);
     let name = name.into_inner();
     if !valid_endpoint_name(&name) {
-        return HttpResponse::BadRequest()
-            .insert_header((ERROR_TYPE, "ValidationError"))
-            .insert_header((REQUEST_ID, request_id.as_str()))
-            .insert_header((CONTENT_TYPE, "application/json"))
-            .body(
-                json!({
-                    "message": format!("1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*")
-                })
-                .to_string(),
-            );
+        return Err(Box::new(validation_error(&name, &request_id)));
     }
-    let reply = container(&state, &req, payload, &request_id, Some(&name)).await;
-    if reply.status.is_success() {
-        let mut res = reply.into_response();
-        let headers = res.headers_mut();
-        headers.insert(
-            actix_web::http::header::HeaderName::from_static(INVOKED_VARIANT),
-            HeaderValue::from_static(VARIANT),
-        );
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            headers.insert(
-                actix_web::http::header::HeaderName::from_static(REQUEST_ID),
-                id,
-            );
-        }
-        return res;
-    }
-    HttpResponse::build(StatusCode::FAILED_DEPENDENCY)
-        .insert_header((ERROR_TYPE, "ModelError"))
-        .insert_header((REQUEST_ID, request_id.as_str()))
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .body(model_error_body(&name, reply.status, &reply.body).to_string())
+    Ok((request_id, name))
+}
+
+/// SageMaker's 400 `ValidationError` for an endpoint name outside the URI rule.
+fn validation_error(name: &str, request_id: &str) -> HttpResponse {
+    runtime_error(StatusCode::BAD_REQUEST, "ValidationError", request_id).body(
+        json!({
+            "message": format!("1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+        })
+        .to_string(),
+    )
+}
+
+/// SageMaker's 424 `ModelError` wrapping a container error.
+fn model_error(name: &str, request_id: &str, reply: &ContainerReply) -> HttpResponse {
+    runtime_error(StatusCode::FAILED_DEPENDENCY, "ModelError", request_id)
+        .body(model_error_body(name, reply.status, &reply.body).to_string())
+}
+
+fn runtime_error(status: StatusCode, error_type: &str, request_id: &str) -> HttpResponseBuilder {
+    let mut res = HttpResponse::build(status);
+    res.insert_header((ERROR_TYPE, error_type))
+        .insert_header((REQUEST_ID, request_id))
+        .insert_header((CONTENT_TYPE, "application/json"));
+    res
 }
 
 /// SageMaker's `ModelError` payload for a container answer that was not 2xx.
@@ -211,6 +339,61 @@ pub fn valid_endpoint_name(name: &str) -> bool {
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
+/// How a buffered answer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// One JSON object.
+    Json,
+    /// The lines a stream would have sent, all at once.
+    JsonLines,
+}
+
+/// The request body, at most [`MAX_BODY_BYTES`], or the container's error for it.
+async fn read_body(payload: web::Payload) -> Result<web::Bytes, ContainerReply> {
+    match payload.to_bytes_limited(MAX_BODY_BYTES).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(ContainerReply::error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &format!("body: could not be read: {e}"),
+        )),
+        Err(_) => Err(ContainerReply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            &format!("body: larger than {MAX_BODY_BYTES} bytes"),
+        )),
+    }
+}
+
+fn content_type(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<non-ASCII>"))
+}
+
+fn custom_attributes_for_log(attrs: Option<&HeaderValue>) -> &str {
+    attrs.and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Logs a refused invocation and answers it with a plain 400.
+fn rejected(
+    e: &InvocationError,
+    request_id: &str,
+    endpoint: Option<&str>,
+    custom_attributes: Option<&HeaderValue>,
+    started: Instant,
+) -> ContainerReply {
+    tracing::info!(
+        request_id,
+        endpoint = endpoint.unwrap_or(""),
+        error = %e,
+        custom_attributes = custom_attributes_for_log(custom_attributes),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "invocation rejected"
+    );
+    ContainerReply::error(StatusCode::BAD_REQUEST, e.field(), &e.to_string())
+}
+
 /// The container's own handler: read the body, run the pipeline, log one line.
 async fn container(
     state: &Recommender,
@@ -218,35 +401,16 @@ async fn container(
     payload: web::Payload,
     request_id: &str,
     endpoint: Option<&str>,
+    format: Format,
 ) -> ContainerReply {
     let started = Instant::now();
     let custom_attributes = req.headers().get(CUSTOM_ATTRIBUTES).cloned();
-    let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
-            return ContainerReply::error(
-                StatusCode::BAD_REQUEST,
-                None,
-                &format!("body: could not be read: {e}"),
-            );
-        }
-        Err(_) => {
-            return ContainerReply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                &format!("body: larger than {MAX_BODY_BYTES} bytes"),
-            );
-        }
+    let body = match read_body(payload).await {
+        Ok(body) => body,
+        Err(reply) => return reply,
     };
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("<non-ASCII>"));
-    let attrs_for_log = custom_attributes
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match state.invoke(content_type, &body, request_id) {
+    let attrs_for_log = custom_attributes_for_log(custom_attributes.as_ref());
+    match state.invoke(content_type(req), &body, request_id) {
         Ok(Answer {
             body: answer,
             cache,
@@ -256,27 +420,28 @@ async fn container(
                 .iter()
                 .map(|r| r.item_id.as_str())
                 .collect();
-            tracing::info!(
+            log_invocation(&Served {
                 request_id,
-                endpoint = endpoint.unwrap_or(""),
-                user_id = %answer.user_id,
-                inference_type = answer.inference_type,
-                k = answer.k,
-                seed = %answer.rng.seed,
-                model_version = %answer.model_version,
-                log_propensity = answer.log_propensity,
-                fallback = answer.fallback.unwrap_or(""),
-                cache = cache_label(cache),
-                custom_attributes = attrs_for_log,
-                items = ?items,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "invocation"
-            );
-            // Sized for the answer (≈ 200 bytes per item), so serialising never reallocates.
-            let mut body = Vec::with_capacity(512 + 256 * answer.recommendations.len());
-            match serde_json::to_writer(&mut body, &answer) {
-                Ok(()) => ContainerReply {
+                endpoint,
+                summary: &answer.summary,
+                items: &items,
+                cache,
+                custom_attributes: attrs_for_log,
+                stream: None,
+                elapsed: started.elapsed(),
+            });
+            let written = match format {
+                Format::Json => {
+                    // Sized for the answer (≈ 200 bytes per item), so serialising never reallocates.
+                    let mut body = Vec::with_capacity(512 + 256 * answer.recommendations.len());
+                    serde_json::to_writer(&mut body, &answer).map(|()| ("application/json", body))
+                }
+                Format::JsonLines => response::lines(&answer).map(|body| (JSONLINES, body)),
+            };
+            match written {
+                Ok((content_type, body)) => ContainerReply {
                     status: StatusCode::OK,
+                    content_type,
                     body,
                     custom_attributes,
                 },
@@ -286,18 +451,108 @@ async fn container(
                 }
             }
         }
-        Err(e) => {
-            tracing::info!(
-                request_id,
-                endpoint = endpoint.unwrap_or(""),
-                error = %e,
-                custom_attributes = attrs_for_log,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "invocation rejected"
-            );
-            ContainerReply::error(StatusCode::BAD_REQUEST, e.field(), &e.to_string())
-        }
+        Err(e) => rejected(
+            &e,
+            request_id,
+            endpoint,
+            custom_attributes.as_ref(),
+            started,
+        ),
     }
+}
+
+/// The container's handler for a streamed answer: read the body and start the stream, or answer
+/// the error (logged) before anything is sent.
+async fn container_stream(
+    state: &Recommender,
+    req: &HttpRequest,
+    payload: web::Payload,
+    request_id: &str,
+    endpoint: Option<&str>,
+) -> Result<Started, ContainerReply> {
+    let started = Instant::now();
+    let custom_attributes = req.headers().get(CUSTOM_ATTRIBUTES).cloned();
+    let body = read_body(payload).await?;
+    match state.start_stream(content_type(req), &body, request_id) {
+        Ok(stream) => Ok(Started {
+            stream,
+            log: LogFields {
+                request_id: request_id.to_owned(),
+                endpoint: endpoint.map(str::to_owned),
+                custom_attributes: custom_attributes_for_log(custom_attributes.as_ref()).to_owned(),
+                started,
+            },
+            custom_attributes,
+        }),
+        Err(e) => Err(rejected(
+            &e,
+            request_id,
+            endpoint,
+            custom_attributes.as_ref(),
+            started,
+        )),
+    }
+}
+
+/// What the `invocation` log line says about an answer.
+pub(crate) struct Served<'a> {
+    pub request_id: &'a str,
+    pub endpoint: Option<&'a str>,
+    pub summary: &'a response::Summary,
+    pub items: &'a [&'a str],
+    pub cache: CacheStatus,
+    pub custom_attributes: &'a str,
+    /// How a streamed answer went; `None` for a buffered one.
+    pub stream: Option<StreamEnd>,
+    pub elapsed: std::time::Duration,
+}
+
+/// How a streamed answer ended.
+pub(crate) struct StreamEnd {
+    /// `jsonlines` or `eventstream`.
+    pub kind: &'static str,
+    /// `complete`, `failed` or `client_gone`.
+    pub outcome: &'static str,
+    /// The failure's name, or "".
+    pub failure: &'static str,
+    /// Lines handed to the connection.
+    pub lines: usize,
+    pub first_line: Option<std::time::Duration>,
+}
+
+/// One `invocation` line per answer, buffered or streamed (the stream fields are empty, or 0, for
+/// a buffered one).
+pub(crate) fn log_invocation(served: &Served<'_>) {
+    let summary = served.summary;
+    let (stream, outcome, failure, lines, first_line_us) =
+        served
+            .stream
+            .as_ref()
+            .map_or(("", "complete", "", 0, 0), |s| {
+                let first = s.first_line.map_or(0, |d| d.as_micros() as u64);
+                (s.kind, s.outcome, s.failure, s.lines, first)
+            });
+    tracing::info!(
+        request_id = served.request_id,
+        endpoint = served.endpoint.unwrap_or(""),
+        user_id = %summary.user_id,
+        inference_type = summary.inference_type,
+        k = summary.k,
+        seed = %summary.rng.seed,
+        model_version = %summary.model_version,
+        log_propensity = summary.log_propensity,
+        fallback = summary.fallback.unwrap_or(""),
+        cache = cache_label(served.cache),
+        custom_attributes = served.custom_attributes,
+        items = ?served.items,
+        stream,
+        outcome,
+        failure,
+        lines,
+        first_line_us,
+        elapsed_us = served.elapsed.as_micros() as u64,
+        "invocation"
+    );
 }
 
 fn cache_label(cache: CacheStatus) -> &'static str {

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "e2e/streaming.rs"]
+mod streaming;
+
 const BIN: &str = env!("CARGO_BIN_EXE_recommender");
 /// Upper bound for start-up and shutdown waits (debug builds on a busy 2-core machine).
 const WAIT: Duration = Duration::from_secs(60);
@@ -53,11 +56,12 @@ impl SampleModel {
     }
 }
 
-/// A running `recommender serve`, killed on drop.
+/// A running `recommender serve`, killed on drop; its stderr (the logs) goes to a file.
 struct Server {
     child: Child,
     addr: SocketAddr,
     http: reqwest::Client,
+    logs: tempfile::NamedTempFile,
 }
 
 impl Server {
@@ -66,14 +70,16 @@ impl Server {
         Self::start_with(model, &["serve", "--listen", "127.0.0.1:0"], &[]).await
     }
 
+    /// Starts `serve` with `args` and `env` (which may set `RUST_LOG`; default `warn`).
     async fn start_with(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let logs = tempfile::NamedTempFile::new().expect("log file");
         let mut child = Command::new(BIN)
             .args(args)
             .env("SM_MODEL_DIR", model)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(logs.reopen().expect("log file"))
             .spawn()
             .expect("spawn serve");
         // The server prints `recommender listening on ADDR` once bound; read it off-thread so a
@@ -97,6 +103,7 @@ impl Server {
             child,
             addr,
             http: reqwest::Client::new(),
+            logs,
         };
         server.wait_ready().await;
         server
@@ -113,6 +120,29 @@ impl Server {
             assert!(Instant::now() < deadline, "server never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The AWS SDK's SageMaker Runtime client, pointed at this server with static credentials.
+    fn sdk(&self) -> aws_sdk_sagemakerruntime::Client {
+        use aws_sdk_sagemakerruntime::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_sagemakerruntime::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.url(""))
+            .credentials_provider(Credentials::new(
+                "AKIDLOCAL",
+                "local-secret",
+                None,
+                None,
+                "e2e",
+            ))
+            .build();
+        aws_sdk_sagemakerruntime::Client::from_conf(config)
+    }
+
+    /// What the server has logged so far.
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.logs.path()).unwrap_or_default()
     }
 
     fn url(&self, path: &str) -> String {
@@ -579,25 +609,12 @@ async fn runtime_path_wraps_like_sagemaker() {
 
 #[tokio::test]
 async fn the_aws_sdk_parses_answers_and_typed_model_errors() {
-    use aws_sdk_sagemakerruntime::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
     use aws_sdk_sagemakerruntime::primitives::Blob;
 
     let model = SampleModel::new(&["--items", "20", "--users", "5"]);
     let server = Server::start(&model.dir).await;
-    let config = aws_sdk_sagemakerruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(server.url(""))
-        .credentials_provider(Credentials::new(
-            "AKIDLOCAL",
-            "local-secret",
-            None,
-            None,
-            "e2e",
-        ))
-        .build();
-    let client = aws_sdk_sagemakerruntime::Client::from_conf(config);
+    let client = server.sdk();
 
     let out = client
         .invoke_endpoint()

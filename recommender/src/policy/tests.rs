@@ -311,9 +311,8 @@ fn gumbel_noise_has_the_standard_moments() {
 
 /// Log-probability of `list` through the serving code path (the same `PlState` the samplers log).
 fn served_log_probability(scores: &[f32], t: f64, list: &[usize]) -> f64 {
-    let mut tree = Vec::new();
-    let mut state = PlState::new(scores, t, &mut tree, &mut 0).expect("finite logits");
-    pl_slots(list, &mut state).1
+    let mut state = PlState::new(scores, t).expect("finite logits");
+    list.iter().map(|&i| state.take(scores, i)).sum()
 }
 
 #[test]
@@ -582,5 +581,70 @@ fn items_far_below_the_top_keep_their_relative_odds() {
             let r = plackett_luce_log_probability(&scores, 1.0, &list);
             assert!(r.is_finite());
         }
+    }
+}
+
+// ---- positions handed out one at a time ---------------------------------------------------------
+
+#[test]
+fn rankings_in_progress_at_once_on_one_thread_match_their_solo_runs() {
+    // Three catalogues: 50 and 40 items share a tree size (64 leaves), so a tree handed from one
+    // to the other carries leaves the next must clear; 700 items needs a larger tree.
+    let wave =
+        |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * f).sin() * 3.0).collect() };
+    let catalogues = [wave(50, 0.37), wave(40, 0.11), wave(700, 0.013)];
+    let k = 30;
+    for policy in [
+        Policy::PlackettLuce { temperature: 0.7 },
+        Policy::GumbelTopK { temperature: 0.7 },
+        Policy::EpsilonGreedy { epsilon: 0.5 },
+    ] {
+        for seed in 0..20 {
+            let solo: Vec<Ranking> = catalogues
+                .iter()
+                .map(|s| draw(policy, s, k, seed))
+                .collect();
+            let mut rngs: Vec<ChaCha8Rng> =
+                (0..3).map(|_| ChaCha8Rng::seed_from_u64(seed)).collect();
+            let mut open: Vec<Draws<&[f32]>> = catalogues
+                .iter()
+                .zip(&mut rngs)
+                .map(|(s, rng)| Draws::start(policy, &s[..], k, rng).expect("finite"))
+                .collect();
+            let mut slots: Vec<Vec<Slot>> = vec![Vec::new(); 3];
+            for _ in 0..k {
+                for (j, d) in open.iter_mut().enumerate() {
+                    slots[j].extend(d.next_slot(&mut rngs[j]));
+                }
+                // A buffered ranking in between, on whichever tree is spare now.
+                assert_eq!(draw(policy, &catalogues[1], k, seed), solo[1]);
+            }
+            for (j, d) in open.iter().enumerate() {
+                assert_eq!(
+                    slots[j], solo[j].slots,
+                    "{policy:?} seed {seed} catalogue {j}"
+                );
+                assert_eq!(d.log_propensity(), solo[j].log_propensity);
+                assert_eq!(d.log_normalizer(), solo[j].log_normalizer);
+            }
+            // Handing the 50-item tree back, then ranking 40 items on it.
+            drop(open);
+            assert_eq!(draw(policy, &catalogues[1], k, seed), solo[1]);
+        }
+    }
+}
+
+#[test]
+fn a_ranking_hands_out_min_k_n_positions_then_none() {
+    for policy in all_policies() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut d = Draws::start(policy, &FIXTURE[..], 9, &mut rng).expect("finite");
+        let slots: Vec<Slot> = std::iter::from_fn(|| d.next_slot(&mut rng)).collect();
+        assert_eq!(slots.len(), FIXTURE.len(), "{policy:?}");
+        assert!(d.next_slot(&mut rng).is_none());
+        assert_eq!(d.log_propensity(), slots[4].log_p_cascade);
+        let mut none = Draws::start(policy, &[][..], 3, &mut rng).expect("empty");
+        assert!(none.next_slot(&mut rng).is_none(), "{policy:?}");
+        assert_eq!((none.log_propensity(), none.log_normalizer()), (0.0, None));
     }
 }
