@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod lean;
 pub mod s3;
 pub mod signed;
+pub mod sigv4;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
