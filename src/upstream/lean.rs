@@ -15,7 +15,8 @@
 //! - **Request**: `POST {endpoint}/endpoints/{name}/invocations` with `Content-Type`, `Accept`,
 //!   `Content-Length`, the three `X-Amzn-SageMaker-*` headers when set, `X-Amzn-Trace-Id`, user
 //!   agents; signed per attempt for signing name `sagemaker` with the SDK's default signing settings
-//!   (the same signed headers as the SDK: e2e `upstream_paths.rs` compares them).
+//!   (the same signed headers as the SDK: e2e `upstream_paths.rs` compares them) by
+//!   [`super::sigv4`], which keeps the day's signing key.
 //! - **Retries**: the SDK's standard strategy as configured for the SDK path: at most
 //!   `sagemaker.max_attempts` attempts; retried only for the SDK's throttling and transient error
 //!   codes, HTTP 500/502/503/504, transport failures and responses cut short, never a model error or

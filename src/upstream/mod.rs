@@ -10,7 +10,8 @@
 //! [`lean`] (default: `aws-sigv4` + a shared hyper client, credentials kept fresh by
 //! [`credentials`]) or the full SDK client (`sdk`). [`classify`] maps every outcome of either onto
 //! the error table. [`signed`] holds what every signed AWS call shares (the pooled HTTPS client,
-//! SigV4 signing, transport error rules), also used by [`s3`], the keys source's `GetObject`. Retries, on both: the SDK's standard rule (throttling and transient 5xx/IO
+//! SigV4 signing, transport error rules), also used by [`s3`], the keys source's `GetObject`;
+//! [`sigv4`] signs the invoke calls with aws-sigv4's primitives and a signing key kept for the day. Retries, on both: the SDK's standard rule (throttling and transient 5xx/IO
 //! errors, never a model's 4xx), bounded by `sagemaker.max_attempts`; the whole call including
 //! retries is bounded by the route's timeout.
 //!

@@ -5,8 +5,9 @@
 //! signing name and [`SigningSettings`]. Output: the request with `Authorization`, `X-Amz-Date`
 //! (and for S3 `X-Amz-Content-SHA256`, and the session token when there is one) added.
 //!
-//! Used by [`super::lean`] (SageMaker `InvokeEndpoint`) and [`super::s3`] (S3 `GetObject` for the
-//! keys source). Invariants: the secret and the signature never reach a log line; connection
+//! Used by [`super::lean`] (SageMaker `InvokeEndpoint`, signed by [`super::sigv4`], which leaves
+//! shapes it does not build to [`sign_request_at`]) and [`super::s3`] (S3 `GetObject` for the keys
+//! source). Invariants: the secret and the signature never reach a log line; connection
 //! set-up (TCP and TLS together) is bounded by the connect timeout, as the SDK's is.
 
 use std::sync::Arc;

@@ -168,6 +168,12 @@ impl Signer {
         }
     }
 
+    /// Whether the canonical request of a request to `uri` is one this builder writes: no query
+    /// string, a path aws-sigv4's dot-segment normalisation leaves as it is.
+    fn builds(&self, uri: &http::Uri) -> bool {
+        self.fast && uri.query().is_none_or(str::is_empty) && normalised(uri.path())
+    }
+
     /// The signature of `request`, or `None` when its shape is one for the full signer.
     pub(crate) fn signature<B>(
         &self,
@@ -177,6 +183,9 @@ impl Signer {
         scope: Scope<'_>,
         time: SystemTime,
     ) -> Option<Signature> {
+        if !self.builds(request.uri()) {
+            return None;
+        }
         let creds = identity.data::<Credentials>()?;
         let (day, second) = split(time)?;
         let key = self.key.load();
@@ -224,14 +233,10 @@ impl Signer {
         second: u32,
         token: Option<&str>,
     ) -> Option<Canonical> {
-        if !self.fast {
+        if !self.builds(request.uri()) {
             return None;
         }
-        let uri = request.uri();
-        let path = uri.path();
-        if uri.query().is_some_and(|q| !q.is_empty()) || !normalised(path) {
-            return None;
-        }
+        let path = request.uri().path();
         let amz_date = format!(
             "{date}T{:02}{:02}{:02}Z",
             second / 3600,
