@@ -15,7 +15,8 @@
 //! - **Request**: `POST {endpoint}/endpoints/{name}/invocations` with `Content-Type`, `Accept`,
 //!   `Content-Length`, the three `X-Amzn-SageMaker-*` headers when set, `X-Amzn-Trace-Id`, user
 //!   agents; signed per attempt for signing name `sagemaker` with the SDK's default signing settings
-//!   (the same signed headers as the SDK: e2e `upstream_paths.rs` compares them).
+//!   (the same signed headers as the SDK: e2e `upstream_paths.rs` compares them) by
+//!   [`super::sigv4`], which keeps the day's signing key.
 //! - **Retries**: the SDK's standard strategy as configured for the SDK path: at most
 //!   `sagemaker.max_attempts` attempts; retried only for the SDK's throttling and transient error
 //!   codes, HTTP 500/502/503/504, transport failures and responses cut short, never a model error or
@@ -31,10 +32,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
-use aws_sigv4::http_request::SigningSettings;
 use bytes::Bytes;
 use http::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
@@ -43,6 +43,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
 use super::credentials::CredentialCache;
 use super::signed::{self, HttpClient, Scope, error_chain, host_of};
+use super::sigv4::Signer;
 use super::{Invocation, InvokeStats, MAX_ANSWER_BYTES, UpstreamFailure, UpstreamReply, classify};
 use crate::error::GatewayError;
 
@@ -90,6 +91,8 @@ pub struct Lean {
     /// The target and its `Host` value, or why there is none.
     target: Result<(Target, HeaderValue), String>,
     credentials: Arc<CredentialCache>,
+    /// Signs each attempt; keeps the day's signing key.
+    signer: Signer,
     max_attempts: u32,
     quota: AtomicU32,
 }
@@ -128,6 +131,7 @@ impl Lean {
             http,
             target,
             credentials,
+            signer: Signer::new(),
             max_attempts: settings.max_attempts.clamp(1, 3),
             quota: AtomicU32::new(QUOTA_CAPACITY),
         })
@@ -253,13 +257,10 @@ impl Lean {
             region: &target.region,
             name: SIGNING_NAME,
         };
-        if let Err(e) = signed::sign_request(
-            &mut request,
-            &inv.body,
-            &identity,
-            scope,
-            SigningSettings::default(),
-        ) {
+        if let Err(e) =
+            self.signer
+                .sign(&mut request, &inv.body, &identity, scope, SystemTime::now())
+        {
             return fail(e);
         }
         let response = match self.http.request(request).await {

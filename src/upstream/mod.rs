@@ -10,9 +10,11 @@
 //! [`lean`] (default: `aws-sigv4` + a shared hyper client, credentials kept fresh by
 //! [`credentials`]) or the full SDK client (`sdk`). [`classify`] maps every outcome of either onto
 //! the error table. [`signed`] holds what every signed AWS call shares (the pooled HTTPS client,
-//! SigV4 signing, transport error rules), also used by [`s3`], the keys source's `GetObject`. Retries, on both: the SDK's standard rule (throttling and transient 5xx/IO
-//! errors, never a model's 4xx), bounded by `sagemaker.max_attempts`; the whole call including
-//! retries is bounded by the route's timeout.
+//! SigV4 signing, transport error rules), also used by [`s3`], the keys source's `GetObject`;
+//! [`sigv4`] signs the invoke calls with aws-sigv4's primitives and a signing key kept for the day.
+//! Retries, on both: the SDK's standard rule (throttling and transient 5xx/IO errors, never a
+//! model's 4xx), bounded by `sagemaker.max_attempts`; the whole call including retries is bounded
+//! by the route's timeout.
 //!
 //! Security: requests are SigV4-signed with credentials from the chain; credentials and upstream
 //! bodies of non-model errors are never logged verbatim at info level or returned to clients.
@@ -23,6 +25,7 @@ pub mod credentials;
 pub mod lean;
 pub mod s3;
 pub mod signed;
+pub mod sigv4;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,8 +5,9 @@
 //! signing name and [`SigningSettings`]. Output: the request with `Authorization`, `X-Amz-Date`
 //! (and for S3 `X-Amz-Content-SHA256`, and the session token when there is one) added.
 //!
-//! Used by [`super::lean`] (SageMaker `InvokeEndpoint`) and [`super::s3`] (S3 `GetObject` for the
-//! keys source). Invariants: the secret and the signature never reach a log line; connection
+//! Used by [`super::lean`] (SageMaker `InvokeEndpoint`, signed by [`super::sigv4`], which leaves
+//! shapes it does not build to [`sign_request_at`]) and [`super::s3`] (S3 `GetObject` for the keys
+//! source). Invariants: the secret and the signature never reach a log line; connection
 //! set-up (TCP and TLS together) is bounded by the connect timeout, as the SDK's is.
 
 use std::sync::Arc;
@@ -80,6 +81,19 @@ pub fn sign_request(
     scope: Scope<'_>,
     settings: SigningSettings,
 ) -> Result<(), String> {
+    sign_request_at(request, body, identity, scope, settings, SystemTime::now())
+}
+
+/// [`sign_request`] at `time`: aws-sigv4's full signer, the reference [`super::sigv4`] is proven
+/// equal to.
+pub fn sign_request_at(
+    request: &mut http::Request<Full<Bytes>>,
+    body: &[u8],
+    identity: &Identity,
+    scope: Scope<'_>,
+    settings: SigningSettings,
+    time: SystemTime,
+) -> Result<(), String> {
     let uri = request.uri().to_string();
     let signable = SignableRequest::new(
         request.method().as_str(),
@@ -95,15 +109,26 @@ pub fn sign_request(
         .identity(identity)
         .region(scope.region)
         .name(scope.name)
-        .time(SystemTime::now())
+        .time(time)
         .settings(settings)
         .build()
         .map_err(|e| format!("cannot sign: {e}"))?;
-    let instructions = sign(signable, &params.into())
+    let (headers, query) = sign(signable, &params.into())
         .map_err(|e| format!("cannot sign: {e}"))?
         .into_parts()
-        .0;
-    instructions.apply_to_request_http1x(request);
+        .0
+        .into_parts();
+    if !query.is_empty() {
+        return Err("cannot sign: a signature in the query string is not supported".to_owned());
+    }
+    // As `apply_to_request_http1x` does, without its panic on a value that is not a header value
+    // (an access key id read from the environment can hold anything).
+    for header in headers {
+        let mut value = HeaderValue::from_str(header.value())
+            .map_err(|_| format!("cannot sign: {} is not a valid header value", header.name()))?;
+        value.set_sensitive(header.sensitive());
+        request.headers_mut().insert(header.name(), value);
+    }
     Ok(())
 }
 
