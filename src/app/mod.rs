@@ -10,13 +10,17 @@
 //!
 //! Start-up order: SageMaker client (credentials and region from the AWS chain), keys, limit
 //! store ([`connect_limiter`]), the gateway's shared state, OTLP export (before the listener
-//! opens), the keys reloader, housekeeping, the admin listener, then the main listener.
+//! opens), the keys reloader, the gateway.yaml reloader ([`reload`]), housekeeping, the admin
+//! listener, then the main listener.
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::auth::{self, KeySet, KeySource, KeysContext};
 use crate::config::GatewayConfig;
@@ -25,6 +29,7 @@ use crate::pipeline::Gateway;
 use crate::upstream::{self, SageMaker};
 use crate::{otel, server};
 
+pub mod reload;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +38,10 @@ mod tests;
 pub struct Loaded {
     /// The compiled gateway.yaml.
     pub config: GatewayConfig,
+    /// Where gateway.yaml was read (reloaded from there, [`reload`]).
+    pub config_path: PathBuf,
+    /// SHA-256 of the text `config` was compiled from.
+    pub config_digest: [u8; 32],
     /// Where the keys come from (reloaded from there).
     pub source: KeySource,
     /// What a keys file is checked against (gateway.yaml's stages and routes), and reload settings.
@@ -51,6 +60,7 @@ pub fn load(
     let name = config.display().to_string();
     let text = std::fs::read_to_string(config).map_err(|e| format!("{name}: cannot read: {e}"))?;
     let gateway = GatewayConfig::parse(&name, &text, env);
+    let (config_path, config_digest) = (config.to_owned(), Sha256::digest(text.as_bytes()).into());
     let source = KeySource::parse(keys).map_err(|e| format!("{keys}: {e}"))?;
     // Check the keys even when gateway.yaml has errors, against the names it declares, so one run
     // reports the problems of both files.
@@ -73,6 +83,8 @@ pub fn load(
     match (gateway, set) {
         (Ok(config), Ok(keys)) => Ok(Loaded {
             config,
+            config_path,
+            config_digest,
             source,
             keys_context,
             keys,
@@ -162,6 +174,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Loaded {
         config: gateway_config,
+        config_path,
+        config_digest,
         source,
         keys_context,
         keys: set,
@@ -193,7 +207,16 @@ pub async fn run(
         let gateway = gateway.clone();
         move |set: &Arc<KeySet>| gateway.install_keys(set.clone())
     };
-    auth::spawn_reloader(store.clone(), source, keys_context, on_reload);
+    let keys_context = Arc::new(ArcSwap::from_pointee(keys_context));
+    auth::spawn_reloader_shared(store.clone(), source, keys_context.clone(), on_reload);
+    let reloader = reload::ConfigReloader::new(
+        config_path,
+        config_digest,
+        gateway.clone(),
+        store.clone(),
+        keys_context,
+    );
+    reload::spawn(Arc::new(reloader));
     spawn_housekeeping(gateway.clone());
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = match admin_listener {
