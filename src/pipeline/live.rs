@@ -6,9 +6,10 @@
 //! What survives a reload ([`Live::next`]), so that a reload changes only what the file changed:
 //! - a stage's throttle buckets, when the stage's `throttle` and `route_throttles` are unchanged
 //!   (a changed throttle applies at once, with full buckets; the other stages keep their counts);
-//! - a stage's cache and its entries, when the stage's cache settings are unchanged (its key scope
-//!   holds a digest of the stage variables, so a variables change starts an empty cache; a
-//!   changed template alone does not flush, as on API Gateway: flush or wait for the TTL);
+//! - a stage's cache and its entries, when the stage's cache settings (their key scope holds a
+//!   digest of the stage variables) and the routes (templates, integrations, cache keys; see
+//!   [`GatewayConfig::routes_digest`]) are unchanged: an entry is only ever served under the
+//!   configuration that produced it (docs/security.md, cache scope);
 //! - an endpoint's circuit breaker and its state, when the endpoint keeps the same settings.
 //!
 //! [`Gateway`]: super::Gateway
@@ -91,10 +92,12 @@ impl Live {
             };
             stage_limiters.insert(stage.name.clone(), limiter);
         }
+        let routes_unchanged =
+            previous.is_some_and(|p| p.config.routes_digest == config.routes_digest);
         let mut caches = BTreeMap::new();
         for stage in config.stages.values().filter(|s| s.cache.enabled) {
             let kept = old_stage(&stage.name)
-                .filter(|old| old.cache == stage.cache)
+                .filter(|old| old.cache == stage.cache && routes_unchanged)
                 .and_then(|_| previous?.caches.get(&stage.name).cloned());
             let cache =
                 kept.unwrap_or_else(|| Arc::new(StageCache::new(&stage.cache, clock.clone())));
