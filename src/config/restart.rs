@@ -13,57 +13,38 @@ use super::GatewayConfig;
 /// (`server.listen`, `sagemaker.region`, …), in file order. Never their values: a value may be a
 /// secret read through `${env:…}`.
 pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static str> {
-    let (a, b) = (&old.server, &new.server);
-    let (s, t) = (&old.sagemaker, &new.sagemaker);
-    [
-        ("server.listen", a.listen == b.listen),
-        ("server.admin_listen", a.admin_listen == b.admin_listen),
-        (
-            "server.trusted_proxy_hops",
-            a.trusted_proxy_hops == b.trusted_proxy_hops,
-        ),
-        ("server.keep_alive_secs", a.keep_alive == b.keep_alive),
-        (
-            "server.client_header_timeout_secs",
-            a.client_header_timeout == b.client_header_timeout,
-        ),
-        ("server.drain_grace_secs", a.drain_grace == b.drain_grace),
-        (
-            "server.max_body_bytes",
-            a.max_body_bytes == b.max_body_bytes,
-        ),
-        (
-            "server.max_header_bytes",
-            a.max_header_bytes == b.max_header_bytes,
-        ),
-        ("server.body_timeout_secs", a.body_timeout == b.body_timeout),
-        (
-            "server.memory_budget_bytes",
-            a.memory_budget == b.memory_budget,
-        ),
-        (
-            "server.decode_parameters",
-            a.decode_parameters == b.decode_parameters,
-        ),
-        ("server.workers", a.workers == b.workers),
-        ("sagemaker.region", s.region == t.region),
-        ("sagemaker.endpoint_url", s.endpoint_url == t.endpoint_url),
-        ("sagemaker.max_attempts", s.max_attempts == t.max_attempts),
-        (
-            "sagemaker.connect_timeout_ms",
-            s.connect_timeout == t.connect_timeout,
-        ),
-        ("sagemaker.client", s.client == t.client),
-        (
-            "sagemaker.circuit_breaker",
-            s.circuit_breaker == t.circuit_breaker,
-        ),
-        ("telemetry", old.telemetry.otlp == new.telemetry.otlp),
-        ("limits", old.limits.redis == new.limits.redis),
-    ]
-    .into_iter()
-    .filter_map(|(name, same)| (!same).then_some(name))
-    .collect()
+    let mut changed = Vec::new();
+    // `section.field as "name in the file"`, compared between `old` and `new`.
+    macro_rules! compare {
+        ($($($field:ident).+ as $name:literal),+ $(,)?) => {
+            $(if old.$($field).+ != new.$($field).+ {
+                changed.push($name);
+            })+
+        };
+    }
+    compare!(
+        server.listen as "server.listen",
+        server.admin_listen as "server.admin_listen",
+        server.trusted_proxy_hops as "server.trusted_proxy_hops",
+        server.keep_alive as "server.keep_alive_secs",
+        server.client_header_timeout as "server.client_header_timeout_secs",
+        server.drain_grace as "server.drain_grace_secs",
+        server.max_body_bytes as "server.max_body_bytes",
+        server.max_header_bytes as "server.max_header_bytes",
+        server.body_timeout as "server.body_timeout_secs",
+        server.memory_budget as "server.memory_budget_bytes",
+        server.decode_parameters as "server.decode_parameters",
+        server.workers as "server.workers",
+        sagemaker.region as "sagemaker.region",
+        sagemaker.endpoint_url as "sagemaker.endpoint_url",
+        sagemaker.max_attempts as "sagemaker.max_attempts",
+        sagemaker.connect_timeout as "sagemaker.connect_timeout_ms",
+        sagemaker.client as "sagemaker.client",
+        sagemaker.circuit_breaker as "sagemaker.circuit_breaker",
+        telemetry.otlp as "telemetry",
+        limits.redis as "limits",
+    );
+    changed
 }
 
 #[cfg(test)]
