@@ -133,10 +133,10 @@ impl ConfigReloader {
         for warning in &config.warnings {
             tracing::warn!(%warning, "configuration warning");
         }
-        let config = Arc::new(config);
-        match self.gateway.install_config(config.clone()) {
+        // The new (stage, route) series exist before the first request can record into them.
+        self.gateway.metrics.add_routes(&config);
+        match self.gateway.install_config(Arc::new(config)) {
             Ok(live) => {
-                self.gateway.metrics.add_routes(&config);
                 self.keys_context.store(Arc::new(names));
                 *self.digest.lock().unwrap_or_else(PoisonError::into_inner) = digest;
                 ConfigOutcome::Reloaded(live)
