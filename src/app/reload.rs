@@ -1,5 +1,8 @@
-//! gateway.yaml reloaded without a restart, on SIGHUP and when the file changes (the keys file's
-//! watch: its directory, debounced; see [`crate::auth::spawn_reloader`]).
+//! gateway.yaml reloaded without a restart, from where `--config` names it, as the keys are from
+//! `--keys` ([`crate::auth::spawn_reloader`]): a file on SIGHUP and when it changes (its
+//! directory watched, events debounced); an S3 object (`s3://bucket/key`, for Fargate, where the
+//! image's file cannot change) on SIGHUP and polled with `If-None-Match: <etag>` every
+//! `--keys-poll-interval`.
 //!
 //! Input: the path the gateway started from, the running [`Gateway`], the key store and the
 //! names the keys reloader checks keys files against. Output: a background task, and for each
@@ -20,7 +23,6 @@
 //! on the configuration they started with. What survives a swap (throttle buckets, cache
 //! entries, breaker state) is [`crate::pipeline::Live`]'s rule.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -28,10 +30,63 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::auth::{DirWatch, Hangup, KeySet, KeyStore, KeysContext};
+use crate::auth::{DirWatch, Hangup, KeySet, KeySource, KeyStore, KeysContext};
 use crate::config::GatewayConfig;
 use crate::config::restart::restart_only_changes;
 use crate::pipeline::{Gateway, Live};
+use crate::upstream::s3::{GetObject, S3};
+
+/// `--config`: a path, or `s3://bucket/key` (the same forms as `--keys`).
+pub fn source(arg: &str) -> Result<KeySource, String> {
+    KeySource::parse(arg).map_err(|e| format!("--config {}", e.replace("keys source", "source")))
+}
+
+/// The text of `source` at start, with the S3 object's ETag.
+pub async fn read_initial(source: &KeySource) -> Result<(String, Option<String>), String> {
+    match source {
+        KeySource::Path(path) => std::fs::read_to_string(path)
+            .map(|text| (text, None))
+            .map_err(|e| format!("{source}: cannot read: {e}")),
+        KeySource::S3 { .. } => {
+            let client = s3_client(source).await?;
+            match get(&client, source, None).await? {
+                Some(found) => Ok(found),
+                None => Err(format!(
+                    "{source}: 304 Not Modified to an unconditional read"
+                )),
+            }
+        }
+    }
+}
+
+async fn s3_client(source: &KeySource) -> Result<S3, String> {
+    S3::from_env()
+        .await
+        .map_err(|e| format!("{source}: cannot set up the S3 client: {e:#}"))
+}
+
+/// A (conditional) `GetObject` of an `s3://` source: `None` when it still has `etag`.
+async fn get(
+    client: &S3,
+    source: &KeySource,
+    etag: Option<&str>,
+) -> Result<Option<(String, Option<String>)>, String> {
+    let KeySource::S3 { bucket, key } = source else {
+        return Err(format!("{source}: not an S3 object"));
+    };
+    match client.get_object(bucket, key, etag).await {
+        Ok(GetObject::NotModified) => Ok(None),
+        Ok(GetObject::Found { body, etag }) => String::from_utf8(body.to_vec())
+            .map(|text| Some((text, etag)))
+            .map_err(|e| {
+                let at = e.utf8_error().valid_up_to();
+                format!("{source}: not UTF-8 (bad byte at offset {at})")
+            }),
+        Err(e) => Err(format!(
+            "{source}: cannot get the configuration object: {e}"
+        )),
+    }
+}
 
 /// What one reload did.
 #[derive(Debug)]
@@ -61,7 +116,12 @@ impl ConfigOutcome {
 
 /// Reloads gateway.yaml into a running gateway.
 pub struct ConfigReloader {
-    path: PathBuf,
+    source: KeySource,
+    /// The S3 client of an `s3://` source.
+    s3: Option<S3>,
+    /// The last ETag seen (of a good or bad object), so an unchanged bad object is not fetched
+    /// and reported again on every poll.
+    etag: Mutex<Option<String>>,
     gateway: Arc<Gateway>,
     keys: Arc<KeyStore>,
     keys_context: Arc<ArcSwap<KeysContext>>,
@@ -70,21 +130,48 @@ pub struct ConfigReloader {
 }
 
 impl ConfigReloader {
-    /// A reloader of `path`, whose text in force has the SHA-256 `digest`; `keys_context` is
-    /// the keys reloader's (see [`crate::auth::spawn_reloader_shared`]).
-    pub fn new(
-        path: PathBuf,
-        digest: [u8; 32],
+    /// A reloader of `source`, whose text in force has the SHA-256 `digest` (and, from S3, the
+    /// ETag `etag`); `keys_context` is the keys reloader's (see
+    /// [`crate::auth::spawn_reloader_shared`]). Fails only when the S3 client cannot be set up.
+    pub async fn new(
+        source: KeySource,
+        (digest, etag): ([u8; 32], Option<String>),
         gateway: Arc<Gateway>,
         keys: Arc<KeyStore>,
         keys_context: Arc<ArcSwap<KeysContext>>,
-    ) -> Self {
-        ConfigReloader {
-            path,
+    ) -> anyhow::Result<Self> {
+        let s3 = match &source {
+            KeySource::Path(_) => None,
+            KeySource::S3 { .. } => Some(s3_client(&source).await.map_err(anyhow::Error::msg)?),
+        };
+        Ok(ConfigReloader {
+            source,
+            s3,
+            etag: Mutex::new(etag),
             gateway,
             keys,
             keys_context,
             digest: Mutex::new(digest),
+        })
+    }
+
+    /// The current text; `None` when an S3 object is unchanged (304).
+    async fn fetch(&self) -> Result<Option<String>, String> {
+        let source = &self.source;
+        match (source, &self.s3) {
+            (KeySource::S3 { .. }, Some(client)) => {
+                let etag = self
+                    .etag
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let Some((text, etag)) = get(client, source, etag.as_deref()).await? else {
+                    return Ok(None);
+                };
+                *self.etag.lock().unwrap_or_else(PoisonError::into_inner) = etag;
+                Ok(Some(text))
+            }
+            _ => read_initial(source).await.map(|(text, _)| Some(text)),
         }
     }
 
@@ -96,10 +183,11 @@ impl ConfigReloader {
     }
 
     async fn attempt(&self) -> ConfigOutcome {
-        let name = self.path.display().to_string();
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(text) => text,
-            Err(e) => return ConfigOutcome::Failed(vec![format!("{name}: cannot read: {e}")]),
+        let name = self.source.name();
+        let text = match self.fetch().await {
+            Ok(Some(text)) => text,
+            Ok(None) => return ConfigOutcome::Unchanged,
+            Err(e) => return ConfigOutcome::Failed(vec![e]),
         };
         let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         if digest == *self.digest.lock().unwrap_or_else(PoisonError::into_inner) {
@@ -146,7 +234,7 @@ impl ConfigReloader {
     }
 
     fn record(&self, outcome: &ConfigOutcome) {
-        let file = self.path.display();
+        let file = &self.source;
         if let Some(result) = outcome.result() {
             let generation = self.gateway.live.load().generation;
             self.gateway.metrics.config_reloaded(result, generation);
@@ -208,17 +296,24 @@ fn keys_fit(keys: &KeySet, names: &KeysContext) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts reloading on SIGHUP and, when `watch` is on, on a change of the file (events
-/// debounced by the keys' `debounce`). The SIGHUP handler and the watch are in place when this
-/// returns; the task first catches up with a change made since the file was loaded.
+/// Starts reloading on SIGHUP and, for a file, on its change when `watch` is on (events
+/// debounced by the keys' `debounce`), for an S3 object every `s3_poll_interval` (the keys' reload
+/// options). The SIGHUP handler and the watch are in place when this returns; the task first
+/// catches up with a change made since the configuration was loaded.
 pub fn spawn(reloader: Arc<ConfigReloader>) -> JoinHandle<()> {
     let options = reloader.keys_context.load().reload.clone();
     let mut hangup = Hangup::install("configuration");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut watch = options
-        .watch
-        .then(|| DirWatch::start("configuration", &reloader.path, tx))
-        .flatten();
+    let mut watch = match &reloader.source {
+        KeySource::Path(path) if options.watch => DirWatch::start("configuration", path, tx),
+        _ => None,
+    };
+    let every = options.s3_poll_interval;
+    let mut poll = matches!(reloader.source, KeySource::S3 { .. }).then(|| {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
     tokio::spawn(async move {
         reloader.reload().await;
         loop {
@@ -228,8 +323,9 @@ pub fn spawn(reloader: Arc<ConfigReloader>) -> JoinHandle<()> {
                         tokio::time::timeout(options.debounce, rx.recv()).await
                     {}
                 }
+                () = tick(&mut poll) => {}
                 () = hangup.recv() => {
-                    tracing::info!(file = %reloader.path.display(), "SIGHUP: reloading the configuration");
+                    tracing::info!(file = %reloader.source, "SIGHUP: reloading the configuration");
                 }
             }
             reloader.reload().await;
@@ -238,4 +334,14 @@ pub fn spawn(reloader: Arc<ConfigReloader>) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// The next tick of an S3 source's poll; never, for a file.
+async fn tick(poll: &mut Option<tokio::time::Interval>) {
+    match poll {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

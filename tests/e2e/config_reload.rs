@@ -261,3 +261,51 @@ async fn reloads_under_load_fail_no_request() {
     assert!(endpoints.is_subset(&known), "{endpoints:?}");
     assert!(endpoints.contains(&format!("ep-{RELOADS}")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_in_s3_is_polled_by_etag_and_a_bad_upload_keeps_the_config() {
+    let s3 = crate::kit::s3::FakeS3::start("cfg-bucket", "gateway.yaml", &config("ep-one")).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_source("s3://cfg-bucket/gateway.yaml")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
+        .upstream(&upstream)
+        .start()
+        .await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-one");
+    // Unchanged object: polls are answered 304.
+    eventually("a 304 poll", WAIT, || {
+        let seen = s3.received().iter().any(|r| r.status == 304);
+        async move { seen.then_some(()) }
+    })
+    .await;
+
+    s3.upload(&config("ep-two"));
+    until_generation(&gateway, 1).await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-two");
+
+    s3.upload(&config("ep-three").replace("routes:\n", "routes: [\n"));
+    gateway
+        .wait_for_log("configuration reload failed; the previous configuration stays in force")
+        .await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-two");
+    // The bad object is reported once, not on every poll: later polls are 304s.
+    let polls = s3.received().len();
+    eventually("two more polls", WAIT, || {
+        let n = s3.received().len();
+        async move { (n >= polls + 2).then_some(()) }
+    })
+    .await;
+    let failures = gateway
+        .log_lines()
+        .iter()
+        .filter(|l| {
+            l["message"] == "configuration reload failed; the previous configuration stays in force"
+        })
+        .count();
+    assert_eq!(failures, 1, "{}", gateway.stdout());
+}
