@@ -41,7 +41,8 @@
 //! Invariants: state is a few integers per endpoint behind a `std::sync::Mutex` held for a
 //! handful of instructions and never across `.await`; the map of breakers is built from the
 //! configuration (at start and on a config reload) and never grows between, so its size is bounded
-//! by the configured endpoint names, never by clients. Time comes from the injected [`LimitClock`]; unit tests advance a manual clock.
+//! by the configured endpoint names, never by clients. Time comes from the injected
+//! [`LimitClock`]; unit tests advance a manual clock.
 
 use std::collections::HashMap;
 use std::future::Future;

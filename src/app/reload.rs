@@ -44,7 +44,8 @@ pub fn source(arg: &str) -> Result<KeySource, String> {
 /// The text of `source` at start, with the S3 object's ETag.
 pub async fn read_initial(source: &KeySource) -> Result<(String, Option<String>), String> {
     match source {
-        KeySource::Path(path) => std::fs::read_to_string(path)
+        KeySource::Path(path) => tokio::fs::read_to_string(path)
+            .await
             .map(|text| (text, None))
             .map_err(|e| format!("{source}: cannot read: {e}")),
         KeySource::S3 { .. } => {
