@@ -216,6 +216,8 @@ impl ConfigReloader {
         }
         let mut names = KeysContext::new(config.stage_names(), config.route_keys());
         names.reload = self.keys_context.load().reload.clone();
+        // No keys reload between this check and the swap of the names it is checked against.
+        let _names = self.keys.names_lock.lock().await;
         if let Err(why) = keys_fit(&self.keys.current(), &names) {
             return ConfigOutcome::Refused(why);
         }

@@ -34,6 +34,9 @@ pub struct KeyStore {
     current: ArcSwap<KeySet>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Held while a keys file is checked against gateway.yaml's names and swapped in, and while a
+    /// gateway.yaml reload checks the keys and swaps the names: neither sees the other half done.
+    pub(crate) names_lock: tokio::sync::Mutex<()>,
 }
 
 impl KeyStore {
@@ -43,6 +46,7 @@ impl KeyStore {
             current: ArcSwap::from_pointee(initial),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            names_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -262,6 +266,7 @@ pub fn spawn_reloader_shared(
         };
         let mut etag = store.load().origin.etag.clone();
         let reload_and_notify = async |etag: &mut Option<String>| {
+            let _names = store.names_lock.lock().await;
             let ctx = shared.load_full();
             if let ReloadOutcome::Reloaded(set) = reload(&store, &fetcher, &name, &ctx, etag).await
             {
