@@ -51,6 +51,7 @@ use subtle::ConstantTimeEq;
 
 pub use self::load::{KeysContext, ReloadOptions, parse_keys};
 pub use self::newkey::{NewKey, new_key, new_value};
+#[cfg(feature = "aws")]
 pub(crate) use self::reload::{DirWatch, Hangup};
 pub use self::reload::{
     KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader, spawn_reloader_shared,
