@@ -39,13 +39,14 @@
 //! finishes after the circuit opened) are ignored: every transition starts a new generation.
 //!
 //! Invariants: state is a few integers per endpoint behind a `std::sync::Mutex` held for a
-//! handful of instructions and never across `.await`; the map of breakers is built at start from
-//! the configuration and never grows, so its size is bounded by the configured endpoint names,
-//! never by clients. Time comes from the injected [`LimitClock`]; unit tests advance a manual clock.
+//! handful of instructions and never across `.await`; the map of breakers is built from the
+//! configuration (at start and on a config reload) and never grows between, so its size is bounded
+//! by the configured endpoint names, never by clients. Time comes from the injected
+//! [`LimitClock`]; unit tests advance a manual clock.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -277,7 +278,8 @@ impl Drop for Permit<'_> {
 
 /// The breakers of every endpoint that has one; endpoints without one are called directly.
 pub struct Breakers {
-    by_endpoint: HashMap<String, Breaker>,
+    // Arc: a config reload shares an unchanged endpoint's breaker, state and all.
+    by_endpoint: HashMap<String, Arc<Breaker>>,
     clock: LimitClock,
 }
 
@@ -293,15 +295,32 @@ impl Breakers {
     /// One breaker per endpoint name of every integration that enables one. The configuration
     /// guarantees that all routes reaching one endpoint agree on its settings.
     pub fn new(config: &GatewayConfig, metrics: &Metrics, clock: LimitClock) -> Self {
+        Breakers::carried(config, metrics, clock, None)
+    }
+
+    /// [`Breakers::new`] for a reloaded `config`: an endpoint whose settings did not change keeps
+    /// its breaker of `previous` (its state and counts); a new or changed one starts closed.
+    pub fn carried(
+        config: &GatewayConfig,
+        metrics: &Metrics,
+        clock: LimitClock,
+        previous: Option<&Breakers>,
+    ) -> Self {
         let mut by_endpoint = HashMap::new();
         for route in &config.routes {
             let Some(settings) = route.integration.circuit_breaker else {
                 continue;
             };
             for endpoint in route.integration.endpoint_by_stage.values() {
-                by_endpoint
-                    .entry(endpoint.clone())
-                    .or_insert_with(|| Breaker::new(endpoint, settings, metrics.breaker(endpoint)));
+                by_endpoint.entry(endpoint.clone()).or_insert_with(|| {
+                    previous
+                        .and_then(|p| p.by_endpoint.get(endpoint))
+                        .filter(|b| b.settings == settings)
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            Arc::new(Breaker::new(endpoint, settings, metrics.breaker(endpoint)))
+                        })
+                });
             }
         }
         Breakers { by_endpoint, clock }
@@ -340,7 +359,7 @@ impl Breakers {
 
     /// The state of `endpoint`'s circuit, `None` when it has no breaker.
     pub fn state(&self, endpoint: &str) -> Option<CircuitState> {
-        self.by_endpoint.get(endpoint).map(Breaker::state)
+        self.by_endpoint.get(endpoint).map(|b| b.state())
     }
 }
 

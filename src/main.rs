@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve {
-        /// Gateway configuration file.
+        /// Gateway configuration: a file path or s3://bucket/key (reloaded from there).
         #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
         config: PathBuf,
         /// Keys source: a file path or s3://bucket/key.
@@ -46,7 +46,7 @@ enum Command {
     },
     /// Validate the configuration and keys; print every error; exit non-zero on any.
     CheckConfig {
-        /// Gateway configuration file.
+        /// Gateway configuration: a file path or s3://bucket/key.
         #[arg(long, env = "SAGEGATE_CONFIG", default_value = "config/gateway.yaml")]
         config: PathBuf,
         /// Keys source: a file path or s3://bucket/key.

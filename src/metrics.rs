@@ -18,6 +18,9 @@
 //!   answers), `memory_budget_bytes` (its limit), `memory_refusals_total` (charges refused, each a
 //!   503; see [`crate::memory`]);
 //! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
+//! - `config_reloads_total` by `result` (`ok`, `failed`: the file does not load, `refused`: it
+//!   changes a restart-only field or drops a stage or route the keys use), `config_generation`
+//!   (0 at start, +1 per reload that swapped the configuration; see [`crate::app::reload`]);
 //! - `otel_spans_total` by `result` (`exported`, `queue_full`, `export_failed`), only with OTLP on;
 //! - `limit_store_up` (0 while the shared store is down), `limit_store_errors_total`,
 //!   `limit_store_fallback_total` by `decision` (`local`, `deny`).
@@ -25,11 +28,14 @@
 //! Cardinality is bounded by the configuration: stage and route labels only take configured values
 //! (`""` for requests that matched none), key ids come from the keys file, error types from a list,
 //! endpoint names from the configuration (after stage variables).
-//! Hot path: the per-(stage, route) children are created at start and found by two map lookups on
-//! borrowed strings; nothing is allocated per request.
+//! Hot path: the per-(stage, route) children are created at start (and on a config reload) and
+//! found by two map lookups on borrowed strings; nothing is allocated per request.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -52,11 +58,50 @@ struct RouteMetrics {
     integration: Histogram,
 }
 
+/// stage → route path → children.
+type RouteChildren = HashMap<String, HashMap<String, RouteMetrics>>;
+
+/// The families with a child per configured (stage, route).
+struct RouteFamilies {
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    integration: HistogramVec,
+}
+
+impl RouteFamilies {
+    /// The children of every (stage, route) of `config`, and of `("", "")`.
+    fn children(&self, config: &GatewayConfig) -> RouteChildren {
+        let mut routes = RouteChildren::new();
+        let mut add = |stage: &str, route: &str| {
+            let children = RouteMetrics {
+                requests: STATUS_CLASSES
+                    .map(|c| self.requests.with_label_values(&[stage, route, c])),
+                latency: STATUS_CLASSES.map(|c| self.latency.with_label_values(&[stage, route, c])),
+                integration: self.integration.with_label_values(&[stage, route]),
+            };
+            routes
+                .entry(stage.to_owned())
+                .or_default()
+                .insert(route.to_owned(), children);
+        };
+        add("", "");
+        for stage in config.stages.keys() {
+            add(stage, "");
+            for route in &config.routes {
+                add(stage, &route.path);
+            }
+        }
+        routes
+    }
+}
+
 /// All metrics of one gateway.
 pub struct Metrics {
     registry: Registry,
     /// stage → route path → children; `""` keys for requests that matched no stage or route.
-    routes: HashMap<String, HashMap<String, RouteMetrics>>,
+    /// Replaced whole when a config reload brings stages or routes ([`Metrics::add_routes`]).
+    routes: ArcSwap<RouteChildren>,
+    route_families: RouteFamilies,
     throttled: IntCounterVec,
     quota_rejected: IntCounterVec,
     cache_lookups: IntCounterVec,
@@ -67,6 +112,8 @@ pub struct Metrics {
     /// Requests being handled now.
     pub in_flight: IntGauge,
     key_reloads: IntCounterVec,
+    config_reloads: IntCounterVec,
+    config_generation: IntGauge,
     otel_spans: IntCounterVec,
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
@@ -165,25 +212,12 @@ impl Metrics {
             "Duration of SageMaker calls (retries included), by stage and route.",
             &["stage", "route"],
         );
-        let mut routes: HashMap<String, HashMap<String, RouteMetrics>> = HashMap::new();
-        let mut add = |stage: &str, route: &str| {
-            let children = RouteMetrics {
-                requests: STATUS_CLASSES.map(|c| requests.with_label_values(&[stage, route, c])),
-                latency: STATUS_CLASSES.map(|c| latency.with_label_values(&[stage, route, c])),
-                integration: integration.with_label_values(&[stage, route]),
-            };
-            routes
-                .entry(stage.to_owned())
-                .or_default()
-                .insert(route.to_owned(), children);
+        let route_families = RouteFamilies {
+            requests,
+            latency,
+            integration,
         };
-        add("", "");
-        for stage in config.stages.keys() {
-            add(stage, "");
-            for route in &config.routes {
-                add(stage, &route.path);
-            }
-        }
+        let routes = ArcSwap::from_pointee(route_families.children(config));
         let cache_lookups = counter_vec(
             &registry,
             "cache_lookups_total",
@@ -238,6 +272,15 @@ impl Metrics {
         );
         key_reloads.with_label_values(&["ok"]);
         key_reloads.with_label_values(&["failed"]);
+        let config_reloads = counter_vec(
+            &registry,
+            "config_reloads_total",
+            "Reloads of gateway.yaml, by result (ok, failed, refused).",
+            &["result"],
+        );
+        for result in ["ok", "failed", "refused"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let otel_spans = counter_vec(
             &registry,
             "otel_spans_total",
@@ -295,6 +338,7 @@ impl Metrics {
             breaker_transitions,
             breaker_short_circuited,
             routes,
+            route_families,
             throttled: counter_vec(
                 &registry,
                 "throttled_total",
@@ -319,6 +363,12 @@ impl Metrics {
             ),
             in_flight,
             key_reloads,
+            config_reloads,
+            config_generation: gauge(
+                &registry,
+                "config_generation",
+                "Generation of the gateway.yaml in force: 0 as loaded at start, +1 per reload.",
+            ),
             limit_store_up,
             limit_store_errors,
             limit_store_fallback,
@@ -361,10 +411,18 @@ impl Metrics {
         self.otel_spans.with_label_values(&[result])
     }
 
+    /// Creates the children of the (stage, route) pairs of a reloaded `config`; the series of
+    /// pairs it no longer has stay, with their counts.
+    pub fn add_routes(&self, config: &GatewayConfig) {
+        self.routes
+            .store(Arc::new(self.route_families.children(config)));
+    }
+
     /// Records one finished request.
     pub fn observe(&self, ctx: &RequestContext, status: u16, elapsed: Duration) {
         let stage = ctx.stage.as_deref().unwrap_or("");
-        let stage_routes = self.routes.get(stage).or_else(|| self.routes.get(""));
+        let routes = self.routes.load();
+        let stage_routes = routes.get(stage).or_else(|| routes.get(""));
         let children = stage_routes.and_then(|r| {
             r.get(ctx.resource_path.as_deref().unwrap_or(""))
                 .or_else(|| r.get(""))
@@ -418,6 +476,16 @@ impl Metrics {
                 c.inc_by(total.saturating_sub(c.get()));
             }
         }
+    }
+
+    /// Counts one gateway.yaml reload by `result` (`ok`, `failed`, `refused`) and shows the
+    /// generation now in force.
+    pub fn config_reloaded(&self, result: &str, generation: u64) {
+        if let Ok(c) = self.config_reloads.get_metric_with_label_values(&[result]) {
+            c.inc();
+        }
+        self.config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
     /// Sets the key-reload counts (read from the key store at scrape time).

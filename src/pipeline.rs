@@ -25,7 +25,6 @@
 //! Each stage line is wrapped in [`traced`], which records the stage's span when the request is
 //! traced ([`crate::otel`], OTLP export on and sampled) and otherwise costs one `Option` check.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -34,18 +33,20 @@ use futures_util::Stream;
 
 use crate::auth::{self, KeySet};
 use crate::body::{self, BodyLimits};
-use crate::breaker::Breakers;
-use crate::cache::{self, StageCache};
+use crate::cache;
 use crate::config::GatewayConfig;
 use crate::context::{Limited, RequestContext, names};
 use crate::error::GatewayError;
 use crate::integration::{self, MappingInput};
-use crate::limits::{self, FailedAttemptLimiter, KeyLimiters, LimitClock, Limiter, StageLimiter};
+use crate::limits::{self, FailedAttemptLimiter, KeyLimiters, LimitClock, Limiter};
 use crate::memory::{Held, MemoryBudget, new_bytes};
 use crate::metrics::Metrics;
 use crate::otel::Tracer;
 use crate::route;
 use crate::upstream::SageMaker;
+
+mod live;
+pub use self::live::Live;
 
 // Paths other code reached through this module before the stage bodies moved to their modules
 // (kept for one step; see docs/architecture.md for where each now lives).
@@ -57,22 +58,17 @@ pub use crate::message::{API_KEY_HEADER, GatewayRequest, GatewayResponse};
 
 /// Everything the pipeline reads; shared by all workers.
 pub struct Gateway {
-    /// The compiled configuration.
-    pub config: Arc<GatewayConfig>,
+    /// The per-request configuration (gateway.yaml and its stage throttles, caches, breakers): a
+    /// request loads it once and finishes on it; a config reload swaps it whole.
+    pub live: ArcSwap<Live>,
     /// Current keys and their limiters. Read lock-free per request; replaced whole on reload.
     pub keys: ArcSwap<KeysSnapshot>,
-    /// Stage throttles by stage name (not reloaded: they come from gateway.yaml).
-    pub stage_limiters: BTreeMap<String, StageLimiter>,
     /// Where throttle and quota state lives.
     pub limiter: Limiter,
     /// Unknown-key attempts per client address (key enumeration defence).
     pub failed_attempts: FailedAttemptLimiter,
     /// The SageMaker integration.
     pub upstream: SageMaker,
-    /// Circuit breakers of the endpoints that have one, around `upstream`.
-    pub breakers: Breakers,
-    /// Stage caches by stage name, for the stages that cache.
-    pub caches: BTreeMap<String, StageCache>,
     /// Metrics, recorded once per request by the HTTP adapter.
     pub metrics: Metrics,
     /// OTLP trace export; `None` (the default) records no spans at all.
@@ -87,7 +83,7 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("stages", &self.config.stages.keys())
+            .field("live", &self.live.load())
             .finish_non_exhaustive()
     }
 }
@@ -102,21 +98,8 @@ impl Gateway {
         limiter: Limiter,
     ) -> anyhow::Result<Gateway> {
         let clock = limiter.clock().clone();
-        let mut stage_limiters = BTreeMap::new();
-        for stage in config.stages.values() {
-            let limiter =
-                StageLimiter::new(&stage.name, stage.throttle, &stage.route_throttles, &clock)?;
-            stage_limiters.insert(stage.name.clone(), limiter);
-        }
         let keys = KeysSnapshot::new(keys, &KeyLimiters::default(), &clock)?;
-        let caches = config
-            .stages
-            .values()
-            .filter(|s| s.cache.enabled)
-            .map(|s| (s.name.clone(), StageCache::new(&s.cache, clock.clone())))
-            .collect();
         let metrics = Metrics::new(&config);
-        let breakers = Breakers::new(&config, &metrics, clock.clone());
         let memory = MemoryBudget::new(match config.server.memory_budget {
             Some(bytes) => bytes,
             None => {
@@ -127,16 +110,13 @@ impl Gateway {
         });
         Ok(Gateway {
             memory,
-            caches,
-            metrics,
-            breakers,
             keys: ArcSwap::from_pointee(keys),
-            stage_limiters,
             limiter,
             failed_attempts: FailedAttemptLimiter::with_defaults(clock.clone()),
             upstream,
             body_limits: BodyLimits::of(&config.server),
-            config,
+            live: ArcSwap::from_pointee(Live::first(config, &metrics, &clock)?),
+            metrics,
             clock,
             tracer: None,
         })
@@ -160,6 +140,20 @@ impl Gateway {
         }
     }
 
+    /// The per-request configuration now in force.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Builds the state of a reloaded `config` beside the current one (keeping what it did not
+    /// change, see [`Live::next`]) and swaps it in; requests already running finish on the old.
+    /// Fails only on limiter settings the config validation let through (nothing is swapped).
+    pub fn install_config(&self, config: Arc<GatewayConfig>) -> anyhow::Result<Arc<Live>> {
+        let next = Arc::new(self.live.load().next(config, &self.metrics, &self.clock)?);
+        self.live.store(next.clone());
+        Ok(next)
+    }
+
     /// Runs the pipeline for one request: its head, its body's chunks (read only once the request
     /// is admitted) and its memory account (which the caller keeps until the response is written).
     pub async fn handle<B, E>(
@@ -173,10 +167,12 @@ impl Gateway {
         B: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        // The request's configuration: reloads after this point do not change it.
+        let live = self.live.load_full();
         let mut input = None;
-        let mut response = match self.run(req, body, memory, ctx, &mut input).await {
+        let mut response = match self.run(&live, req, body, memory, ctx, &mut input).await {
             Ok(resp) => resp,
-            Err(err) => self.refuse(err, input.as_ref(), ctx),
+            Err(err) => self.refuse_under(&live.config, err, input.as_ref(), ctx),
         };
         if let Some(status) = ctx.cache {
             response
@@ -196,6 +192,17 @@ impl Gateway {
         input: Option<&MappingInput<'_>>,
         ctx: &mut RequestContext,
     ) -> GatewayResponse {
+        self.refuse_under(&self.live.load().config, err, input, ctx)
+    }
+
+    /// [`Gateway::refuse`] under a request's `config`.
+    fn refuse_under(
+        &self,
+        config: &GatewayConfig,
+        err: GatewayError,
+        input: Option<&MappingInput<'_>>,
+        ctx: &mut RequestContext,
+    ) -> GatewayResponse {
         ctx.limited = match err {
             GatewayError::Throttled { .. } => Some(Limited::Throttled),
             GatewayError::QuotaExceeded { .. } => Some(Limited::Quota),
@@ -206,12 +213,13 @@ impl Gateway {
             .response_type
             .map(crate::error::ResponseType::name);
         ctx.error_cause = Some(err.to_string());
-        integration::gateway_response(&err, &self.config.gateway_responses, input, ctx)
+        integration::gateway_response(&err, &config.gateway_responses, input, ctx)
     }
 
     /// The stages, in order, one line each (plus the memory charges between them).
     async fn run<'a, B, E>(
         &'a self,
+        live: &'a Live,
         req: &'a GatewayRequest,
         body: &mut B,
         memory: &'a Held,
@@ -222,7 +230,7 @@ impl Gateway {
         B: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let config = &*self.config;
+        let config = &*live.config;
         // route
         let (stage, route, path_params) = traced(ctx, names::ROUTE, |ctx| config.route(req, ctx))?;
         let query = route::decode_query(&req.query, config.server.decode_parameters)
@@ -236,7 +244,7 @@ impl Gateway {
         // admit
         let start = ctx.span_start();
         let key_limiter = keys.limiter(caller.as_ref());
-        let stage_limiter = self.stage_limiters.get(&stage.name);
+        let stage_limiter = live.stage_limiters.get(&stage.name).map(|l| &**l);
         let admitted = limits::admit(
             &self.limiter,
             key_limiter,
@@ -268,12 +276,12 @@ impl Gateway {
         // cache lookup + invoke (the endpoint's circuit breaker wraps the call: a cache hit never
         // reaches it, and an open circuit answers without starting the call)
         let invoke = || {
-            self.breakers.call(
+            live.breakers.call(
                 &invocation.endpoint_name,
                 self.upstream.invoke(invocation.clone()),
             )
         };
-        let store = self.caches.get(&stage.name);
+        let store = live.caches.get(&stage.name).map(|c| &**c);
         let (fetched, warn) = cache::lookup(
             store,
             route,

@@ -84,7 +84,7 @@ pub fn run(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Server> {
-    let settings = gateway.config.server.clone();
+    let settings = gateway.live().config.server.clone();
     let state = web::Data::new(AppState {
         gateway,
         draining: AtomicBool::new(false),
@@ -154,7 +154,8 @@ pub fn run_admin(
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     let gateway = &state.gateway;
-    for (stage, cache) in &gateway.caches {
+    let live = gateway.live();
+    for (stage, cache) in &live.caches {
         let (entries, bytes) = cache.size().await;
         let c = &cache.counters;
         gateway.metrics.set_cache(

@@ -10,13 +10,17 @@
 //!
 //! Start-up order: SageMaker client (credentials and region from the AWS chain), keys, limit
 //! store ([`connect_limiter`]), the gateway's shared state, OTLP export (before the listener
-//! opens), the keys reloader, housekeeping, the admin listener, then the main listener.
+//! opens), the keys reloader, the gateway.yaml reloader ([`reload`]), housekeeping, the admin
+//! listener, then the main listener.
 
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::auth::{self, KeySet, KeySource, KeysContext};
 use crate::config::GatewayConfig;
@@ -25,6 +29,7 @@ use crate::pipeline::Gateway;
 use crate::upstream::{self, SageMaker};
 use crate::{otel, server};
 
+pub mod reload;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +38,12 @@ mod tests;
 pub struct Loaded {
     /// The compiled gateway.yaml.
     pub config: GatewayConfig,
+    /// Where gateway.yaml was read: a path or `s3://bucket/key` (reloaded from there, [`reload`]).
+    pub config_source: KeySource,
+    /// The S3 object's ETag at start (polls are conditional on it).
+    pub config_etag: Option<String>,
+    /// SHA-256 of the text `config` was compiled from.
+    pub config_digest: [u8; 32],
     /// Where the keys come from (reloaded from there).
     pub source: KeySource,
     /// What a keys file is checked against (gateway.yaml's stages and routes), and reload settings.
@@ -41,7 +52,7 @@ pub struct Loaded {
     pub keys: KeySet,
 }
 
-/// Loads gateway.yaml from `config` and the keys from `keys` (a path or `s3://bucket/key`);
+/// Loads gateway.yaml from `config` and the keys from `keys` (each a path or `s3://bucket/key`);
 /// returns every diagnostic of both on failure. `env` reads the environment for `${env:…}`.
 pub fn load(
     config: &Path,
@@ -49,8 +60,14 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, String> {
     let name = config.display().to_string();
-    let text = std::fs::read_to_string(config).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let config_source = reload::source(&name)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (text, config_etag) = runtime.block_on(reload::read_initial(&config_source))?;
     let gateway = GatewayConfig::parse(&name, &text, env);
+    let config_digest = Sha256::digest(text.as_bytes()).into();
     let source = KeySource::parse(keys).map_err(|e| format!("{keys}: {e}"))?;
     // Check the keys even when gateway.yaml has errors, against the names it declares, so one run
     // reports the problems of both files.
@@ -65,14 +82,13 @@ pub fn load(
         ));
     };
     let keys_context = KeysContext::new(stages, routes);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let set = runtime.block_on(auth::load_initial(&source, &keys_context));
     match (gateway, set) {
         (Ok(config), Ok(keys)) => Ok(Loaded {
             config,
+            config_source,
+            config_etag,
+            config_digest,
             source,
             keys_context,
             keys,
@@ -162,6 +178,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Loaded {
         config: gateway_config,
+        config_source,
+        config_etag,
+        config_digest,
         source,
         keys_context,
         keys: set,
@@ -193,7 +212,17 @@ pub async fn run(
         let gateway = gateway.clone();
         move |set: &Arc<KeySet>| gateway.install_keys(set.clone())
     };
-    auth::spawn_reloader(store.clone(), source, keys_context, on_reload);
+    let keys_context = Arc::new(ArcSwap::from_pointee(keys_context));
+    auth::spawn_reloader_shared(store.clone(), source, keys_context.clone(), on_reload);
+    let reloader = reload::ConfigReloader::new(
+        config_source,
+        (config_digest, config_etag),
+        gateway.clone(),
+        store.clone(),
+        keys_context,
+    )
+    .await?;
+    reload::spawn(Arc::new(reloader));
     spawn_housekeeping(gateway.clone());
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = match admin_listener {

@@ -337,3 +337,106 @@ async fn overrides_apply_to_the_head_refusals_too() {
         assert_eq!(ctx.error_type, Some("REQUEST_TOO_LARGE"));
     }
 }
+
+/// Two throttled stages (burst 1), `a` caching; `{template}` is the request template's version,
+/// `{endpoint}` stage `a`'s endpoint, `{burst}` stage `b`'s burst, `{respond}` an integration
+/// response block (or nothing).
+const RELOADED: &str = r#"
+stages:
+  a:
+    variables: { endpoint: {endpoint} }
+    throttle: { rate_limit: 1, burst_limit: 1 }
+    cache: { enabled: true, ttl_secs: 60 }
+  b:
+    variables: { endpoint: ep-b }
+    throttle: { rate_limit: 1, burst_limit: {burst} }
+routes:
+  - method: GET
+    path: /r/{id}
+    cache:
+      key_parameters: [method.request.path.id]
+    integration:
+      endpoint_name: "${stageVariables.endpoint}"
+      passthrough_behavior: NEVER
+      request_templates:
+        application/json: '{"v": {template}}'
+{respond}"#;
+const NO_KEYS: &str = "usage_plans: []\nkeys: []\n";
+
+fn reloaded_yaml(endpoint: &str, burst: u32, template: u32, respond: &str) -> String {
+    RELOADED
+        .replace("{endpoint}", endpoint)
+        .replace("{burst}", &burst.to_string())
+        .replace("{template}", &template.to_string())
+        .replace("{respond}", respond)
+}
+
+fn reloaded(endpoint: &str, burst: u32, template: u32, respond: &str) -> Arc<GatewayConfig> {
+    let yaml = reloaded_yaml(endpoint, burst, template, respond);
+    Arc::new(GatewayConfig::parse("gateway.yaml", &yaml, &|_| None).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_reload_keeps_the_state_it_does_not_change() {
+    let model = Model::default();
+    let time = clock();
+    let upstream = model.sagemaker(Duration::ZERO, recommendations);
+    let gateway = start(&reloaded_yaml("ep-a", 1, 1, ""), NO_KEYS, upstream, &time).await;
+    for target in ["/a/r/1", "/b/r/1"] {
+        assert_eq!(get(&gateway, target, None).await.status, 200);
+    }
+    // Stage b's throttle changes: it applies at once (new buckets); stage a keeps its count.
+    gateway.install_config(reloaded("ep-a", 5, 1, "")).unwrap();
+    assert_eq!(get(&gateway, "/b/r/2", None).await.status, 200);
+    assert_eq!(get(&gateway, "/a/r/1", None).await.status, 429);
+    // Nothing stage a's answers depend on changed: its cache entry is still served.
+    time.advance(Duration::from_secs(1));
+    let hit = get(&gateway, "/a/r/1", None).await;
+    assert_eq!(header(&hit, "x-sagegate-cache"), Some("hit"));
+    // A new template: stage a keeps its (empty) bucket, but its cache starts empty, so no answer
+    // rendered from the old template is served under the new one.
+    gateway.install_config(reloaded("ep-a", 5, 2, "")).unwrap();
+    assert_eq!(get(&gateway, "/a/r/1", None).await.status, 429);
+    time.advance(Duration::from_secs(1));
+    let miss = get(&gateway, "/a/r/1", None).await;
+    assert_eq!(header(&miss, "x-sagegate-cache"), Some("miss"));
+    assert!(
+        text(&miss).contains(r#""echo":{"v": 2}"#),
+        "{}",
+        text(&miss)
+    );
+    // A new endpoint variable: a new cache scope, and the call goes to the new endpoint.
+    let live = gateway.install_config(reloaded("ep-a2", 5, 2, "")).unwrap();
+    assert_eq!(live.generation, 3);
+    time.advance(Duration::from_secs(1));
+    let miss = get(&gateway, "/a/r/1", None).await;
+    assert_eq!(header(&miss, "x-sagegate-cache"), Some("miss"));
+    assert_eq!(model.last().endpoint_name, "ep-a2");
+    assert_eq!(model.count(), 5, "a1, b1, b2, and two misses");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
+    let model = Model::default();
+    let time = clock();
+    let respond = "      responses:\n        - selection_pattern: \"200\"\n          status: 200\n          \
+                   response_templates:\n            application/json: '{\"new\": true}'\n";
+    let upstream = model.sagemaker(Duration::from_secs(5), recommendations);
+    let gateway = start(&reloaded_yaml("ep-a", 5, 1, ""), NO_KEYS, upstream, &time).await;
+    let (in_flight, ()) = tokio::join!(get(&gateway, "/b/r/1", None), async {
+        // The call takes 5 s (paused time); the reload lands during it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(model.count(), 1, "the request is at the model");
+        gateway
+            .install_config(reloaded("ep-a", 5, 1, respond))
+            .unwrap();
+    });
+    assert_eq!(in_flight.status, 200);
+    assert!(
+        text(&in_flight).contains("recommendations"),
+        "{}",
+        text(&in_flight)
+    );
+    let after = get(&gateway, "/b/r/2", None).await;
+    assert_eq!(text(&after), r#"{"new": true}"#);
+}

@@ -51,7 +51,11 @@ use subtle::ConstantTimeEq;
 
 pub use self::load::{KeysContext, ReloadOptions, parse_keys};
 pub use self::newkey::{NewKey, new_key, new_value};
-pub use self::reload::{KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader};
+#[cfg(feature = "aws")]
+pub(crate) use self::reload::{DirWatch, Hangup};
+pub use self::reload::{
+    KeyStore, ReloadOutcome, load_initial, reload_now, spawn_reloader, spawn_reloader_shared,
+};
 pub use self::source::KeySource;
 pub use self::stage::{KeysSnapshot, authenticate};
 pub use crate::route::{RouteKey, normalize_route_key};

@@ -34,6 +34,9 @@ pub struct KeyStore {
     current: ArcSwap<KeySet>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Held while a keys file is checked against gateway.yaml's names and swapped in, and while a
+    /// gateway.yaml reload checks the keys and swaps the names: neither sees the other half done.
+    pub(crate) names_lock: tokio::sync::Mutex<()>,
 }
 
 impl KeyStore {
@@ -43,6 +46,7 @@ impl KeyStore {
             current: ArcSwap::from_pointee(initial),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            names_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -227,11 +231,28 @@ pub fn spawn_reloader(
     ctx: KeysContext,
     on_reload: impl Fn(&Arc<KeySet>) + Send + Sync + 'static,
 ) -> JoinHandle<()> {
-    let mut hangup = Hangup::install();
+    spawn_reloader_shared(
+        store,
+        source,
+        Arc::new(ArcSwap::from_pointee(ctx)),
+        on_reload,
+    )
+}
+
+/// [`spawn_reloader`] checking each new keys file against the stage and route names `ctx` holds
+/// at that moment (a gateway.yaml reload replaces them; its reload options are read once, here).
+pub fn spawn_reloader_shared(
+    store: Arc<KeyStore>,
+    source: KeySource,
+    shared: Arc<ArcSwap<KeysContext>>,
+    on_reload: impl Fn(&Arc<KeySet>) + Send + Sync + 'static,
+) -> JoinHandle<()> {
+    let options = shared.load().reload.clone();
+    let mut hangup = Hangup::install("keys");
     // The watch, too, is in place before this returns, so no later change can be missed.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watch = match &source {
-        KeySource::Path(path) if ctx.reload.watch => DirWatch::start(path, tx),
+        KeySource::Path(path) if options.watch => DirWatch::start("keys", path, tx),
         _ => None,
     };
     tokio::spawn(async move {
@@ -245,6 +266,8 @@ pub fn spawn_reloader(
         };
         let mut etag = store.load().origin.etag.clone();
         let reload_and_notify = async |etag: &mut Option<String>| {
+            let _names = store.names_lock.lock().await;
+            let ctx = shared.load_full();
             if let ReloadOutcome::Reloaded(set) = reload(&store, &fetcher, &name, &ctx, etag).await
             {
                 on_reload(&set);
@@ -260,7 +283,7 @@ pub fn spawn_reloader(
                         Some(()) = rx.recv() => {
                             // Debounce: wait until the directory has been quiet for a while.
                             while let Ok(Some(())) =
-                                tokio::time::timeout(ctx.reload.debounce, rx.recv()).await
+                                tokio::time::timeout(options.debounce, rx.recv()).await
                             {}
                         }
                         () = hangup.recv() => tracing::info!(file = %name, "SIGHUP: reloading keys"),
@@ -272,7 +295,7 @@ pub fn spawn_reloader(
                 }
             }
             KeySource::S3 { .. } => {
-                let every = ctx.reload.s3_poll_interval;
+                let every = options.s3_poll_interval;
                 let mut ticker =
                     tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,29 +311,35 @@ pub fn spawn_reloader(
     })
 }
 
-/// SIGHUP as a stream; never fires where signals are unavailable.
-struct Hangup {
+/// SIGHUP as a stream; never fires where signals are unavailable. Every reloader installs its
+/// own: one SIGHUP reloads the keys and gateway.yaml.
+pub(crate) struct Hangup {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
 }
 
 impl Hangup {
-    fn install() -> Self {
+    /// Listens for SIGHUP; `what` names the reloaded file in the log.
+    pub(crate) fn install(what: &str) -> Self {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
             let signal = signal(SignalKind::hangup())
                 .inspect_err(|e| {
-                    tracing::warn!("cannot listen for SIGHUP, keys reload on change only: {e}")
+                    tracing::warn!("cannot listen for SIGHUP, {what} reload on change only: {e}")
                 })
                 .ok();
             Hangup { signal }
         }
         #[cfg(not(unix))]
-        Hangup {}
+        {
+            let _ = what;
+            Hangup {}
+        }
     }
 
-    async fn recv(&mut self) {
+    /// The next SIGHUP.
+    pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         if let Some(signal) = self.signal.as_mut()
             && signal.recv().await.is_some()
@@ -321,15 +350,22 @@ impl Hangup {
     }
 }
 
-/// A watch on the keys file's directory (and on its symlink target's directory, when elsewhere).
-struct DirWatch {
+/// A watch on a file's directory (and on its symlink target's directory, when elsewhere), for the
+/// keys file and gateway.yaml.
+pub(crate) struct DirWatch {
     watcher: notify::RecommendedWatcher,
     file: PathBuf,
     target_dir: Option<PathBuf>,
 }
 
 impl DirWatch {
-    fn start(file: &Path, tx: mpsc::UnboundedSender<()>) -> Option<DirWatch> {
+    /// Sends `()` on `tx` for every event that may have changed `file`; `what` names the file in
+    /// the log. `None` (logged) when the platform cannot watch it.
+    pub(crate) fn start(
+        what: &str,
+        file: &Path,
+        tx: mpsc::UnboundedSender<()>,
+    ) -> Option<DirWatch> {
         use notify::Watcher;
 
         let dir = parent_dir(file);
@@ -349,7 +385,7 @@ impl DirWatch {
             Err(e) => {
                 tracing::error!(
                     file = %file.display(),
-                    "cannot watch the keys file, reload on SIGHUP only: {e}"
+                    "cannot watch the {what} file, reload on SIGHUP only: {e}"
                 );
                 return None;
             }
@@ -357,7 +393,7 @@ impl DirWatch {
         if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
             tracing::error!(
                 file = %file.display(),
-                "cannot watch the keys file's directory, reload on SIGHUP only: {e}"
+                "cannot watch the {what} file's directory, reload on SIGHUP only: {e}"
             );
             return None;
         }
@@ -372,7 +408,7 @@ impl DirWatch {
 
     /// When the file is a symlink into another directory, watches that directory too, following
     /// the link as it changes.
-    fn follow_target(&mut self) {
+    pub(crate) fn follow_target(&mut self) {
         use notify::Watcher;
 
         let dir = parent_dir(&self.file);

@@ -19,10 +19,19 @@ const PLAIN: &str = "ep-plain";
 /// Two stages whose endpoints have a breaker (3 failures, 1 s doubling to 4 s, `probes` probes),
 /// and a route whose endpoint has none.
 fn setup(probes: u32) -> (Breakers, ManualClock, Metrics) {
+    let config = config(probes, 3);
+    let metrics = Metrics::new(&config);
+    let clock = ManualClock::new(chrono::Utc::now());
+    let breakers = Breakers::new(&config, &metrics, LimitClock::manual(&clock));
+    (breakers, clock, metrics)
+}
+
+/// [`setup`]'s configuration, with `failures` consecutive failures opening a circuit.
+fn config(probes: u32, failures: u32) -> GatewayConfig {
     let text = format!(
         r#"
 sagemaker:
-  circuit_breaker: {{ consecutive_failures: 3, cool_down_ms: 1000, max_cool_down_ms: 4000, half_open_probes: {probes} }}
+  circuit_breaker: {{ consecutive_failures: {failures}, cool_down_ms: 1000, max_cool_down_ms: 4000, half_open_probes: {probes} }}
 stages:
   a: {{ variables: {{ ep: {SICK} }} }}
   b: {{ variables: {{ ep: {OTHER} }} }}
@@ -35,11 +44,34 @@ routes:
     integration: {{ endpoint_name: {PLAIN}, circuit_breaker: {{ enabled: false }} }}
 "#
     );
-    let config = GatewayConfig::parse("g.yaml", &text, &|_| None).unwrap();
-    let metrics = Metrics::new(&config);
-    let clock = ManualClock::new(chrono::Utc::now());
-    let breakers = Breakers::new(&config, &metrics, LimitClock::manual(&clock));
-    (breakers, clock, metrics)
+    GatewayConfig::parse("g.yaml", &text, &|_| None).unwrap()
+}
+
+#[test]
+fn a_config_reload_keeps_the_state_of_endpoints_whose_settings_did_not_change() {
+    let (b, clock, metrics) = setup(1);
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        call(&b, SICK, &calls, unavailable()).unwrap_err();
+    }
+    assert_eq!(b.state(SICK), Some(CircuitState::Open));
+    let same = Breakers::carried(
+        &config(1, 3),
+        &metrics,
+        LimitClock::manual(&clock),
+        Some(&b),
+    );
+    assert_eq!(same.state(SICK), Some(CircuitState::Open));
+    assert!(refused_for(&call(&same, SICK, &calls, ok())).is_some());
+    // New settings: the endpoint starts closed under them.
+    let changed = Breakers::carried(
+        &config(1, 4),
+        &metrics,
+        LimitClock::manual(&clock),
+        Some(&b),
+    );
+    assert_eq!(changed.state(SICK), Some(CircuitState::Closed));
+    call(&changed, SICK, &calls, ok()).unwrap();
 }
 
 fn ok() -> Result<UpstreamReply, UpstreamFailure> {

@@ -126,7 +126,7 @@ pub enum UnauthorizedStrategy {
 }
 
 /// A stage's cache, compiled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageCacheConfig {
     /// Whether the stage caches (false also when the TTL is 0).
     pub enabled: bool,

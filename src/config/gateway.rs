@@ -283,6 +283,9 @@ pub struct GatewayConfig {
     pub telemetry: TelemetryConfig,
     /// Where limit state lives.
     pub limits: LimitsConfig,
+    /// SHA-256 of the `routes` and `binary_media_types` sections as loaded: what, besides a
+    /// stage and its variables, shapes a cached answer (a reload that changes it empties the caches).
+    pub routes_digest: [u8; 32],
     /// Problems that do not stop the gateway, located like errors (logged at start, printed by
     /// `check-config`).
     pub warnings: Vec<Diagnostic>,
@@ -618,8 +621,20 @@ fn compile(
         gateway_responses,
         telemetry: TelemetryConfig::default(),
         limits: limits?,
+        routes_digest: routes_digest(doc),
         warnings,
     })
+}
+
+/// See [`GatewayConfig::routes_digest`].
+fn routes_digest(doc: &Doc) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for section in ["routes", "binary_media_types"] {
+        hash.update(doc.get(section).map(Value::to_string).unwrap_or_default());
+        hash.update([0]);
+    }
+    hash.finalize().into()
 }
 
 fn compile_limits(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<LimitsConfig> {

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod models;
 pub mod param;
 pub mod resolve;
+pub mod restart;
 pub mod telemetry;
 pub mod templates;
 pub mod yaml;

@@ -171,8 +171,9 @@ impl std::fmt::Debug for KeyLimiter {
     }
 }
 
-/// The stage-wide buckets (layers 3 and 4), shared by every caller of a stage. Built once from
-/// gateway.yaml, which is not reloaded.
+/// The stage-wide buckets (layers 3 and 4), shared by every caller of a stage. Built from
+/// gateway.yaml; a reload keeps it while the stage's throttles are unchanged
+/// (the pipeline's `Live`).
 pub struct StageLimiter {
     stage: String,
     default: Option<Bucket>,

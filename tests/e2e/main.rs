@@ -18,6 +18,7 @@ mod breaker;
 mod cache;
 mod chaos;
 mod cli;
+mod config_reload;
 mod dashboards;
 mod drain;
 mod errors;

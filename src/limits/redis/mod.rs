@@ -82,7 +82,7 @@ impl FailurePolicy {
 }
 
 /// Connection settings of the shared store (compiled from `limits.redis` in gateway.yaml).
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct RedisSettings {
     /// `redis://` or `rediss://` (TLS) URL; may carry user and password.
     pub url: String,

@@ -25,6 +25,7 @@ pub struct GatewayBuilder {
     keys: String,
     upstream_url: Option<String>,
     keys_source: Option<String>,
+    config_source: Option<String>,
     env: Vec<(String, String)>,
 }
 
@@ -44,6 +45,7 @@ impl Gateway {
             keys: KeysYaml::standard().render(),
             upstream_url: None,
             keys_source: None,
+            config_source: None,
             env: Vec::new(),
         }
     }
@@ -266,6 +268,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Passes `source` (e.g. `s3://bucket/gateway.yaml`) as `--config` instead of the written file.
+    pub fn config_source(mut self, source: &str) -> Self {
+        self.config_source = Some(source.to_owned());
+        self
+    }
+
     /// Passes `source` (e.g. `s3://bucket/keys.yaml`) as `--keys` instead of the keys file.
     pub fn keys_source(mut self, source: &str) -> Self {
         self.keys_source = Some(source.to_owned());
@@ -294,7 +302,11 @@ impl GatewayBuilder {
         let mut cmd = Command::new(sagegate_bin());
         cmd.arg("serve")
             .arg("--config")
-            .arg(&config)
+            .arg(
+                self.config_source
+                    .as_deref()
+                    .map_or(config.as_os_str(), |s| s.as_ref()),
+            )
             .arg("--keys")
             .arg(
                 self.keys_source

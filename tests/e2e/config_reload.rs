@@ -1,0 +1,311 @@
+//! gateway.yaml reload without a restart (#21): a changed stage variable applies after the file is
+//! renamed over the old one, a changed template after an in-place write and SIGHUP; a broken or
+//! invalid file keeps the running configuration (and never quotes a value read from the
+//! environment); a change of `server.listen` is refused by its name, a stage the keys still use
+//! cannot be removed; several reloads in the middle of a stream of requests fail none of them.
+//! Each step waits for the reload's log line or metric, never for time to pass.
+
+use crate::kit::config::{ENDPOINT_TEMP, KEY_A, Key, Plan};
+use crate::kit::{Gateway, GatewayYaml, KeysYaml, Upstream, eventually};
+use crate::metrics::{admin_url, sample, scrape};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(endpoint_temp: &str) -> String {
+    GatewayYaml::standard().render().replace(
+        &format!("endpoint: {ENDPOINT_TEMP} "),
+        &format!("endpoint: {endpoint_temp} "),
+    )
+}
+
+/// Writes `text` to a new file beside gateway.yaml and renames it over it (as editors, `mv` and
+/// config management do).
+fn rename_over(gateway: &Gateway, text: &str) {
+    let path = gateway.config_path();
+    let tmp = path.with_extension("yaml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
+/// Waits for the `configuration reloaded` line of `generation`.
+async fn until_generation(gateway: &Gateway, generation: u64) {
+    eventually(
+        &format!("configuration generation {generation}"),
+        WAIT,
+        || {
+            let found = gateway
+                .log_lines()
+                .iter()
+                .any(|l| l["message"] == "configuration reloaded" && l["generation"] == generation)
+                .then_some(());
+            async move { found }
+        },
+    )
+    .await;
+}
+
+/// The endpoint the last upstream call named (`/endpoints/{name}/invocations`).
+fn last_endpoint(upstream: &Upstream) -> String {
+    let last = upstream
+        .received()
+        .pop()
+        .expect("a call reached the upstream");
+    last.path
+        .split('/')
+        .nth(2)
+        .expect("an InvokeEndpoint path")
+        .to_owned()
+}
+
+async fn open_call(gateway: &Gateway) -> u16 {
+    gateway
+        .get("/temp/open/u1")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_variable_and_template_apply_after_a_rename_and_after_sighup() {
+    let upstream = Upstream::start().await;
+    let mut gateway = Gateway::builder()
+        .config_text(&config("ep-one"))
+        .upstream(&upstream)
+        .start()
+        .await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-one");
+
+    // Renamed over: the watch reloads it.
+    rename_over(&gateway, &config("ep-two"));
+    until_generation(&gateway, 1).await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-two");
+
+    // Written in place with a request template, and SIGHUP.
+    let templated = config("ep-two").replace(
+        "      accept: application/json\n",
+        "      accept: application/json\n      request_templates:\n        \
+         application/json: '{\"from\": \"$stageVariables.endpoint\", \"generation\": 2}'\n",
+    );
+    std::fs::write(gateway.config_path(), &templated).unwrap();
+    gateway.signal("HUP");
+    gateway
+        .wait_for_log("SIGHUP: reloading the configuration")
+        .await;
+    until_generation(&gateway, 2).await;
+    assert_eq!(open_call(&gateway).await, 200);
+    let body: serde_json::Value =
+        serde_json::from_slice(&upstream.received().pop().unwrap().body).unwrap();
+    assert_eq!(body, serde_json::json!({"from": "ep-two", "generation": 2}));
+    assert!(
+        gateway.exited().is_none(),
+        "SIGHUP must not stop the gateway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_keeps_the_config_and_restart_only_fields_are_refused_by_name() {
+    const SECRET: &str = "e2e-secret-from-the-environment-41";
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_text(&config("ep-one"))
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SAGEGATE_E2E_SECRET", SECRET)
+        .upstream(&upstream)
+        .start()
+        .await;
+    let admin = admin_url(&gateway);
+    let reloads = async |result: &str| {
+        let s = scrape(&admin).await;
+        sample(&s, "sagegate_config_reloads_total", &[("result", result)]).unwrap()
+    };
+    let until_reloads = async |result: &str, want: f64| {
+        eventually(
+            &format!("config_reloads_total{{result={result}}} = {want}"),
+            WAIT,
+            || {
+                let admin = admin.clone();
+                let result = result.to_owned();
+                async move {
+                    let s = scrape(&admin).await;
+                    let got = sample(&s, "sagegate_config_reloads_total", &[("result", &result)]);
+                    (got == Some(want)).then_some(())
+                }
+            },
+        )
+        .await;
+    };
+    let still_serving = async || {
+        assert_eq!(open_call(&gateway).await, 200);
+        assert_eq!(last_endpoint(&upstream), "ep-one");
+    };
+
+    // Broken YAML, with a new variable: nothing of it applies.
+    rename_over(
+        &gateway,
+        &config("ep-broken").replace("routes:\n", "routes: [\n"),
+    );
+    until_reloads("failed", 1.0).await;
+    gateway.wait_for_log("configuration reload failed").await;
+    still_serving().await;
+
+    // A validation error on a value read from the environment: reported, never quoted.
+    let invalid = config("ep-invalid").replace(
+        "max_attempts: 2",
+        "max_attempts: \"${env:SAGEGATE_E2E_SECRET}\"",
+    );
+    rename_over(&gateway, &invalid);
+    until_reloads("failed", 2.0).await;
+    still_serving().await;
+    let log = gateway.stdout() + &gateway.stderr();
+    assert!(
+        log.contains("max_attempts"),
+        "the diagnostic names the field:\n{log}"
+    );
+    assert!(
+        !log.contains(SECRET),
+        "a value from the environment is never logged:\n{log}"
+    );
+
+    // A new listen address: refused by name, the rest of the file (a new variable) not applied.
+    let moved = config("ep-moved").replace("listen: \"127.0.0.1:0\"", "listen: \"127.0.0.1:1\"");
+    rename_over(&gateway, &moved);
+    until_reloads("refused", 1.0).await;
+    gateway
+        .wait_for_log("server.listen cannot change without a restart")
+        .await;
+    still_serving().await;
+
+    // Removing stage `temp`, which the keys' plan `standard` covers: refused, naming both.
+    let no_temp = config("ep-one").replace(
+        "  temp:\n    variables: { endpoint: ep-one }\n    \
+         throttle: { rate_limit: 1000, burst_limit: 2000 }\n",
+        "",
+    );
+    assert_ne!(no_temp, config("ep-one"), "the test removes a stage");
+    rename_over(&gateway, &no_temp);
+    until_reloads("refused", 2.0).await;
+    gateway
+        .wait_for_log("usage plan `standard` of the keys covers stage `temp`")
+        .await;
+    still_serving().await;
+
+    // Fixed: applies, and the generation shows it.
+    rename_over(&gateway, &config("ep-fixed"));
+    until_reloads("ok", 1.0).await;
+    let s = scrape(&admin).await;
+    assert_eq!(sample(&s, "sagegate_config_generation", &[]), Some(1.0));
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-fixed");
+    assert_eq!(reloads("failed").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_fail_no_request() {
+    const RELOADS: u64 = 6;
+    const WORKERS: usize = 4;
+    let upstream = Upstream::start().await;
+    let keys = KeysYaml::new()
+        .plan(Plan::new("standard", &["temp", "prod"]))
+        .key(Key::new("partner-a", KEY_A, &["standard"]));
+    let gateway = std::sync::Arc::new(
+        Gateway::builder()
+            .config_text(&config("ep-0"))
+            .keys(keys)
+            .upstream(&upstream)
+            .start()
+            .await,
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (gateway, done) = (gateway.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            // Bounded: until the reloads are over, and at most 2,000 requests per worker.
+            for i in 0..2000 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) && i > 0 {
+                    break;
+                }
+                let path = format!("/temp/other/u{w}-{i}");
+                statuses.push(gateway.get(&path).key(KEY_A).send().await.status);
+            }
+            statuses
+        }));
+    }
+    for generation in 1..=RELOADS {
+        rename_over(&gateway, &config(&format!("ep-{generation}")));
+        until_generation(&gateway, generation).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for worker in workers {
+        let statuses = worker.await.unwrap();
+        total += statuses.len();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "every request answered 200 across the reloads: {statuses:?}"
+        );
+    }
+    assert!(total >= WORKERS, "requests ran during the reloads");
+    let endpoints: std::collections::BTreeSet<String> = upstream
+        .received()
+        .iter()
+        .map(|r| r.path.split('/').nth(2).unwrap().to_owned())
+        .collect();
+    let known: std::collections::BTreeSet<String> =
+        (0..=RELOADS).map(|g| format!("ep-{g}")).collect();
+    assert!(endpoints.is_subset(&known), "{endpoints:?}");
+    assert!(endpoints.contains(&format!("ep-{RELOADS}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_in_s3_is_polled_by_etag_and_a_bad_upload_keeps_the_config() {
+    let s3 = crate::kit::s3::FakeS3::start("cfg-bucket", "gateway.yaml", &config("ep-one")).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_source("s3://cfg-bucket/gateway.yaml")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
+        .upstream(&upstream)
+        .start()
+        .await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-one");
+    // Unchanged object: polls are answered 304.
+    eventually("a 304 poll", WAIT, || {
+        let seen = s3.received().iter().any(|r| r.status == 304);
+        async move { seen.then_some(()) }
+    })
+    .await;
+
+    s3.upload(&config("ep-two"));
+    until_generation(&gateway, 1).await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-two");
+
+    s3.upload(&config("ep-three").replace("routes:\n", "routes: [\n"));
+    gateway
+        .wait_for_log("configuration reload failed; the previous configuration stays in force")
+        .await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-two");
+    // The bad object is reported once, not on every poll: later polls are 304s.
+    let polls = s3.received().len();
+    eventually("two more polls", WAIT, || {
+        let n = s3.received().len();
+        async move { (n >= polls + 2).then_some(()) }
+    })
+    .await;
+    let failures = gateway
+        .log_lines()
+        .iter()
+        .filter(|l| {
+            l["message"] == "configuration reload failed; the previous configuration stays in force"
+        })
+        .count();
+    assert_eq!(failures, 1, "{}", gateway.stdout());
+}
