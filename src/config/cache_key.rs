@@ -221,6 +221,17 @@ fn parameter_reads(doc: &Doc, path: &str, route: &Route) -> Vec<(At, Need)> {
         ("custom_attributes", &integration.custom_attributes),
         ("inference_id", &integration.inference_id),
         ("target_variant", &integration.target_variant),
+        ("target_model", &integration.target_model),
+        (
+            "inference_component_name",
+            &integration.inference_component_name,
+        ),
+        (
+            "target_container_hostname",
+            &integration.target_container_hostname,
+        ),
+        ("session_id", &integration.session_id),
+        ("enable_explanations", &integration.enable_explanations),
     ];
     for (field, source) in shortcuts {
         for need in source.iter().flat_map(|s| source_needs(route, s)) {
