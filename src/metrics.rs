@@ -520,18 +520,23 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn labels_only_take_configured_values() {
+    /// Metrics of a config with stage `prod` and route `/a`, and a request context for `path`.
+    fn one_route(path: &str) -> (Metrics, RequestContext) {
         let text = "stages:\n  prod: {}\nroutes:\n  - method: GET\n    path: /a\n    integration: { endpoint_name: ep }\n";
         let config = GatewayConfig::parse("g.yaml", text, &|_| None).unwrap();
-        let metrics = Metrics::new(&config);
-        let mut ctx = RequestContext::new(
+        let ctx = RequestContext::new(
             "id".into(),
             "trace".into(),
             std::net::IpAddr::from([127, 0, 0, 1]),
             "GET",
-            "/prod/zzz",
+            path,
         );
+        (Metrics::new(&config), ctx)
+    }
+
+    #[test]
+    fn labels_only_take_configured_values() {
+        let (metrics, mut ctx) = one_route("/prod/zzz");
         // A stage or route the config does not have (cannot happen; still bounded).
         ctx.stage = Some("invented".into());
         ctx.resource_path = Some("/invented".into());
@@ -550,16 +555,7 @@ mod tests {
 
     #[test]
     fn variant_label_is_bounded() {
-        let text = "stages:\n  prod: {}\nroutes:\n  - method: GET\n    path: /a\n    integration: { endpoint_name: ep }\n";
-        let config = GatewayConfig::parse("g.yaml", text, &|_| None).unwrap();
-        let metrics = Metrics::new(&config);
-        let mut ctx = RequestContext::new(
-            "id".into(),
-            "trace".into(),
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            "GET",
-            "/prod/a",
-        );
+        let (metrics, mut ctx) = one_route("/prod/a");
         ctx.stage = Some("prod".into());
         ctx.resource_path = Some("/a".into());
         ctx.integration_latency = Some(Duration::from_millis(3));
