@@ -341,3 +341,44 @@ async fn a_bad_routing_header_is_refused_before_the_call() {
     assert!(r.text().contains("X-Amzn-SageMaker-Inference-Component"));
     assert_eq!(upstream.count(), 0, "no call was made");
 }
+
+/// The local stack opens a stateful session as SageMaker does: `NEW_SESSION` sent through either
+/// client reaches the real recommender's Runtime path, and its `New-Session-Id` comes back to the
+/// client; a request in the session gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_at_the_recommender_reaches_the_client() {
+    let recommender = crate::kit::Recommender::start().await;
+    for client in ["sdk", "lean"] {
+        let gw = Gateway::builder()
+            .config(
+                GatewayYaml::standard()
+                    .client(client)
+                    .integration_field("session_id", "method.request.header.x-session"),
+            )
+            .upstream_url(&recommender.url())
+            .start()
+            .await;
+        let path = "/temp/recommended-movies/U:1?k=2&inference_type=deterministic";
+        let opened = gw
+            .get(path)
+            .key(KEY_A)
+            .header("x-session", "NEW_SESSION")
+            .send()
+            .await;
+        opened.assert_ok();
+        let session = opened
+            .header("x-amzn-sagemaker-new-session-id")
+            .unwrap_or_else(|| panic!("{client}: no New-Session-Id: {opened:?}"));
+        let (id, expires) = session
+            .split_once("; Expires=")
+            .unwrap_or_else(|| panic!("{client}: {session}"));
+        assert!(expires.ends_with('Z'), "{client}: {session}");
+        let within = gw.get(path).key(KEY_A).header("x-session", id).send().await;
+        within.assert_ok();
+        assert_eq!(
+            within.header("x-amzn-sagemaker-new-session-id"),
+            None,
+            "{client}"
+        );
+    }
+}
