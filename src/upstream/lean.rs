@@ -226,8 +226,8 @@ impl Lean {
         ]
         .into_iter()
         .chain(inv.optional_headers().into_iter().filter_map(|(name, v)| {
-            // The names are constants of `Invocation::optional_headers`.
-            Some((HeaderName::from_bytes(name.as_bytes()).ok()?, v))
+            // Only the headers that are set; the names are constants, valid header names.
+            Some((HeaderName::from_bytes(name.as_bytes()).ok()?, Some(v?)))
         }));
         for (name, value) in values {
             if let Some(v) = value {
