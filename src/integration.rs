@@ -570,44 +570,18 @@ pub fn invocation(
     let payload = render_request(route, input, ctx, &config.binary_media_types, || {
         default_body(&input.params.path, &input.params.querystring)
     })?;
-    let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| input.value(s, ctx));
-    // Every header a mapping may set (config::templates::REQUEST_HEADER_TARGETS), with its shortcut.
-    let mut headers = [
+    // Every header a mapping may set (config::templates::REQUEST_HEADER_TARGETS), from its shortcut.
+    let shortcuts = integration
+        .header_sources()
+        .into_iter()
+        .map(|(_, header, s)| (header, s.and_then(|s| input.value(s, ctx))));
+    let mut headers: Vec<(&str, Option<String>)> = [
         ("content-type", Some(payload.content_type)),
         ("accept", Some(integration.accept.clone())),
-        (
-            "x-amzn-sagemaker-custom-attributes",
-            source(&integration.custom_attributes),
-        ),
-        (
-            "x-amzn-sagemaker-inference-id",
-            source(&integration.inference_id),
-        ),
-        (
-            "x-amzn-sagemaker-target-variant",
-            source(&integration.target_variant),
-        ),
-        (
-            "x-amzn-sagemaker-target-model",
-            source(&integration.target_model),
-        ),
-        (
-            "x-amzn-sagemaker-inference-component",
-            source(&integration.inference_component_name),
-        ),
-        (
-            "x-amzn-sagemaker-target-container-hostname",
-            source(&integration.target_container_hostname),
-        ),
-        (
-            "x-amzn-sagemaker-session-id",
-            source(&integration.session_id),
-        ),
-        (
-            "x-amzn-sagemaker-enable-explanations",
-            source(&integration.enable_explanations),
-        ),
-    ];
+    ]
+    .into_iter()
+    .chain(shortcuts)
+    .collect();
     // Explicit `request_parameters` mappings, then the template's `requestOverride.header`, win.
     let mapped = integration
         .request_headers

@@ -217,23 +217,7 @@ fn parameter_reads(doc: &Doc, path: &str, route: &Route) -> Vec<(At, Need)> {
     let integration = &route.integration;
     let ipath = format!("{path}.integration");
     let mut needs = Vec::new();
-    let shortcuts = [
-        ("custom_attributes", &integration.custom_attributes),
-        ("inference_id", &integration.inference_id),
-        ("target_variant", &integration.target_variant),
-        ("target_model", &integration.target_model),
-        (
-            "inference_component_name",
-            &integration.inference_component_name,
-        ),
-        (
-            "target_container_hostname",
-            &integration.target_container_hostname,
-        ),
-        ("session_id", &integration.session_id),
-        ("enable_explanations", &integration.enable_explanations),
-    ];
-    for (field, source) in shortcuts {
+    for (field, _, source) in integration.header_sources() {
         for need in source.iter().flat_map(|s| source_needs(route, s)) {
             needs.push((At::Node(format!("{ipath}.{field}")), need));
         }

@@ -479,6 +479,55 @@ pub struct Integration {
     pub circuit_breaker: Option<CircuitBreakerConfig>,
 }
 
+impl Integration {
+    /// The SageMaker header shortcuts: config field, header (lower case, as in
+    /// `templates::REQUEST_HEADER_TARGETS`) and source.
+    pub fn header_sources(&self) -> [(&'static str, &'static str, Option<&ParamSource>); 8] {
+        [
+            (
+                "custom_attributes",
+                "x-amzn-sagemaker-custom-attributes",
+                self.custom_attributes.as_ref(),
+            ),
+            (
+                "inference_id",
+                "x-amzn-sagemaker-inference-id",
+                self.inference_id.as_ref(),
+            ),
+            (
+                "target_variant",
+                "x-amzn-sagemaker-target-variant",
+                self.target_variant.as_ref(),
+            ),
+            (
+                "target_model",
+                "x-amzn-sagemaker-target-model",
+                self.target_model.as_ref(),
+            ),
+            (
+                "inference_component_name",
+                "x-amzn-sagemaker-inference-component",
+                self.inference_component_name.as_ref(),
+            ),
+            (
+                "target_container_hostname",
+                "x-amzn-sagemaker-target-container-hostname",
+                self.target_container_hostname.as_ref(),
+            ),
+            (
+                "session_id",
+                "x-amzn-sagemaker-session-id",
+                self.session_id.as_ref(),
+            ),
+            (
+                "enable_explanations",
+                "x-amzn-sagemaker-enable-explanations",
+                self.enable_explanations.as_ref(),
+            ),
+        ]
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Compilation.
 
