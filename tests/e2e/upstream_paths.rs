@@ -332,13 +332,21 @@ async fn a_bad_routing_header_is_refused_before_the_call() {
         assert_eq!(r.status, 400, "{value:?}: {}", r.text());
         assert!(r.text().contains(named), "{value:?}: {}", r.text());
     }
-    let r = gw
-        .get(&ROUTED.replace("ic-blue-2", "ic_blue"))
-        .key(KEY_A)
-        .send()
-        .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("X-Amzn-SageMaker-Inference-Component"));
+    // From the query string, decoded: an underscore, and a CR LF that would splice a header.
+    for component in ["ic_blue", "ic%0D%0AX-Injected:%201"] {
+        let r = gw
+            .get(&ROUTED.replace("ic-blue-2", component))
+            .key(KEY_A)
+            .header("x-model", "m.tar.gz")
+            .send()
+            .await;
+        assert_eq!(r.status, 400, "{component}: {}", r.text());
+        assert!(
+            r.text().contains("X-Amzn-SageMaker-Inference-Component"),
+            "{component}: {}",
+            r.text()
+        );
+    }
     assert_eq!(upstream.count(), 0, "no call was made");
 }
 
