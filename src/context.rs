@@ -74,6 +74,9 @@ pub struct RequestContext {
     pub integration_status: Option<u16>,
     /// `$context.awsEndpointRequestId`.
     pub aws_endpoint_request_id: Option<String>,
+    /// The production variant that answered this request's own SageMaker call
+    /// (`x-Amzn-Invoked-Production-Variant`), for the access log and the metrics.
+    pub invoked_variant: Option<String>,
     /// `$context.error.responseType` when the request ended in a gateway response.
     pub error_type: Option<&'static str>,
     /// Internal cause for the log (never sent to the client).
@@ -117,6 +120,7 @@ impl RequestContext {
             integration_latency: None,
             integration_status: None,
             aws_endpoint_request_id: None,
+            invoked_variant: None,
             error_type: None,
             error_cause: None,
             validation_error: None,
@@ -159,6 +163,7 @@ impl RequestContext {
             integrationLatency = integration_ms,
             integrationStatus = self.integration_status,
             awsEndpointRequestId = self.aws_endpoint_request_id.as_deref(),
+            invokedProductionVariant = self.invoked_variant.as_deref(),
             "error.responseType" = self.error_type,
             "error.validationErrorString" = self.validation_error.as_deref(),
             cacheStatus = self.cache,

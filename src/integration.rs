@@ -41,7 +41,9 @@ use crate::mapping::{self, Bounds, Overrides, RenderInput, Reserve, Template};
 use crate::memory::{Held, OverBudget};
 use crate::message::API_KEY_HEADER;
 use crate::message::{GatewayRequest, GatewayResponse};
-use crate::upstream::{Invocation, UpstreamFailure, UpstreamReply};
+use crate::upstream::{
+    CLOSED_SESSION_ID, Invocation, NEW_SESSION_ID, UpstreamFailure, UpstreamReply,
+};
 
 /// Request data a template or mapping expression reads.
 pub struct MappingInput<'a> {
@@ -262,6 +264,35 @@ fn apply_overrides(resp: &mut GatewayResponse, overrides: &Overrides) {
 /// The response for a successful call, through the integration responses when there are any.
 /// `prior`: the request template's overrides.
 pub fn respond(
+    route: &Route,
+    reply: &UpstreamReply,
+    input: &MappingInput<'_>,
+    ctx: &RequestContext,
+    prior: &Overrides,
+) -> Result<GatewayResponse, GatewayError> {
+    let mut resp = respond_mapped(route, reply, input, ctx, prior)?;
+    pass_session_ids(reply, &mut resp);
+    Ok(resp)
+}
+
+/// SageMaker's session answer (`X-Amzn-SageMaker-New-Session-Id: <id>; Expires=<time>`,
+/// `X-Amzn-SageMaker-Closed-Session-Id`) reaches the client as is: without it a client that asked
+/// for `NEW_SESSION` could never send its next request to the session. A header the integration
+/// response or the template already set wins.
+fn pass_session_ids(reply: &UpstreamReply, resp: &mut GatewayResponse) {
+    for name in [NEW_SESSION_ID, CLOSED_SESSION_ID] {
+        if let Some(v) = reply.header(name)
+            && !resp
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            resp.headers.push((name.to_owned(), v.to_owned()));
+        }
+    }
+}
+
+fn respond_mapped(
     route: &Route,
     reply: &UpstreamReply,
     input: &MappingInput<'_>,
@@ -539,23 +570,18 @@ pub fn invocation(
     let payload = render_request(route, input, ctx, &config.binary_media_types, || {
         default_body(&input.params.path, &input.params.querystring)
     })?;
-    let source = |s: &Option<ParamSource>| s.as_ref().and_then(|s| input.value(s, ctx));
-    let mut headers = [
-        ("content-type".to_owned(), Some(payload.content_type)),
-        ("accept".to_owned(), Some(integration.accept.clone())),
-        (
-            "x-amzn-sagemaker-custom-attributes".to_owned(),
-            source(&integration.custom_attributes),
-        ),
-        (
-            "x-amzn-sagemaker-inference-id".to_owned(),
-            source(&integration.inference_id),
-        ),
-        (
-            "x-amzn-sagemaker-target-variant".to_owned(),
-            source(&integration.target_variant),
-        ),
-    ];
+    // Every header a mapping may set (config::templates::REQUEST_HEADER_TARGETS), from its shortcut.
+    let shortcuts = integration
+        .header_sources()
+        .into_iter()
+        .map(|(_, header, s)| (header, s.and_then(|s| input.value(s, ctx))));
+    let mut headers: Vec<(&str, Option<String>)> = [
+        ("content-type", Some(payload.content_type)),
+        ("accept", Some(integration.accept.clone())),
+    ]
+    .into_iter()
+    .chain(shortcuts)
+    .collect();
     // Explicit `request_parameters` mappings, then the template's `requestOverride.header`, win.
     let mapped = integration
         .request_headers
@@ -574,38 +600,32 @@ pub fn invocation(
     let mut take = |name: &str| {
         headers
             .iter_mut()
-            .find(|(h, _)| h == name)
+            .find(|(h, _)| *h == name)
             .and_then(|(_, v)| v.take())
     };
     let content_type = take("content-type").unwrap_or_else(|| integration.content_type.clone());
     let accept = take("accept").unwrap_or_else(|| integration.accept.clone());
-    let custom_attributes = take("x-amzn-sagemaker-custom-attributes");
-    let inference_id = take("x-amzn-sagemaker-inference-id");
-    let target_variant = take("x-amzn-sagemaker-target-variant");
-    check_header_value("Content-Type", Some(&content_type), 1024)?;
-    check_header_value("Accept", Some(&accept), 1024)?;
-    check_header_value(
-        "X-Amzn-SageMaker-Custom-Attributes",
-        custom_attributes.as_deref(),
-        1024,
-    )?;
-    check_header_value("X-Amzn-SageMaker-Inference-Id", inference_id.as_deref(), 64)?;
-    check_header_value(
-        "X-Amzn-SageMaker-Target-Variant",
-        target_variant.as_deref(),
-        63,
-    )?;
     let invocation = Invocation {
         endpoint_name,
         body: payload.body,
         content_type,
         accept,
-        custom_attributes,
-        inference_id,
-        target_variant,
+        custom_attributes: take("x-amzn-sagemaker-custom-attributes"),
+        inference_id: take("x-amzn-sagemaker-inference-id"),
+        target_variant: take("x-amzn-sagemaker-target-variant"),
+        target_model: take("x-amzn-sagemaker-target-model"),
+        inference_component_name: take("x-amzn-sagemaker-inference-component"),
+        target_container_hostname: take("x-amzn-sagemaker-target-container-hostname"),
+        session_id: take("x-amzn-sagemaker-session-id"),
+        enable_explanations: take("x-amzn-sagemaker-enable-explanations"),
         trace_id: ctx.trace_id.clone(),
         timeout: integration.timeout,
     };
+    check_header_value("Content-Type", Some(&invocation.content_type), 1024)?;
+    check_header_value("Accept", Some(&invocation.accept), 1024)?;
+    for (name, value) in invocation.optional_headers() {
+        check_sagemaker_header(name, value)?;
+    }
     Ok((invocation, payload.overrides))
 }
 
@@ -668,6 +688,48 @@ pub fn mapping_input<'a>(
         body: Bytes::new(),
         memory,
     }
+}
+
+/// SageMaker's rules for its optional request headers (botocore model `sagemaker-runtime`, see
+/// /work/shared/reference/apigw-sagemaker.md §5.2), checked before the call: a value SageMaker
+/// would refuse is the client's error (400 with the header named), never a 500 from SageMaker's
+/// `ValidationError`, and never a header injection.
+fn check_sagemaker_header(name: &str, value: Option<&str>) -> Result<(), GatewayError> {
+    let Some(v) = value else { return Ok(()) };
+    match name {
+        "X-Amzn-SageMaker-Target-Variant"
+        | "X-Amzn-SageMaker-Target-Container-Hostname"
+        | "X-Amzn-SageMaker-Inference-Component" => check_name(name, v, 63, false),
+        "X-Amzn-SageMaker-Session-Id" => check_name(name, v, 256, true),
+        "X-Amzn-SageMaker-Inference-Id" => check_printable(name, v, 64),
+        "X-Amzn-SageMaker-Target-Model" => check_printable(name, v, 1024),
+        "X-Amzn-SageMaker-Enable-Explanations" => check_header_value(name, Some(v), 64),
+        _ => check_header_value(name, Some(v), 1024),
+    }
+}
+
+/// SageMaker's name pattern `^[a-zA-Z0-9](-*[a-zA-Z0-9])*$` within `max` characters (and
+/// `NEW_SESSION` where a session may be opened).
+fn check_name(name: &str, v: &str, max: usize, new_session: bool) -> Result<(), GatewayError> {
+    if crate::message::is_sagemaker_name(v, max) || (new_session && v == "NEW_SESSION") {
+        return Ok(());
+    }
+    let also = if new_session { ", or NEW_SESSION" } else { "" };
+    Err(GatewayError::InvalidRequest(format!(
+        "{name} must be 1 to {max} letters, digits and hyphens, starting and ending with a letter or digit{also}"
+    )))
+}
+
+/// SageMaker's `\A\S[\p{Print}]*\z` within `max` characters, as a header value: visible ASCII,
+/// not starting with a space.
+fn check_printable(name: &str, v: &str, max: usize) -> Result<(), GatewayError> {
+    check_header_value(name, Some(v), max)?;
+    if v.starts_with(' ') {
+        return Err(GatewayError::InvalidRequest(format!(
+            "{name} must not start with a space"
+        )));
+    }
+    Ok(())
 }
 
 /// SageMaker's header rule: visible US-ASCII, within the length limit. A value copied from a client
@@ -812,5 +874,41 @@ routes:
         assert!(check_header_value("X", Some("é"), 1024).is_err());
         assert!(check_header_value("X", Some(&"a".repeat(1025)), 1024).is_err());
         assert!(check_header_value("X", None, 1024).is_ok());
+    }
+
+    #[test]
+    fn sagemaker_header_rules() {
+        let ok = |name: &str, v: &str| check_sagemaker_header(name, Some(v)).is_ok();
+        for name in [
+            "X-Amzn-SageMaker-Target-Variant",
+            "X-Amzn-SageMaker-Target-Container-Hostname",
+            "X-Amzn-SageMaker-Inference-Component",
+        ] {
+            assert!(ok(name, "AllTraffic"), "{name}");
+            assert!(ok(name, "blue--2"), "{name}");
+            assert!(ok(name, &"a".repeat(63)), "{name}");
+            for bad in ["", "-a", "a-", "a_b", "a b", "a\r\nX: 1", &"a".repeat(64)] {
+                assert!(!ok(name, bad), "{name}: {bad:?}");
+            }
+            assert!(!ok(name, "NEW_SESSION"), "{name}");
+        }
+        let session = "X-Amzn-SageMaker-Session-Id";
+        assert!(ok(session, "NEW_SESSION"));
+        assert!(ok(session, &"a".repeat(256)));
+        assert!(!ok(session, &"a".repeat(257)));
+        assert!(!ok(session, "abc; Expires=2026-12-05T00:00:00Z"));
+        let model = "X-Amzn-SageMaker-Target-Model";
+        assert!(ok(model, "models/model-a.tar.gz"));
+        assert!(ok(model, &"m".repeat(1024)));
+        assert!(!ok(model, &"m".repeat(1025)));
+        assert!(!ok(model, " leading"));
+        assert!(!ok(model, "é.tar.gz"));
+        let explain = "X-Amzn-SageMaker-Enable-Explanations";
+        assert!(ok(explain, "`true`"));
+        assert!(ok(explain, "[0]>`0.5`"));
+        assert!(!ok(explain, &"x".repeat(65)));
+        assert!(!ok(explain, ""));
+        assert!(!ok("X-Amzn-SageMaker-Inference-Id", " id"));
+        assert!(check_sagemaker_header(session, None).is_ok());
     }
 }

@@ -15,6 +15,19 @@ pub const TRACE_ID_HEADER: &str = "X-Amzn-Trace-Id";
 /// Path of the load balancer health check.
 pub const HEALTH_PATH: &str = "/healthz";
 
+/// SageMaker's name pattern `^[a-zA-Z0-9](-*[a-zA-Z0-9])*$` (endpoint, production variant,
+/// container and inference component names; session ids) within `max` characters.
+pub fn is_sagemaker_name(v: &str, max: usize) -> bool {
+    let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    let bytes = v.as_bytes();
+    v.len() <= max
+        && alnum(bytes.first())
+        && alnum(bytes.last())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+}
+
 /// A request head as the pipeline sees it (the body is streamed to the `read body` stage).
 #[derive(Debug, Clone)]
 pub struct GatewayRequest {

@@ -3,7 +3,9 @@
 //!
 //! Families (all prefixed `sagegate_`):
 //! - `requests_total`, `request_duration_seconds` by `stage`, `route` (resource path template) and
-//!   `status_class` (`2xx`…`5xx`); `integration_duration_seconds` by `stage`, `route`;
+//!   `status_class` (`2xx`…`5xx`); `integration_duration_seconds` by `stage`, `route` and
+//!   `variant` (the production variant that answered, `x-Amzn-Invoked-Production-Variant`; `""`
+//!   when SageMaker named none, e.g. a timeout);
 //! - `throttled_total`, `quota_rejected_total` by `key_id` (the id from the keys file, `""` without
 //!   a key; never a key or its hash);
 //! - `cache_lookups_total` by `stage`, `result` (`hit`, `miss`, `coalesced`, `refresh`, `bypass`),
@@ -27,12 +29,16 @@
 //!
 //! Cardinality is bounded by the configuration: stage and route labels only take configured values
 //! (`""` for requests that matched none), key ids come from the keys file, error types from a list,
-//! endpoint names from the configuration (after stage variables).
+//! endpoint names from the configuration (after stage variables), variants from SageMaker's answers
+//! but at most [`MAX_VARIANTS`] distinct SageMaker variant names (a value that is not a variant name,
+//! or one past the bound, counts as `other`).
 //! Hot path: the per-(stage, route) children are created at start (and on a config reload) and
-//! found by two map lookups on borrowed strings; nothing is allocated per request.
+//! found by two map lookups on borrowed strings; a call that names its variant adds a read lock on
+//! the variants seen and the histogram family's own lookup. Nothing is allocated per request after
+//! a variant's first call.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -50,6 +56,10 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 29.0, 60.0,
 ];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Distinct `variant` label values kept (SageMaker allows 10 production variants per endpoint).
+pub const MAX_VARIANTS: usize = 32;
+/// The `variant` label of a variant past [`MAX_VARIANTS`] or not a SageMaker variant name.
+const OTHER_VARIANT: &str = "other";
 
 /// The children of one (stage, route).
 struct RouteMetrics {
@@ -77,7 +87,7 @@ impl RouteFamilies {
                 requests: STATUS_CLASSES
                     .map(|c| self.requests.with_label_values(&[stage, route, c])),
                 latency: STATUS_CLASSES.map(|c| self.latency.with_label_values(&[stage, route, c])),
-                integration: self.integration.with_label_values(&[stage, route]),
+                integration: self.integration.with_label_values(&[stage, route, ""]),
             };
             routes
                 .entry(stage.to_owned())
@@ -102,6 +112,8 @@ pub struct Metrics {
     /// Replaced whole when a config reload brings stages or routes ([`Metrics::add_routes`]).
     routes: ArcSwap<RouteChildren>,
     route_families: RouteFamilies,
+    /// The variant names seen so far (at most [`MAX_VARIANTS`]).
+    variants: RwLock<HashSet<String>>,
     throttled: IntCounterVec,
     quota_rejected: IntCounterVec,
     cache_lookups: IntCounterVec,
@@ -209,8 +221,8 @@ impl Metrics {
         let integration = histogram_vec(
             &registry,
             "integration_duration_seconds",
-            "Duration of SageMaker calls (retries included), by stage and route.",
-            &["stage", "route"],
+            "Duration of SageMaker calls (retries included), by stage, route and the production variant that answered.",
+            &["stage", "route", "variant"],
         );
         let route_families = RouteFamilies {
             requests,
@@ -351,6 +363,7 @@ impl Metrics {
                 "Requests refused because the usage plan's quota is used up, by key id.",
                 &["key_id"],
             ),
+            variants: RwLock::new(HashSet::new()),
             cache_lookups,
             cache_evictions,
             cache_bytes,
@@ -422,17 +435,35 @@ impl Metrics {
     pub fn observe(&self, ctx: &RequestContext, status: u16, elapsed: Duration) {
         let stage = ctx.stage.as_deref().unwrap_or("");
         let routes = self.routes.load();
-        let stage_routes = routes.get(stage).or_else(|| routes.get(""));
-        let children = stage_routes.and_then(|r| {
-            r.get(ctx.resource_path.as_deref().unwrap_or(""))
-                .or_else(|| r.get(""))
+        let stage_routes = routes
+            .get_key_value(stage)
+            .or_else(|| routes.get_key_value(""));
+        let children = stage_routes.and_then(|(stage, r)| {
+            r.get_key_value(ctx.resource_path.as_deref().unwrap_or(""))
+                .or_else(|| r.get_key_value(""))
+                .map(|(route, m)| (stage, route, m))
         });
-        if let Some(m) = children {
+        if let Some((stage, route, m)) = children {
             let class = usize::from(status / 100).clamp(1, 5) - 1;
             m.requests[class].inc();
             m.latency[class].observe(elapsed.as_secs_f64());
             if let Some(d) = ctx.integration_latency {
-                m.integration.observe(d.as_secs_f64());
+                let variant = ctx
+                    .invoked_variant
+                    .as_deref()
+                    .map(|v| self.variant_label(v));
+                match variant {
+                    None => m.integration.observe(d.as_secs_f64()),
+                    Some(v) => {
+                        if let Ok(h) = self
+                            .route_families
+                            .integration
+                            .get_metric_with_label_values(&[stage, route, v])
+                        {
+                            h.observe(d.as_secs_f64());
+                        }
+                    }
+                }
             }
         }
         let key_id = ctx.api_key_id.as_deref().unwrap_or("");
@@ -450,6 +481,29 @@ impl Metrics {
             .filter(|t| *t != crate::context::CIRCUIT_OPEN)
         {
             self.inc(&self.upstream_errors, &[error_type]);
+        }
+    }
+
+    /// `variant` as a label value: itself when it is a SageMaker variant name and one of the first
+    /// [`MAX_VARIANTS`] seen, else `other`.
+    fn variant_label<'a>(&self, variant: &'a str) -> &'a str {
+        if !crate::message::is_sagemaker_name(variant, 63) {
+            return OTHER_VARIANT;
+        }
+        if self
+            .variants
+            .read()
+            .is_ok_and(|seen| seen.contains(variant))
+        {
+            return variant;
+        }
+        match self.variants.write() {
+            Ok(mut seen) if seen.len() < MAX_VARIANTS => {
+                seen.insert(variant.to_owned());
+                variant
+            }
+            Ok(seen) if seen.contains(variant) => variant,
+            _ => OTHER_VARIANT,
         }
     }
 
@@ -533,18 +587,23 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn labels_only_take_configured_values() {
+    /// Metrics of a config with stage `prod` and route `/a`, and a request context for `path`.
+    fn one_route(path: &str) -> (Metrics, RequestContext) {
         let text = "stages:\n  prod: {}\nroutes:\n  - method: GET\n    path: /a\n    integration: { endpoint_name: ep }\n";
         let config = GatewayConfig::parse("g.yaml", text, &|_| None).unwrap();
-        let metrics = Metrics::new(&config);
-        let mut ctx = RequestContext::new(
+        let ctx = RequestContext::new(
             "id".into(),
             "trace".into(),
             std::net::IpAddr::from([127, 0, 0, 1]),
             "GET",
-            "/prod/zzz",
+            path,
         );
+        (Metrics::new(&config), ctx)
+    }
+
+    #[test]
+    fn labels_only_take_configured_values() {
+        let (metrics, mut ctx) = one_route("/prod/zzz");
         // A stage or route the config does not have (cannot happen; still bounded).
         ctx.stage = Some("invented".into());
         ctx.resource_path = Some("/invented".into());
@@ -559,5 +618,41 @@ mod tests {
                 r#"sagegate_requests_total{route="/a",stage="prod",status_class="2xx"} 0"#
             )
         );
+    }
+
+    #[test]
+    fn variant_label_is_bounded() {
+        let (metrics, mut ctx) = one_route("/prod/a");
+        ctx.stage = Some("prod".into());
+        ctx.resource_path = Some("/a".into());
+        ctx.integration_latency = Some(Duration::from_millis(3));
+        let mut observe = |variant: Option<String>| {
+            ctx.invoked_variant = variant;
+            metrics.observe(&ctx, 200, Duration::from_millis(4));
+        };
+        observe(None);
+        observe(Some("blue".into()));
+        observe(Some("not a name\"}".into()));
+        for i in 0..MAX_VARIANTS + 5 {
+            observe(Some(format!("v{i}")));
+        }
+        observe(Some("blue".into()));
+        let text = metrics.render();
+        let count = |variant: &str| {
+            let series = format!(
+                "sagegate_integration_duration_seconds_count{{route=\"/a\",stage=\"prod\",variant=\"{variant}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .map(|n| n.parse::<u64>().unwrap())
+        };
+        assert_eq!(count(""), Some(1), "{text}");
+        assert_eq!(count("blue"), Some(2), "{text}");
+        assert_eq!(count("v0"), Some(1), "{text}");
+        // `blue` took one of the places: v0..v30 are kept, the rest and the bad name are `other`.
+        assert_eq!(count(&format!("v{}", MAX_VARIANTS - 2)), Some(1), "{text}");
+        assert_eq!(count(&format!("v{}", MAX_VARIANTS - 1)), None, "{text}");
+        assert_eq!(count("other"), Some(7), "{text}");
+        assert!(!text.contains("not a name"), "{text}");
     }
 }

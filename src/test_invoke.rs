@@ -109,24 +109,14 @@ pub fn run(
 
     let mut headers = Map::new();
     let named = [
-        ("Content-Type", Some(&invocation.content_type)),
-        ("Accept", Some(&invocation.accept)),
-        (
-            "X-Amzn-SageMaker-Custom-Attributes",
-            invocation.custom_attributes.as_ref(),
-        ),
-        (
-            "X-Amzn-SageMaker-Inference-Id",
-            invocation.inference_id.as_ref(),
-        ),
-        (
-            "X-Amzn-SageMaker-Target-Variant",
-            invocation.target_variant.as_ref(),
-        ),
-    ];
+        ("Content-Type", Some(invocation.content_type.as_str())),
+        ("Accept", Some(invocation.accept.as_str())),
+    ]
+    .into_iter()
+    .chain(invocation.optional_headers());
     for (name, value) in named {
         if let Some(v) = value {
-            headers.insert(name.to_owned(), Value::String(v.clone()));
+            headers.insert(name.to_owned(), Value::String(v.to_owned()));
         }
     }
     let mut out = Map::new();

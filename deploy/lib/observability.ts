@@ -101,7 +101,7 @@ exporters:
     metric_declarations:
       - dimensions: [[stage, route, status_class]]
         metric_name_selectors: [${metric('requests(_total)?')}, ${metric('request_duration_seconds')}]
-      - dimensions: [[stage, route]]
+      - dimensions: [[stage, route], [stage, route, variant]]
         metric_name_selectors: [${metric('integration_duration_seconds')}]
       - dimensions: [[error_type]]
         metric_name_selectors: [${metric('upstream_errors(_total)?')}]

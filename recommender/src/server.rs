@@ -15,7 +15,8 @@
 //!   with `x-Amzn-Invoked-Production-Variant`, an error as 424 `ModelError` whose JSON carries
 //!   `OriginalStatusCode` and `OriginalMessage`, so the gateway's SDK parses a typed `ModelError`.
 //!   `Accept: application/jsonlines` gets the whole JSON Lines answer, buffered, as SageMaker
-//!   buffers a streaming container for InvokeEndpoint.
+//!   buffers a streaming container for InvokeEndpoint. `X-Amzn-SageMaker-Session-Id: NEW_SESSION`
+//!   gets `X-Amzn-SageMaker-New-Session-Id: <id>; Expires=<time>`, as a stateful endpoint answers.
 //! - `POST /endpoints/{name}/invocations-response-stream` — `InvokeEndpointWithResponseStream`:
 //!   `X-Amzn-SageMaker-Accept` (not `Accept`) is the container's Accept; a 200 answer is an AWS
 //!   event stream of `PayloadPart`s (one per JSON line, or one holding a buffered JSON answer) with
@@ -56,6 +57,10 @@ pub const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
 pub const SAGEMAKER_ACCEPT: &str = "x-amzn-sagemaker-accept";
 /// The container's `Content-Type`, on a response-stream answer.
 pub const SAGEMAKER_CONTENT_TYPE: &str = "x-amzn-sagemaker-content-type";
+/// The stateful-session request header, its value that opens a session, and SageMaker's answer.
+pub const SESSION_ID: &str = "x-amzn-sagemaker-session-id";
+pub const NEW_SESSION: &str = "NEW_SESSION";
+pub const NEW_SESSION_ID: &str = "x-amzn-sagemaker-new-session-id";
 /// The production variant reported on the Runtime path.
 pub const VARIANT: &str = "AllTraffic";
 /// Region and account of the locally emulated endpoint's log group.
@@ -216,7 +221,27 @@ async fn runtime_invocations(
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert(HeaderName::from_static(REQUEST_ID), id);
     }
+    if req
+        .headers()
+        .get(SESSION_ID)
+        .is_some_and(|v| v == NEW_SESSION)
+        && let Ok(session) = HeaderValue::from_str(&new_session(chrono::Utc::now()))
+    {
+        headers.insert(HeaderName::from_static(NEW_SESSION_ID), session);
+    }
     res
+}
+
+/// A stateful session opened for `X-Amzn-SageMaker-Session-Id: NEW_SESSION`, as SageMaker answers
+/// it: `<id>; Expires=<UTC time>`. The model keeps no per-session state, so the emulation only
+/// names one (SageMaker's default session lifetime is 20 minutes).
+fn new_session(now: chrono::DateTime<chrono::Utc>) -> String {
+    let expires = now + chrono::Duration::minutes(20);
+    format!(
+        "{}; Expires={}",
+        uuid::Uuid::new_v4(),
+        expires.format("%Y-%m-%dT%H:%M:%SZ")
+    )
 }
 
 /// `InvokeEndpointWithResponseStream`: the container's answer as an AWS event stream.
@@ -566,6 +591,18 @@ fn cache_label(cache: CacheStatus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_session_is_a_session_id_and_its_expiry() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T23:50:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let answer = new_session(now);
+        let (id, expires) = answer.split_once("; Expires=").unwrap();
+        // SageMaker's session id rule: the endpoint name pattern, at most 256 characters.
+        assert!(valid_endpoint_name(id), "{answer}");
+        assert_eq!(expires, "2026-12-06T00:10:00Z");
+    }
 
     #[test]
     fn endpoint_names_follow_the_uri_rule() {

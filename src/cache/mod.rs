@@ -48,7 +48,9 @@ use crate::config::cache::{KeyPart, StageCacheConfig, UnauthorizedStrategy};
 use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
 use crate::limits::LimitClock;
-use crate::upstream::{InvokeStats, UpstreamFailure, UpstreamReply};
+use crate::upstream::{
+    CLOSED_SESSION_ID, InvokeStats, NEW_SESSION_ID, UpstreamFailure, UpstreamReply,
+};
 
 pub use self::stage::lookup;
 
@@ -321,7 +323,11 @@ impl StageCache {
 
     /// A storable copy of `reply`, `None` when it must not be cached (not a 200, or too large).
     fn storable(&self, key: &str, reply: &UpstreamReply, ttl: Duration) -> Option<Arc<Entry>> {
-        if reply.status != 200 {
+        // A reply that opened or closed a SageMaker session answers one caller only.
+        let session = [NEW_SESSION_ID, CLOSED_SESSION_ID]
+            .iter()
+            .any(|h| reply.header(h).is_some());
+        if reply.status != 200 || session {
             return None;
         }
         let headers: Vec<(String, String)> = reply

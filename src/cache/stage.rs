@@ -13,7 +13,7 @@ use crate::config::gateway::Route;
 use crate::context::{CIRCUIT_OPEN, CallRecord, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::MappingInput;
-use crate::upstream::{Invocation, UpstreamFailure};
+use crate::upstream::{INVOKED_VARIANT, Invocation, UpstreamFailure};
 
 /// The cache lookup and invoke stages: the reply from the stage cache (`store`, when the stage
 /// caches), from another request's call for the same key, or from this request's own call
@@ -107,6 +107,13 @@ where
     } else if let Some(stats) = fetched.stats {
         ctx.integration_latency = Some(stats.latency);
         ctx.integration_status = stats.status;
+        let reply = match &fetched.result {
+            Ok(reply) => Some(reply),
+            Err(failure) => failure.reply.as_ref(),
+        };
+        ctx.invoked_variant = reply
+            .and_then(|r| r.header(INVOKED_VARIANT))
+            .map(str::to_owned);
         if let Err(failure) = &fetched.result {
             ctx.upstream_error = Some(failure.error_type());
         }

@@ -6,7 +6,8 @@
 //! everything behind it. The caller is identified by its key id (`context.identity.apiKeyId`).
 //!
 //! - A mapping expression `method.request.header.x-api-key` feeding the integration request
-//!   (`custom_attributes`, `inference_id`, `target_variant`, `request_parameters`) is an error.
+//!   (`custom_attributes`, `inference_id`, `target_variant` and the other header sources,
+//!   `request_parameters`) is an error.
 //! - Request templates do not see the header at run time (`$input.params()` leaves it out, see
 //!   `integration::mapping_input`); a request template that names it gets a warning at load, since it
 //!   would render an empty value where the operator expected the key.
@@ -23,7 +24,16 @@ use super::yaml::Doc;
 const HEADER: &str = "x-api-key";
 
 /// Integration fields holding one mapping expression each.
-const SINGLE_SOURCES: [&str; 3] = ["custom_attributes", "inference_id", "target_variant"];
+const SINGLE_SOURCES: [&str; 8] = [
+    "custom_attributes",
+    "inference_id",
+    "target_variant",
+    "target_model",
+    "inference_component_name",
+    "target_container_hostname",
+    "session_id",
+    "enable_explanations",
+];
 
 /// Errors for mappings that send the key to SageMaker; returns warnings for templates naming it.
 pub(super) fn check(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Vec<Diagnostic> {

@@ -217,12 +217,7 @@ fn parameter_reads(doc: &Doc, path: &str, route: &Route) -> Vec<(At, Need)> {
     let integration = &route.integration;
     let ipath = format!("{path}.integration");
     let mut needs = Vec::new();
-    let shortcuts = [
-        ("custom_attributes", &integration.custom_attributes),
-        ("inference_id", &integration.inference_id),
-        ("target_variant", &integration.target_variant),
-    ];
-    for (field, source) in shortcuts {
+    for (field, _, source) in integration.header_sources() {
         for need in source.iter().flat_map(|s| source_needs(route, s)) {
             needs.push((At::Node(format!("{ipath}.{field}")), need));
         }

@@ -236,6 +236,16 @@ struct RawIntegration {
     inference_id: Option<String>,
     /// Source of `X-Amzn-SageMaker-Target-Variant` (default none).
     target_variant: Option<String>,
+    /// Source of `X-Amzn-SageMaker-Target-Model` (multi-model endpoints; default none).
+    target_model: Option<String>,
+    /// Source of `X-Amzn-SageMaker-Inference-Component` (default none).
+    inference_component_name: Option<String>,
+    /// Source of `X-Amzn-SageMaker-Target-Container-Hostname` (default none).
+    target_container_hostname: Option<String>,
+    /// Source of `X-Amzn-SageMaker-Session-Id` (default none).
+    session_id: Option<String>,
+    /// Source of `X-Amzn-SageMaker-Enable-Explanations` (default none).
+    enable_explanations: Option<String>,
     /// Request templates by Content-Type (VTL, API Gateway's dialect). Without any, the body is the
     /// default JSON object of path and query parameters (GET) or the request body as is.
     #[serde(default)]
@@ -450,6 +460,16 @@ pub struct Integration {
     pub inference_id: Option<ParamSource>,
     /// `X-Amzn-SageMaker-Target-Variant` source.
     pub target_variant: Option<ParamSource>,
+    /// `X-Amzn-SageMaker-Target-Model` source.
+    pub target_model: Option<ParamSource>,
+    /// `X-Amzn-SageMaker-Inference-Component` source.
+    pub inference_component_name: Option<ParamSource>,
+    /// `X-Amzn-SageMaker-Target-Container-Hostname` source.
+    pub target_container_hostname: Option<ParamSource>,
+    /// `X-Amzn-SageMaker-Session-Id` source.
+    pub session_id: Option<ParamSource>,
+    /// `X-Amzn-SageMaker-Enable-Explanations` source.
+    pub enable_explanations: Option<ParamSource>,
     /// `integration.request.header.*` mappings (lower-case header name, source).
     pub request_headers: Vec<(String, ParamSource)>,
     /// Request templates by Content-Type.
@@ -460,6 +480,55 @@ pub struct Integration {
     pub responses: Vec<IntegrationResponse>,
     /// The circuit breaker guarding this integration's endpoints; `None` = off.
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+impl Integration {
+    /// The SageMaker header shortcuts: config field, header (lower case, as in
+    /// `templates::REQUEST_HEADER_TARGETS`) and source.
+    pub fn header_sources(&self) -> [(&'static str, &'static str, Option<&ParamSource>); 8] {
+        [
+            (
+                "custom_attributes",
+                "x-amzn-sagemaker-custom-attributes",
+                self.custom_attributes.as_ref(),
+            ),
+            (
+                "inference_id",
+                "x-amzn-sagemaker-inference-id",
+                self.inference_id.as_ref(),
+            ),
+            (
+                "target_variant",
+                "x-amzn-sagemaker-target-variant",
+                self.target_variant.as_ref(),
+            ),
+            (
+                "target_model",
+                "x-amzn-sagemaker-target-model",
+                self.target_model.as_ref(),
+            ),
+            (
+                "inference_component_name",
+                "x-amzn-sagemaker-inference-component",
+                self.inference_component_name.as_ref(),
+            ),
+            (
+                "target_container_hostname",
+                "x-amzn-sagemaker-target-container-hostname",
+                self.target_container_hostname.as_ref(),
+            ),
+            (
+                "session_id",
+                "x-amzn-sagemaker-session-id",
+                self.session_id.as_ref(),
+            ),
+            (
+                "enable_explanations",
+                "x-amzn-sagemaker-enable-explanations",
+                self.enable_explanations.as_ref(),
+            ),
+        ]
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1311,6 +1380,12 @@ fn compile_integration(
     let custom_attributes = source("custom_attributes", raw.custom_attributes);
     let inference_id = source("inference_id", raw.inference_id);
     let target_variant = source("target_variant", raw.target_variant);
+    let target_model = source("target_model", raw.target_model);
+    let inference_component_name = source("inference_component_name", raw.inference_component_name);
+    let target_container_hostname =
+        source("target_container_hostname", raw.target_container_hostname);
+    let session_id = source("session_id", raw.session_id);
+    let enable_explanations = source("enable_explanations", raw.enable_explanations);
     let request_headers = templates::request_parameters(
         doc,
         &format!("{path}.request_parameters"),
@@ -1346,6 +1421,11 @@ fn compile_integration(
         custom_attributes,
         inference_id,
         target_variant,
+        target_model,
+        inference_component_name,
+        target_container_hostname,
+        session_id,
+        enable_explanations,
     }
 }
 
@@ -1370,12 +1450,7 @@ pub fn resolve_stage_variables(
 }
 
 fn valid_endpoint_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+    crate::message::is_sagemaker_name(name, 63)
 }
 
 fn check_stage_route_throttles(

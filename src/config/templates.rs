@@ -108,12 +108,17 @@ impl GatewayResponses {
 }
 
 /// SageMaker request headers a mapping may set, and the field each one sets.
-pub const REQUEST_HEADER_TARGETS: [&str; 5] = [
+pub const REQUEST_HEADER_TARGETS: [&str; 10] = [
     "content-type",
     "accept",
     "x-amzn-sagemaker-custom-attributes",
     "x-amzn-sagemaker-inference-id",
     "x-amzn-sagemaker-target-variant",
+    "x-amzn-sagemaker-target-model",
+    "x-amzn-sagemaker-inference-component",
+    "x-amzn-sagemaker-target-container-hostname",
+    "x-amzn-sagemaker-session-id",
+    "x-amzn-sagemaker-enable-explanations",
 ];
 
 #[derive(Debug, Deserialize)]

@@ -288,7 +288,7 @@ fn request_parameters(
         };
         let Some(header) = header.filter(|h| REQUEST_HEADER_TARGETS.contains(&h.as_str())) else {
             refuse(
-                "SageMaker takes no query string or path parameters and only the headers Content-Type, Accept and X-Amzn-SageMaker-{Custom-Attributes,Inference-Id,Target-Variant}",
+                "SageMaker takes no query string or path parameters and only the headers Content-Type, Accept and X-Amzn-SageMaker-{Custom-Attributes,Inference-Id,Target-Variant,Target-Model,Inference-Component,Target-Container-Hostname,Session-Id,Enable-Explanations}",
                 findings,
             );
             continue;

@@ -13,7 +13,7 @@
 //!   and dual-stack settings, or the override (`AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`,
 //!   `AWS_ENDPOINT_URL`, `sagemaker.endpoint_url`, in that order: [`super::client::endpoint_override`]).
 //! - **Request**: `POST {endpoint}/endpoints/{name}/invocations` with `Content-Type`, `Accept`,
-//!   `Content-Length`, the three `X-Amzn-SageMaker-*` headers when set, `X-Amzn-Trace-Id`, user
+//!   `Content-Length`, the `X-Amzn-SageMaker-*` headers that are set, `X-Amzn-Trace-Id`, user
 //!   agents; signed per attempt for signing name `sagemaker` with the SDK's default signing settings
 //!   (the same signed headers as the SDK: e2e `upstream_paths.rs` compares them) by
 //!   [`super::sigv4`], which keeps the day's signing key.
@@ -44,7 +44,10 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use super::credentials::CredentialCache;
 use super::signed::{self, HttpClient, Scope, error_chain, host_of};
 use super::sigv4::Signer;
-use super::{Invocation, InvokeStats, MAX_ANSWER_BYTES, UpstreamFailure, UpstreamReply, classify};
+use super::{
+    Invocation, InvokeStats, MAX_ANSWER_BYTES, REPLY_HEADERS, UpstreamFailure, UpstreamReply,
+    classify,
+};
 use crate::error::GatewayError;
 
 /// SageMaker Runtime's SigV4 signing name (not `runtime.sagemaker`).
@@ -58,9 +61,6 @@ const QUOTA_CAPACITY: u32 = 500;
 const QUOTA_THROTTLING_COST: u32 = 5;
 const QUOTA_TRANSIENT_COST: u32 = 10;
 
-const CUSTOM_ATTRIBUTES: HeaderName = HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
-const INFERENCE_ID: HeaderName = HeaderName::from_static("x-amzn-sagemaker-inference-id");
-const TARGET_VARIANT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-target-variant");
 const TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 const AMZ_USER_AGENT: HeaderName = HeaderName::from_static("x-amz-user-agent");
 const AGENT: &str = concat!("sagegate/", env!("CARGO_PKG_VERSION"), " md/aws-sigv4-lean");
@@ -223,10 +223,12 @@ impl Lean {
         let values = [
             (CONTENT_TYPE, Some(inv.content_type.as_str())),
             (ACCEPT, Some(inv.accept.as_str())),
-            (CUSTOM_ATTRIBUTES, inv.custom_attributes.as_deref()),
-            (INFERENCE_ID, inv.inference_id.as_deref()),
-            (TARGET_VARIANT, inv.target_variant.as_deref()),
-        ];
+        ]
+        .into_iter()
+        .chain(inv.optional_headers().into_iter().filter_map(|(name, v)| {
+            // Only the headers that are set; the names are constants, valid header names.
+            Some((HeaderName::from_bytes(name.as_bytes()).ok()?, Some(v?)))
+        }));
         for (name, value) in values {
             if let Some(v) = value {
                 match HeaderValue::from_str(v) {
@@ -358,14 +360,9 @@ fn finish(outcome: Attempt) -> Result<UpstreamReply, UpstreamFailure> {
             headers,
             body,
         } if (200..300).contains(&status) => {
-            // The SDK path reports these four, from the operation's output.
-            let mut kept = Vec::with_capacity(4);
-            for name in [
-                "content-type",
-                "x-amzn-invoked-production-variant",
-                "x-amzn-sagemaker-custom-attributes",
-                "x-amzn-requestid",
-            ] {
+            // The SDK path reports these, from the operation's output.
+            let mut kept = Vec::with_capacity(REPLY_HEADERS.len());
+            for name in REPLY_HEADERS {
                 if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
                     kept.push((name.to_owned(), v.to_owned()));
                 }

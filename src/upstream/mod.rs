@@ -63,11 +63,76 @@ pub struct Invocation {
     pub inference_id: Option<String>,
     /// `X-Amzn-SageMaker-Target-Variant`.
     pub target_variant: Option<String>,
+    /// `X-Amzn-SageMaker-Target-Model` (a multi-model endpoint's model).
+    pub target_model: Option<String>,
+    /// `X-Amzn-SageMaker-Inference-Component`.
+    pub inference_component_name: Option<String>,
+    /// `X-Amzn-SageMaker-Target-Container-Hostname` (a multi-container endpoint's container).
+    pub target_container_hostname: Option<String>,
+    /// `X-Amzn-SageMaker-Session-Id` (`NEW_SESSION` or an open session's id).
+    pub session_id: Option<String>,
+    /// `X-Amzn-SageMaker-Enable-Explanations` (a JMESPath expression for Clarify).
+    pub enable_explanations: Option<String>,
     /// `X-Amzn-Trace-Id` passed on to SageMaker.
     pub trace_id: String,
     /// Bound on the whole call, retries included.
     pub timeout: Duration,
 }
+
+impl Invocation {
+    /// SageMaker's optional request headers (names as the SDK writes them) and their values, in the
+    /// SDK serializer's order; both clients send exactly these (e2e `upstream_paths.rs`).
+    pub fn optional_headers(&self) -> [(&'static str, Option<&str>); 8] {
+        [
+            (
+                "X-Amzn-SageMaker-Custom-Attributes",
+                self.custom_attributes.as_deref(),
+            ),
+            (
+                "X-Amzn-SageMaker-Target-Model",
+                self.target_model.as_deref(),
+            ),
+            (
+                "X-Amzn-SageMaker-Target-Variant",
+                self.target_variant.as_deref(),
+            ),
+            (
+                "X-Amzn-SageMaker-Target-Container-Hostname",
+                self.target_container_hostname.as_deref(),
+            ),
+            (
+                "X-Amzn-SageMaker-Inference-Id",
+                self.inference_id.as_deref(),
+            ),
+            (
+                "X-Amzn-SageMaker-Enable-Explanations",
+                self.enable_explanations.as_deref(),
+            ),
+            (
+                "X-Amzn-SageMaker-Inference-Component",
+                self.inference_component_name.as_deref(),
+            ),
+            ("X-Amzn-SageMaker-Session-Id", self.session_id.as_deref()),
+        ]
+    }
+}
+
+/// The answer headers the two clients report on success (lower case): what the SDK's
+/// `InvokeEndpointOutput` models besides the body.
+pub const REPLY_HEADERS: [&str; 6] = [
+    "content-type",
+    INVOKED_VARIANT,
+    "x-amzn-sagemaker-custom-attributes",
+    NEW_SESSION_ID,
+    CLOSED_SESSION_ID,
+    "x-amzn-requestid",
+];
+/// The production variant that answered.
+pub const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
+/// A session SageMaker opened for `Session-Id: NEW_SESSION`: `<id>; Expires=<time>`.
+pub const NEW_SESSION_ID: &str = "x-amzn-sagemaker-new-session-id";
+/// A session SageMaker closed.
+pub const CLOSED_SESSION_ID: &str = "x-amzn-sagemaker-closed-session-id";
 
 /// An HTTP answer from SageMaker: the model's output on success, SageMaker's error document otherwise.
 #[derive(Debug, Clone)]
@@ -249,6 +314,11 @@ async fn invoke_sdk(
         .set_custom_attributes(inv.custom_attributes)
         .set_inference_id(inv.inference_id)
         .set_target_variant(inv.target_variant)
+        .set_target_model(inv.target_model)
+        .set_inference_component_name(inv.inference_component_name)
+        .set_target_container_hostname(inv.target_container_hostname)
+        .set_session_id(inv.session_id)
+        .set_enable_explanations(inv.enable_explanations)
         .body(Blob::new(inv.body))
         .customize()
         .mutate_request(move |req| {
@@ -265,21 +335,20 @@ async fn invoke_sdk(
     let result = match result {
         Err(_) => Err(timed_out(inv.timeout)),
         Ok(Ok(out)) => {
-            let mut headers = Vec::with_capacity(4);
+            let mut headers = Vec::with_capacity(REPLY_HEADERS.len());
             let mut put = |name: &str, value: Option<&str>| {
                 if let Some(v) = value {
                     headers.push((name.to_owned(), v.to_owned()));
                 }
             };
             put("content-type", out.content_type());
-            put(
-                "x-amzn-invoked-production-variant",
-                out.invoked_production_variant(),
-            );
+            put(INVOKED_VARIANT, out.invoked_production_variant());
             put(
                 "x-amzn-sagemaker-custom-attributes",
                 out.custom_attributes(),
             );
+            put(NEW_SESSION_ID, out.new_session_id());
+            put(CLOSED_SESSION_ID, out.closed_session_id());
             put("x-amzn-requestid", out.request_id());
             let body = out
                 .body

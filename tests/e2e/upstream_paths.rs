@@ -198,3 +198,195 @@ async fn both_clients_bound_the_tls_handshake_by_the_connect_timeout() {
     }
     silent.abort();
 }
+
+/// SageMaker's routing headers, each from a different kind of source.
+fn routed(client: &'static str) -> GatewayYaml {
+    GatewayYaml::standard()
+        .client(client)
+        .max_attempts(2)
+        .integration_field("target_model", "method.request.header.x-model")
+        .integration_field(
+            "inference_component_name",
+            "method.request.querystring.component",
+        )
+        .integration_field("target_container_hostname", "\"'container-2'\"")
+        .integration_field("session_id", "method.request.header.x-session")
+        .integration_field("enable_explanations", "\"'`true`'\"")
+}
+
+const ROUTED: &str =
+    "/temp/recommended-movies/U:1?k=3&inference_type=deterministic&component=ic-blue-2";
+
+async fn routed_gateway(client: &'static str, upstream: &Upstream) -> Gateway {
+    Gateway::builder()
+        .config(routed(client))
+        .upstream(upstream)
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .start()
+        .await
+}
+
+/// Every routing header reaches SageMaker from both clients, signed, with the same value; SageMaker's
+/// session answer comes back to the client; the variant that answered is in the access log line
+/// and labels the integration latency on /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_clients_send_the_routing_headers_and_return_the_session() {
+    use crate::metrics::{admin_url, sample, scrape};
+    let upstream = Upstream::start().await;
+    let new_session = "sess-7f3a; Expires=2026-12-05T08:00:00Z";
+    upstream.reply_with(
+        SageMakerReply::ok(r#"{"recommendations":[]}"#)
+            .with_header("x-Amzn-Invoked-Production-Variant", "blue-2")
+            .with_header("X-Amzn-SageMaker-New-Session-Id", new_session)
+            .with_header("X-Amzn-SageMaker-Closed-Session-Id", "sess-old"),
+    );
+    let expected = [
+        ("x-amzn-sagemaker-target-model", "models/m-2.tar.gz"),
+        ("x-amzn-sagemaker-inference-component", "ic-blue-2"),
+        ("x-amzn-sagemaker-target-container-hostname", "container-2"),
+        ("x-amzn-sagemaker-session-id", "NEW_SESSION"),
+        ("x-amzn-sagemaker-enable-explanations", "`true`"),
+    ];
+    let mut seen = Vec::new();
+    for client in ["sdk", "lean"] {
+        let gw = routed_gateway(client, &upstream).await;
+        let before = upstream.count();
+        let reply = gw
+            .get(ROUTED)
+            .key(KEY_A)
+            .header("x-model", "models/m-2.tar.gz")
+            .header("x-session", "NEW_SESSION")
+            .send()
+            .await;
+        reply.assert_ok();
+        assert_eq!(
+            reply.header("x-amzn-sagemaker-new-session-id"),
+            Some(new_session),
+            "{client}"
+        );
+        assert_eq!(
+            reply.header("x-amzn-sagemaker-closed-session-id"),
+            Some("sess-old"),
+            "{client}"
+        );
+        let got = upstream.received()[before].clone();
+        got.signature
+            .clone()
+            .unwrap_or_else(|e| panic!("{client}: SigV4: {e}"));
+        let signed = signed_headers(&got);
+        for (name, value) in expected {
+            assert_eq!(got.header(name), Some(value), "{client}: {name}");
+            assert!(signed.iter().any(|s| s == name), "{client}: {name} signed");
+        }
+        let line = gw.access_entry(&reply.request_id()).await;
+        assert_eq!(
+            line["invokedProductionVariant"], "blue-2",
+            "{client}: {line}"
+        );
+        let metrics = scrape(&admin_url(&gw)).await;
+        assert_eq!(
+            sample(
+                &metrics,
+                "sagegate_integration_duration_seconds",
+                &[
+                    ("stage", "temp"),
+                    ("route", "/recommended-movies/{user_id}"),
+                    ("variant", "blue-2"),
+                ],
+            ),
+            Some(1.0),
+            "{client}"
+        );
+        seen.push(signed);
+    }
+    assert_eq!(seen[0], seen[1], "signed header lists, sdk vs lean");
+}
+
+/// A routing header SageMaker would refuse is the client's 400, naming the header, before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_routing_header_is_refused_before_the_call() {
+    let upstream = Upstream::start().await;
+    let gw = routed_gateway("lean", &upstream).await;
+    let long_model = "m".repeat(1025);
+    for (session, model, named) in [
+        (
+            "abc; Expires=never",
+            "m.tar.gz",
+            "X-Amzn-SageMaker-Session-Id",
+        ),
+        ("a_b", "m.tar.gz", "X-Amzn-SageMaker-Session-Id"),
+        (
+            "NEW_SESSION",
+            long_model.as_str(),
+            "X-Amzn-SageMaker-Target-Model",
+        ),
+    ] {
+        let value = (session, model.len());
+        let r = gw
+            .get(ROUTED)
+            .key(KEY_A)
+            .header("x-session", session)
+            .header("x-model", model)
+            .send()
+            .await;
+        assert_eq!(r.status, 400, "{value:?}: {}", r.text());
+        assert!(r.text().contains(named), "{value:?}: {}", r.text());
+    }
+    // From the query string, decoded: an underscore, and a CR LF that would splice a header.
+    for component in ["ic_blue", "ic%0D%0AX-Injected:%201"] {
+        let r = gw
+            .get(&ROUTED.replace("ic-blue-2", component))
+            .key(KEY_A)
+            .header("x-model", "m.tar.gz")
+            .send()
+            .await;
+        assert_eq!(r.status, 400, "{component}: {}", r.text());
+        assert!(
+            r.text().contains("X-Amzn-SageMaker-Inference-Component"),
+            "{component}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(upstream.count(), 0, "no call was made");
+}
+
+/// The local stack opens a stateful session as SageMaker does: `NEW_SESSION` sent through either
+/// client reaches the real recommender's Runtime path, and its `New-Session-Id` comes back to the
+/// client; a request in the session gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_at_the_recommender_reaches_the_client() {
+    let recommender = crate::kit::Recommender::start().await;
+    for client in ["sdk", "lean"] {
+        let gw = Gateway::builder()
+            .config(
+                GatewayYaml::standard()
+                    .client(client)
+                    .integration_field("session_id", "method.request.header.x-session"),
+            )
+            .upstream_url(&recommender.url())
+            .start()
+            .await;
+        let path = "/temp/recommended-movies/U:1?k=2&inference_type=deterministic";
+        let opened = gw
+            .get(path)
+            .key(KEY_A)
+            .header("x-session", "NEW_SESSION")
+            .send()
+            .await;
+        opened.assert_ok();
+        let session = opened
+            .header("x-amzn-sagemaker-new-session-id")
+            .unwrap_or_else(|| panic!("{client}: no New-Session-Id: {opened:?}"));
+        let (id, expires) = session
+            .split_once("; Expires=")
+            .unwrap_or_else(|| panic!("{client}: {session}"));
+        assert!(expires.ends_with('Z'), "{client}: {session}");
+        let within = gw.get(path).key(KEY_A).header("x-session", id).send().await;
+        within.assert_ok();
+        assert_eq!(
+            within.header("x-amzn-sagemaker-new-session-id"),
+            None,
+            "{client}"
+        );
+    }
+}

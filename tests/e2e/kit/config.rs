@@ -35,6 +35,8 @@ pub struct GatewayYaml {
     client: Option<&'static str>,
     /// `limits:` with the Redis store: (url, on_store_failure, timeout_ms).
     shared_limits: Option<(String, &'static str, u64)>,
+    /// More lines for every route's `integration:` block.
+    integration: String,
 }
 
 impl GatewayYaml {
@@ -50,7 +52,14 @@ impl GatewayYaml {
             circuit_breaker: None,
             client: None,
             shared_limits: None,
+            integration: String::new(),
         }
+    }
+
+    /// Adds `field: value` to every route's `integration:` block.
+    pub fn integration_field(mut self, field: &str, value: &str) -> Self {
+        writeln!(self.integration, "      {field}: {value}").unwrap();
+        self
     }
 
     /// `limits.store: redis` at `url`, with `on_store_failure` (`local`, `deny`) and a per-call
@@ -172,8 +181,9 @@ sagemaker:
       timeout_ms: {timeout}
       custom_attributes: context.requestId
       inference_id: context.requestId
-"#,
+{extra}"#,
                 timeout = self.timeout_ms,
+                extra = self.integration,
             )
             .unwrap();
         }

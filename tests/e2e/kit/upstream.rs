@@ -31,6 +31,8 @@ pub enum SageMakerReply {
         error_type: Option<&'static str>,
         /// Body bytes.
         body: String,
+        /// More response headers (SageMaker's `x-Amzn-Invoked-Production-Variant`, session ids).
+        headers: Vec<(String, String)>,
     },
     /// Waits, then answers with the inner reply.
     Delay(Duration, Box<SageMakerReply>),
@@ -49,6 +51,7 @@ impl SageMakerReply {
             status: 200,
             error_type: None,
             body: body.to_owned(),
+            headers: Vec::new(),
         }
     }
 
@@ -112,7 +115,16 @@ impl SageMakerReply {
             status,
             error_type: Some(error_type),
             body: body.to_owned(),
+            headers: Vec::new(),
         }
+    }
+
+    /// This answer with header `name: value` too.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let SageMakerReply::Answer { headers, .. } = &mut self {
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        self
     }
 
     /// This reply after `d`.
@@ -321,6 +333,7 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                     status,
                     error_type,
                     body,
+                    headers,
                 } => {
                     let mut head = format!(
                         "HTTP/1.1 {status} Answer\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-amzn-requestid: {}\r\n",
@@ -329,6 +342,9 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                     );
                     if let Some(t) = error_type {
                         head.push_str(&format!("x-amzn-errortype: {t}\r\n"));
+                    }
+                    for (name, value) in headers {
+                        head.push_str(&format!("{name}: {value}\r\n"));
                     }
                     head.push_str("\r\n");
                     if stream.write_all(head.as_bytes()).await.is_err()
