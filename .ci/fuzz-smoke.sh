@@ -14,7 +14,7 @@ export RUSTC_BOOTSTRAP=1
 # fails (instead of silently re-resolving) when the lock no longer matches fuzz/Cargo.toml or the
 # sagegate crate's dependencies. cargo fuzz has no --locked flag of its own; after this fetch its
 # builds find every package already resolved and downloaded.
-cargo fetch --locked
+cargo fetch --locked || { echo "fuzz/Cargo.lock is stale: run bash .ci/fuzz-lock.sh and commit it" >&2; exit 1; }
 targets=$(cargo fuzz list)
 # --dev: unoptimised builds (still with the address sanitizer, plus debug assertions) build in about
 # 3 min instead of 5 on the 2-core box, and a few seconds per target need no speed; long campaigns
