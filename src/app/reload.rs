@@ -16,7 +16,8 @@
 //!    diagnostics are logged, values read from the environment never quoted);
 //! 3. no restart-only field changed ([`restart_only_changes`]: `refused`, naming each field);
 //! 4. the keys in force still fit: every stage and route throttle a usage plan names is still
-//!    declared (`refused`, naming the plan; edit the keys first, then the file);
+//!    declared (`refused`, naming the plan; edit the keys first, then the file; an S3 object so
+//!    refused is read again at the next poll, so it applies once the keys fit);
 //! 5. the per-request state is built ([`Gateway::install_config`]) and swapped in at once.
 //!
 //! Then the keys reloader checks new keys files against the new names. In-flight requests finish
@@ -121,7 +122,7 @@ pub struct ConfigReloader {
     /// The S3 client of an `s3://` source.
     s3: Option<S3>,
     /// The last ETag seen (of a good or bad object), so an unchanged bad object is not fetched
-    /// and reported again on every poll.
+    /// and reported again on every poll; forgotten when an object is refused for the keys.
     etag: Mutex<Option<String>>,
     gateway: Arc<Gateway>,
     keys: Arc<KeyStore>,
@@ -219,6 +220,9 @@ impl ConfigReloader {
         // No keys reload between this check and the swap of the names it is checked against.
         let _names = self.keys.names_lock.lock().await;
         if let Err(why) = keys_fit(&self.keys.current(), &names) {
+            // Refused for the keys in force, not for the object: the next poll reads it again, so
+            // it applies once the keys are fixed (on Fargate a poll is the only trigger).
+            *self.etag.lock().unwrap_or_else(PoisonError::into_inner) = None;
             return ConfigOutcome::Refused(why);
         }
         for warning in &config.warnings {

@@ -109,11 +109,14 @@ async fn a_changed_variable_and_template_apply_after_a_rename_and_after_sighup()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_file_keeps_the_config_and_restart_only_fields_are_refused_by_name() {
     const SECRET: &str = "e2e-secret-from-the-environment-41";
+    // Not an endpoint name: quoted by the endpoint check, which reads it through a stage variable.
+    const SECRET_NAME: &str = "e2e secret/stage variable 42";
     let upstream = Upstream::start().await;
     let gateway = Gateway::builder()
         .config_text(&config("ep-one"))
         .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .env("SAGEGATE_E2E_SECRET", SECRET)
+        .env("SAGEGATE_E2E_SECRET_NAME", SECRET_NAME)
         .upstream(&upstream)
         .start()
         .await;
@@ -170,6 +173,30 @@ async fn a_bad_file_keeps_the_config_and_restart_only_fields_are_refused_by_name
         "a value from the environment is never logged:\n{log}"
     );
 
+    // A stage variable read from the environment, invalid as the endpoint name it becomes: the
+    // endpoint check's diagnostic does not quote it either.
+    let invalid = config("ep-invalid").replace(
+        "endpoint: ep-invalid ",
+        "endpoint: \"${env:SAGEGATE_E2E_SECRET_NAME}\" ",
+    );
+    assert_ne!(
+        invalid,
+        config("ep-invalid"),
+        "the test reads the environment"
+    );
+    rename_over(&gateway, &invalid);
+    until_reloads("failed", 3.0).await;
+    still_serving().await;
+    let log = gateway.stdout() + &gateway.stderr();
+    assert!(
+        log.contains("is not a SageMaker endpoint name"),
+        "the diagnostic says what is wrong:\n{log}"
+    );
+    assert!(
+        !log.contains(SECRET_NAME),
+        "a stage variable from the environment is never logged:\n{log}"
+    );
+
     // A new listen address: refused by name, the rest of the file (a new variable) not applied.
     let moved = config("ep-moved").replace("listen: \"127.0.0.1:0\"", "listen: \"127.0.0.1:1\"");
     rename_over(&gateway, &moved);
@@ -200,7 +227,7 @@ async fn a_bad_file_keeps_the_config_and_restart_only_fields_are_refused_by_name
     assert_eq!(sample(&s, "sagegate_config_generation", &[]), Some(1.0));
     assert_eq!(open_call(&gateway).await, 200);
     assert_eq!(last_endpoint(&upstream), "ep-fixed");
-    assert_eq!(reloads("failed").await, 2.0);
+    assert_eq!(reloads("failed").await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,4 +335,48 @@ async fn a_config_in_s3_is_polled_by_etag_and_a_bad_upload_keeps_the_config() {
         })
         .count();
     assert_eq!(failures, 1, "{}", gateway.stdout());
+}
+
+/// An S3 object refused because the keys in force still name a stage it removes applies at a later
+/// poll once the keys are fixed, without another upload (on Fargate there is no SIGHUP to send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_config_refused_for_the_keys_applies_once_the_keys_fit() {
+    let no_temp = |endpoint: &str| {
+        config(endpoint).replace(
+            &format!(
+                "  temp:\n    variables: {{ endpoint: {endpoint} }}\n    \
+                 throttle: {{ rate_limit: 1000, burst_limit: 2000 }}\n"
+            ),
+            "",
+        )
+    };
+    assert_ne!(
+        no_temp("ep-one"),
+        config("ep-one"),
+        "the test removes a stage"
+    );
+    let s3 = crate::kit::s3::FakeS3::start("cfg-bucket", "gateway.yaml", &config("ep-one")).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_source("s3://cfg-bucket/gateway.yaml")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
+        .upstream(&upstream)
+        .start()
+        .await;
+    s3.upload(&no_temp("ep-one"));
+    gateway
+        .wait_for_log("usage plan `standard` of the keys covers stage `temp`")
+        .await;
+    assert_eq!(open_call(&gateway).await, 200);
+
+    gateway.replace_keys(
+        &KeysYaml::new()
+            .plan(Plan::new("standard", &["prod"]).throttle(1000.0, 2000))
+            .key(Key::new("partner-a", KEY_A, &["standard"]))
+            .render(),
+    );
+    gateway.wait_for_log("keys reloaded").await;
+    until_generation(&gateway, 1).await;
+    assert_ne!(open_call(&gateway).await, 200, "stage `temp` is gone");
 }
