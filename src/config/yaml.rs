@@ -573,7 +573,7 @@ mod tests {
             "HOPS" => Some("1".to_owned()),
             _ => None,
         };
-        let text = "v: { ep: \"${env:SECRET}\", hops: ${env:HOPS} }\nname: x\n";
+        let text = "v:\n  ep: \"${env:SECRET}\"\n  hops: ${env:HOPS}\nname: x\n";
         let doc = Doc::parse("f.yaml", text, &env).unwrap();
         let d = doc.error("name", "`hunter2-supersecret` is not a name, 1 of 1");
         assert_eq!(d.message, format!("`{FROM_ENV}` is not a name, 1 of 1"));
