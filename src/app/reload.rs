@@ -42,10 +42,15 @@ pub fn source(arg: &str) -> Result<KeySource, String> {
     KeySource::parse(arg).map_err(|e| format!("--config {}", e.replace("keys source", "source")))
 }
 
+/// The largest gateway.yaml read (file or S3 object): far above any real one, and a path that
+/// names `/dev/zero`, a FIFO or a runaway generated file fails the reload instead of growing the
+/// gateway's memory until it is killed.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The text of `source` at start, with the S3 object's ETag.
 pub async fn read_initial(source: &KeySource) -> Result<(String, Option<String>), String> {
     match source {
-        KeySource::Path(path) => tokio::fs::read_to_string(path)
+        KeySource::Path(path) => read_file(path)
             .await
             .map(|text| (text, None))
             .map_err(|e| format!("{source}: cannot read: {e}")),
@@ -59,6 +64,31 @@ pub async fn read_initial(source: &KeySource) -> Result<(String, Option<String>)
             }
         }
     }
+}
+
+/// The file at `path` as UTF-8, at most [`MAX_CONFIG_BYTES`].
+async fn read_file(path: &std::path::Path) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    text_of(bytes)
+}
+
+/// `bytes` as UTF-8 text of at most [`MAX_CONFIG_BYTES`].
+fn text_of(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("not UTF-8 (bad byte at offset {at})")
+    })
 }
 
 async fn s3_client(source: &KeySource) -> Result<S3, String> {
@@ -78,12 +108,9 @@ async fn get(
     };
     match client.get_object(bucket, key, etag).await {
         Ok(GetObject::NotModified) => Ok(None),
-        Ok(GetObject::Found { body, etag }) => String::from_utf8(body.to_vec())
+        Ok(GetObject::Found { body, etag }) => text_of(body.to_vec())
             .map(|text| Some((text, etag)))
-            .map_err(|e| {
-                let at = e.utf8_error().valid_up_to();
-                format!("{source}: not UTF-8 (bad byte at offset {at})")
-            }),
+            .map_err(|e| format!("{source}: {e}")),
         Err(e) => Err(format!(
             "{source}: cannot get the configuration object: {e}"
         )),

@@ -380,3 +380,57 @@ async fn an_s3_config_refused_for_the_keys_applies_once_the_keys_fit() {
     until_generation(&gateway, 1).await;
     assert_ne!(open_call(&gateway).await, 200, "stage `temp` is gone");
 }
+
+/// A gateway.yaml past the size bound fails the reload with the bound named, whether a runaway file
+/// or a symlink to a device that never ends (`/dev/zero`); the running configuration stays and the
+/// gateway's memory does not grow with the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_past_the_size_bound_keeps_the_config() {
+    const TOO_LARGE: &str = "larger than 16777216 bytes";
+    let upstream = Upstream::start().await;
+    let mut gateway = Gateway::builder()
+        .config_text(&config("ep-one"))
+        .upstream(&upstream)
+        .start()
+        .await;
+    let refusals = |gateway: &Gateway| {
+        gateway
+            .log_lines()
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.contains(TOO_LARGE)))
+            .count()
+    };
+    // Valid YAML (the padding is a comment), one byte past the bound.
+    let mut big = config("ep-big");
+    big.push('#');
+    let pad = 16 * 1024 * 1024 + 1 - big.len();
+    big.push_str(&"x".repeat(pad));
+    rename_over(&gateway, &big);
+    eventually("the too-large file refused", WAIT, || {
+        let n = refusals(&gateway);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-one");
+
+    if std::path::Path::new("/dev/zero").exists() {
+        let link = gateway.config_path().with_extension("yaml.link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        std::fs::rename(&link, gateway.config_path()).unwrap();
+        gateway.signal("HUP");
+        eventually("the endless file refused", WAIT, || {
+            let n = refusals(&gateway);
+            async move { (n >= 2).then_some(()) }
+        })
+        .await;
+        assert_eq!(open_call(&gateway).await, 200);
+        assert_eq!(last_endpoint(&upstream), "ep-one");
+    }
+
+    rename_over(&gateway, &config("ep-fixed"));
+    until_generation(&gateway, 1).await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-fixed");
+    assert!(gateway.exited().is_none());
+}
