@@ -434,3 +434,46 @@ async fn a_config_file_past_the_size_bound_keeps_the_config() {
     assert_eq!(last_endpoint(&upstream), "ep-fixed");
     assert!(gateway.exited().is_none());
 }
+
+/// Keys in S3 whose plan names a stage gateway.yaml does not declare yet are refused; once a
+/// config reload adds the stage, a later poll reads the unchanged object again and applies it,
+/// without another upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_refused_for_a_missing_stage_apply_once_the_config_adds_it() {
+    let keys = |stages: &[&str]| {
+        KeysYaml::new()
+            .plan(Plan::new("standard", stages).throttle(1000.0, 2000))
+            .key(Key::new("partner-a", KEY_A, &["standard"]))
+            .render()
+    };
+    let s3 =
+        crate::kit::s3::FakeS3::start("keys-bucket", "keys.yaml", &keys(&["temp", "prod"])).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_text(&config("ep-one"))
+        .keys_source("s3://keys-bucket/keys.yaml")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
+        .upstream(&upstream)
+        .start()
+        .await;
+    s3.upload(&keys(&["temp", "prod", "beta"]));
+    gateway
+        .wait_for_log("keys reload failed; the previous keys stay in force")
+        .await;
+
+    let with_beta = config("ep-one").replace(
+        "routes:\n",
+        "  beta:\n    variables: { endpoint: ep-beta }\nroutes:\n",
+    );
+    assert_ne!(with_beta, config("ep-one"), "the test adds a stage");
+    rename_over(&gateway, &with_beta);
+    until_generation(&gateway, 1).await;
+    gateway.wait_for_log("keys reloaded").await;
+    let reply = gateway
+        .get("/beta/recommended-movies/U:1?k=3&inference_type=deterministic")
+        .key(KEY_A)
+        .send()
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
