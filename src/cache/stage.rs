@@ -125,9 +125,9 @@ where
 const VARIANT_LOGGED: usize = 63;
 
 /// The invoked variant as the access log and metrics hold it: a SageMaker variant name as is,
-/// anything else (a model container or proxy's header can hold up to the HTTP head's size) cut to
-/// [`VARIANT_LOGGED`] characters and marked with `…`, so one answer cannot write kilobytes into every
-/// log line and the metrics label it `other`.
+/// anything else (a model container or proxy's header can be as long as an HTTP head) cut to
+/// [`VARIANT_LOGGED`] characters and marked with `…`, so one answer cannot write kilobytes into
+/// every log line, and the metrics label it `other`.
 fn variant_logged(v: &str) -> String {
     if crate::message::is_sagemaker_name(v, VARIANT_LOGGED) {
         return v.to_owned();
