@@ -275,17 +275,33 @@ pub fn respond(
     Ok(resp)
 }
 
+/// The longest `New-Session-Id` / `Closed-Session-Id` passed to the client (SageMaker's bound).
+const MAX_SESSION_HEADER: usize = 256;
+
 /// SageMaker's session answer (`X-Amzn-SageMaker-New-Session-Id: <id>; Expires=<time>`,
 /// `X-Amzn-SageMaker-Closed-Session-Id`) reaches the client as is: without it a client that asked
 /// for `NEW_SESSION` could never send its next request to the session. A header the integration
 /// response or the template already set wins.
 fn pass_session_ids(reply: &UpstreamReply, resp: &mut GatewayResponse) {
     for name in [NEW_SESSION_ID, CLOSED_SESSION_ID] {
-        if let Some(v) = reply.header(name)
-            && !resp
-                .headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        let Some(v) = reply.header(name) else {
+            continue;
+        };
+        // SageMaker's bound (reference/apigw-sagemaker.md §5.2); a longer value is a model
+        // container's bug (the container writes it) that would otherwise reach the client and
+        // every proxy in between, up to the size of an HTTP head: left out, with a warning.
+        if v.len() > MAX_SESSION_HEADER {
+            tracing::warn!(
+                header = name,
+                bytes = v.len(),
+                "SageMaker answer header over {MAX_SESSION_HEADER} bytes not passed to the client"
+            );
+            continue;
+        }
+        if !resp
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             resp.headers.push((name.to_owned(), v.to_owned()));
         }

@@ -16,7 +16,8 @@
 //!    diagnostics are logged, values read from the environment never quoted);
 //! 3. no restart-only field changed ([`restart_only_changes`]: `refused`, naming each field);
 //! 4. the keys in force still fit: every stage and route throttle a usage plan names is still
-//!    declared (`refused`, naming the plan; edit the keys first, then the file);
+//!    declared (`refused`, naming the plan; edit the keys first, then the file; an S3 object so
+//!    refused is read again at the next poll, so it applies once the keys fit);
 //! 5. the per-request state is built ([`Gateway::install_config`]) and swapped in at once.
 //!
 //! Then the keys reloader checks new keys files against the new names. In-flight requests finish
@@ -41,10 +42,15 @@ pub fn source(arg: &str) -> Result<KeySource, String> {
     KeySource::parse(arg).map_err(|e| format!("--config {}", e.replace("keys source", "source")))
 }
 
+/// The largest gateway.yaml read (file or S3 object): far above any real one, and a path that
+/// names `/dev/zero`, a FIFO or a runaway generated file fails the reload instead of growing the
+/// gateway's memory until it is killed.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The text of `source` at start, with the S3 object's ETag.
 pub async fn read_initial(source: &KeySource) -> Result<(String, Option<String>), String> {
     match source {
-        KeySource::Path(path) => tokio::fs::read_to_string(path)
+        KeySource::Path(path) => read_file(path)
             .await
             .map(|text| (text, None))
             .map_err(|e| format!("{source}: cannot read: {e}")),
@@ -58,6 +64,31 @@ pub async fn read_initial(source: &KeySource) -> Result<(String, Option<String>)
             }
         }
     }
+}
+
+/// The file at `path` as UTF-8, at most [`MAX_CONFIG_BYTES`].
+async fn read_file(path: &std::path::Path) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    text_of(bytes)
+}
+
+/// `bytes` as UTF-8 text of at most [`MAX_CONFIG_BYTES`].
+fn text_of(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("not UTF-8 (bad byte at offset {at})")
+    })
 }
 
 async fn s3_client(source: &KeySource) -> Result<S3, String> {
@@ -77,12 +108,9 @@ async fn get(
     };
     match client.get_object(bucket, key, etag).await {
         Ok(GetObject::NotModified) => Ok(None),
-        Ok(GetObject::Found { body, etag }) => String::from_utf8(body.to_vec())
+        Ok(GetObject::Found { body, etag }) => text_of(body.to_vec())
             .map(|text| Some((text, etag)))
-            .map_err(|e| {
-                let at = e.utf8_error().valid_up_to();
-                format!("{source}: not UTF-8 (bad byte at offset {at})")
-            }),
+            .map_err(|e| format!("{source}: {e}")),
         Err(e) => Err(format!(
             "{source}: cannot get the configuration object: {e}"
         )),
@@ -121,7 +149,7 @@ pub struct ConfigReloader {
     /// The S3 client of an `s3://` source.
     s3: Option<S3>,
     /// The last ETag seen (of a good or bad object), so an unchanged bad object is not fetched
-    /// and reported again on every poll.
+    /// and reported again on every poll; forgotten when an object is refused for the keys.
     etag: Mutex<Option<String>>,
     gateway: Arc<Gateway>,
     keys: Arc<KeyStore>,
@@ -219,6 +247,9 @@ impl ConfigReloader {
         // No keys reload between this check and the swap of the names it is checked against.
         let _names = self.keys.names_lock.lock().await;
         if let Err(why) = keys_fit(&self.keys.current(), &names) {
+            // Refused for the keys in force, not for the object: the next poll reads it again, so
+            // it applies once the keys are fixed (on Fargate a poll is the only trigger).
+            *self.etag.lock().unwrap_or_else(PoisonError::into_inner) = None;
             return ConfigOutcome::Refused(why);
         }
         for warning in &config.warnings {

@@ -265,12 +265,23 @@ pub fn spawn_reloader_shared(
             }
         };
         let mut etag = store.load().origin.etag.clone();
-        let reload_and_notify = async |etag: &mut Option<String>| {
+        // The names a refused object was checked against: once a gateway.yaml reload changes
+        // them (a stage the object's plans name now exists), the object is read again despite
+        // its unchanged ETag, once; otherwise it would stay out until uploaded again.
+        let mut failed_under: Option<Arc<KeysContext>> = None;
+        let mut reload_and_notify = async |etag: &mut Option<String>| {
             let _names = store.names_lock.lock().await;
             let ctx = shared.load_full();
-            if let ReloadOutcome::Reloaded(set) = reload(&store, &fetcher, &name, &ctx, etag).await
-            {
-                on_reload(&set);
+            if failed_under.as_ref().is_some_and(|f| !Arc::ptr_eq(f, &ctx)) {
+                *etag = None;
+            }
+            match reload(&store, &fetcher, &name, &ctx, etag).await {
+                ReloadOutcome::Reloaded(set) => {
+                    failed_under = None;
+                    on_reload(&set);
+                }
+                ReloadOutcome::Failed(_) => failed_under = Some(ctx),
+                ReloadOutcome::Unchanged => {}
             }
         };
         match &source {

@@ -42,6 +42,18 @@ pub struct Doc {
 /// What a diagnostic says instead of a value read from the environment.
 const FROM_ENV: &str = "<from the environment>";
 
+/// The length from which a value read from the environment is hidden in every diagnostic, not
+/// only in its own node's.
+const MIN_REDACTED_ELSEWHERE: usize = 6;
+
+/// `message` with `value` (as written, and as serde quotes it: `string "a\"b"`) replaced by
+/// [`FROM_ENV`].
+fn redact(message: &str, value: &str) -> String {
+    let quoted = format!("{value:?}");
+    let escaped = &quoted[1..quoted.len() - 1];
+    message.replace(escaped, FROM_ENV).replace(value, FROM_ENV)
+}
+
 impl Doc {
     /// Parses `text`; a syntax error, a duplicate key or an unset environment variable is a diagnostic.
     pub fn parse(
@@ -162,12 +174,19 @@ impl Doc {
         let (line, col) = self.locate(path);
         let mut message = message.into();
         if let Some(value) = self.from_env.get(path).filter(|v| !v.trim().is_empty()) {
-            // As written, and as serde quotes it (`string "a\"b"`).
-            let quoted = format!("{value:?}");
-            let escaped = &quoted[1..quoted.len() - 1];
-            message = message
-                .replace(escaped, FROM_ENV)
-                .replace(value.as_str(), FROM_ENV);
+            message = redact(&message, value);
+        }
+        // A value read from the environment reaches other nodes' messages too (a stage variable
+        // resolved into an endpoint name): every one long enough to be a secret is hidden, the
+        // longest first. Short ones (`30`, `true`) would blank unrelated words.
+        let mut others: Vec<&String> = self
+            .from_env
+            .values()
+            .filter(|v| v.trim().chars().count() >= MIN_REDACTED_ELSEWHERE)
+            .collect();
+        others.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        for value in others {
+            message = redact(&message, value);
         }
         Diagnostic {
             file: self.file.clone(),
@@ -547,6 +566,17 @@ mod tests {
             assert!(d.message.contains(FROM_ENV), "{}", d.message);
             assert_eq!((d.line, d.col), (2, 9));
         }
+        // A value that reaches another node (a stage variable resolved into a name) is hidden
+        // there too; a short one elsewhere is not (it would blank unrelated words).
+        let env = |n: &str| match n {
+            "SECRET" => Some("hunter2-supersecret".to_owned()),
+            "HOPS" => Some("1".to_owned()),
+            _ => None,
+        };
+        let text = "v:\n  ep: \"${env:SECRET}\"\n  hops: ${env:HOPS}\nname: x\n";
+        let doc = Doc::parse("f.yaml", text, &env).unwrap();
+        let d = doc.error("name", "`hunter2-supersecret` is not a name, 1 of 1");
+        assert_eq!(d.message, format!("`{FROM_ENV}` is not a name, 1 of 1"));
         // A value written in the file is still quoted.
         let doc = Doc::parse("f.yaml", "hops: many\n", &no_env).unwrap();
         let d = doc.deserialize::<u8>("hops").unwrap_err();

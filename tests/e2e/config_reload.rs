@@ -109,11 +109,14 @@ async fn a_changed_variable_and_template_apply_after_a_rename_and_after_sighup()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_file_keeps_the_config_and_restart_only_fields_are_refused_by_name() {
     const SECRET: &str = "e2e-secret-from-the-environment-41";
+    // Not an endpoint name: quoted by the endpoint check, which reads it through a stage variable.
+    const SECRET_NAME: &str = "e2e secret/stage variable 42";
     let upstream = Upstream::start().await;
     let gateway = Gateway::builder()
         .config_text(&config("ep-one"))
         .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .env("SAGEGATE_E2E_SECRET", SECRET)
+        .env("SAGEGATE_E2E_SECRET_NAME", SECRET_NAME)
         .upstream(&upstream)
         .start()
         .await;
@@ -152,23 +155,37 @@ async fn a_bad_file_keeps_the_config_and_restart_only_fields_are_refused_by_name
     gateway.wait_for_log("configuration reload failed").await;
     still_serving().await;
 
+    // A file that fails on a value read from the environment: `says` is in the log, `secret` never.
+    let fails_quietly = async |text: String, failures: f64, says: &str, secret: &str| {
+        rename_over(&gateway, &text);
+        until_reloads("failed", failures).await;
+        still_serving().await;
+        let log = gateway.stdout() + &gateway.stderr();
+        assert!(log.contains(says), "the diagnostic says `{says}`:\n{log}");
+        assert!(
+            !log.contains(secret),
+            "a value from the environment is never logged:\n{log}"
+        );
+    };
     // A validation error on a value read from the environment: reported, never quoted.
     let invalid = config("ep-invalid").replace(
         "max_attempts: 2",
         "max_attempts: \"${env:SAGEGATE_E2E_SECRET}\"",
     );
-    rename_over(&gateway, &invalid);
-    until_reloads("failed", 2.0).await;
-    still_serving().await;
-    let log = gateway.stdout() + &gateway.stderr();
-    assert!(
-        log.contains("max_attempts"),
-        "the diagnostic names the field:\n{log}"
+    fails_quietly(invalid, 2.0, "max_attempts", SECRET).await;
+    // A stage variable read from the environment, invalid as the endpoint name it becomes: the
+    // endpoint check's diagnostic does not quote it either.
+    let invalid = config("ep-invalid").replace(
+        "endpoint: ep-invalid ",
+        "endpoint: \"${env:SAGEGATE_E2E_SECRET_NAME}\" ",
     );
-    assert!(
-        !log.contains(SECRET),
-        "a value from the environment is never logged:\n{log}"
+    assert_ne!(
+        invalid,
+        config("ep-invalid"),
+        "the test reads the environment"
     );
+    let says = "is not a SageMaker endpoint name";
+    fails_quietly(invalid, 3.0, says, SECRET_NAME).await;
 
     // A new listen address: refused by name, the rest of the file (a new variable) not applied.
     let moved = config("ep-moved").replace("listen: \"127.0.0.1:0\"", "listen: \"127.0.0.1:1\"");
@@ -200,7 +217,7 @@ async fn a_bad_file_keeps_the_config_and_restart_only_fields_are_refused_by_name
     assert_eq!(sample(&s, "sagegate_config_generation", &[]), Some(1.0));
     assert_eq!(open_call(&gateway).await, 200);
     assert_eq!(last_endpoint(&upstream), "ep-fixed");
-    assert_eq!(reloads("failed").await, 2.0);
+    assert_eq!(reloads("failed").await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +268,9 @@ async fn reloads_under_load_fail_no_request() {
         );
     }
     assert!(total >= WORKERS, "requests ran during the reloads");
+    // Every worker's last request may have started before the last swap: one after it.
+    let last = gateway.get("/temp/other/after").key(KEY_A).send().await;
+    assert_eq!(last.status, 200);
     let endpoints: std::collections::BTreeSet<String> = upstream
         .received()
         .iter()
@@ -308,4 +328,145 @@ async fn a_config_in_s3_is_polled_by_etag_and_a_bad_upload_keeps_the_config() {
         })
         .count();
     assert_eq!(failures, 1, "{}", gateway.stdout());
+}
+
+/// An S3 object refused because the keys in force still name a stage it removes applies at a later
+/// poll once the keys are fixed, without another upload (on Fargate there is no SIGHUP to send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_config_refused_for_the_keys_applies_once_the_keys_fit() {
+    let no_temp = |endpoint: &str| {
+        config(endpoint).replace(
+            &format!(
+                "  temp:\n    variables: {{ endpoint: {endpoint} }}\n    \
+                 throttle: {{ rate_limit: 1000, burst_limit: 2000 }}\n"
+            ),
+            "",
+        )
+    };
+    assert_ne!(
+        no_temp("ep-one"),
+        config("ep-one"),
+        "the test removes a stage"
+    );
+    let s3 = crate::kit::s3::FakeS3::start("cfg-bucket", "gateway.yaml", &config("ep-one")).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_source("s3://cfg-bucket/gateway.yaml")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
+        .upstream(&upstream)
+        .start()
+        .await;
+    s3.upload(&no_temp("ep-one"));
+    gateway
+        .wait_for_log("usage plan `standard` of the keys covers stage `temp`")
+        .await;
+    assert_eq!(open_call(&gateway).await, 200);
+
+    gateway.replace_keys(
+        &KeysYaml::new()
+            .plan(Plan::new("standard", &["prod"]).throttle(1000.0, 2000))
+            .key(Key::new("partner-a", KEY_A, &["standard"]))
+            .render(),
+    );
+    gateway.wait_for_log("keys reloaded").await;
+    until_generation(&gateway, 1).await;
+    assert_ne!(open_call(&gateway).await, 200, "stage `temp` is gone");
+}
+
+/// A gateway.yaml past the size bound fails the reload with the bound named, whether a runaway file
+/// or a symlink to a device that never ends (`/dev/zero`); the running configuration stays and the
+/// gateway's memory does not grow with the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_past_the_size_bound_keeps_the_config() {
+    const TOO_LARGE: &str = "larger than 16777216 bytes";
+    let upstream = Upstream::start().await;
+    let mut gateway = Gateway::builder()
+        .config_text(&config("ep-one"))
+        .upstream(&upstream)
+        .start()
+        .await;
+    let refusals = |gateway: &Gateway| {
+        gateway
+            .log_lines()
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.contains(TOO_LARGE)))
+            .count()
+    };
+    // Valid YAML (the padding is a comment), one byte past the bound.
+    let mut big = config("ep-big");
+    big.push('#');
+    let pad = 16 * 1024 * 1024 + 1 - big.len();
+    big.push_str(&"x".repeat(pad));
+    rename_over(&gateway, &big);
+    eventually("the too-large file refused", WAIT, || {
+        let n = refusals(&gateway);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-one");
+
+    if std::path::Path::new("/dev/zero").exists() {
+        let link = gateway.config_path().with_extension("yaml.link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        std::fs::rename(&link, gateway.config_path()).unwrap();
+        gateway.signal("HUP");
+        eventually("the endless file refused", WAIT, || {
+            let n = refusals(&gateway);
+            async move { (n >= 2).then_some(()) }
+        })
+        .await;
+        assert_eq!(open_call(&gateway).await, 200);
+        assert_eq!(last_endpoint(&upstream), "ep-one");
+    }
+
+    rename_over(&gateway, &config("ep-fixed"));
+    until_generation(&gateway, 1).await;
+    assert_eq!(open_call(&gateway).await, 200);
+    assert_eq!(last_endpoint(&upstream), "ep-fixed");
+    assert!(gateway.exited().is_none());
+}
+
+/// Keys in S3 whose plan names a stage gateway.yaml does not declare yet are refused; once a
+/// config reload adds the stage, a later poll reads the unchanged object again and applies it,
+/// without another upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_refused_for_a_missing_stage_apply_once_the_config_adds_it() {
+    let keys = |stages: &[&str]| {
+        KeysYaml::new()
+            .plan(Plan::new("standard", stages).throttle(1000.0, 2000))
+            .key(Key::new("partner-a", KEY_A, &["standard"]))
+            .render()
+    };
+    let s3 =
+        crate::kit::s3::FakeS3::start("keys-bucket", "keys.yaml", &keys(&["temp", "prod"])).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .config_text(&config("ep-one"))
+        .keys_source("s3://keys-bucket/keys.yaml")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
+        .upstream(&upstream)
+        .start()
+        .await;
+    s3.upload(&keys(&["temp", "prod", "beta"]));
+    gateway
+        .wait_for_log("keys reload failed; the previous keys stay in force")
+        .await;
+
+    let with_beta = config("ep-one").replace(
+        "routes:\n",
+        "  beta:\n    variables: { endpoint: ep-beta }\nroutes:\n",
+    );
+    assert_ne!(with_beta, config("ep-one"), "the test adds a stage");
+    rename_over(&gateway, &with_beta);
+    until_generation(&gateway, 1).await;
+    gateway.wait_for_log("keys reloaded").await;
+    let reply = gateway
+        .get("/beta/recommended-movies/U:1?k=3&inference_type=deterministic")
+        .key(KEY_A)
+        .send()
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
 }

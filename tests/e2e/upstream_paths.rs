@@ -390,3 +390,47 @@ async fn a_session_opened_at_the_recommender_reaches_the_client() {
         );
     }
 }
+
+/// What a model container (or anything posing as SageMaker) sends back is bounded before it reaches
+/// the client, the access log and /metrics: a `New-Session-Id` past SageMaker's 256 bytes is not
+/// passed on (the answer still is), a variant that is not a variant name is logged cut to 63
+/// characters and labelled `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_session_id_or_variant_from_the_upstream_is_bounded() {
+    use crate::metrics::{admin_url, sample, scrape};
+    let upstream = Upstream::start().await;
+    let huge_session = format!("s{}; Expires=2026-12-05T08:00:00Z", "a".repeat(60_000));
+    let huge_variant = "v".repeat(20_000);
+    upstream.reply_with(
+        SageMakerReply::ok(r#"{"recommendations":[]}"#)
+            .with_header("x-Amzn-Invoked-Production-Variant", &huge_variant)
+            .with_header("X-Amzn-SageMaker-New-Session-Id", &huge_session),
+    );
+    for client in ["sdk", "lean"] {
+        let gw = routed_gateway(client, &upstream).await;
+        let reply = gw
+            .get(ROUTED)
+            .key(KEY_A)
+            .header("x-session", "NEW_SESSION")
+            .send()
+            .await;
+        reply.assert_ok();
+        assert_eq!(
+            reply.header("x-amzn-sagemaker-new-session-id"),
+            None,
+            "{client}"
+        );
+        let line = gw.access_entry(&reply.request_id()).await;
+        let logged = line["invokedProductionVariant"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(logged, format!("{}…", "v".repeat(63)), "{client}");
+        let s = scrape(&admin_url(&gw)).await;
+        let other = sample(
+            &s,
+            "sagegate_integration_duration_seconds_count",
+            &[("variant", "other")],
+        );
+        assert_eq!(other, Some(1.0), "{client}");
+    }
+}
