@@ -120,12 +120,32 @@ impl Held {
     /// Charges `n` more bytes unless that would take the total past the limit. Also refuses when
     /// the budget is already spent and `n` is 0: new work waits until memory is given back.
     pub fn try_grow(&self, n: usize) -> Result<(), OverBudget> {
+        let grown = self.grow_within(n, self.budget.0.limit);
+        if grown.is_err() {
+            self.budget.0.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        grown
+    }
+
+    /// [`Held::try_grow`] for optional work (a shadow copy of a SageMaker call): refuses unless the
+    /// total stays within `share` of the limit (0.0 to 1.0), and a refusal is not counted as a
+    /// client's 503.
+    pub fn try_grow_within_share(&self, n: usize, share: f64) -> Result<(), OverBudget> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let ceiling = (self.budget.0.limit as f64 * share.clamp(0.0, 1.0)) as usize;
+        self.grow_within(n, ceiling)
+    }
+
+    fn grow_within(&self, n: usize, ceiling: usize) -> Result<(), OverBudget> {
         let shared = &self.budget.0;
         let before = shared.held.fetch_add(n, Ordering::Relaxed);
         let after = before.saturating_add(n);
-        if after > shared.limit || (n == 0 && before >= shared.limit) {
+        if after > ceiling || (n == 0 && before >= ceiling) {
             shared.held.fetch_sub(n, Ordering::Relaxed);
-            shared.refused.fetch_add(1, Ordering::Relaxed);
             return Err(OverBudget);
         }
         self.bytes.fetch_add(n, Ordering::Relaxed);
