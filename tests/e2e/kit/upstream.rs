@@ -6,6 +6,9 @@
 //! body) together with the result of recomputing its SigV4 signature ([`super::sigv4`]) for the
 //! test credentials (`test`/`test`, `us-east-1`, service `sagemaker`).
 //!
+//! Two endpoints: [`Upstream::reply_for`] scripts the answer of one endpoint name (a shadow's, say)
+//! apart from the rest, since a gateway has one SageMaker endpoint URL.
+//!
 //! Faults: a delay, a TCP reset (zero linger), a close without an answer, and a hold that keeps
 //! the request open until the test calls [`Upstream::release`]. The reply in force can be changed
 //! at any time; requests already being answered keep the reply they started with.
