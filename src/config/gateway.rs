@@ -1375,12 +1375,7 @@ fn compile_integration(
         errors,
     );
     let timeout = Duration::from_millis(raw.timeout_ms.unwrap_or(29_000));
-    if !(MIN_ROUTE_TIMEOUT..=MAX_ROUTE_TIMEOUT).contains(&timeout) {
-        errors.push(doc.error(
-            &format!("{path}.timeout_ms"),
-            "must be between 50 and 60000",
-        ));
-    }
+    check_timeout(doc, path, timeout, errors);
     let mut source = |field: &str, expr: Option<String>| -> Option<ParamSource> {
         let expr = expr?;
         ParamSource::parse(&expr)
@@ -1436,6 +1431,21 @@ fn compile_integration(
         target_container_hostname,
         session_id,
         enable_explanations,
+    }
+}
+
+/// A call's `timeout_ms` (under `path`) within [`MIN_ROUTE_TIMEOUT`]..=[`MAX_ROUTE_TIMEOUT`].
+pub(super) fn check_timeout(
+    doc: &Doc,
+    path: &str,
+    timeout: Duration,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if !(MIN_ROUTE_TIMEOUT..=MAX_ROUTE_TIMEOUT).contains(&timeout) {
+        errors.push(doc.error(
+            &format!("{path}.timeout_ms"),
+            "must be between 50 and 60000",
+        ));
     }
 }
 

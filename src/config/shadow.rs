@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::diag::Diagnostic;
-use super::gateway::{MAX_ROUTE_TIMEOUT, MIN_ROUTE_TIMEOUT, Stage, endpoint_names};
+use super::gateway::{Stage, check_timeout, endpoint_names};
 use super::yaml::Doc;
 
 /// Default of `max_concurrent`.
@@ -91,12 +91,7 @@ pub(super) fn compile(
         ));
     }
     let timeout = raw.timeout_ms.map_or(route_timeout, Duration::from_millis);
-    if !(MIN_ROUTE_TIMEOUT..=MAX_ROUTE_TIMEOUT).contains(&timeout) {
-        errors.push(doc.error(
-            &format!("{path}.timeout_ms"),
-            "must be between 50 and 60000",
-        ));
-    }
+    check_timeout(doc, path, timeout, errors);
     let bad_variant = |v: &String| !crate::message::is_sagemaker_name(v, 63);
     if raw.target_variant.as_ref().is_some_and(bad_variant) {
         errors.push(doc.error(

@@ -47,15 +47,16 @@ async fn recommend(gateway: &Gateway, user: &str) -> Reply {
         .await
 }
 
+/// The value of `metric` with `labels` now.
+async fn read(admin: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    sample(&scrape(admin).await, metric, labels)
+}
+
 /// Waits until `outcome` of the shadow endpoint has counted `n`.
 async fn until_counted(admin: &str, outcome: &str, n: f64) {
     eventually(&format!("{n} shadow calls {outcome}"), WAIT, || async {
-        let m = scrape(admin).await;
-        let got = sample(
-            &m,
-            "sagegate_shadow_calls_total",
-            &[("endpoint", SHADOW), ("outcome", outcome)],
-        );
+        let labels = [("endpoint", SHADOW), ("outcome", outcome)];
+        let got = read(admin, "sagegate_shadow_calls_total", &labels).await;
         (got == Some(n)).then_some(())
     })
     .await;
@@ -71,6 +72,15 @@ async fn until_shadow_received(
         (got.len() >= n).then_some(got)
     })
     .await
+}
+
+/// The `user_id` of each copy the shadow endpoint received, in order.
+fn shadow_users(upstream: &Upstream) -> Vec<String> {
+    let copies = upstream.received_by(SHADOW);
+    copies
+        .iter()
+        .map(|r| r.json()["user_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -107,19 +117,15 @@ async fn every_call_is_copied_at_100_percent_with_the_same_body_signed_for_the_s
         );
     }
     until_counted(&admin, "ok", 3.0).await;
-    let m = scrape(&admin).await;
-    let latency = sample(
-        &m,
+    let latency = read(
+        &admin,
         "sagegate_shadow_duration_seconds",
         &[("endpoint", SHADOW)],
     );
-    assert_eq!(latency, Some(3.0), "one latency sample per call made");
+    assert_eq!(latency.await, Some(3.0), "one latency sample per call made");
     // Beside the primary's own families, which count the client's requests only.
-    let primary = sample(
-        &m,
-        "sagegate_requests_total",
-        &[("stage", "temp"), ("route", ROUTE), ("status_class", "2xx")],
-    );
+    let labels = [("stage", "temp"), ("route", ROUTE), ("status_class", "2xx")];
+    let primary = read(&admin, "sagegate_requests_total", &labels).await;
     assert_eq!(primary, Some(3.0));
 }
 
@@ -174,13 +180,12 @@ async fn shadow_failures_never_change_the_answer_and_are_counted_by_outcome() {
         *n += 1.0;
         until_counted(&admin, outcome, *n).await;
     }
-    let m = scrape(&admin).await;
-    let state = sample(
-        &m,
+    let state = read(
+        &admin,
         "sagegate_circuit_breaker_state",
         &[("endpoint", ENDPOINT_TEMP)],
     );
-    assert_eq!(state, Some(0.0), "the primary's circuit stays closed");
+    assert_eq!(state.await, Some(0.0), "the primary's circuit stays closed");
     assert_eq!(upstream.received_by(ENDPOINT_TEMP).len(), 3);
 }
 
@@ -243,11 +248,7 @@ async fn refused_requests_and_cache_hits_are_not_copied() {
         .await
         .assert_ok();
     until_counted(&admin, "ok", 2.0).await;
-    let users: Vec<String> = upstream
-        .received_by(SHADOW)
-        .iter()
-        .map(|r| r.json()["user_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let users = shadow_users(&upstream);
     assert_eq!(users.len(), 2, "{users:?}");
     assert!(users.contains(&"U:1".to_owned()) && users.contains(&"U:2".to_owned()));
     assert_eq!(upstream.received_by(ENDPOINT_TEMP).len(), 2);
@@ -274,10 +275,6 @@ async fn a_reload_adds_changes_and_removes_the_shadow() {
     reload(shadowed(100.0, 4).render(), 4).await;
     recommend(&gateway, "U:5").await.assert_ok();
     until_counted(&admin, "ok", 2.0).await;
-    let users: Vec<String> = upstream
-        .received_by(SHADOW)
-        .iter()
-        .map(|r| r.json()["user_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let users = shadow_users(&upstream);
     assert_eq!(users, ["U:2", "U:5"]);
 }
