@@ -229,6 +229,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn optional_work_stops_at_its_share_and_is_not_counted_as_a_refusal() {
+        let budget = MemoryBudget::new(100);
+        let client = budget.account();
+        client.try_grow(40).unwrap();
+        let shadow = budget.account();
+        assert_eq!(shadow.try_grow_within_share(11, 0.5), Err(OverBudget));
+        assert_eq!(budget.refused(), 0, "no client got a 503");
+        shadow.try_grow_within_share(10, 0.5).unwrap();
+        assert_eq!(budget.held(), 50);
+        // The client's own charges still reach the whole limit.
+        client.try_grow(50).unwrap();
+        drop(shadow);
+        assert_eq!(budget.held(), 90);
+    }
+
+    #[test]
     fn charges_are_refused_past_the_limit_and_given_back_on_drop() {
         let budget = MemoryBudget::new(100);
         let a = budget.account();

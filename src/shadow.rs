@@ -28,10 +28,12 @@
 //!   counted, never queued. After a reload that changes `max_concurrent`, copies started under
 //!   the old bound finish under it (for their time limit at most).
 //! - Memory: the copy holds the body (shared with the primary's, but kept past the client's
-//!   answer) and the shadow's answer, up to [`crate::upstream::MAX_ANSWER_BYTES`]; the body is
-//!   charged to the gateway's budget on an account of its own, and only while the budget is under
-//!   [`MEMORY_SHARE`] of its limit: past it the copy is dropped, so shadows never push a client
-//!   request into a 503.
+//!   answer), charged to the gateway's budget on an account of its own, and only while the total
+//!   stays within [`MEMORY_SHARE`] of the limit: past it the copy is dropped, so shadows never push
+//!   a client request into a 503. The shadow's answer (at most
+//!   [`crate::upstream::MAX_ANSWER_BYTES`], read by the client and dropped at once) is not
+//!   charged: at most `max_concurrent` of them per route exist at once.
+//! - At shutdown, copies still open are abandoned (they are not part of the drain).
 //! - With no shadow configured the pipeline pays one `Option` check per request.
 
 use std::collections::HashMap;
