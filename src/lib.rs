@@ -29,6 +29,8 @@
 //! - [`cache`]: the stage cache (TTL, key parameters, conditions, coalescing, invalidation) and
 //!   the cache-lookup stage.
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
+//! - [`shadow`]: after `invoke`, a sampled copy of the route's call to a second endpoint, in the
+//!   background, bounded in number, time and memory, its answer only counted.
 //! - [`upstream`]: the SageMaker `InvokeEndpoint` call, SigV4-signed with credentials from the AWS
 //!   chain: a lean `aws-sigv4` + hyper client (default) or the full SDK client (feature `aws`), or
 //!   an in-process [`upstream::Invoke`]; the one classification of a failed call
@@ -78,6 +80,8 @@ pub mod pipeline;
 pub mod route;
 #[cfg(feature = "aws")]
 pub mod server;
+#[cfg(feature = "aws")]
+pub mod shadow;
 pub mod telemetry;
 #[cfg(feature = "aws")]
 pub mod test_invoke;

@@ -120,12 +120,32 @@ impl Held {
     /// Charges `n` more bytes unless that would take the total past the limit. Also refuses when
     /// the budget is already spent and `n` is 0: new work waits until memory is given back.
     pub fn try_grow(&self, n: usize) -> Result<(), OverBudget> {
+        let grown = self.grow_within(n, self.budget.0.limit);
+        if grown.is_err() {
+            self.budget.0.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        grown
+    }
+
+    /// [`Held::try_grow`] for optional work (a shadow copy of a SageMaker call): refuses unless the
+    /// total stays within `share` of the limit (0.0 to 1.0), and a refusal is not counted as a
+    /// client's 503.
+    pub fn try_grow_within_share(&self, n: usize, share: f64) -> Result<(), OverBudget> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let ceiling = (self.budget.0.limit as f64 * share.clamp(0.0, 1.0)) as usize;
+        self.grow_within(n, ceiling)
+    }
+
+    fn grow_within(&self, n: usize, ceiling: usize) -> Result<(), OverBudget> {
         let shared = &self.budget.0;
         let before = shared.held.fetch_add(n, Ordering::Relaxed);
         let after = before.saturating_add(n);
-        if after > shared.limit || (n == 0 && before >= shared.limit) {
+        if after > ceiling || (n == 0 && before >= ceiling) {
             shared.held.fetch_sub(n, Ordering::Relaxed);
-            shared.refused.fetch_add(1, Ordering::Relaxed);
             return Err(OverBudget);
         }
         self.bytes.fetch_add(n, Ordering::Relaxed);
@@ -207,6 +227,22 @@ fn cgroup_limit(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optional_work_stops_at_its_share_and_is_not_counted_as_a_refusal() {
+        let budget = MemoryBudget::new(100);
+        let client = budget.account();
+        client.try_grow(40).unwrap();
+        let shadow = budget.account();
+        assert_eq!(shadow.try_grow_within_share(11, 0.5), Err(OverBudget));
+        assert_eq!(budget.refused(), 0, "no client got a 503");
+        shadow.try_grow_within_share(10, 0.5).unwrap();
+        assert_eq!(budget.held(), 50);
+        // The client's own charges still reach the whole limit.
+        client.try_grow(50).unwrap();
+        drop(shadow);
+        assert_eq!(budget.held(), 90);
+    }
 
     #[test]
     fn charges_are_refused_past_the_limit_and_given_back_on_drop() {

@@ -12,6 +12,9 @@
 //!   `cache_evictions_total` by `stage`, `cause` (`size`, `expired`), `cache_bytes`, `cache_entries`;
 //! - `upstream_errors_total` by `error_type` (SageMaker's error type, from a fixed list);
 //!   (a request refused by the circuit breaker made no call and is not counted here);
+//! - `shadow_calls_total` by `endpoint` (a route's shadow endpoint) and `outcome` (`ok`,
+//!   `model_error`, `error`, `timeout`, `dropped`), `shadow_duration_seconds` by `endpoint`, for
+//!   the configured shadow endpoints ([`crate::shadow`]); never in the primary's families;
 //! - `circuit_breaker_state` by `endpoint` (0 closed, 1 open, 2 half-open),
 //!   `circuit_breaker_transitions_total` by `endpoint`, `state` (the state entered),
 //!   `circuit_breaker_short_circuited_total` by `endpoint` (requests failed fast), for the endpoints
@@ -136,7 +139,21 @@ pub struct Metrics {
     memory_held: IntGauge,
     memory_budget: IntGauge,
     memory_refusals: IntCounter,
+    shadow_calls: IntCounterVec,
+    shadow_latency: HistogramVec,
 }
+
+/// The metric children of one shadow endpoint (see [`crate::shadow`]).
+#[derive(Debug, Clone)]
+pub struct ShadowMetrics {
+    /// Shadow calls by outcome, in the order of [`SHADOW_OUTCOMES`].
+    pub calls: [IntCounter; 5],
+    /// Duration of the shadow calls made (retries included).
+    pub latency: Histogram,
+}
+
+/// The `outcome` label values of `shadow_calls_total`.
+pub const SHADOW_OUTCOMES: [&str; 5] = ["ok", "model_error", "error", "timeout", "dropped"];
 
 /// The metric children of one endpoint's circuit breaker (see [`crate::breaker`]).
 #[derive(Debug, Clone)]
@@ -400,6 +417,18 @@ impl Metrics {
                 "memory_refusals_total",
                 "Requests refused with 503 because the in-flight memory budget was spent.",
             ),
+            shadow_calls: counter_vec(
+                &registry,
+                "shadow_calls_total",
+                "Shadow copies of SageMaker calls, by shadow endpoint and outcome: ok, model_error, error, timeout, dropped (over max_concurrent or the memory share, never sent).",
+                &["endpoint", "outcome"],
+            ),
+            shadow_latency: histogram_vec(
+                &registry,
+                "shadow_duration_seconds",
+                "Duration of shadow calls made (retries included), by shadow endpoint.",
+                &["endpoint"],
+            ),
             registry,
         }
     }
@@ -416,6 +445,14 @@ impl Metrics {
             to_open: to("open"),
             to_half_open: to("half_open"),
             short_circuited: self.breaker_short_circuited.with_label_values(&[endpoint]),
+        }
+    }
+
+    /// The children of shadow endpoint `endpoint` (created at zero).
+    pub fn shadow(&self, endpoint: &str) -> ShadowMetrics {
+        ShadowMetrics {
+            calls: SHADOW_OUTCOMES.map(|o| self.shadow_calls.with_label_values(&[endpoint, o])),
+            latency: self.shadow_latency.with_label_values(&[endpoint]),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! route → authenticate → admit → read body → validate → render request
-//!       → cache lookup / (breaker) invoke → respond → access log + metrics (in the HTTP adapter)
+//!       → cache lookup / (breaker) invoke → (shadow) → respond
+//!       → access log + metrics (in the HTTP adapter)
 //! ```
 //!
 //! Input: a framework-free [`GatewayRequest`] head (the HTTP adapter already refused oversized
@@ -43,6 +44,7 @@ use crate::memory::{Held, MemoryBudget, new_bytes};
 use crate::metrics::Metrics;
 use crate::otel::Tracer;
 use crate::route;
+use crate::shadow;
 use crate::upstream::SageMaker;
 
 mod live;
@@ -296,6 +298,19 @@ impl Gateway {
         let answer = fetched.answer_body();
         if fetched.stats.is_some() {
             memory.charge(answer.len());
+        }
+        // shadow (a sampled copy of this request's own call, in the background; one `Option`
+        // check when the route has none)
+        if route.shadow.is_some() && fetched.stats.is_some_and(|s| s.attempts > 0) {
+            let (shadows, upstream) = (&live.shadows, &self.upstream);
+            shadow::mirror(
+                shadows,
+                route,
+                &stage.name,
+                &invocation,
+                upstream,
+                &self.memory,
+            );
         }
         // select integration response + render response
         let response = traced(ctx, names::RESPOND, |ctx| {

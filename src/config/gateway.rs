@@ -17,6 +17,7 @@ use super::cache_key::{self, KeyGap};
 use super::diag::{Diagnostic, Diagnostics};
 use super::models::{self, Model, Models};
 use super::param::ParamSource;
+use super::shadow::{self, RawShadow, Shadow};
 use super::telemetry::{self, TelemetryConfig};
 use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
 use super::yaml::Doc;
@@ -197,6 +198,9 @@ struct RawRoute {
     /// Per-route cache settings (default: GET routes cache when the stage does, keyed by method
     /// and resource path only); see [`super::cache`].
     cache: Option<RawRouteCache>,
+    /// A sampled copy of the route's SageMaker calls to a second endpoint (default none); see
+    /// [`super::shadow`].
+    shadow: Option<RawShadow>,
 }
 
 /// `routes[i].validation:` — API Gateway's request validator: what is written is checked.
@@ -293,8 +297,9 @@ pub struct GatewayConfig {
     pub telemetry: TelemetryConfig,
     /// Where limit state lives.
     pub limits: LimitsConfig,
-    /// SHA-256 of the `routes` and `binary_media_types` sections as loaded: what, besides a
-    /// stage and its variables, shapes a cached answer (a reload that changes it empties the caches).
+    /// SHA-256 of the `routes` (without their `shadow` blocks) and `binary_media_types` sections
+    /// as loaded: what, besides a stage and its variables, shapes a cached answer (a reload that
+    /// changes it empties the caches).
     pub routes_digest: [u8; 32],
     /// Problems that do not stop the gateway, located like errors (logged at start, printed by
     /// `check-config`).
@@ -420,6 +425,8 @@ pub struct Route {
     pub integration: Integration,
     /// Cache settings of the route.
     pub cache: RouteCacheConfig,
+    /// Shadow traffic of the route; `None` = none.
+    pub shadow: Option<Shadow>,
 }
 
 impl Route {
@@ -700,7 +707,14 @@ fn routes_digest(doc: &Doc) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     for section in ["routes", "binary_media_types"] {
-        hash.update(doc.get(section).map(Value::to_string).unwrap_or_default());
+        let mut value = doc.get(section).cloned().unwrap_or_default();
+        // A route's shadow block changes no answer a cache holds: changing it keeps the caches.
+        if let Some(routes) = value.as_array_mut() {
+            for route in routes.iter_mut().filter_map(Value::as_object_mut) {
+                route.remove("shadow");
+            }
+        }
+        hash.update(value.to_string());
         hash.update([0]);
     }
     hash.finalize().into()
@@ -1293,8 +1307,13 @@ fn compile_routes(
             body,
         };
         let cache = cache::route_cache(doc, &format!("{path}.cache"), raw.cache, errors);
+        let shadow = raw.shadow.map(|s| {
+            let at = format!("{path}.shadow");
+            shadow::compile(doc, &at, s, stages, integration.timeout, errors)
+        });
         routes.push(Route {
             cache,
+            shadow,
             method: raw.method.to_ascii_uppercase(),
             path: normalize_path(&raw.path),
             api_key_required: raw.api_key_required,
@@ -1348,29 +1367,15 @@ fn compile_integration(
     breaker_defaults: Option<&RawCircuitBreaker>,
     errors: &mut Vec<Diagnostic>,
 ) -> Integration {
-    let mut endpoint_by_stage = HashMap::new();
-    for stage in stages.values() {
-        match resolve_stage_variables(&raw.endpoint_name, &stage.variables) {
-            Ok(name) if valid_endpoint_name(&name) => {
-                endpoint_by_stage.insert(stage.name.clone(), name);
-            }
-            Ok(name) => errors.push(doc.error(
-                &format!("{path}.endpoint_name"),
-                format!("in stage `{}`: `{name}` is not a SageMaker endpoint name (letters, digits and `-`, at most 63)", stage.name),
-            )),
-            Err(var) => errors.push(doc.error(
-                &format!("{path}.endpoint_name"),
-                format!("stage `{}` has no variable `{var}`", stage.name),
-            )),
-        }
-    }
+    let endpoint_by_stage = endpoint_names(
+        doc,
+        &format!("{path}.endpoint_name"),
+        &raw.endpoint_name,
+        stages,
+        errors,
+    );
     let timeout = Duration::from_millis(raw.timeout_ms.unwrap_or(29_000));
-    if !(MIN_ROUTE_TIMEOUT..=MAX_ROUTE_TIMEOUT).contains(&timeout) {
-        errors.push(doc.error(
-            &format!("{path}.timeout_ms"),
-            "must be between 50 and 60000",
-        ));
-    }
+    check_timeout(doc, path, timeout, errors);
     let mut source = |field: &str, expr: Option<String>| -> Option<ParamSource> {
         let expr = expr?;
         ParamSource::parse(&expr)
@@ -1427,6 +1432,48 @@ fn compile_integration(
         session_id,
         enable_explanations,
     }
+}
+
+/// A call's `timeout_ms` (under `path`) within [`MIN_ROUTE_TIMEOUT`]..=[`MAX_ROUTE_TIMEOUT`].
+pub(super) fn check_timeout(
+    doc: &Doc,
+    path: &str,
+    timeout: Duration,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if !(MIN_ROUTE_TIMEOUT..=MAX_ROUTE_TIMEOUT).contains(&timeout) {
+        errors.push(doc.error(
+            &format!("{path}.timeout_ms"),
+            "must be between 50 and 60000",
+        ));
+    }
+}
+
+/// `template` (an `endpoint_name` at `path`) resolved in every stage, each name checked.
+pub(super) fn endpoint_names(
+    doc: &Doc,
+    path: &str,
+    template: &str,
+    stages: &BTreeMap<String, Stage>,
+    errors: &mut Vec<Diagnostic>,
+) -> HashMap<String, String> {
+    let mut endpoint_by_stage = HashMap::new();
+    for stage in stages.values() {
+        match resolve_stage_variables(template, &stage.variables) {
+            Ok(name) if valid_endpoint_name(&name) => {
+                endpoint_by_stage.insert(stage.name.clone(), name);
+            }
+            Ok(name) => errors.push(doc.error(
+                path,
+                format!("in stage `{}`: `{name}` is not a SageMaker endpoint name (letters, digits and `-`, at most 63)", stage.name),
+            )),
+            Err(var) => errors.push(doc.error(
+                path,
+                format!("stage `{}` has no variable `{var}`", stage.name),
+            )),
+        }
+    }
+    endpoint_by_stage
 }
 
 /// Replaces `${stageVariables.x}`; the error is the name of a missing variable.

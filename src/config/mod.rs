@@ -8,6 +8,7 @@ pub mod models;
 pub mod param;
 pub mod resolve;
 pub mod restart;
+pub mod shadow;
 pub mod telemetry;
 pub mod templates;
 pub mod yaml;

@@ -10,7 +10,8 @@
 //!   digest of the stage variables) and the routes (templates, integrations, cache keys; see
 //!   [`GatewayConfig::routes_digest`]) are unchanged: an entry is only ever served under the
 //!   configuration that produced it (docs/security.md, cache scope);
-//! - an endpoint's circuit breaker and its state, when the endpoint keeps the same settings.
+//! - an endpoint's circuit breaker and its state, when the endpoint keeps the same settings;
+//! - a route's open shadow calls, when its `shadow.max_concurrent` is unchanged.
 //!
 //! [`Gateway`]: super::Gateway
 
@@ -22,6 +23,7 @@ use crate::cache::StageCache;
 use crate::config::GatewayConfig;
 use crate::limits::{LimitClock, StageLimiter};
 use crate::metrics::Metrics;
+use crate::shadow::Shadows;
 
 /// One loaded gateway.yaml and the state built from it; immutable once built.
 pub struct Live {
@@ -33,6 +35,8 @@ pub struct Live {
     pub caches: BTreeMap<String, Arc<StageCache>>,
     /// Circuit breakers of the endpoints that have one.
     pub breakers: Breakers,
+    /// Shadow traffic of the routes that have it.
+    pub shadows: Shadows,
     /// 0 for the configuration loaded at start, then one more per reload that swapped it.
     pub generation: u64,
 }
@@ -109,7 +113,9 @@ impl Live {
             clock.clone(),
             previous.map(|p| &p.breakers),
         );
+        let shadows = Shadows::carried(&config, metrics, previous.map(|p| &p.shadows));
         Ok(Live {
+            shadows,
             config,
             stage_limiters,
             caches,

@@ -29,7 +29,7 @@ fn rename_over(gateway: &Gateway, text: &str) {
 }
 
 /// Waits for the `configuration reloaded` line of `generation`.
-async fn until_generation(gateway: &Gateway, generation: u64) {
+pub(crate) async fn until_generation(gateway: &Gateway, generation: u64) {
     eventually(
         &format!("configuration generation {generation}"),
         WAIT,

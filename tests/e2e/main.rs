@@ -36,6 +36,7 @@ mod retries;
 mod s3_keys;
 mod sagemaker_request;
 mod seed;
+mod shadow;
 mod shared_limits;
 mod throttling;
 mod upstream_paths;

@@ -37,6 +37,8 @@ pub struct GatewayYaml {
     shared_limits: Option<(String, &'static str, u64)>,
     /// More lines for every route's `integration:` block.
     integration: String,
+    /// More lines for every route (`shadow:`...).
+    route: String,
 }
 
 impl GatewayYaml {
@@ -53,12 +55,19 @@ impl GatewayYaml {
             client: None,
             shared_limits: None,
             integration: String::new(),
+            route: String::new(),
         }
     }
 
     /// Adds `field: value` to every route's `integration:` block.
     pub fn integration_field(mut self, field: &str, value: &str) -> Self {
         writeln!(self.integration, "      {field}: {value}").unwrap();
+        self
+    }
+
+    /// Adds `field: value` to every route (beside `integration:`).
+    pub fn route_field(mut self, field: &str, value: &str) -> Self {
+        writeln!(self.route, "    {field}: {value}").unwrap();
         self
     }
 
@@ -181,9 +190,10 @@ sagemaker:
       timeout_ms: {timeout}
       custom_attributes: context.requestId
       inference_id: context.requestId
-{extra}"#,
+{extra}{route}"#,
                 timeout = self.timeout_ms,
                 extra = self.integration,
+                route = self.route,
             )
             .unwrap();
         }

@@ -6,6 +6,9 @@
 //! body) together with the result of recomputing its SigV4 signature ([`super::sigv4`]) for the
 //! test credentials (`test`/`test`, `us-east-1`, service `sagemaker`).
 //!
+//! Two endpoints: [`Upstream::reply_for`] scripts the answer of one endpoint name (a shadow's, say)
+//! apart from the rest, since a gateway has one SageMaker endpoint URL.
+//!
 //! Faults: a delay, a TCP reset (zero linger), a close without an answer, and a hold that keeps
 //! the request open until the test calls [`Upstream::release`]. The reply in force can be changed
 //! at any time; requests already being answered keep the reply they started with.
@@ -166,6 +169,11 @@ impl Received {
         first
     }
 
+    /// The endpoint name of an `InvokeEndpoint` path (`/endpoints/{name}/invocations`).
+    pub fn endpoint(&self) -> &str {
+        self.path.split('/').nth(2).unwrap_or("")
+    }
+
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
@@ -180,6 +188,9 @@ impl Received {
 struct State {
     received: Mutex<Vec<Received>>,
     reply: Mutex<SageMakerReply>,
+    /// Replies for one endpoint name (`/endpoints/{name}/invocations`), over `reply`: two
+    /// SageMaker endpoints behind the one endpoint URL a gateway has.
+    by_endpoint: Mutex<Vec<(String, SageMakerReply)>>,
     release: watch::Sender<bool>,
 }
 
@@ -203,6 +214,7 @@ impl Upstream {
         let state = Arc::new(State {
             received: Mutex::new(Vec::new()),
             reply: Mutex::new(reply),
+            by_endpoint: Mutex::new(Vec::new()),
             release: watch::channel(false).0,
         });
         let accept_state = state.clone();
@@ -222,6 +234,19 @@ impl Upstream {
     /// Answers `reply` from now on.
     pub fn reply_with(&self, reply: SageMakerReply) {
         *self.state.reply.lock().unwrap() = reply;
+    }
+
+    /// Answers `reply` to calls of endpoint `name` from now on (other endpoints keep theirs).
+    pub fn reply_for(&self, name: &str, reply: SageMakerReply) {
+        let mut by = self.state.by_endpoint.lock().unwrap();
+        by.retain(|(n, _)| n != name);
+        by.push((name.to_owned(), reply));
+    }
+
+    /// The requests received for endpoint `name`.
+    pub fn received_by(&self, name: &str) -> Vec<Received> {
+        let all = self.received();
+        all.into_iter().filter(|r| r.endpoint() == name).collect()
     }
 
     /// Lets every held request (and every later one) answer.
@@ -298,14 +323,22 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
         let body = buf[body_start..body_start + length].to_vec();
         buf.drain(..body_start + length);
         let signature = sigv4::verify(&method, &path, &headers, &body, "test", "test");
-        state.received.lock().unwrap().push(Received {
+        let received = Received {
             method,
             path,
             headers,
             body,
             signature,
-        });
-        let mut reply = state.reply.lock().unwrap().clone();
+        };
+        let own = state
+            .by_endpoint
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| n == received.endpoint())
+            .map(|(_, r)| r.clone());
+        state.received.lock().unwrap().push(received);
+        let mut reply = own.unwrap_or_else(|| state.reply.lock().unwrap().clone());
         loop {
             match reply {
                 SageMakerReply::Delay(d, next) => {
