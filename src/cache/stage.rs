@@ -107,6 +107,7 @@ where
     } else if let Some(stats) = fetched.stats {
         ctx.integration_latency = Some(stats.latency);
         ctx.integration_status = stats.status;
+        ctx.endpoint_name = Some(invocation.endpoint_name.clone());
         let reply = match &fetched.result {
             Ok(reply) => Some(reply),
             Err(failure) => failure.reply.as_ref(),

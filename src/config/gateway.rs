@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
 use super::cache_key::{self, KeyGap};
+use super::canary::{self, Canary, RawCanary};
 use super::diag::{Diagnostic, Diagnostics};
 use super::models::{self, Model, Models};
 use super::param::ParamSource;
@@ -178,6 +179,8 @@ struct RawStage {
     route_throttles: BTreeMap<String, ThrottleSpec>,
     /// The stage cache (default off); see [`super::cache`] for every field.
     cache: Option<RawStageCache>,
+    /// The stage's canary (default none); see [`super::canary`] for every field.
+    canary: Option<RawCanary>,
 }
 
 /// `routes[i]:`
@@ -403,6 +406,10 @@ pub struct Stage {
     pub route_throttles: Vec<RouteThrottle>,
     /// The stage cache.
     pub cache: StageCacheConfig,
+    /// The stage's canary, if it has one.
+    pub canary: Option<Arc<Canary>>,
+    /// Whether this is a canary's view of the stage ([`Canary::view`]): `$context.isCanaryRequest`.
+    pub is_canary: bool,
 }
 
 /// One route of the API.
@@ -448,6 +455,8 @@ pub const DEFAULT_MODEL_KEY: &str = "$default";
 pub struct Integration {
     /// Endpoint name per stage, with stage variables resolved.
     pub endpoint_by_stage: HashMap<String, String>,
+    /// Endpoint name per stage that has a canary, with the canary's variables resolved.
+    pub canary_endpoint_by_stage: HashMap<String, String>,
     /// Request Content-Type.
     pub content_type: String,
     /// Request Accept.
@@ -483,6 +492,23 @@ pub struct Integration {
 }
 
 impl Integration {
+    /// The endpoint a request on `stage` calls (its canary's when `stage` is a canary view).
+    pub fn endpoint(&self, stage: &Stage) -> Option<&String> {
+        let by_stage = if stage.is_canary {
+            &self.canary_endpoint_by_stage
+        } else {
+            &self.endpoint_by_stage
+        };
+        by_stage.get(&stage.name)
+    }
+
+    /// Every endpoint this integration may call, with its stage's name (primaries, then canaries).
+    pub fn endpoints(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.endpoint_by_stage
+            .iter()
+            .chain(&self.canary_endpoint_by_stage)
+    }
+
     /// The SageMaker header shortcuts: config field, header (lower case, as in
     /// `templates::REQUEST_HEADER_TARGETS`) and source.
     pub fn header_sources(&self) -> [(&'static str, &'static str, Option<&ParamSource>); 8] {
@@ -1089,8 +1115,7 @@ fn compile_breaker(
 fn check_shared_breakers(doc: &Doc, routes: &[Route], errors: &mut Vec<Diagnostic>) {
     let mut first: BTreeMap<&str, (usize, &str, Option<CircuitBreakerConfig>)> = BTreeMap::new();
     for (i, route) in routes.iter().enumerate() {
-        let mut by_stage: Vec<(&String, &String)> =
-            route.integration.endpoint_by_stage.iter().collect();
+        let mut by_stage: Vec<(&String, &String)> = route.integration.endpoints().collect();
         by_stage.sort();
         for (stage, endpoint) in by_stage {
             let mine = route.integration.circuit_breaker;
@@ -1167,6 +1192,7 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 throttle: None,
                 route_throttles: BTreeMap::new(),
                 cache: None,
+                canary: None,
             }
         } else {
             match doc.deserialize(&path) {
@@ -1177,20 +1203,22 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 }
             }
         };
-        for (var, value) in &raw.variables {
-            let vpath = format!("{path}.variables.{var}");
+        let check_variable = |vpath: &str, var: &str, value: &str, errors: &mut Vec<Diagnostic>| {
             if var.is_empty()
                 || var.len() > 64
                 || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
                 errors.push(doc.error(
-                    &vpath,
+                    vpath,
                     "variable names use letters, digits and `_` (at most 64)",
                 ));
             }
             if value.len() > 512 {
-                errors.push(doc.error(&vpath, "values are at most 512 characters"));
+                errors.push(doc.error(vpath, "values are at most 512 characters"));
             }
+        };
+        for (var, value) in &raw.variables {
+            check_variable(&format!("{path}.variables.{var}"), var, value, errors);
         }
         if let Some(t) = &raw.throttle {
             check_throttle(doc, &format!("{path}.throttle"), t, errors);
@@ -1217,16 +1245,20 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
             raw.cache,
             errors,
         );
-        stages.insert(
-            name.clone(),
-            Stage {
-                name: name.clone(),
-                variables: raw.variables,
-                throttle: raw.throttle,
-                route_throttles,
-                cache,
-            },
-        );
+        let mut stage = Stage {
+            name: name.clone(),
+            variables: raw.variables,
+            throttle: raw.throttle,
+            route_throttles,
+            cache,
+            canary: None,
+            is_canary: false,
+        };
+        stage.canary = raw.canary.map(|c| {
+            let at = format!("{path}.canary");
+            Arc::new(canary::compile(doc, &at, &stage, c, check_variable, errors))
+        });
+        stages.insert(name.clone(), stage);
     }
     stages
 }
@@ -1349,18 +1381,24 @@ fn compile_integration(
     errors: &mut Vec<Diagnostic>,
 ) -> Integration {
     let mut endpoint_by_stage = HashMap::new();
-    for stage in stages.values() {
+    let mut canary_endpoint_by_stage = HashMap::new();
+    let views = stages.values().flat_map(|s| {
+        let canary = s.canary.as_ref().map(|c| (&c.view, " (canary)"));
+        std::iter::once((s, "")).chain(canary)
+    });
+    for (stage, which) in views {
         match resolve_stage_variables(&raw.endpoint_name, &stage.variables) {
             Ok(name) if valid_endpoint_name(&name) => {
-                endpoint_by_stage.insert(stage.name.clone(), name);
+                let map = if stage.is_canary { &mut canary_endpoint_by_stage } else { &mut endpoint_by_stage };
+                map.insert(stage.name.clone(), name);
             }
             Ok(name) => errors.push(doc.error(
                 &format!("{path}.endpoint_name"),
-                format!("in stage `{}`: `{name}` is not a SageMaker endpoint name (letters, digits and `-`, at most 63)", stage.name),
+                format!("in stage `{}`{which}: `{name}` is not a SageMaker endpoint name (letters, digits and `-`, at most 63)", stage.name),
             )),
             Err(var) => errors.push(doc.error(
                 &format!("{path}.endpoint_name"),
-                format!("stage `{}` has no variable `{var}`", stage.name),
+                format!("stage `{}`{which} has no variable `{var}`", stage.name),
             )),
         }
     }
@@ -1413,6 +1451,7 @@ fn compile_integration(
         passthrough: raw.passthrough_behavior,
         responses,
         endpoint_by_stage,
+        canary_endpoint_by_stage,
         content_type: raw
             .content_type
             .unwrap_or_else(|| "application/json".to_owned()),
