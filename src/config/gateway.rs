@@ -1598,6 +1598,66 @@ routes:
     }
 
     #[test]
+    fn a_canary_compiles_into_a_view_with_its_own_endpoint_and_cache_scope() {
+        let text = GOOD.replace(
+            "    throttle: { rate_limit: 1000, burst_limit: 2000 }\n",
+            "    throttle: { rate_limit: 1000, burst_limit: 2000 }\n    canary: { percent_traffic: 5, stage_variable_overrides: { endpoint: movie-recommender-v2, extra: x }, sticky: { by: parameter, name: method.request.path.user_id } }\n",
+        );
+        let c = GatewayConfig::parse("g.yaml", &text, &no_env).unwrap();
+        let prod = &c.stages["prod"];
+        let canary = prod.canary.as_deref().unwrap();
+        assert_eq!(canary.percent_traffic, 5.0);
+        assert_eq!(
+            canary.sticky,
+            Some(canary::Sticky::Parameter(ParamSource::Path(
+                "user_id".into()
+            )))
+        );
+        assert!(canary.view.is_canary && !prod.is_canary);
+        assert_eq!(canary.view.variables["extra"], "x");
+        assert_ne!(canary.view.cache.scope, prod.cache.scope);
+        assert!(!canary.view.cache.enabled);
+        let integration = &c.routes[0].integration;
+        assert_eq!(
+            integration.endpoint(prod).unwrap(),
+            "movie-recommender-prod"
+        );
+        assert_eq!(
+            integration.endpoint(&canary.view).unwrap(),
+            "movie-recommender-v2"
+        );
+    }
+
+    #[test]
+    fn canary_errors_are_located() {
+        let text = r#"
+stages:
+  prod:
+    variables: { endpoint: ep }
+    canary: { percent_traffic: 150, stage_variable_overrides: { endpoint: "bad name", "a-b": x }, sticky: { by: cookie } }
+  temp:
+    variables: { endpoint: ep }
+    canary: { percent_traffic: 1, sticky: { by: parameter } }
+routes:
+  - method: GET
+    path: /a
+    integration: { endpoint_name: "${stageVariables.endpoint}" }
+"#;
+        let err = GatewayConfig::parse("g.yaml", text, &no_env)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "stages.prod.canary.percent_traffic: must be between 0.0 and 100.0",
+            "stages.prod.canary.stage_variable_overrides.a-b: variable names use letters",
+            "stages.prod.canary.sticky.by: one of `api_key`, `parameter`",
+            "stages.temp.canary.sticky.name: required with `by: parameter`",
+            "routes[0].integration.endpoint_name: in stage `prod` (canary): `bad name` is not a SageMaker endpoint name",
+        ] {
+            assert!(err.contains(want), "{want}\n{err}");
+        }
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_position() {
         let text = r#"
 server:
