@@ -99,6 +99,9 @@ where
         });
         ctx.record_fetch(start, call);
     }
+    if fetched.stats.is_some() {
+        ctx.endpoint_name = Some(invocation.endpoint_name.clone());
+    }
     if let Err(failure) = &fetched.result
         && crate::breaker::is_short_circuit(failure)
     {
@@ -107,7 +110,6 @@ where
     } else if let Some(stats) = fetched.stats {
         ctx.integration_latency = Some(stats.latency);
         ctx.integration_status = stats.status;
-        ctx.endpoint_name = Some(invocation.endpoint_name.clone());
         let reply = match &fetched.result {
             Ok(reply) => Some(reply),
             Err(failure) => failure.reply.as_ref(),
