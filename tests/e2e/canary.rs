@@ -22,10 +22,20 @@ use crate::metrics::{admin_url, sample, scrape};
 const CANARY_PROD: &str = "ep-prod-canary";
 const CANARY_TEMP: &str = "ep-temp-canary";
 
-/// `text` with `canary: block` under stage `stage` (whose endpoint variable is `endpoint`).
-fn with_canary(text: &str, stage_endpoint: &str, block: &str) -> String {
+/// `text` with a canary under the stage whose endpoint is `stage_endpoint`: `percent` of its
+/// requests to `canary_endpoint`, plus `more` settings (`, sticky: …`).
+fn with_canary(
+    text: &str,
+    stage_endpoint: &str,
+    percent: f64,
+    canary_endpoint: &str,
+    more: &str,
+) -> String {
     let line = format!("    variables: {{ endpoint: {stage_endpoint} }}\n");
     assert!(text.contains(&line), "the kit's config changed shape");
+    let block = format!(
+        "{{ percent_traffic: {percent}, stage_variable_overrides: {{ endpoint: {canary_endpoint} }}{more} }}"
+    );
     text.replacen(&line, &format!("{line}    canary: {block}\n"), 1)
 }
 
@@ -63,13 +73,7 @@ async fn a_quarter_of_the_requests_go_to_the_canary_and_carry_the_flag_everywher
             r#"{ application/json: '{"canary": "$context.isCanaryRequest", "endpoint": "$stageVariables.endpoint"}' }"#,
         )
         .render();
-    let config = with_canary(
-        &config,
-        ENDPOINT_PROD,
-        &format!(
-            "{{ percent_traffic: 25.0, stage_variable_overrides: {{ endpoint: {CANARY_PROD} }} }}"
-        ),
-    );
+    let config = with_canary(&config, ENDPOINT_PROD, 25.0, CANARY_PROD, "");
     let gateway = Gateway::builder()
         .config_text(&config)
         .upstream(&upstream)
@@ -155,18 +159,16 @@ async fn sticky_assignment_keeps_a_user_and_a_key_on_one_side() {
     let config = with_canary(
         &GatewayYaml::standard().render(),
         ENDPOINT_PROD,
-        &format!(
-            "{{ percent_traffic: 50, stage_variable_overrides: {{ endpoint: {CANARY_PROD} }}, \
-             sticky: {{ by: parameter, name: method.request.path.user_id }} }}"
-        ),
+        50.0,
+        CANARY_PROD,
+        ", sticky: { by: parameter, name: method.request.path.user_id }",
     );
     let config = with_canary(
         &config,
         ENDPOINT_TEMP,
-        &format!(
-            "{{ percent_traffic: 50, stage_variable_overrides: {{ endpoint: {CANARY_TEMP} }}, \
-             sticky: {{ by: api_key }} }}"
-        ),
+        50.0,
+        CANARY_TEMP,
+        ", sticky: { by: api_key }",
     );
     let gateway = Gateway::builder()
         .config_text(&config)
@@ -233,18 +235,11 @@ async fn canary_and_primary_never_share_a_cache_entry() {
     let config = with_canary(
         &config,
         ENDPOINT_PROD,
-        &format!(
-            "{{ percent_traffic: 50, use_stage_cache: true, \
-             stage_variable_overrides: {{ endpoint: {CANARY_PROD} }} }}"
-        ),
+        50.0,
+        CANARY_PROD,
+        ", use_stage_cache: true",
     );
-    let config = with_canary(
-        &config,
-        ENDPOINT_TEMP,
-        &format!(
-            "{{ percent_traffic: 50, stage_variable_overrides: {{ endpoint: {CANARY_TEMP} }} }}"
-        ),
-    );
+    let config = with_canary(&config, ENDPOINT_TEMP, 50.0, CANARY_TEMP, "");
     let gateway = Gateway::builder()
         .config_text(&config)
         .upstream(&upstream)
@@ -290,17 +285,9 @@ async fn canary_and_primary_never_share_a_cache_entry() {
 async fn a_rollout_by_reloads_fails_no_request() {
     let upstream = Upstream::start().await;
     let base = GatewayYaml::standard().render();
-    let canary = |percent: u32| {
-        with_canary(
-            &base,
-            ENDPOINT_PROD,
-            &format!(
-                "{{ percent_traffic: {percent}, stage_variable_overrides: {{ endpoint: {CANARY_PROD} }} }}"
-            ),
-        )
-    };
+    let canary = |percent: f64| with_canary(&base, ENDPOINT_PROD, percent, CANARY_PROD, "");
     let gateway = Gateway::builder()
-        .config_text(&canary(5))
+        .config_text(&canary(5.0))
         .upstream(&upstream)
         .start()
         .await;
@@ -322,7 +309,7 @@ async fn a_rollout_by_reloads_fails_no_request() {
     });
 
     // 50%: both endpoints answer.
-    rename_over(&gateway, &canary(50));
+    rename_over(&gateway, &canary(50.0));
     until_generation(&gateway, 1).await;
     let before = upstream.count();
     eventually("both endpoints called at 50%", WAIT, || {
