@@ -311,7 +311,7 @@ impl Breakers {
             let Some(settings) = route.integration.circuit_breaker else {
                 continue;
             };
-            for endpoint in route.integration.endpoint_by_stage.values() {
+            for (_, endpoint) in route.integration.endpoints() {
                 by_endpoint.entry(endpoint.clone()).or_insert_with(|| {
                     previous
                         .and_then(|p| p.by_endpoint.get(endpoint))

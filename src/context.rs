@@ -77,6 +77,11 @@ pub struct RequestContext {
     /// The production variant that answered this request's own SageMaker call
     /// (`x-Amzn-Invoked-Production-Variant`), for the access log and the metrics.
     pub invoked_variant: Option<String>,
+    /// `$context.isCanaryRequest` on a stage with a canary, once assigned ([`crate::canary`]);
+    /// `None` elsewhere (logged `false`).
+    pub canary: Option<bool>,
+    /// The SageMaker endpoint this request's own call went to (none for a cache hit).
+    pub endpoint_name: Option<String>,
     /// `$context.error.responseType` when the request ended in a gateway response.
     pub error_type: Option<&'static str>,
     /// Internal cause for the log (never sent to the client).
@@ -121,6 +126,8 @@ impl RequestContext {
             integration_status: None,
             aws_endpoint_request_id: None,
             invoked_variant: None,
+            canary: None,
+            endpoint_name: None,
             error_type: None,
             error_cause: None,
             validation_error: None,
@@ -164,6 +171,8 @@ impl RequestContext {
             integrationStatus = self.integration_status,
             awsEndpointRequestId = self.aws_endpoint_request_id.as_deref(),
             invokedProductionVariant = self.invoked_variant.as_deref(),
+            endpointName = self.endpoint_name.as_deref(),
+            isCanaryRequest = self.canary.unwrap_or(false),
             "error.responseType" = self.error_type,
             "error.validationErrorString" = self.validation_error.as_deref(),
             cacheStatus = self.cache,

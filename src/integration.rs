@@ -539,7 +539,7 @@ pub fn template_context(
         "requestTime": ctx.request_time_clf(),
         "requestTimeEpoch": ctx.request_time.timestamp_millis(),
         "xrayTraceId": ctx.trace_id,
-        "isCanaryRequest": false,
+        "isCanaryRequest": stage.is_canary,
         "identity": {
             "sourceIp": ctx.source_ip.to_string(),
             "userAgent": ctx.user_agent,
@@ -576,13 +576,9 @@ pub fn invocation(
     ctx: &RequestContext,
 ) -> Result<(Invocation, mapping::Overrides), GatewayError> {
     let integration = &route.integration;
-    let endpoint_name = integration
-        .endpoint_by_stage
-        .get(&stage.name)
-        .cloned()
-        .ok_or_else(|| {
-            GatewayError::ApiConfiguration(format!("no endpoint for stage {}", stage.name))
-        })?;
+    let endpoint_name = integration.endpoint(stage).cloned().ok_or_else(|| {
+        GatewayError::ApiConfiguration(format!("no endpoint for stage {}", stage.name))
+    })?;
     let payload = render_request(route, input, ctx, &config.binary_media_types, || {
         default_body(&input.params.path, &input.params.querystring)
     })?;

@@ -20,6 +20,8 @@
 //! - [`config::resolve`] (route): stage selection and resource matching over the compiled table.
 //! - [`auth`]: API keys from a file or S3 object, constant-time lookup, reload without restart;
 //!   the authenticate stage and the keys' limiter state.
+//! - [`canary`]: the stage's canary: whether this request is a canary request, and the stage view
+//!   (overridden variables) it then runs on.
 //! - [`limits`]: usage-plan and stage throttles (token buckets) and quotas, in process or shared
 //!   by every task through Redis / Valkey (`limits::redis`); the admit stage; usage read-out.
 //! - [`body`]: the request body, read only once the request is admitted (size, time, memory).
@@ -58,6 +60,7 @@ pub mod body;
 pub mod breaker;
 #[cfg(feature = "aws")]
 pub mod cache;
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod context;

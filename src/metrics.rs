@@ -6,6 +6,9 @@
 //!   `status_class` (`2xx`…`5xx`); `integration_duration_seconds` by `stage`, `route` and
 //!   `variant` (the production variant that answered, `x-Amzn-Invoked-Production-Variant`; `""`
 //!   when SageMaker named none, e.g. a timeout);
+//! - `canary_requests_total` by `stage`, `canary` (`true`, `false`) and `status_class`, and
+//!   `canary_request_duration_seconds` by `stage` and `canary`, for the requests of a stage that
+//!   has a canary, once assigned ([`crate::canary`]): a rollout's split, errors and latency;
 //! - `throttled_total`, `quota_rejected_total` by `key_id` (the id from the keys file, `""` without
 //!   a key; never a key or its hash);
 //! - `cache_lookups_total` by `stage`, `result` (`hit`, `miss`, `coalesced`, `refresh`, `bypass`),
@@ -117,6 +120,8 @@ pub struct Metrics {
     route_families: RouteFamilies,
     /// The variant names seen so far (at most [`MAX_VARIANTS`]).
     variants: RwLock<HashSet<String>>,
+    canary_requests: IntCounterVec,
+    canary_latency: HistogramVec,
     throttled: IntCounterVec,
     quota_rejected: IntCounterVec,
     cache_lookups: IntCounterVec,
@@ -368,6 +373,18 @@ impl Metrics {
             breaker_short_circuited,
             routes,
             route_families,
+            canary_requests: counter_vec(
+                &registry,
+                "canary_requests_total",
+                "Requests of the stages that have a canary, by stage, canary (true, false) and status class.",
+                &["stage", "canary", "status_class"],
+            ),
+            canary_latency: histogram_vec(
+                &registry,
+                "canary_request_duration_seconds",
+                "Time from request arrival to response on the stages that have a canary, by stage and canary (true, false).",
+                &["stage", "canary"],
+            ),
             throttled: counter_vec(
                 &registry,
                 "throttled_total",
@@ -501,6 +518,17 @@ impl Metrics {
                         }
                     }
                 }
+            }
+        }
+        if let Some(canary) = ctx.canary {
+            let canary = if canary { "true" } else { "false" };
+            let class = STATUS_CLASSES[usize::from(status / 100).clamp(1, 5) - 1];
+            self.inc(&self.canary_requests, &[stage, canary, class]);
+            if let Ok(h) = self
+                .canary_latency
+                .get_metric_with_label_values(&[stage, canary])
+            {
+                h.observe(elapsed.as_secs_f64());
             }
         }
         let key_id = ctx.api_key_id.as_deref().unwrap_or("");

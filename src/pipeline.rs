@@ -1,7 +1,7 @@
 //! The request pipeline: the stages in order, one line each.
 //!
 //! ```text
-//! route → authenticate → admit → read body → validate → render request
+//! route → authenticate → assign canary → admit → read body → validate → render request
 //!       → cache lookup / (breaker) invoke → (shadow) → respond
 //!       → access log + metrics (in the HTTP adapter)
 //! ```
@@ -243,6 +243,8 @@ impl Gateway {
         let caller = traced(ctx, names::AUTHENTICATE, |ctx| {
             auth::authenticate(&keys.keys, &self.failed_attempts, req, stage, route, ctx)
         })?;
+        // assign canary (the stage's canary view from here on, when the request is one)
+        let stage = crate::canary::assign(stage, input, ctx);
         // admit
         let start = ctx.span_start();
         let key_limiter = keys.limiter(caller.as_ref());

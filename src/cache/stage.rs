@@ -99,6 +99,9 @@ where
         });
         ctx.record_fetch(start, call);
     }
+    if fetched.stats.is_some() {
+        ctx.endpoint_name = Some(invocation.endpoint_name.clone());
+    }
     if let Err(failure) = &fetched.result
         && crate::breaker::is_short_circuit(failure)
     {

@@ -61,8 +61,8 @@ pub const PER_REQUEST: [&str; 4] = [
 /// per-request id but free text an attacker would store in everyone's answer.
 pub const CALLER_CHOSEN: [&str; 1] = ["xrayTraceId"];
 /// `$context` fields every key already holds: its stage (the scope), the route's resource path,
-/// the request's method; and two constants: the protocol, always `HTTP/1.1`, and
-/// `isCanaryRequest`, always false (no canary here).
+/// the request's method; the protocol, always `HTTP/1.1`; and `isCanaryRequest`: a canary
+/// request runs on its canary's view of the stage, whose scope is its own (`config::canary`).
 pub const HELD_BY_KEY: [&str; 5] = [
     "stage",
     "resourcePath",

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::cache::{self, RawRouteCache, RawStageCache, RouteCacheConfig, StageCacheConfig};
 use super::cache_key::{self, KeyGap};
+use super::canary::{self, Canary, RawCanary};
 use super::diag::{Diagnostic, Diagnostics};
 use super::models::{self, Model, Models};
 use super::param::ParamSource;
@@ -179,6 +180,8 @@ struct RawStage {
     route_throttles: BTreeMap<String, ThrottleSpec>,
     /// The stage cache (default off); see [`super::cache`] for every field.
     cache: Option<RawStageCache>,
+    /// The stage's canary (default none); see [`super::canary`] for every field.
+    canary: Option<RawCanary>,
 }
 
 /// `routes[i]:`
@@ -408,6 +411,10 @@ pub struct Stage {
     pub route_throttles: Vec<RouteThrottle>,
     /// The stage cache.
     pub cache: StageCacheConfig,
+    /// The stage's canary, if it has one.
+    pub canary: Option<Arc<Canary>>,
+    /// Whether this is a canary's view of the stage ([`Canary::view`]): `$context.isCanaryRequest`.
+    pub is_canary: bool,
 }
 
 /// One route of the API.
@@ -455,6 +462,8 @@ pub const DEFAULT_MODEL_KEY: &str = "$default";
 pub struct Integration {
     /// Endpoint name per stage, with stage variables resolved.
     pub endpoint_by_stage: HashMap<String, String>,
+    /// Endpoint name per stage that has a canary, with the canary's variables resolved.
+    pub canary_endpoint_by_stage: HashMap<String, String>,
     /// Request Content-Type.
     pub content_type: String,
     /// Request Accept.
@@ -490,6 +499,23 @@ pub struct Integration {
 }
 
 impl Integration {
+    /// The endpoint a request on `stage` calls (its canary's when `stage` is a canary view).
+    pub fn endpoint(&self, stage: &Stage) -> Option<&String> {
+        let by_stage = if stage.is_canary {
+            &self.canary_endpoint_by_stage
+        } else {
+            &self.endpoint_by_stage
+        };
+        by_stage.get(&stage.name)
+    }
+
+    /// Every endpoint this integration may call, with its stage's name (primaries, then canaries).
+    pub fn endpoints(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.endpoint_by_stage
+            .iter()
+            .chain(&self.canary_endpoint_by_stage)
+    }
+
     /// The SageMaker header shortcuts: config field, header (lower case, as in
     /// `templates::REQUEST_HEADER_TARGETS`) and source.
     pub fn header_sources(&self) -> [(&'static str, &'static str, Option<&ParamSource>); 8] {
@@ -1103,8 +1129,7 @@ fn compile_breaker(
 fn check_shared_breakers(doc: &Doc, routes: &[Route], errors: &mut Vec<Diagnostic>) {
     let mut first: BTreeMap<&str, (usize, &str, Option<CircuitBreakerConfig>)> = BTreeMap::new();
     for (i, route) in routes.iter().enumerate() {
-        let mut by_stage: Vec<(&String, &String)> =
-            route.integration.endpoint_by_stage.iter().collect();
+        let mut by_stage: Vec<(&String, &String)> = route.integration.endpoints().collect();
         by_stage.sort();
         for (stage, endpoint) in by_stage {
             let mine = route.integration.circuit_breaker;
@@ -1181,6 +1206,7 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 throttle: None,
                 route_throttles: BTreeMap::new(),
                 cache: None,
+                canary: None,
             }
         } else {
             match doc.deserialize(&path) {
@@ -1191,20 +1217,22 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                 }
             }
         };
-        for (var, value) in &raw.variables {
-            let vpath = format!("{path}.variables.{var}");
+        let check_variable = |vpath: &str, var: &str, value: &str, errors: &mut Vec<Diagnostic>| {
             if var.is_empty()
                 || var.len() > 64
                 || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
                 errors.push(doc.error(
-                    &vpath,
+                    vpath,
                     "variable names use letters, digits and `_` (at most 64)",
                 ));
             }
             if value.len() > 512 {
-                errors.push(doc.error(&vpath, "values are at most 512 characters"));
+                errors.push(doc.error(vpath, "values are at most 512 characters"));
             }
+        };
+        for (var, value) in &raw.variables {
+            check_variable(&format!("{path}.variables.{var}"), var, value, errors);
         }
         if let Some(t) = &raw.throttle {
             check_throttle(doc, &format!("{path}.throttle"), t, errors);
@@ -1231,16 +1259,20 @@ fn compile_stages(doc: &Doc, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, S
             raw.cache,
             errors,
         );
-        stages.insert(
-            name.clone(),
-            Stage {
-                name: name.clone(),
-                variables: raw.variables,
-                throttle: raw.throttle,
-                route_throttles,
-                cache,
-            },
-        );
+        let mut stage = Stage {
+            name: name.clone(),
+            variables: raw.variables,
+            throttle: raw.throttle,
+            route_throttles,
+            cache,
+            canary: None,
+            is_canary: false,
+        };
+        stage.canary = raw.canary.map(|c| {
+            let at = format!("{path}.canary");
+            Arc::new(canary::compile(doc, &at, &stage, c, check_variable, errors))
+        });
+        stages.insert(name.clone(), stage);
     }
     stages
 }
@@ -1371,7 +1403,16 @@ fn compile_integration(
         doc,
         &format!("{path}.endpoint_name"),
         &raw.endpoint_name,
-        stages,
+        stages.values().map(|s| (s, "")),
+        errors,
+    );
+    let canary_endpoint_by_stage = endpoint_names(
+        doc,
+        &format!("{path}.endpoint_name"),
+        &raw.endpoint_name,
+        stages
+            .values()
+            .filter_map(|s| s.canary.as_ref().map(|c| (&c.view, " (canary)"))),
         errors,
     );
     let timeout = Duration::from_millis(raw.timeout_ms.unwrap_or(29_000));
@@ -1418,6 +1459,7 @@ fn compile_integration(
         passthrough: raw.passthrough_behavior,
         responses,
         endpoint_by_stage,
+        canary_endpoint_by_stage,
         content_type: raw
             .content_type
             .unwrap_or_else(|| "application/json".to_owned()),
@@ -1449,27 +1491,28 @@ pub(super) fn check_timeout(
     }
 }
 
-/// `template` (an `endpoint_name` at `path`) resolved in every stage, each name checked.
-pub(super) fn endpoint_names(
+/// `template` (an `endpoint_name` at `path`) resolved in each of `stages` (a stage, or a canary view
+/// with `which` naming it in errors), each name checked.
+pub(super) fn endpoint_names<'a>(
     doc: &Doc,
     path: &str,
     template: &str,
-    stages: &BTreeMap<String, Stage>,
+    stages: impl IntoIterator<Item = (&'a Stage, &'static str)>,
     errors: &mut Vec<Diagnostic>,
 ) -> HashMap<String, String> {
     let mut endpoint_by_stage = HashMap::new();
-    for stage in stages.values() {
+    for (stage, which) in stages {
         match resolve_stage_variables(template, &stage.variables) {
             Ok(name) if valid_endpoint_name(&name) => {
                 endpoint_by_stage.insert(stage.name.clone(), name);
             }
             Ok(name) => errors.push(doc.error(
                 path,
-                format!("in stage `{}`: `{name}` is not a SageMaker endpoint name (letters, digits and `-`, at most 63)", stage.name),
+                format!("in stage `{}`{which}: `{name}` is not a SageMaker endpoint name (letters, digits and `-`, at most 63)", stage.name),
             )),
             Err(var) => errors.push(doc.error(
                 path,
-                format!("stage `{}` has no variable `{var}`", stage.name),
+                format!("stage `{}`{which} has no variable `{var}`", stage.name),
             )),
         }
     }
@@ -1603,6 +1646,66 @@ routes:
         let errs = GatewayConfig::parse("g.yaml", &with("fast"), &no_env).unwrap_err();
         let text = format!("{errs:?}");
         assert!(text.contains("sagemaker.client"), "{text}");
+    }
+
+    #[test]
+    fn a_canary_compiles_into_a_view_with_its_own_endpoint_and_cache_scope() {
+        let text = GOOD.replace(
+            "    throttle: { rate_limit: 1000, burst_limit: 2000 }\n",
+            "    throttle: { rate_limit: 1000, burst_limit: 2000 }\n    canary: { percent_traffic: 5, stage_variable_overrides: { endpoint: movie-recommender-v2, extra: x }, sticky: { by: parameter, name: method.request.path.user_id } }\n",
+        );
+        let c = GatewayConfig::parse("g.yaml", &text, &no_env).unwrap();
+        let prod = &c.stages["prod"];
+        let canary = prod.canary.as_deref().unwrap();
+        assert_eq!(canary.percent_traffic, 5.0);
+        assert_eq!(
+            canary.sticky,
+            Some(canary::Sticky::Parameter(ParamSource::Path(
+                "user_id".into()
+            )))
+        );
+        assert!(canary.view.is_canary && !prod.is_canary);
+        assert_eq!(canary.view.variables["extra"], "x");
+        assert_ne!(canary.view.cache.scope, prod.cache.scope);
+        assert!(!canary.view.cache.enabled);
+        let integration = &c.routes[0].integration;
+        assert_eq!(
+            integration.endpoint(prod).unwrap(),
+            "movie-recommender-prod"
+        );
+        assert_eq!(
+            integration.endpoint(&canary.view).unwrap(),
+            "movie-recommender-v2"
+        );
+    }
+
+    #[test]
+    fn canary_errors_are_located() {
+        let text = r#"
+stages:
+  prod:
+    variables: { endpoint: ep }
+    canary: { percent_traffic: 150, stage_variable_overrides: { endpoint: "bad name", "a-b": x }, sticky: { by: cookie } }
+  temp:
+    variables: { endpoint: ep }
+    canary: { percent_traffic: 1, sticky: { by: parameter } }
+routes:
+  - method: GET
+    path: /a
+    integration: { endpoint_name: "${stageVariables.endpoint}" }
+"#;
+        let err = GatewayConfig::parse("g.yaml", text, &no_env)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "stages.prod.canary.percent_traffic: must be between 0.0 and 100.0",
+            "stages.prod.canary.stage_variable_overrides.a-b: variable names use letters",
+            "stages.prod.canary.sticky.by: one of `api_key`, `parameter`",
+            "stages.temp.canary.sticky.name: required with `by: parameter`",
+            "routes[0].integration.endpoint_name: in stage `prod` (canary): `bad name` is not a SageMaker endpoint name",
+        ] {
+            assert!(err.contains(want), "{want}\n{err}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 mod api_key;
 pub mod cache;
 pub mod cache_key;
+pub mod canary;
 pub mod diag;
 pub mod gateway;
 pub mod models;

@@ -3,7 +3,7 @@
 //! store's connections). A reload that changes one is refused by the field's name in the file and
 //! the running configuration stays; a restart (on Fargate, a new deployment) applies it.
 //!
-//! Everything else (stages and their variables, throttles and caches, routes, templates,
+//! Everything else (stages and their variables and canaries, throttles and caches, routes, templates,
 //! validation models, integrations, gateway responses, binary media types) is per-request and
 //! swaps on reload ([`crate::pipeline::Live`]).
 

@@ -77,7 +77,7 @@ pub(super) fn compile(
         doc,
         &format!("{path}.endpoint_name"),
         &raw.endpoint_name,
-        stages,
+        stages.values().map(|s| (s, "")),
         errors,
     );
     if !(0.0..=100.0).contains(&raw.percent) {

@@ -185,6 +185,9 @@ fn stage(s: &Stage) -> Entry {
             "{size}this cache lives in the task's memory, bounded by max_bytes (default 64 MiB)"
         )));
     }
+    if let Some(canary) = &s.canary {
+        entries.push(Entry::new("canary", Node::from_value(canary)).comment("canarySettings"));
+    }
     let node = if entries.is_empty() {
         Node::Flow(json!({}))
     } else {

@@ -32,6 +32,8 @@ pub struct Stage {
     pub route_throttles: Vec<(String, f64, u64)>,
     /// The stage cache, when some route is cached on this stage.
     pub cache: Option<StageCache>,
+    /// `canary:` from `canarySettings` (percent, overrides, cache use), as written to the file.
+    pub canary: Option<Value>,
 }
 
 /// `stages.NAME.cache`.
@@ -138,6 +140,7 @@ pub fn read(
             }
         }
         stage_extras(&at, name, item, findings);
+        stage.canary = canary(&at, name, item, findings);
         let settings = item.get("methodSettings").and_then(Value::as_object);
         let empty = Map::new();
         let defaults = settings
@@ -288,13 +291,7 @@ fn valid_stage_name(name: &str) -> bool {
 
 /// The stage settings sagegate does not take from the file, each a finding: (field, left out,
 /// what, what to do instead).
-const STAGE_EXTRAS: [(&str, bool, &str, &str); 5] = [
-    (
-        "canarySettings",
-        true,
-        "a canary",
-        "send the canary's share of traffic with weighted ALB target groups",
-    ),
+const STAGE_EXTRAS: [(&str, bool, &str, &str); 4] = [
     (
         "webAclArn",
         true,
@@ -320,6 +317,38 @@ const STAGE_EXTRAS: [(&str, bool, &str, &str); 5] = [
         "turn on telemetry.otlp (SAGEGATE_OTLP_ENABLED=true) with an ADOT collector",
     ),
 ];
+
+/// `canarySettings` as `stages.NAME.canary`: its share, variable overrides and cache use. Its
+/// `deploymentId` (another version of the API) is a note: the canary serves the routes imported.
+fn canary(at: &str, name: &str, item: &Value, findings: &mut Vec<Finding>) -> Option<Value> {
+    let settings = item.get("canarySettings")?.as_object()?;
+    let mut canary = serde_json::json!({
+        "percent_traffic": settings.get("percentTraffic").and_then(Value::as_f64).unwrap_or(0.0),
+    });
+    let overrides: Map<String, Value> = settings
+        .get("stageVariableOverrides")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.is_string())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !overrides.is_empty() {
+        canary["stage_variable_overrides"] = Value::Object(overrides);
+    }
+    if let Some(true) = settings.get("useStageCache").and_then(Value::as_bool) {
+        canary["use_stage_cache"] = Value::Bool(true);
+    }
+    if let Some(deployment) = settings.get("deploymentId").and_then(Value::as_str) {
+        findings.push(Finding::note(
+            FILE,
+            pointer(at, &["canarySettings", "deploymentId"]),
+            format!("stage {name}: the canary's deployment `{deployment}`"),
+            "the canary serves the routes imported here with its variable overrides; to try other routes or templates, import that deployment's export and compare",
+        ));
+    }
+    Some(canary)
+}
 
 fn stage_extras(at: &str, name: &str, item: &Value, findings: &mut Vec<Finding>) {
     for (field, left_out, what, instead) in STAGE_EXTRAS {

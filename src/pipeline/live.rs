@@ -9,7 +9,9 @@
 //! - a stage's cache and its entries, when the stage's cache settings (their key scope holds a
 //!   digest of the stage variables) and the routes (templates, integrations, cache keys; see
 //!   [`GatewayConfig::routes_digest`]) are unchanged: an entry is only ever served under the
-//!   configuration that produced it (docs/security.md, cache scope);
+//!   configuration that produced it (docs/security.md, cache scope); a stage's canary caches in
+//!   the same store under its own scope, so a changed canary leaves the primary's entries in place
+//!   and its own old entries unreachable (they age out);
 //! - an endpoint's circuit breaker and its state, when the endpoint keeps the same settings;
 //! - a route's open shadow calls, when its `shadow.max_concurrent` is unchanged.
 //!

@@ -21,7 +21,7 @@ fn config(endpoint_temp: &str) -> String {
 
 /// Writes `text` to a new file beside gateway.yaml and renames it over it (as editors, `mv` and
 /// config management do).
-fn rename_over(gateway: &Gateway, text: &str) {
+pub(crate) fn rename_over(gateway: &Gateway, text: &str) {
     let path = gateway.config_path();
     let tmp = path.with_extension("yaml.new");
     std::fs::write(&tmp, text).unwrap();

@@ -421,7 +421,7 @@ fn bad_input_exits_2_and_strict_exits_1_and_nothing_is_written() {
     let result = import_mixed();
     assert_eq!(result.status.code(), Some(0), "{}", text(&result));
     let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(stdout.contains("not carried over (17):"), "{stdout}");
+    assert!(stdout.contains("not carried over (16):"), "{stdout}");
     assert!(
         stdout.contains("export#/paths/~1predict/post/security: POST /predict: a token authorizer"),
         "{stdout}"

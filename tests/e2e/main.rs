@@ -16,6 +16,7 @@ mod kit;
 mod access_log;
 mod breaker;
 mod cache;
+mod canary;
 mod chaos;
 mod cli;
 mod config_reload;
