@@ -60,6 +60,7 @@ pub mod body;
 pub mod breaker;
 #[cfg(feature = "aws")]
 pub mod cache;
+#[cfg(feature = "aws")]
 pub mod canary;
 pub mod cli;
 pub mod config;
