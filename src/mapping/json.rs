@@ -336,29 +336,9 @@ mod tests {
         }
     }
 
-    /// A reserve that grants up to `left` bytes and records what it granted.
-    struct Budgeted {
-        left: Cell<usize>,
-        granted: Cell<usize>,
-    }
-
-    impl Reserve for Budgeted {
-        fn try_reserve(&self, bytes: usize) -> bool {
-            if bytes > self.left.get() {
-                return false;
-            }
-            self.left.set(self.left.get() - bytes);
-            self.granted.set(self.granted.get() + bytes);
-            true
-        }
-    }
-
     #[test]
     fn what_a_parse_holds_is_charged_in_steps_before_it_is_taken() {
-        let budget = Budgeted {
-            left: Cell::new(4 * JSON_CHARGE_STEP),
-            granted: Cell::new(0),
-        };
+        let budget = crate::mapping::Budgeted::new(4 * JSON_CHARGE_STEP);
         // A small document costs one step.
         let meter = Meter::new(usize::MAX, &budget);
         assert!(read(br#"{"a": [1, 2, 3]}"#, &meter).is_ok());

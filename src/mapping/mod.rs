@@ -175,6 +175,35 @@ impl Reserve for Unmetered {
     }
 }
 
+/// A test reserve that grants up to `left` bytes and records what it granted.
+#[cfg(test)]
+pub(crate) struct Budgeted {
+    pub left: std::cell::Cell<usize>,
+    pub granted: std::cell::Cell<usize>,
+}
+
+#[cfg(test)]
+impl Budgeted {
+    pub fn new(left: usize) -> Budgeted {
+        Budgeted {
+            left: std::cell::Cell::new(left),
+            granted: std::cell::Cell::new(0),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Reserve for Budgeted {
+    fn try_reserve(&self, bytes: usize) -> bool {
+        if bytes > self.left.get() {
+            return false;
+        }
+        self.left.set(self.left.get() - bytes);
+        self.granted.set(self.granted.get() + bytes);
+        true
+    }
+}
+
 /// The step in which parsed JSON is charged to a [`Reserve`]: 64 KiB.
 pub const JSON_CHARGE_STEP: usize = 64 * 1024;
 

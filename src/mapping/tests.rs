@@ -1136,10 +1136,7 @@ fn parsed_json_is_bounded_and_charged_as_it_is_built() {
     // What a render holds is charged to its reserve in steps, before it is taken; a template that
     // parses nothing charges nothing; a refusal stops the render.
     let counting = |t: &Template, body: &'static str, left: usize| {
-        let reserve = Counting {
-            left: std::cell::Cell::new(left),
-            granted: std::cell::Cell::new(0),
-        };
+        let reserve = crate::mapping::Budgeted::new(left);
         let r = render_reserving(t, &body_req(body), &bounds, &Overrides::default(), &reserve);
         (
             r.map(|r| r.json_bytes).map_err(|f| f.error),
@@ -1173,22 +1170,6 @@ fn parsed_json_is_bounded_and_charged_as_it_is_built() {
 }
 
 /// A reserve that grants up to `left` bytes and counts what it granted.
-struct Counting {
-    left: std::cell::Cell<usize>,
-    granted: std::cell::Cell<usize>,
-}
-
-impl Reserve for Counting {
-    fn try_reserve(&self, bytes: usize) -> bool {
-        if bytes > self.left.get() {
-            return false;
-        }
-        self.left.set(self.left.get() - bytes);
-        self.granted.set(self.granted.get() + bytes);
-        true
-    }
-}
-
 #[test]
 fn failures_name_their_line_and_column() {
     let fail = |t: &str| {
