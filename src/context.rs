@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::GatewayError;
 
+mod access;
+
 /// The name [`RequestContext::upstream_error`] records for a request the circuit breaker refused
 /// (no SageMaker call was made, so the metrics do not count it as an upstream error).
 pub const CIRCUIT_OPEN: &str = "CircuitOpen";
@@ -140,7 +142,9 @@ impl RequestContext {
 
     /// `$context.requestTime` in API Gateway's CLF format, `26/Nov/2026:15:06:23 +0000`.
     pub fn request_time_clf(&self) -> String {
-        self.request_time.format("%d/%b/%Y:%H:%M:%S %z").to_string()
+        let mut out = Vec::with_capacity(26);
+        access::write_clf(&mut out, &self.request_time);
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Writes the access-log line for a response of `status` and `length` bytes, and for a failed
@@ -148,41 +152,53 @@ impl RequestContext {
     /// authentication gets one line only, its cause in the access line: a caller without a valid
     /// key controls no log volume beyond one line (DESIGN "Edge rules").
     pub fn log_access(&self, status: u16, length: usize) {
-        let latency_ms = self.started.elapsed().as_millis() as u64;
-        let integration_ms = self.integration_latency.map(|d| d.as_millis() as u64);
+        if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            access::write(|line| self.access_fields(line, status, length));
+        }
         let unauthenticated = self.authenticated == Authenticated::No;
-        let refused = self.error_cause.as_deref().filter(|_| unauthenticated);
-        tracing::info!(
-            target: "access",
-            requestId = %self.request_id,
-            "identity.sourceIp" = %self.source_ip,
-            "identity.userAgent" = %self.user_agent,
-            "identity.apiKeyId" = self.api_key_id.as_deref(),
-            requestTime = %self.request_time_clf(),
-            requestTimeEpoch = self.request_time.timestamp_millis(),
-            httpMethod = %self.http_method,
-            path = %self.path,
-            resourcePath = self.resource_path.as_deref(),
-            stage = self.stage.as_deref(),
-            status,
-            responseLength = length,
-            responseLatency = latency_ms,
-            integrationLatency = integration_ms,
-            integrationStatus = self.integration_status,
-            awsEndpointRequestId = self.aws_endpoint_request_id.as_deref(),
-            invokedProductionVariant = self.invoked_variant.as_deref(),
-            endpointName = self.endpoint_name.as_deref(),
-            isCanaryRequest = self.canary.unwrap_or(false),
-            "error.responseType" = self.error_type,
-            "error.validationErrorString" = self.validation_error.as_deref(),
-            cacheStatus = self.cache,
-            upstreamErrorType = self.upstream_error,
-            xrayTraceId = %self.trace_id,
-            cause = refused,
-        );
         if let Some(cause) = self.error_cause.as_ref().filter(|_| !unauthenticated) {
             tracing::warn!(requestId = %self.request_id, route = self.resource_path.as_deref(), status, cause = %cause, "request failed");
         }
+    }
+
+    /// The access line's fields, in their order (absent ones left out).
+    fn access_fields(&self, line: &mut access::Line<'_>, status: u16, length: usize) {
+        let unauthenticated = self.authenticated == Authenticated::No;
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        line.str("requestId", &self.request_id);
+        line.ip("identity.sourceIp", self.source_ip);
+        line.str("identity.userAgent", &self.user_agent);
+        line.opt_str("identity.apiKeyId", self.api_key_id.as_deref());
+        line.clf("requestTime", &self.request_time);
+        line.i64("requestTimeEpoch", self.request_time.timestamp_millis());
+        line.str("httpMethod", &self.http_method);
+        line.str("path", &self.path);
+        line.opt_str("resourcePath", self.resource_path.as_deref());
+        line.opt_str("stage", self.stage.as_deref());
+        line.u64("status", u64::from(status));
+        line.u64("responseLength", length as u64);
+        line.u64("responseLatency", millis(self.started.elapsed()));
+        line.opt_u64("integrationLatency", self.integration_latency.map(millis));
+        line.opt_u64("integrationStatus", self.integration_status.map(u64::from));
+        line.opt_str(
+            "awsEndpointRequestId",
+            self.aws_endpoint_request_id.as_deref(),
+        );
+        line.opt_str("invokedProductionVariant", self.invoked_variant.as_deref());
+        line.opt_str("endpointName", self.endpoint_name.as_deref());
+        line.bool("isCanaryRequest", self.canary.unwrap_or(false));
+        line.opt_str("error.responseType", self.error_type);
+        line.opt_str(
+            "error.validationErrorString",
+            self.validation_error.as_deref(),
+        );
+        line.opt_str("cacheStatus", self.cache);
+        line.opt_str("upstreamErrorType", self.upstream_error);
+        line.str("xrayTraceId", &self.trace_id);
+        line.opt_str(
+            "cause",
+            self.error_cause.as_deref().filter(|_| unauthenticated),
+        );
     }
 }
 

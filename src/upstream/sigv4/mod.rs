@@ -313,7 +313,7 @@ impl Signer {
         }
         let signed_headers = out[signed_start..].to_owned();
         out.push('\n');
-        out.push_str(&sha256_hex(body));
+        push_sha256_hex(&mut out, body);
         Some(Canonical {
             request: out,
             signed_headers,
@@ -328,7 +328,7 @@ fn string_to_sign(canonical: &Canonical, scope: &str) -> String {
     for part in [ALGORITHM, "\n", &canonical.amz_date, "\n", scope, "\n"] {
         out.push_str(part);
     }
-    out.push_str(&sha256_hex(canonical.request.as_bytes()));
+    push_sha256_hex(&mut out, canonical.request.as_bytes());
     out
 }
 
@@ -421,9 +421,13 @@ fn push_trimmed(out: &mut String, value: &str) {
     }
 }
 
-/// Lower-case hex SHA-256, the payload and canonical-request hash of SigV4.
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+/// Appends the lower-case hex SHA-256 of `data` (the payload and canonical-request hash of
+/// SigV4), through a stack buffer: `hex::encode` collects a `String` char by char.
+fn push_sha256_hex(out: &mut String, data: &[u8]) {
+    let mut hex = [0u8; 64];
+    if hex::encode_to_slice(Sha256::digest(data), &mut hex).is_ok() {
+        out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    }
 }
 
 #[cfg(test)]

@@ -370,7 +370,7 @@ fn invoke_endpoint_canonical_request_as_written_out() {
         "x-amzn-sagemaker-custom-attributes:a b",
         "",
         "content-length;content-type;host;x-amz-date;x-amz-security-token;x-amz-user-agent;x-amzn-sagemaker-accept;x-amzn-sagemaker-custom-attributes",
-        &sha256_hex(&call.body),
+        &hex::encode(Sha256::digest(&call.body)),
     ]
     .join("\n");
     assert_eq!(canonical.request, expected);
