@@ -278,11 +278,14 @@ impl Gateway {
         })?;
         memory.try_grow(new_bytes(&invocation.body, &input.body))?;
         // cache lookup + invoke (the endpoint's circuit breaker wraps the call: a cache hit never
-        // reaches it, and an open circuit answers without starting the call)
+        // reaches it, and an open circuit answers without starting the call). The call's future
+        // (2 KB, the HTTP exchange) is boxed when it starts: held inline, the breaker and the
+        // cache's coalescing each kept a copy, and every request in flight, even a cache hit,
+        // carried 12 KB of future (#19).
         let invoke = || {
             live.breakers.call(
                 &invocation.endpoint_name,
-                self.upstream.invoke(invocation.clone()),
+                Box::pin(self.upstream.invoke(invocation.clone())),
             )
         };
         let store = live.caches.get(&stage.name).map(|c| &**c);

@@ -227,7 +227,7 @@ async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         .filter(|v| valid_trace_id(v))
         .map_or_else(new_trace_id, str::to_owned);
     builder
-        .insert_header((REQUEST_ID_HEADER, uuid::Uuid::new_v4().to_string()))
+        .insert_header((REQUEST_ID_HEADER, new_request_id()))
         .insert_header((TRACE_ID_HEADER, trace_id))
         .content_type("application/json");
     let status = if draining { "draining" } else { "ok" };
@@ -276,7 +276,7 @@ async fn proxy(
         .filter(|v| valid_trace_id(v))
         .map_or_else(new_trace_id, str::to_owned);
     let mut ctx = RequestContext::new(
-        uuid::Uuid::new_v4().to_string(),
+        new_request_id(),
         trace_id,
         source_ip,
         req.method().as_str(),
@@ -474,13 +474,60 @@ pub(crate) fn new_trace_id() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{secs:08x}-{}", &random[..24])
+    // `Root=1-{8 hex digits of the time}-{24 random hex digits}`, written without `format!`.
+    let mut hex = [0u8; 32];
+    let time = u32::try_from(secs).unwrap_or(u32::MAX).to_be_bytes();
+    let random: [u8; 12] = rand::random();
+    let _ = hex::encode_to_slice(time, &mut hex[..8]);
+    let _ = hex::encode_to_slice(random, &mut hex[8..]);
+    let mut id = String::with_capacity(39);
+    id.push_str("Root=1-");
+    id.push_str(std::str::from_utf8(&hex[..8]).unwrap_or_default());
+    id.push('-');
+    id.push_str(std::str::from_utf8(&hex[8..]).unwrap_or_default());
+    id
+}
+
+/// A new `$context.requestId`: a UUID v4 from the thread's fast random generator (`Uuid::new_v4`
+/// asks the kernel for each one).
+fn new_request_id() -> String {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text).to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_ids_have_their_formats() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (a, b) = (new_trace_id(), new_trace_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(parts.len(), 3, "{id}");
+            assert_eq!(parts[0], "Root=1");
+            assert_eq!(parts[1].len(), 8, "{id}");
+            assert_eq!(parts[2].len(), 24, "{id}");
+            let hex = |p: &str| p.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+            assert!(hex(parts[1]) && hex(parts[2]), "{id}");
+            let secs = u64::from_str_radix(parts[1], 16).unwrap();
+            assert!((before..=before + 5).contains(&secs), "{id}");
+            assert!(valid_trace_id(&id));
+        }
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.hyphenated().to_string(), id);
+        }
+    }
 
     #[test]
     fn forwarded_for_trusts_only_configured_hops() {

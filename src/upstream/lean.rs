@@ -226,8 +226,10 @@ impl Lean {
         ]
         .into_iter()
         .chain(inv.optional_headers().into_iter().filter_map(|(name, v)| {
-            // Only the headers that are set; the names are constants, valid header names.
-            Some((HeaderName::from_bytes(name.as_bytes()).ok()?, Some(v?)))
+            // Only the headers that are set (the value checked first: a parsed name is an
+            // allocation); the names are constants, valid header names.
+            let v = v?;
+            Some((HeaderName::from_bytes(name.as_bytes()).ok()?, Some(v)))
         }));
         for (name, value) in values {
             if let Some(v) = value {
