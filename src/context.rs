@@ -95,6 +95,8 @@ pub struct RequestContext {
     pub upstream_error: Option<&'static str>,
     /// Which limit refused the request, if one did (for the per-key metrics).
     pub limited: Option<Limited>,
+    /// A streaming route's stream: how it was framed, relayed and ended ([`crate::relay`]).
+    pub stream: Option<StreamRecord>,
     /// The request's trace when OTLP export is on and it is sampled; `None` otherwise, and then
     /// the stages record nothing (see [`crate::otel`]).
     pub trace: Option<Box<RequestTrace>>,
@@ -135,6 +137,7 @@ impl RequestContext {
             upstream_error: None,
             limited: None,
             trace: None,
+            stream: None,
         }
     }
 
@@ -179,9 +182,41 @@ impl RequestContext {
             upstreamErrorType = self.upstream_error,
             xrayTraceId = %self.trace_id,
             cause = refused,
+            "stream.framing" = self.stream.as_ref().map(|s| s.framing),
+            "stream.outcome" = self.stream.as_ref().and_then(|s| s.outcome),
+            "stream.timeToFirstByte" = self.stream.as_ref().and_then(|s| s.first_byte).map(|d| d.as_millis() as u64),
+            "stream.bytes" = self.stream.as_ref().map(|s| s.bytes),
+            "stream.parts" = self.stream.as_ref().map(|s| s.parts),
         );
         if let Some(cause) = self.error_cause.as_ref().filter(|_| !unauthenticated) {
             tracing::warn!(requestId = %self.request_id, route = self.resource_path.as_deref(), status, cause = %cause, "request failed");
+        }
+    }
+}
+
+/// What a streamed response did, for the access log and the metrics (filled in by the HTTP adapter
+/// as it writes the stream).
+#[derive(Debug, Clone, Default)]
+pub struct StreamRecord {
+    /// `chunked` or `sse`.
+    pub framing: &'static str,
+    /// How it ended (`complete`, `upstream_error`, `timeout`, `client_gone`, `shutdown`); `None`
+    /// when the stream never started (the call failed before the first part).
+    pub outcome: Option<&'static str>,
+    /// From the request's arrival to the first part handed to the connection.
+    pub first_byte: Option<Duration>,
+    /// Body bytes handed to the connection (SSE framing included).
+    pub bytes: u64,
+    /// SageMaker parts relayed.
+    pub parts: u64,
+}
+
+impl StreamRecord {
+    /// A stream about to be relayed with `framing`.
+    pub fn new(framing: &'static str) -> Self {
+        StreamRecord {
+            framing,
+            ..StreamRecord::default()
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod lean;
 pub mod s3;
 pub mod signed;
 pub mod sigv4;
+pub mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
