@@ -1367,7 +1367,11 @@ fn compile_routes(
                 .collect(),
             body,
         };
-        let cache = cache::route_cache(doc, &format!("{path}.cache"), raw.cache, errors);
+        let mut cache = cache::route_cache(doc, &format!("{path}.cache"), raw.cache, errors);
+        if integration.stream.is_some() {
+            // A stage cache skips a streaming route (its `cache` block is refused above).
+            cache.enabled = Some(false);
+        }
         let shadow = raw.shadow.map(|s| {
             let at = format!("{path}.shadow");
             shadow::compile(doc, &at, s, stages, integration.timeout, errors)
