@@ -35,10 +35,7 @@ use aws_smithy_types::event_stream::Message;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use super::{
-    INVOKED_VARIANT, Invocation, InvokeStats, REPLY_HEADERS, UpstreamFailure, UpstreamReply,
-    classify,
-};
+use super::{INVOKED_VARIANT, Invocation, InvokeStats, UpstreamFailure, UpstreamReply, classify};
 use crate::error::GatewayError;
 use crate::memory::Held;
 
@@ -404,19 +401,15 @@ async fn open_sdk(
         .await;
     match result {
         Ok(out) => {
-            let mut headers = Vec::with_capacity(REPLY_HEADERS.len());
-            let mut put = |name: &str, value: Option<&str>| {
-                if let Some(v) = value {
-                    headers.push((name.to_owned(), v.to_owned()));
-                }
-            };
-            put("content-type", out.content_type());
-            put(INVOKED_VARIANT, out.invoked_production_variant());
-            put(
-                "x-amzn-sagemaker-custom-attributes",
-                out.custom_attributes(),
-            );
-            put("x-amzn-requestid", out.request_id());
+            let headers = super::reported(&[
+                ("content-type", out.content_type()),
+                (INVOKED_VARIANT, out.invoked_production_variant()),
+                (
+                    "x-amzn-sagemaker-custom-attributes",
+                    out.custom_attributes(),
+                ),
+                ("x-amzn-requestid", out.request_id()),
+            ]);
             Ok((headers, out.body))
         }
         Err(err) => Err(classify::classify(err, inv.timeout)),
