@@ -332,9 +332,13 @@ impl Breakers {
 
     /// Runs `call` (the SageMaker invocation for `endpoint`) through the endpoint's breaker: not
     /// started at all while the circuit is open, its outcome recorded otherwise.
-    pub async fn call<F>(&self, endpoint: &str, call: F) -> CallResult
+    pub async fn call<F, T>(
+        &self,
+        endpoint: &str,
+        call: F,
+    ) -> (Result<T, UpstreamFailure>, InvokeStats)
     where
-        F: Future<Output = CallResult>,
+        F: Future<Output = (Result<T, UpstreamFailure>, InvokeStats)>,
     {
         let Some(breaker) = self.by_endpoint.get(endpoint) else {
             return call.await;

@@ -97,6 +97,8 @@ pub struct RequestContext {
     pub upstream_error: Option<&'static str>,
     /// Which limit refused the request, if one did (for the per-key metrics).
     pub limited: Option<Limited>,
+    /// A streaming route's stream: how it was framed, relayed and ended ([`crate::relay`]).
+    pub stream: Option<StreamRecord>,
     /// The request's trace when OTLP export is on and it is sampled; `None` otherwise, and then
     /// the stages record nothing (see [`crate::otel`]).
     pub trace: Option<Box<RequestTrace>>,
@@ -137,6 +139,7 @@ impl RequestContext {
             upstream_error: None,
             limited: None,
             trace: None,
+            stream: None,
         }
     }
 
@@ -199,6 +202,40 @@ impl RequestContext {
             "cause",
             self.error_cause.as_deref().filter(|_| unauthenticated),
         );
+        if let Some(stream) = &self.stream {
+            line.str("stream.framing", stream.framing);
+            line.opt_str("stream.outcome", stream.outcome);
+            line.opt_u64("stream.timeToFirstByte", stream.first_byte.map(millis));
+            line.u64("stream.bytes", stream.bytes);
+            line.u64("stream.parts", stream.parts);
+        }
+    }
+}
+
+/// What a streamed response did, for the access log and the metrics (filled in by the HTTP adapter
+/// as it writes the stream).
+#[derive(Debug, Clone, Default)]
+pub struct StreamRecord {
+    /// `chunked` or `sse`.
+    pub framing: &'static str,
+    /// How it ended (`complete`, `upstream_error`, `timeout`, `client_gone`, `shutdown`); `None`
+    /// when the stream never started (the call failed before the first part).
+    pub outcome: Option<&'static str>,
+    /// From the request's arrival to the first part handed to the connection.
+    pub first_byte: Option<Duration>,
+    /// Body bytes handed to the connection (SSE framing included).
+    pub bytes: u64,
+    /// SageMaker parts relayed.
+    pub parts: u64,
+}
+
+impl StreamRecord {
+    /// A stream about to be relayed with `framing`.
+    pub fn new(framing: &'static str) -> Self {
+        StreamRecord {
+            framing,
+            ..StreamRecord::default()
+        }
     }
 }
 

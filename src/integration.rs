@@ -326,6 +326,7 @@ fn respond_mapped(
                 status: 200,
                 headers: vec![("content-type".into(), content_type)],
                 body: reply.body.clone(),
+                stream: None,
             };
             apply_overrides(&mut resp, prior);
             Ok(resp)
@@ -384,6 +385,7 @@ fn map_response(
         status: ir.status,
         headers: Vec::new(),
         body: reply.body.clone(),
+        stream: None,
     };
     let overrides = match select_template(&ir.templates, &accept) {
         Some((media, template)) => {
@@ -519,6 +521,7 @@ pub fn default_gateway_response(r: &ErrorResponse) -> GatewayResponse {
         status: r.status,
         headers,
         body: r.body.clone(),
+        stream: None,
     }
 }
 

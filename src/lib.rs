@@ -33,7 +33,9 @@
 //! - [`breaker`]: a circuit breaker per SageMaker endpoint around `invoke` (fail fast while sick).
 //! - [`shadow`]: after `invoke`, a sampled copy of the route's call to a second endpoint, in the
 //!   background, bounded in number, time and memory, its answer only counted.
-//! - [`upstream`]: the SageMaker `InvokeEndpoint` call, SigV4-signed with credentials from the AWS
+//! - [`relay`]: a streaming route's parts to the client as they arrive (chunked or SSE), bounded
+//!   per stream, ended by timeouts, errors, the client leaving or shutdown.
+//! - [`upstream`]: the SageMaker `InvokeEndpoint` (and `InvokeEndpointWithResponseStream`) call, SigV4-signed with credentials from the AWS
 //!   chain: a lean `aws-sigv4` + hyper client (default) or the full SDK client (feature `aws`), or
 //!   an in-process [`upstream::Invoke`]; the one classification of a failed call
 //!   (`upstream::classify`); the keys source's S3 `GetObject` (`upstream::s3`).
@@ -81,6 +83,8 @@ pub mod metrics;
 pub mod otel;
 #[cfg(feature = "aws")]
 pub mod pipeline;
+#[cfg(feature = "aws")]
+pub mod relay;
 pub mod route;
 #[cfg(feature = "aws")]
 pub mod server;

@@ -28,6 +28,22 @@ pub fn is_sagemaker_name(v: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 
+/// Longest prefix of an invalid variant name the access log keeps.
+const VARIANT_LOGGED: usize = 63;
+
+/// The invoked variant as the access log and metrics hold it: a SageMaker variant name as is,
+/// anything else (a model container or proxy's header can be as long as an HTTP head) cut to
+/// [`VARIANT_LOGGED`] characters and marked with `…`, so one answer cannot write kilobytes into
+/// every log line, and the metrics label it `other`.
+pub fn variant_logged(v: &str) -> String {
+    if is_sagemaker_name(v, VARIANT_LOGGED) {
+        return v.to_owned();
+    }
+    let mut cut: String = v.chars().take(VARIANT_LOGGED).collect();
+    cut.push('…');
+    cut
+}
+
 /// A request head as the pipeline sees it (the body is streamed to the `read body` stage).
 #[derive(Debug, Clone)]
 pub struct GatewayRequest {
@@ -61,12 +77,92 @@ impl GatewayRequest {
 }
 
 /// A response to write.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GatewayResponse {
     /// Status code.
     pub status: u16,
     /// Headers (the adapter adds `x-amzn-RequestId` and `X-Amzn-Trace-Id`).
     pub headers: Vec<(String, String)>,
-    /// Body.
+    /// Body (empty when `stream` is set).
     pub body: Bytes,
+    /// A streaming route's body, relayed as SageMaker sends it ([`BodyStream`]); `None` for every
+    /// other response.
+    pub stream: Option<BodyStream>,
+}
+
+impl GatewayResponse {
+    /// A whole (not streamed) response.
+    pub fn whole(status: u16, headers: Vec<(String, String)>, body: Bytes) -> Self {
+        GatewayResponse {
+            status,
+            headers,
+            body,
+            stream: None,
+        }
+    }
+}
+
+/// How a streamed response ended (access log `stream.outcome`, metrics label `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// SageMaker's stream ended cleanly and every byte was handed to the connection.
+    Complete,
+    /// SageMaker sent `ModelStreamError` / `InternalStreamFailure`, or its connection broke.
+    UpstreamError,
+    /// No next part within `idle_timeout_ms`, or `max_duration_ms` reached.
+    Timeout,
+    /// The client went away before the end.
+    ClientGone,
+    /// The gateway shut down (SIGTERM) and the drain grace ran out.
+    Shutdown,
+}
+
+impl StreamOutcome {
+    /// Every outcome, for metrics label sets.
+    pub const ALL: [StreamOutcome; 5] = [
+        StreamOutcome::Complete,
+        StreamOutcome::UpstreamError,
+        StreamOutcome::Timeout,
+        StreamOutcome::ClientGone,
+        StreamOutcome::Shutdown,
+    ];
+
+    /// The name logged and used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamOutcome::Complete => "complete",
+            StreamOutcome::UpstreamError => "upstream_error",
+            StreamOutcome::Timeout => "timeout",
+            StreamOutcome::ClientGone => "client_gone",
+            StreamOutcome::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One item of a streamed body.
+#[derive(Debug)]
+pub enum Relayed {
+    /// One SageMaker part's bytes, framed for the client (as is, or as an SSE event).
+    Part(Bytes),
+    /// The end of the stream: how it ended, the last bytes to write (an SSE `event: error`), and
+    /// whether the connection must then be cut without the body's proper end (chunked transfer
+    /// after a failure: no terminating zero-length chunk, so the client sees an incomplete body).
+    End {
+        /// How the stream ended.
+        outcome: StreamOutcome,
+        /// Bytes to write before ending.
+        last: Option<Bytes>,
+        /// Cut the connection instead of ending the body.
+        abort: bool,
+    },
+}
+
+/// A streamed body: [`Relayed`] items as they become available, the last one an `End`. Dropping it
+/// cancels the SageMaker call behind it.
+pub struct BodyStream(pub std::pin::Pin<Box<dyn futures_util::Stream<Item = Relayed> + Send>>);
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyStream")
+    }
 }

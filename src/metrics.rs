@@ -25,6 +25,10 @@
 //! - `memory_held_bytes` (bytes the requests in flight hold: bodies, rendered templates, SageMaker's
 //!   answers), `memory_budget_bytes` (its limit), `memory_refusals_total` (charges refused, each a
 //!   503; see [`crate::memory`]);
+//! - `stream_first_byte_seconds` (request arrival to the first part handed to the connection),
+//!   `stream_bytes_total`, `stream_parts_total`, `stream_ends_total` by `outcome` (`complete`,
+//!   `upstream_error`, `timeout`, `client_gone`, `shutdown`), each also by `stage` and `route`, and
+//!   `stream_open` (streams being relayed), for streaming routes ([`crate::relay`]);
 //! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
 //! - `config_reloads_total` by `result` (`ok`, `failed`: the file does not load, `refused`: it
 //!   changes a restart-only field or drops a stage or route the keys use), `config_generation`
@@ -66,6 +70,20 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub const MAX_VARIANTS: usize = 32;
 /// The `variant` label of a variant past [`MAX_VARIANTS`] or not a SageMaker variant name.
 const OTHER_VARIANT: &str = "other";
+
+/// Time to first byte buckets in seconds: 1 ms to 15 minutes (the longest default stream).
+const FIRST_BYTE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 29.0, 60.0,
+    300.0, 900.0,
+];
+
+/// The streaming families (labels `stage`, `route` take configured values only).
+struct StreamFamilies {
+    first_byte: HistogramVec,
+    bytes: IntCounterVec,
+    parts: IntCounterVec,
+    ends: IntCounterVec,
+}
 
 /// The children of one (stage, route).
 struct RouteMetrics {
@@ -113,6 +131,9 @@ impl RouteFamilies {
 
 /// All metrics of one gateway.
 pub struct Metrics {
+    /// Streams being relayed now.
+    pub stream_open: IntGauge,
+    streams: StreamFamilies,
     registry: Registry,
     /// stage → route path → children; `""` keys for requests that matched no stage or route.
     /// Replaced whole when a config reload brings stages or routes ([`Metrics::add_routes`]).
@@ -288,6 +309,42 @@ impl Metrics {
                 cache_entries.with_label_values(&[name]);
             }
         }
+        let stream_open = gauge(&registry, "stream_open", "Streams being relayed.");
+        let route_outcome = &["stage", "route", "outcome"];
+        let streams = StreamFamilies {
+            first_byte: {
+                let name = "stream_first_byte_seconds";
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        name,
+                        "Time from request arrival to the first streamed part handed to the connection, by stage and route.",
+                    )
+                    .buckets(FIRST_BYTE_BUCKETS.to_vec()),
+                    &["stage", "route"],
+                )
+                .unwrap_or_else(|e| unreachable_metric(name, e));
+                let _ = registry.register(Box::new(h.clone()));
+                h
+            },
+            bytes: counter_vec(
+                &registry,
+                "stream_bytes_total",
+                "Streamed body bytes handed to the connection, by stage and route.",
+                &["stage", "route"],
+            ),
+            parts: counter_vec(
+                &registry,
+                "stream_parts_total",
+                "SageMaker parts relayed, by stage and route.",
+                &["stage", "route"],
+            ),
+            ends: counter_vec(
+                &registry,
+                "stream_ends_total",
+                "Streams ended, by stage, route and outcome (complete, upstream_error, timeout, client_gone, shutdown).",
+                route_outcome,
+            ),
+        };
         let in_flight = IntGauge::new("in_flight_requests", "Requests being handled.")
             .unwrap_or_else(|e| unreachable_metric("in_flight_requests", e));
         let _ = registry.register(Box::new(in_flight.clone()));
@@ -367,6 +424,8 @@ impl Metrics {
         limit_store_fallback.with_label_values(&["local"]);
         limit_store_fallback.with_label_values(&["deny"]);
         Metrics {
+            stream_open,
+            streams,
             otel_spans,
             breaker_state,
             breaker_transitions,
@@ -547,6 +606,32 @@ impl Metrics {
         {
             self.inc(&self.upstream_errors, &[error_type]);
         }
+    }
+
+    /// Records a finished stream (the context's [`crate::context::StreamRecord`]); stage and route
+    /// are configured values (a stream only starts on a matched route).
+    pub fn observe_stream(&self, ctx: &RequestContext) {
+        let Some(record) = &ctx.stream else { return };
+        let Some(outcome) = record.outcome else {
+            return;
+        };
+        let labels = [
+            ctx.stage.as_deref().unwrap_or(""),
+            ctx.resource_path.as_deref().unwrap_or(""),
+        ];
+        let f = &self.streams;
+        if let Some(d) = record.first_byte
+            && let Ok(h) = f.first_byte.get_metric_with_label_values(&labels)
+        {
+            h.observe(d.as_secs_f64());
+        }
+        if let Ok(c) = f.bytes.get_metric_with_label_values(&labels) {
+            c.inc_by(record.bytes);
+        }
+        if let Ok(c) = f.parts.get_metric_with_label_values(&labels) {
+            c.inc_by(record.parts);
+        }
+        self.inc(&f.ends, &[labels[0], labels[1], outcome]);
     }
 
     /// `variant` as a label value: itself when it is a SageMaker variant name and one of the first

@@ -43,6 +43,7 @@ use crate::limits::{self, FailedAttemptLimiter, KeyLimiters, LimitClock, Limiter
 use crate::memory::{Held, MemoryBudget, new_bytes};
 use crate::metrics::Metrics;
 use crate::otel::Tracer;
+use crate::relay;
 use crate::route;
 use crate::shadow;
 use crate::upstream::SageMaker;
@@ -77,6 +78,8 @@ pub struct Gateway {
     pub tracer: Option<Tracer>,
     /// The in-flight memory budget every request's account draws on.
     pub memory: MemoryBudget,
+    /// Set to `true` when open streams must end (shutdown, once the drain grace is spent).
+    pub stop_streams: tokio::sync::watch::Sender<bool>,
     /// The request body's size and time limits (`server.max_body_bytes`, `body_timeout_secs`).
     body_limits: BodyLimits,
     clock: LimitClock,
@@ -121,6 +124,7 @@ impl Gateway {
             metrics,
             clock,
             tracer: None,
+            stop_streams: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -277,6 +281,11 @@ impl Gateway {
             integration::invocation(config, stage, route, input, ctx)
         })?;
         memory.try_grow(new_bytes(&invocation.body, &input.body))?;
+        // stream (a streaming route: never cached; the breaker around the call up to the first
+        // part, then the parts relayed as they arrive)
+        if let Some(limits) = route.integration.stream {
+            return self.stream(live, invocation, limits, req, ctx).await;
+        }
         // cache lookup + invoke (the endpoint's circuit breaker wraps the call: a cache hit never
         // reaches it, and an open circuit answers without starting the call). The call's future
         // (2 KB, the HTTP exchange) is boxed when it starts: held inline, the breaker and the
@@ -329,6 +338,32 @@ impl Gateway {
             }
             r
         })
+    }
+}
+
+impl Gateway {
+    /// The invoke and relay stages of a streaming route ([`crate::relay`]).
+    async fn stream(
+        &self,
+        live: &Live,
+        invocation: crate::upstream::Invocation,
+        limits: crate::config::stream::StreamLimits,
+        req: &GatewayRequest,
+        ctx: &mut RequestContext,
+    ) -> Result<GatewayResponse, GatewayError> {
+        relay::check_session(invocation.session_id.as_deref())?;
+        let account = Arc::new(self.memory.account());
+        let relay = relay::Relay {
+            limits,
+            framing: relay::Framing::of(req.header("accept")),
+            memory: account.clone(),
+            stop: self.stop_streams.subscribe(),
+            started: std::time::Instant::now(),
+        };
+        let endpoint = invocation.endpoint_name.clone();
+        let call = self.upstream.invoke_stream(invocation, account);
+        let (opened, stats) = live.breakers.call(&endpoint, call).await;
+        relay::respond(opened, stats, relay, &endpoint, ctx)
     }
 }
 

@@ -109,6 +109,15 @@ pub fn run(
             grace_secs = settings.drain_grace.as_secs(),
             "shutdown requested: draining in-flight requests"
         );
+        // Open streams get the grace, then end as failed, a moment before actix stops waiting,
+        // so that their last bytes (an SSE error event, or the cut) still reach the clients.
+        let streams = state.gateway.clone();
+        let grace = settings.drain_grace;
+        actix_web::rt::spawn(async move {
+            let margin = grace.min(std::time::Duration::from_secs(1)) / 2;
+            actix_web::rt::time::sleep(grace.saturating_sub(margin)).await;
+            streams.stop_streams.send_replace(true);
+        });
         handle.stop(true).await;
     });
     Ok(server)
@@ -314,7 +323,7 @@ async fn proxy(
     };
     let memory = state.gateway.memory.account();
     let in_flight = InFlight::enter(&state.gateway.metrics.in_flight);
-    let response = match refused {
+    let mut response = match refused {
         Some(e) => state.gateway.refuse(e, None, &mut ctx),
         None => {
             let greq = GatewayRequest {
@@ -330,16 +339,43 @@ async fn proxy(
         }
     };
     drop(in_flight);
-    ctx.log_access(response.status, response.body.len());
-    state
-        .gateway
-        .metrics
-        .observe(&ctx, response.status, ctx.started.elapsed());
-    if let (Some(trace), Some(tracer)) = (ctx.trace.take(), &state.gateway.tracer) {
-        tracer.finish(*trace, &ctx, response.status);
-    }
     let unread = (!chunks.ended).then_some(chunks);
+    if let Some(stream) = response.stream.take() {
+        // Logged and counted when the stream ends (see `StreamBody`).
+        let gateway = state.gateway.clone();
+        let status = response.status;
+        let mut builder = head(status, response.headers, &ctx, unread.is_some());
+        let open = gateway.metrics.stream_open.clone();
+        open.inc();
+        return builder.body(StreamBody {
+            stream,
+            ctx,
+            gateway,
+            status,
+            open,
+            state: Streaming::Open,
+            flushed: false,
+            _memory: memory,
+            _unread: unread,
+        });
+    }
+    finish(
+        &state.gateway,
+        &mut ctx,
+        response.status,
+        response.body.len(),
+    );
     write(response, &ctx, memory, unread)
+}
+
+/// The access log line, the metrics and the trace of a finished request of `status` whose body
+/// was `length` bytes.
+fn finish(gateway: &Gateway, ctx: &mut RequestContext, status: u16, length: usize) {
+    ctx.log_access(status, length);
+    gateway.metrics.observe(ctx, status, ctx.started.elapsed());
+    if let (Some(trace), Some(tracer)) = (ctx.trace.take(), &gateway.tracer) {
+        tracer.finish(*trace, ctx, status);
+    }
 }
 
 /// Counts a request in flight until dropped (also when actix drops the handler of a client that
@@ -414,18 +450,149 @@ impl MessageBody for ResponseBody {
     }
 }
 
-fn write(
-    resp: GatewayResponse,
+/// Where a streamed body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streaming {
+    /// Parts still coming.
+    Open,
+    /// The end's last bytes were handed over; then the body ends, or the connection is cut.
+    Ending { abort: bool },
+    /// Nothing more.
+    Done,
+}
+
+/// A streaming route's body ([`crate::relay`]): the relayed items as they come, the request's
+/// context until the stream ends, when it writes the access log line and the metrics (also when
+/// actix drops it because the client went away: `client_gone`). A failed stream is ended by an
+/// error, which makes actix close the connection without the terminating chunk, after one pause
+/// that lets it flush what it holds (actix drops unwritten bytes when a body fails).
+struct StreamBody {
+    stream: crate::message::BodyStream,
+    ctx: RequestContext,
+    gateway: Arc<Gateway>,
+    status: u16,
+    open: prometheus::IntGauge,
+    state: Streaming,
+    flushed: bool,
+    _memory: Held,
+    _unread: Option<RequestBody>,
+}
+
+/// The error that cuts a failed stream's connection.
+#[derive(Debug)]
+struct StreamCut(&'static str);
+
+impl std::fmt::Display for StreamCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stream ended: {}", self.0)
+    }
+}
+
+impl std::error::Error for StreamCut {}
+
+impl StreamBody {
+    fn record(&mut self) -> &mut crate::context::StreamRecord {
+        self.ctx.stream.get_or_insert_with(Default::default)
+    }
+
+    /// Ends the body: cut (after one flush) or clean.
+    fn end(&mut self, abort: bool, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamCut>>> {
+        if !abort {
+            self.state = Streaming::Done;
+            return Poll::Ready(None);
+        }
+        if !self.flushed {
+            self.flushed = true;
+            self.state = Streaming::Ending { abort };
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.state = Streaming::Done;
+        let outcome = self.record().outcome.unwrap_or("upstream_error");
+        Poll::Ready(Some(Err(StreamCut(outcome))))
+    }
+}
+
+impl MessageBody for StreamBody {
+    type Error = StreamCut;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        use crate::message::{Relayed, StreamOutcome};
+        match self.state {
+            Streaming::Done => return Poll::Ready(None),
+            Streaming::Ending { abort } => return self.end(abort, cx),
+            Streaming::Open => {}
+        }
+        match self.stream.0.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Relayed::Part(bytes))) => {
+                let elapsed = self.ctx.started.elapsed();
+                let record = self.record();
+                record.first_byte.get_or_insert(elapsed);
+                record.bytes += bytes.len() as u64;
+                record.parts += 1;
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Relayed::End {
+                outcome,
+                last,
+                abort,
+            })) => {
+                self.record().outcome = Some(outcome.as_str());
+                if let Some(last) = last {
+                    self.record().bytes += last.len() as u64;
+                    self.state = Streaming::Ending { abort };
+                    return Poll::Ready(Some(Ok(last)));
+                }
+                self.end(abort, cx)
+            }
+            // The relay task ended without saying how (it cannot, short of a panic).
+            Poll::Ready(None) => {
+                self.record().outcome = Some(StreamOutcome::UpstreamError.as_str());
+                self.end(true, cx)
+            }
+        }
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        self.open.dec();
+        let record = self.record();
+        let outcome = *record
+            .outcome
+            .get_or_insert(crate::message::StreamOutcome::ClientGone.as_str());
+        let bytes = usize::try_from(record.bytes).unwrap_or(usize::MAX);
+        if outcome != "complete" && self.ctx.error_cause.is_none() {
+            self.ctx.error_cause = Some(format!("stream ended: {outcome}"));
+        }
+        self.gateway.metrics.observe_stream(&self.ctx);
+        let (gateway, status) = (self.gateway.clone(), self.status);
+        finish(&gateway, &mut self.ctx, status, bytes);
+    }
+}
+
+/// The status line and headers of `resp`, with the request and trace ids; `close` when the
+/// request's body was left unread.
+fn head(
+    status: u16,
+    headers: Vec<(String, String)>,
     ctx: &RequestContext,
-    memory: Held,
-    unread: Option<RequestBody>,
-) -> HttpResponse {
-    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    close: bool,
+) -> actix_web::HttpResponseBuilder {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
-    if unread.is_some() {
+    if close {
         builder.force_close();
     }
-    for (name, value) in resp.headers {
+    for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             builder.insert_header((n, v));
         }
@@ -434,8 +601,23 @@ fn write(
     if let Ok(v) = HeaderValue::try_from(ctx.trace_id.as_str()) {
         builder.insert_header((TRACE_ID_HEADER, v));
     }
-    builder.body(ResponseBody {
-        bytes: resp.body,
+    builder
+}
+
+fn write(
+    resp: GatewayResponse,
+    ctx: &RequestContext,
+    memory: Held,
+    unread: Option<RequestBody>,
+) -> HttpResponse {
+    let GatewayResponse {
+        status,
+        headers,
+        body,
+        ..
+    } = resp;
+    head(status, headers, ctx, unread.is_some()).body(ResponseBody {
+        bytes: body,
         _memory: memory,
         _unread: unread,
     })

@@ -116,28 +116,12 @@ where
         };
         ctx.invoked_variant = reply
             .and_then(|r| r.header(INVOKED_VARIANT))
-            .map(variant_logged);
+            .map(crate::message::variant_logged);
         if let Err(failure) = &fetched.result {
             ctx.upstream_error = Some(failure.error_type());
         }
     }
     Ok((fetched, warn))
-}
-
-/// Longest prefix of an invalid variant name the access log keeps.
-const VARIANT_LOGGED: usize = 63;
-
-/// The invoked variant as the access log and metrics hold it: a SageMaker variant name as is,
-/// anything else (a model container or proxy's header can be as long as an HTTP head) cut to
-/// [`VARIANT_LOGGED`] characters and marked with `…`, so one answer cannot write kilobytes into
-/// every log line, and the metrics label it `other`.
-fn variant_logged(v: &str) -> String {
-    if crate::message::is_sagemaker_name(v, VARIANT_LOGGED) {
-        return v.to_owned();
-    }
-    let mut cut: String = v.chars().take(VARIANT_LOGGED).collect();
-    cut.push('…');
-    cut
 }
 
 impl Fetched {

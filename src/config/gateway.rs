@@ -19,6 +19,7 @@ use super::diag::{Diagnostic, Diagnostics};
 use super::models::{self, Model, Models};
 use super::param::ParamSource;
 use super::shadow::{self, RawShadow, Shadow};
+use super::stream::{self, Mode, RawStream, StreamLimits};
 use super::telemetry::{self, TelemetryConfig};
 use super::templates::{self, GatewayResponses, IntegrationResponse, Passthrough, TemplateSet};
 use super::yaml::Doc;
@@ -268,6 +269,11 @@ struct RawIntegration {
     _responses: Option<Value>,
     /// This integration's circuit breaker, over the defaults of `sagemaker.circuit_breaker`.
     circuit_breaker: Option<RawCircuitBreaker>,
+    /// `buffered` (default: `InvokeEndpoint`) or `stream` (`InvokeEndpointWithResponseStream`).
+    #[serde(default)]
+    mode: Mode,
+    /// A streaming route's time limits (see [`super::stream`]).
+    stream: Option<RawStream>,
 }
 
 fn default_request_id_source() -> Option<String> {
@@ -496,6 +502,8 @@ pub struct Integration {
     pub responses: Vec<IntegrationResponse>,
     /// The circuit breaker guarding this integration's endpoints; `None` = off.
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// `mode: stream`: the stream's time limits (`timeout` is then `first_byte`); `None` = buffered.
+    pub stream: Option<StreamLimits>,
 }
 
 impl Integration {
@@ -1306,14 +1314,31 @@ fn compile_routes(
     };
     for i in 0..list.len() {
         let path = format!("routes[{i}]");
-        let raw: RawRoute = match doc.deserialize(&path) {
+        let mut raw: RawRoute = match doc.deserialize(&path) {
             Ok(r) => r,
             Err(e) => {
                 errors.push(e);
                 continue;
             }
         };
-        let integration = compile_integration(
+        let fields = stream::RouteFields {
+            timeout_ms: raw.integration.timeout_ms.is_some(),
+            responses: raw.integration._responses.is_some(),
+            target_model: raw.integration.target_model.is_some(),
+            enable_explanations: raw.integration.enable_explanations.is_some(),
+            session_id: raw.integration.session_id.as_deref(),
+            cache: raw.cache.is_some(),
+            shadow: raw.shadow.is_some(),
+        };
+        let limits = stream::compile(
+            doc,
+            &path,
+            raw.integration.mode,
+            raw.integration.stream.take(),
+            &fields,
+            errors,
+        );
+        let mut integration = compile_integration(
             doc,
             &format!("{path}.integration"),
             raw.integration,
@@ -1321,6 +1346,10 @@ fn compile_routes(
             breaker_defaults,
             errors,
         );
+        if let Some(limits) = limits {
+            integration.timeout = limits.first_byte;
+            integration.stream = Some(limits);
+        }
         let body = body_models(
             doc,
             &format!("{path}.validation.body"),
@@ -1338,7 +1367,11 @@ fn compile_routes(
                 .collect(),
             body,
         };
-        let cache = cache::route_cache(doc, &format!("{path}.cache"), raw.cache, errors);
+        let mut cache = cache::route_cache(doc, &format!("{path}.cache"), raw.cache, errors);
+        if integration.stream.is_some() {
+            // A stage cache skips a streaming route (its `cache` block is refused above).
+            cache.enabled = Some(false);
+        }
         let shadow = raw.shadow.map(|s| {
             let at = format!("{path}.shadow");
             shadow::compile(doc, &at, s, stages, integration.timeout, errors)
@@ -1454,6 +1487,7 @@ fn compile_integration(
     );
     Integration {
         circuit_breaker,
+        stream: None,
         request_headers,
         request_templates,
         passthrough: raw.passthrough_behavior,

@@ -10,6 +10,7 @@ pub mod param;
 pub mod resolve;
 pub mod restart;
 pub mod shadow;
+pub mod stream;
 pub mod telemetry;
 pub mod templates;
 pub mod yaml;

@@ -178,7 +178,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::context::{Authenticated, RequestContext};
+    use crate::context::{Authenticated, RequestContext, StreamRecord};
 
     /// The access event as the gateway emitted it through `tracing`'s JSON formatter before this
     /// writer: the reference the writer must match byte for byte (timestamps aside).
@@ -224,6 +224,15 @@ mod tests {
                 upstreamErrorType = ctx.upstream_error,
                 xrayTraceId = %ctx.trace_id,
                 cause = refused,
+                "stream.framing" = ctx.stream.as_ref().map(|s| s.framing),
+                "stream.outcome" = ctx.stream.as_ref().and_then(|s| s.outcome),
+                "stream.timeToFirstByte" = ctx
+                    .stream
+                    .as_ref()
+                    .and_then(|s| s.first_byte)
+                    .map(|d| d.as_millis() as u64),
+                "stream.bytes" = ctx.stream.as_ref().map(|s| s.bytes),
+                "stream.parts" = ctx.stream.as_ref().map(|s| s.parts),
             );
         });
         let bytes = out.lock().map(|b| b.clone()).unwrap_or_default();
@@ -299,6 +308,13 @@ mod tests {
         ctx.validation_error = Some("Missing required request parameters: [k]".to_owned());
         ctx.cache = Some("miss");
         ctx.upstream_error = Some("ModelError");
+        ctx.stream = Some(StreamRecord {
+            framing: "sse",
+            outcome: Some("complete"),
+            first_byte: Some(Duration::from_micros(4_321)),
+            bytes: 65_537,
+            parts: 12,
+        });
         ctx
     }
 
@@ -325,6 +341,11 @@ mod tests {
         let mut authenticated = ctx;
         authenticated.authenticated = Authenticated::Key;
         same_line(&authenticated, 200, usize::MAX);
+        let mut started = authenticated;
+        if let Some(stream) = started.stream.as_mut() {
+            (stream.outcome, stream.first_byte) = (None, None);
+        }
+        same_line(&started, 502, 0);
     }
 
     #[test]

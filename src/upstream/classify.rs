@@ -24,6 +24,7 @@ use std::time::Duration;
 use aws_sdk_sagemakerruntime::config::http::HttpResponse;
 use aws_sdk_sagemakerruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
+use aws_sdk_sagemakerruntime::operation::invoke_endpoint_with_response_stream::InvokeEndpointWithResponseStreamError;
 use bytes::Bytes;
 
 use super::{UpstreamFailure, UpstreamReply};
@@ -40,6 +41,8 @@ pub const ERROR_TYPES: &[&str] = &[
     "InternalDependencyException",
     "ValidationError",
     "AccessDeniedException",
+    "ModelStreamError",
+    "InternalStreamFailure",
     "Timeout",
     "Transport",
     "Other",
@@ -85,7 +88,7 @@ pub enum Outcome {
 
 /// What a finished call says about the endpoint's health, for the circuit breaker (the reasons
 /// are in [`crate::breaker`]'s module doc).
-pub fn outcome(result: &Result<UpstreamReply, UpstreamFailure>) -> Outcome {
+pub fn outcome<T>(result: &Result<T, UpstreamFailure>) -> Outcome {
     let failure = match result {
         Ok(_) => return Outcome::Success,
         Err(f) => f,
@@ -106,9 +109,47 @@ pub fn outcome(result: &Result<UpstreamReply, UpstreamFailure>) -> Outcome {
     }
 }
 
+/// The SDK's error of either invoke operation, as [`classify`] reads it.
+pub trait InvokeError: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static {
+    /// A `ModelError`'s `OriginalStatusCode` and `OriginalMessage`; `None` for other errors.
+    fn model_error(&self) -> Option<(Option<i32>, Option<&str>)>;
+    /// Whether SageMaker said the model is not ready (throttling, 429).
+    fn not_ready(&self) -> bool;
+}
+
+impl InvokeError for InvokeEndpointError {
+    fn model_error(&self) -> Option<(Option<i32>, Option<&str>)> {
+        match self {
+            InvokeEndpointError::ModelError(m) => {
+                Some((m.original_status_code(), m.original_message()))
+            }
+            _ => None,
+        }
+    }
+
+    fn not_ready(&self) -> bool {
+        matches!(self, InvokeEndpointError::ModelNotReadyException(_))
+    }
+}
+
+impl InvokeError for InvokeEndpointWithResponseStreamError {
+    fn model_error(&self) -> Option<(Option<i32>, Option<&str>)> {
+        match self {
+            InvokeEndpointWithResponseStreamError::ModelError(m) => {
+                Some((m.original_status_code(), m.original_message()))
+            }
+            _ => None,
+        }
+    }
+
+    fn not_ready(&self) -> bool {
+        false
+    }
+}
+
 /// Classifies `err`, keeping SageMaker's answer (status, body, headers) when there was one.
-pub fn classify(
-    err: SdkError<InvokeEndpointError, HttpResponse>,
+pub fn classify<E: InvokeError>(
+    err: SdkError<E, HttpResponse>,
     timeout: Duration,
 ) -> UpstreamFailure {
     let detail = DisplayErrorContext(&err).to_string();
@@ -120,19 +161,17 @@ pub fn classify(
         SdkError::ServiceError(service) => {
             let reply = reply(service.raw());
             let e = service.err();
-            let error = match e {
-                InvokeEndpointError::ModelError(m) => match m.original_status_code() {
+            let error = match e.model_error() {
+                Some((status, message)) => match status {
                     Some(code @ 400..=499) => GatewayError::ModelError {
                         status: code as u16,
-                        body: Bytes::from(m.original_message().unwrap_or_default().to_owned()),
+                        body: Bytes::from(message.unwrap_or_default().to_owned()),
                     },
                     other => GatewayError::IntegrationFailure(format!(
                         "model answered {other:?}: {detail}"
                     )),
                 },
-                InvokeEndpointError::ModelNotReadyException(_) => {
-                    GatewayError::UpstreamThrottled(detail)
-                }
+                None if e.not_ready() => GatewayError::UpstreamThrottled(detail),
                 _ if e.code() == Some("ThrottlingException") || reply.status == 429 => {
                     GatewayError::UpstreamThrottled(detail)
                 }

@@ -117,7 +117,40 @@ enum Attempt {
     /// No complete answer; `retry` says whether the SDK would try again, and how it would charge
     /// the retry quota.
     Failed { retry: Option<u32>, detail: String },
+    /// A 2xx answer to `InvokeEndpointWithResponseStream`: its event stream, unread.
+    Open {
+        headers: HeaderMap,
+        body: hyper::body::Incoming,
+    },
 }
+
+/// Which operation a call makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    /// `InvokeEndpoint`: the whole answer.
+    Invoke,
+    /// `InvokeEndpointWithResponseStream`: the answer's event stream, read by the caller.
+    Stream,
+}
+
+impl Operation {
+    fn path(self) -> &'static str {
+        match self {
+            Operation::Invoke => "invocations",
+            Operation::Stream => "invocations-response-stream",
+        }
+    }
+}
+
+/// `InvokeEndpointWithResponseStream`'s name for the container's Accept.
+const SAGEMAKER_ACCEPT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-accept");
+/// The container's Content-Type on a stream's answer.
+const STREAM_CONTENT_TYPE: &str = "x-amzn-sagemaker-content-type";
+/// Request headers `InvokeEndpointWithResponseStream` does not have (the SDK cannot send them).
+const NOT_STREAMED: [&str; 2] = [
+    "X-Amzn-SageMaker-Target-Model",
+    "X-Amzn-SageMaker-Enable-Explanations",
+];
 
 impl Lean {
     /// Builds the client. Fails only when TLS cannot be set up at all.
@@ -145,49 +178,83 @@ impl Lean {
         let started = Instant::now();
         // Counted by `call` as each attempt starts; read after a timeout too.
         let attempts = AtomicU32::new(0);
-        let result = tokio::time::timeout(inv.timeout, self.call(&inv, &attempts)).await;
+        let call = self.call(&inv, &attempts, Operation::Invoke);
+        let result = tokio::time::timeout(inv.timeout, call).await;
         let latency = started.elapsed();
         let attempts = attempts.into_inner();
-        let result = result.unwrap_or_else(|_| Err(super::timed_out(inv.timeout)));
+        let result = result.map_or_else(|_| Err(super::timed_out(inv.timeout)), finish);
         let stats = InvokeStats::of(&result, latency, attempts);
         (result, stats)
     }
 
-    /// Attempts and retries, unbounded in time (the caller bounds it).
-    async fn call(
+    /// Calls `InvokeEndpointWithResponseStream` (retried like `InvokeEndpoint` until SageMaker
+    /// answers 2xx), counting attempts into `attempts`; unbounded in time (the caller bounds it).
+    /// Output: the answer's headers (those [`REPLY_HEADERS`] names) and its unread event stream.
+    pub async fn open_stream(
         &self,
         inv: &Invocation,
         attempts: &AtomicU32,
-    ) -> Result<UpstreamReply, UpstreamFailure> {
+    ) -> Result<(Vec<(String, String)>, hyper::body::Incoming), UpstreamFailure> {
+        match self.call(inv, attempts, Operation::Stream).await {
+            Attempt::Open { headers, body } => {
+                // The client's type is the container's (`X-Amzn-SageMaker-Content-Type`), as the
+                // SDK's `content_type()` reports it; the HTTP one is the event stream's.
+                let mut kept = kept_headers(&headers);
+                kept.retain(|(n, _)| n != "content-type");
+                if let Some(v) = headers
+                    .get(STREAM_CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    kept.push(("content-type".to_owned(), v.to_owned()));
+                }
+                Ok((kept, body))
+            }
+            other => finish(other).and_then(|reply| {
+                // Only a 2xx opens a stream; `finish` turned everything else into a failure.
+                Err(transport_failure(format!(
+                    "SageMaker answered {} without an event stream",
+                    reply.status
+                )))
+            }),
+        }
+    }
+
+    /// Attempts and retries, unbounded in time (the caller bounds it); the last attempt's outcome.
+    async fn call(&self, inv: &Invocation, attempts: &AtomicU32, op: Operation) -> Attempt {
         let (target, host) = match &self.target {
             Ok((t, h)) => (t, h),
             Err(why) => {
-                return Err(transport_failure(format!(
-                    "SageMaker endpoint unavailable: {why}"
-                )));
+                return Attempt::Failed {
+                    retry: None,
+                    detail: format!("SageMaker endpoint unavailable: {why}"),
+                };
             }
         };
         let uri = format!(
-            "{}/endpoints/{}/invocations",
+            "{}/endpoints/{}/{}",
             target.base,
-            percent_encoding::utf8_percent_encode(&inv.endpoint_name, LABEL)
+            percent_encoding::utf8_percent_encode(&inv.endpoint_name, LABEL),
+            op.path()
         );
         let mut attempt = 1;
         let mut held: Option<u32> = None;
         loop {
             attempts.fetch_add(1, Ordering::Relaxed);
-            let outcome = self.attempt(inv, target, host, &uri).await;
+            let outcome = self.attempt(inv, target, host, &uri, op).await;
             let retry = match &outcome {
                 Attempt::Answered {
                     status,
                     headers,
                     body,
                 } if !(200..300).contains(status) => retry_cost(*status, headers, body),
-                Attempt::Answered { .. } => None,
+                Attempt::Answered { .. } | Attempt::Open { .. } => None,
                 Attempt::Failed { retry, .. } => *retry,
             };
-            let succeeded =
-                matches!(&outcome, Attempt::Answered { status, .. } if (200..300).contains(status));
+            let succeeded = match &outcome {
+                Attempt::Answered { status, .. } => (200..300).contains(status),
+                Attempt::Open { .. } => true,
+                Attempt::Failed { .. } => false,
+            };
             if succeeded {
                 // The SDK returns a held retry permit on success, or earns one token back.
                 self.refund(held.take().unwrap_or(1));
@@ -198,7 +265,7 @@ impl Lean {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                _ => return finish(outcome),
+                _ => return outcome,
             }
         }
     }
@@ -210,6 +277,7 @@ impl Lean {
         target: &Target,
         host: &HeaderValue,
         uri: &str,
+        op: Operation,
     ) -> Attempt {
         let fail = |detail: String| Attempt::Failed {
             retry: None,
@@ -220,12 +288,19 @@ impl Lean {
         };
         let mut headers = HeaderMap::with_capacity(12);
         headers.insert(HOST, host.clone());
+        let accept = match op {
+            Operation::Invoke => ACCEPT,
+            Operation::Stream => SAGEMAKER_ACCEPT,
+        };
         let values = [
             (CONTENT_TYPE, Some(inv.content_type.as_str())),
-            (ACCEPT, Some(inv.accept.as_str())),
+            (accept, Some(inv.accept.as_str())),
         ]
         .into_iter()
         .chain(inv.optional_headers().into_iter().filter_map(|(name, v)| {
+            if op == Operation::Stream && NOT_STREAMED.contains(&name) {
+                return None;
+            }
             // Only the headers that are set (the value checked first: a parsed name is an
             // allocation); the names are constants, valid header names.
             let v = v?;
@@ -277,6 +352,12 @@ impl Lean {
             }
         };
         let (parts, body) = response.into_parts();
+        if op == Operation::Stream && parts.status.is_success() {
+            return Attempt::Open {
+                headers: parts.headers,
+                body,
+            };
+        }
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -361,20 +442,11 @@ fn finish(outcome: Attempt) -> Result<UpstreamReply, UpstreamFailure> {
             status,
             headers,
             body,
-        } if (200..300).contains(&status) => {
-            // The SDK path reports these, from the operation's output.
-            let mut kept = Vec::with_capacity(REPLY_HEADERS.len());
-            for name in REPLY_HEADERS {
-                if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                    kept.push((name.to_owned(), v.to_owned()));
-                }
-            }
-            Ok(UpstreamReply {
-                status: 200,
-                body,
-                headers: kept,
-            })
-        }
+        } if (200..300).contains(&status) => Ok(UpstreamReply {
+            status: 200,
+            body,
+            headers: kept_headers(&headers),
+        }),
         Attempt::Answered {
             status,
             headers,
@@ -396,7 +468,22 @@ fn finish(outcome: Attempt) -> Result<UpstreamReply, UpstreamFailure> {
             }))
         }
         Attempt::Failed { detail, .. } => Err(transport_failure(detail)),
+        // Only `open_stream` asks for a stream, and it takes this variant itself.
+        Attempt::Open { .. } => Err(transport_failure(
+            "an event stream where a whole answer was expected".to_owned(),
+        )),
     }
+}
+
+/// The answer headers the SDK path reports (from the operation's output), as received.
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut kept = Vec::with_capacity(REPLY_HEADERS.len());
+    for name in REPLY_HEADERS {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            kept.push((name.to_owned(), v.to_owned()));
+        }
+    }
+    kept
 }
 
 #[cfg(test)]

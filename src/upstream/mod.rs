@@ -26,6 +26,7 @@ pub mod lean;
 pub mod s3;
 pub mod signed;
 pub mod sigv4;
+pub mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -296,6 +297,14 @@ impl SageMaker {
     }
 }
 
+/// The answer headers an SDK operation's output reports: those that are set.
+fn reported(values: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .filter_map(|(name, value)| Some(((*name).to_owned(), (*value)?.to_owned())))
+        .collect()
+}
+
 /// The SDK path: `InvokeEndpoint` through `aws-sdk-sagemakerruntime`.
 async fn invoke_sdk(
     client: &Client,
@@ -335,21 +344,17 @@ async fn invoke_sdk(
     let result = match result {
         Err(_) => Err(timed_out(inv.timeout)),
         Ok(Ok(out)) => {
-            let mut headers = Vec::with_capacity(REPLY_HEADERS.len());
-            let mut put = |name: &str, value: Option<&str>| {
-                if let Some(v) = value {
-                    headers.push((name.to_owned(), v.to_owned()));
-                }
-            };
-            put("content-type", out.content_type());
-            put(INVOKED_VARIANT, out.invoked_production_variant());
-            put(
-                "x-amzn-sagemaker-custom-attributes",
-                out.custom_attributes(),
-            );
-            put(NEW_SESSION_ID, out.new_session_id());
-            put(CLOSED_SESSION_ID, out.closed_session_id());
-            put("x-amzn-requestid", out.request_id());
+            let headers = reported(&[
+                ("content-type", out.content_type()),
+                (INVOKED_VARIANT, out.invoked_production_variant()),
+                (
+                    "x-amzn-sagemaker-custom-attributes",
+                    out.custom_attributes(),
+                ),
+                (NEW_SESSION_ID, out.new_session_id()),
+                (CLOSED_SESSION_ID, out.closed_session_id()),
+                ("x-amzn-requestid", out.request_id()),
+            ]);
             let body = out
                 .body
                 .map(|b| Bytes::from(b.into_inner()))

@@ -39,5 +39,6 @@ mod sagemaker_request;
 mod seed;
 mod shadow;
 mod shared_limits;
+mod streaming;
 mod throttling;
 mod upstream_paths;

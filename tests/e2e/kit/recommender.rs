@@ -43,12 +43,28 @@ pub fn recommender_bin() -> PathBuf {
 pub struct Recommender {
     child: Child,
     port: u16,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Recommender {
     /// Writes a 200-item sample model and serves it on a loopback port, ready (`/ping` 200).
     pub async fn start() -> Recommender {
+        Recommender::start_with(false).await
+    }
+
+    /// [`Recommender::start`] with `--stream-test-knobs` (slow or broken streams on request) and
+    /// its `invocation` log lines kept ([`Recommender::stdout`]).
+    pub async fn start_streaming() -> Recommender {
+        Recommender::start_with(true).await
+    }
+
+    /// Its log so far (with `start_streaming`; empty otherwise).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn start_with(knobs: bool) -> Recommender {
         let bin = recommender_bin();
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("model");
@@ -61,18 +77,24 @@ impl Recommender {
             .unwrap();
         assert!(out.status.success(), "sample-model failed: {out:?}");
         let stdout_path = dir.path().join("stdout.log");
-        let child = Command::new(&bin)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        let log_path = dir.path().join("stderr.log");
+        let mut command = Command::new(&bin);
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if knobs {
+            command.arg("--stream-test-knobs");
+        }
+        let child = command
             .env("SM_MODEL_DIR", &model)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if knobs { "info" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap();
         let mut server = Recommender {
             child,
             port: 0,
+            log: log_path,
             _dir: dir,
         };
         let deadline = Instant::now() + WAIT;
