@@ -24,8 +24,9 @@ export function skipChecks(resource: CfnResource, skips: Skip[]): void {
 
 /** Construct paths, under the stack, of the CDK's helper functions this stack makes it create. */
 const FRAMEWORK_FUNCTIONS: Record<string, string> = {
-  // AwsCustomResource's singleton function (SeedKeysObject): one S3 PutObject at stack creation.
-  'AWS679f53fac002430cb0da5b7982bd2287/Resource': 'AwsCustomResource (seeds the keys object once)',
+  // AwsCustomResource's singleton function (SeedKeysObject, SeedConfigObject): one S3 PutObject
+  // each at stack creation.
+  'AWS679f53fac002430cb0da5b7982bd2287/Resource': 'AwsCustomResource (seeds the keys and config objects once)',
   // The feature flag @aws-cdk/aws-ec2:restrictDefaultSecurityGroup: strips the VPC's default group.
   'Custom::VpcRestrictDefaultSGCustomResourceProvider/Handler': 'the VPC default security group restriction',
 };
