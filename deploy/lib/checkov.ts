@@ -3,8 +3,8 @@
  * scan in .ci/deploy-check.sh fails on any finding that is not listed here with its reason.
  *
  * Only findings that are not ours to fix are suppressed: the CDK framework's own helper Lambda
- * functions (the custom resource that seeds the keys object, and the one that empties the VPC's
- * default security group) and the access-log bucket's logging of itself. Each is found by its
+ * functions (the custom resource that seeds the keys and config objects, and the one that empties
+ * the VPC's default security group) and the access-log bucket's logging of itself. Each is found by its
  * construct path; a function of our own would be at another path and keep every finding.
  */
 import { CfnResource, Stack } from 'aws-cdk-lib';

@@ -280,6 +280,10 @@ export class SagegateStack extends Stack {
       value: `s3://${keysBucket.bucketName}/${KEYS_OBJECT_KEY}`,
       description: 'Upload the keys file here; running tasks pick it up by ETag without a restart',
     });
+    new CfnOutput(this, 'GatewayLogGroup', {
+      value: logGroup.logGroupName,
+      description: 'The gateway\'s log lines: access log, configuration and keys reloads (aws logs tail)',
+    });
     if (config !== undefined) {
       new CfnOutput(this, 'ConfigObject', {
         value: config.url,

@@ -65,6 +65,8 @@ describe('gateway.yaml from the stack\'s S3 object (the default)', () => {
   test('the gateway reads s3://<keys bucket>/gateway.yaml, which the stack outputs', () => {
     assert.equal(gatewayEnv(plain.json).SAGEGATE_CONFIG, `s3://\${KeysBucketC65599E5}/gateway.yaml`);
     assert.equal(render(plain.json.Outputs?.ConfigObject?.Value), `s3://\${KeysBucketC65599E5}/gateway.yaml`);
+    // Where a reload's `configuration reloaded` line is read (aws logs tail).
+    assert.match(render(plain.json.Outputs?.GatewayLogGroup?.Value), /^\$\{GatewayLogs\w+\}$/);
   });
 
   test('the task role reads exactly that object and the keys object, with no KMS permission', () => {
@@ -192,8 +194,10 @@ describe('rolloutEndpoints: the canary and shadow endpoints the task role may in
   });
 
   test('a JSON array (cdk.json) gives the same grant as a comma list (-c)', () => {
-    const fromList = readSettings(new App({ context: { certificateArn: CERT, stageEndpoints: { p: 'x' }, rolloutEndpoints: 'a-v2,b' } }).node);
-    const fromArray = readSettings(new App({ context: { certificateArn: CERT, stageEndpoints: { p: 'x' }, rolloutEndpoints: ['a-v2', 'b'] } }).node);
+    const read = (rolloutEndpoints: unknown) =>
+      readSettings(new App({ context: { certificateArn: CERT, stageEndpoints: { p: 'x' }, rolloutEndpoints } }).node);
+    const fromList = read('a-v2,b');
+    const fromArray = read(['a-v2', 'b']);
     assert.deepEqual(fromArray.rolloutEndpoints, ['a-v2', 'b']);
     assert.deepEqual(fromList.rolloutEndpoints, fromArray.rolloutEndpoints);
   });
