@@ -115,7 +115,7 @@ export class SagegateStack extends Stack {
 
     const taskRole = new iam.Role(this, 'GatewayTaskRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-      description: 'sagegate gateway: invoke the configured SageMaker endpoints, read the keys object',
+      description: 'sagegate gateway: invoke the configured SageMaker endpoints, read the keys and config objects',
     });
     // A canary's or a shadow's endpoint is deployed apart (a new model version); a name the stages
     // already have (in any case: ARNs are lower case) adds nothing.

@@ -210,6 +210,7 @@ export function readSettings(node: Node): Settings {
   if (gatewayConfig !== 's3' && gatewayConfig !== 'image') {
     problems.push(`gatewayConfig: expected s3 or image, got ${JSON.stringify(gatewayConfig)}`);
   }
+  const configObjectGiven = optString(ctx('configObject')) !== undefined;
   const configObject = readS3Object('configObject', ctx('configObject'), problems);
   const configKmsKeyArn = optString(ctx('configKmsKeyArn'));
   if (configKmsKeyArn !== undefined && !KMS_KEY_RE.test(configKmsKeyArn)) {
@@ -217,17 +218,17 @@ export function readSettings(node: Node): Settings {
   }
   const initialConfigFile = optString(ctx('initialConfigFile'));
   if (gatewayConfig === 'image') {
-    for (const [key, given] of [['configObject', ctx('configObject')], ['configKmsKeyArn', configKmsKeyArn],
-      ['initialConfigFile', initialConfigFile]] as const) {
-      if (optString(given) !== undefined) {
+    for (const [key, given] of [['configObject', configObjectGiven], ['configKmsKeyArn', configKmsKeyArn !== undefined],
+      ['initialConfigFile', initialConfigFile !== undefined]] as const) {
+      if (given) {
         problems.push(`${key}: only with gatewayConfig=s3 (gatewayConfig=image reads the file baked into the image)`);
       }
     }
   }
-  if (configKmsKeyArn !== undefined && ctx('configObject') === undefined) {
+  if (configKmsKeyArn !== undefined && !configObjectGiven) {
     problems.push('configKmsKeyArn: only with configObject (the config object the stack creates is SSE-S3 encrypted)');
   }
-  if (initialConfigFile !== undefined && ctx('configObject') !== undefined) {
+  if (initialConfigFile !== undefined && configObjectGiven) {
     problems.push('initialConfigFile: not with configObject (the stack writes nothing to an object it does not own)');
   }
   const rolloutEndpoints = readEndpointList('rolloutEndpoints', ctx('rolloutEndpoints'), problems);

@@ -14,7 +14,7 @@ import { SHIPPED_CONFIG_FILE } from '../lib/sagegate-stack';
 import { readSettings } from '../lib/settings';
 import {
   CERT, CfnTemplate, Statement, Synthesized, endpointArn, gatewayEnv, render, resources, roleStatements, synth,
-  taskRoleId,
+  taskRoleId, thrownMessage,
 } from './helpers';
 
 const BUCKET_ARN = '${KeysBucketC65599E5.Arn}';
@@ -37,24 +37,11 @@ function serviceDependsOn(json: CfnTemplate): string[] {
 }
 
 /** The refusal message of `checkConfigSeed`, or '' when it passes. */
-function seedRefusal(text: string): string {
-  try {
-    checkConfigSeed('g.yaml', text);
-    return '';
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
+const seedRefusal = (text: string) => thrownMessage(() => checkConfigSeed('g.yaml', text));
 
 /** readSettings' message for `context` (with a certificate and one stage), or '' when it passes. */
-function settingsRefusal(context: Record<string, unknown>): string {
-  try {
-    readSettings(new App({ context: { certificateArn: CERT, stageEndpoints: { prod: 'x' }, ...context } }).node);
-    return '';
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
+const settingsRefusal = (context: Record<string, unknown>) => thrownMessage(
+  () => readSettings(new App({ context: { certificateArn: CERT, stageEndpoints: { prod: 'x' }, ...context } }).node));
 
 let plain: Synthesized;
 before(() => {
