@@ -73,16 +73,19 @@ unit_tests() { (cd "$repo/deploy" && node --import tsx --test --test-reporter=ta
 synth_default() {
   (cd "$repo/deploy" && rm -rf cdk.out && npx --no-install cdk synth -q --no-notices -c certificateArn="$cert")
 }
-# Every optional resource on: WAF, the SageMaker model and endpoints with real artifacts.
+# Every optional resource on: WAF, the SageMaker model and endpoints with real artifacts, rollout
+# endpoints, gateway.yaml from an operator's SSE-KMS object.
 synth_full() {
   (cd "$repo/deploy" && npx --no-install cdk synth -q --no-notices --output "$scratch/full" \
     -c certificateArn="$cert" -c waf=true -c deployModel=true \
-    -c modelDataUrl=s3://example-models/recommender/model.tar.gz)
+    -c modelDataUrl=s3://example-models/recommender/model.tar.gz \
+    -c rolloutEndpoints=movie-recommender-v2 -c configObject=s3://example-config/sagegate/gateway.yaml \
+    -c configKmsKeyArn=arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000)
 }
-# No certificate: an internal ALB on HTTP, one task, no limit store.
+# No certificate: an internal ALB on HTTP, one task, no limit store, gateway.yaml from the image.
 synth_internal() {
   (cd "$repo/deploy" && npx --no-install cdk synth -q --no-notices --output "$scratch/internal" \
-    -c internal=true -c minTasks=1 -c maxTasks=1)
+    -c internal=true -c minTasks=1 -c maxTasks=1 -c gatewayConfig=image)
 }
 # Zero errors required; warnings (CDK's redundant DependsOn, W3005) are printed but do not fail.
 lint_templates() {
@@ -138,7 +141,7 @@ if step "tools (venv: $venv)" tools; then
     step "tsc" typecheck
     step "node:test (deploy/test)" unit_tests
     if step "cdk synth (-c certificateArn)" synth_default; then
-      if step "cdk synth (-c waf=true -c deployModel=true)" synth_full &&
+      if step "cdk synth (-c waf=true -c deployModel=true -c configObject=…)" synth_full &&
         step "cdk synth (-c internal=true, no certificate)" synth_internal; then
         step "cfn-lint" lint_templates
         step "checkov" scan_templates

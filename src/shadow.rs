@@ -10,8 +10,8 @@
 //! Which calls are copied: only a call this request made itself. A request refused before invoke
 //! (route, key, throttle, quota, body, validation, template), a cache hit, a request that waited
 //! for another's call (coalesced), and a request the primary's open circuit refused make no call,
-//! so they are never shadowed: there is no primary answer to compare the shadow's with. Streaming
-//! routes do not exist yet; when they do, they are not shadowed.
+//! so they are never shadowed: there is no primary answer to compare the shadow's with. A
+//! streaming route cannot have a shadow (`shadow` on one is refused at load).
 //!
 //! The copy: the primary's body, content type, accept, custom attributes, inference id, target
 //! model, explanations and trace id, signed for the shadow endpoint; the headers that name

@@ -3,8 +3,8 @@
  * scan in .ci/deploy-check.sh fails on any finding that is not listed here with its reason.
  *
  * Only findings that are not ours to fix are suppressed: the CDK framework's own helper Lambda
- * functions (the custom resource that seeds the keys object, and the one that empties the VPC's
- * default security group) and the access-log bucket's logging of itself. Each is found by its
+ * functions (the custom resource that seeds the keys and config objects, and the one that empties
+ * the VPC's default security group) and the access-log bucket's logging of itself. Each is found by its
  * construct path; a function of our own would be at another path and keep every finding.
  */
 import { CfnResource, Stack } from 'aws-cdk-lib';
@@ -24,8 +24,9 @@ export function skipChecks(resource: CfnResource, skips: Skip[]): void {
 
 /** Construct paths, under the stack, of the CDK's helper functions this stack makes it create. */
 const FRAMEWORK_FUNCTIONS: Record<string, string> = {
-  // AwsCustomResource's singleton function (SeedKeysObject): one S3 PutObject at stack creation.
-  'AWS679f53fac002430cb0da5b7982bd2287/Resource': 'AwsCustomResource (seeds the keys object once)',
+  // AwsCustomResource's singleton function (SeedKeysObject, SeedConfigObject): one S3 PutObject
+  // each at stack creation.
+  'AWS679f53fac002430cb0da5b7982bd2287/Resource': 'AwsCustomResource (seeds the keys and config objects once)',
   // The feature flag @aws-cdk/aws-ec2:restrictDefaultSecurityGroup: strips the VPC's default group.
   'Custom::VpcRestrictDefaultSGCustomResourceProvider/Handler': 'the VPC default security group restriction',
 };

@@ -9,8 +9,12 @@
  * synth).
  * Output: one CloudFormation stack.
  * Invariants (each has a test in deploy/test/stack.test.ts):
- * - the task role may call `sagemaker:InvokeEndpoint` on the configured endpoints' ARNs and
- *   `s3:GetObject` on the keys object, and nothing else; no `*` resource for either action;
+ * - the task role may call `sagemaker:InvokeEndpoint` and `InvokeEndpointWithResponseStream` on the
+ *   ARNs of the stages' endpoints and the `rolloutEndpoints` (canaries, shadows), and `s3:GetObject`
+ *   on the keys object and the gateway.yaml object (`-c gatewayConfig=s3`, the default; decrypting
+ *   it too when it is the operator's SSE-KMS object), and nothing else; no `*` resource anywhere;
+ * - the keys object and the stack's gateway.yaml object are written once, at creation, and exist
+ *   before the first task starts; after that they are the operator's;
  * - ALB idle timeout (65 s) > longest route timeout (60 s) and < the gateway's keep-alive (75 s);
  * - deregistration delay = drain grace, and ECS's stopTimeout = drain grace + 10 s, so a stopping task
  *   first gets no new requests, then drains on SIGTERM, and exits by itself before SIGKILL;
@@ -41,6 +45,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import { accessLogsBucket, logAlbAccess } from './access-logs';
 import { skipFrameworkFindings } from './checkov';
 import { addDashboard } from './dashboard';
+import { CONFIG_OBJECT_KEY, checkConfigSeed, configObjectSource } from './gateway-config';
 import { checkHashedOnly } from './keys-file';
 import { addCollector, gatewayOtelEnvironment } from './observability';
 import {
@@ -56,6 +61,8 @@ export const KEYS_OBJECT_KEY = 'keys.yaml';
 /** Port the gateway listens on (`SAGEGATE_LISTEN` default) and the recommender serves on. */
 const CONTAINER_PORT = 8080;
 const GATEWAY_CONTAINER = 'gateway';
+/** The repository's gateway.yaml: baked into the image, and the default seed of the S3 config object. */
+export const SHIPPED_CONFIG_FILE = path.join(REPO_ROOT, 'config', CONFIG_OBJECT_KEY);
 /**
  * A key set with no plans and no keys: every key-protected route answers 403 until keys are
  * uploaded. The same file is the image's default keys source (../Dockerfile).
@@ -88,7 +95,14 @@ export class SagegateStack extends Stack {
       serverAccessLogsBucket: logsBucket,
       serverAccessLogsPrefix: 'keys-bucket/',
     });
-    const seed = this.seedKeysObject(keysBucket, dataKey, settings);
+    const seedLogs = new logs.LogGroup(this, 'SeedKeysObjectLogs', {
+      retention: logs.RetentionDays.ONE_MONTH,
+      encryptionKey: dataKey,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const seeds = [this.seedKeysObject(keysBucket, seedLogs, settings)];
+    const config = settings.gatewayConfig === 's3' ? configObjectSource(this, keysBucket, settings) : undefined;
+    if (config?.seed) seeds.push(this.seedConfigObject(keysBucket, seedLogs, settings));
 
     const endpoints = settings.deployModel
       ? this.recommenderEndpoints(settings)
@@ -101,12 +115,16 @@ export class SagegateStack extends Stack {
 
     const taskRole = new iam.Role(this, 'GatewayTaskRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-      description: 'sagegate gateway: invoke the configured SageMaker endpoints, read the keys object',
+      description: 'sagegate gateway: invoke the configured SageMaker endpoints, read the keys and config objects',
     });
-    const endpointArns = [...new Set(settings.stages.map((s) => endpointRef(s.endpointName).arn))];
+    // A canary's or a shadow's endpoint is deployed apart (a new model version); a name the stages
+    // already have (in any case: ARNs are lower case) adds nothing.
+    const endpointNames = [...settings.stages.map((s) => s.endpointName), ...settings.rolloutEndpoints];
+    const endpointArns = [...new Set(endpointNames.map((name) => endpointRef(name).arn))];
     taskRole.addToPolicy(new iam.PolicyStatement({
       sid: 'InvokeConfiguredEndpoints',
-      actions: ['sagemaker:InvokeEndpoint'],
+      // The streaming call is the same model on the same endpoint: routes with `mode: stream` use it.
+      actions: ['sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointWithResponseStream'],
       resources: endpointArns,
     }));
     taskRole.addToPolicy(new iam.PolicyStatement({
@@ -114,6 +132,7 @@ export class SagegateStack extends Stack {
       actions: ['s3:GetObject'],
       resources: [keysBucket.arnForObjects(KEYS_OBJECT_KEY)],
     }));
+    for (const statement of config?.statements ?? []) taskRole.addToPolicy(statement);
 
     const taskDefinition = new ecs.FargateTaskDefinition(this, 'GatewayTask', {
       cpu: 512,
@@ -133,6 +152,8 @@ export class SagegateStack extends Stack {
     const environment: Record<string, string> = {
       AWS_REGION: this.region,
       SAGEGATE_KEYS: `s3://${keysBucket.bucketName}/${KEYS_OBJECT_KEY}`,
+      // Without it, the image's own /etc/sagegate/gateway.yaml.
+      ...(config === undefined ? {} : { SAGEGATE_CONFIG: config.url }),
       // The ALB appends the client's address to X-Forwarded-For: trust exactly that one hop.
       SAGEGATE_TRUSTED_HOPS: '1',
       SAGEGATE_DRAIN_GRACE_SECS: String(settings.drainGraceSecs),
@@ -203,8 +224,8 @@ export class SagegateStack extends Stack {
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
       assignPublicIp: false,
     });
-    // Tasks must not start before the keys object exists, or the first rollout fails its health checks.
-    service.node.addDependency(seed);
+    // Tasks must not start before the keys and config objects exist, or the first rollout fails.
+    service.node.addDependency(...seeds);
 
     const listener = this.listener(alb, vpc, settings);
 
@@ -259,6 +280,16 @@ export class SagegateStack extends Stack {
       value: `s3://${keysBucket.bucketName}/${KEYS_OBJECT_KEY}`,
       description: 'Upload the keys file here; running tasks pick it up by ETag without a restart',
     });
+    new CfnOutput(this, 'GatewayLogGroup', {
+      value: logGroup.logGroupName,
+      description: 'The gateway\'s log lines: access log, configuration and keys reloads (aws logs tail)',
+    });
+    if (config !== undefined) {
+      new CfnOutput(this, 'ConfigObject', {
+        value: config.url,
+        description: 'gateway.yaml: upload a change here; running tasks reload it by ETag without a restart',
+      });
+    }
     for (const s of settings.stages) {
       new CfnOutput(this, `StageEndpoint${s.stage}`, {
         value: endpointRef(s.endpointName).name,
@@ -347,33 +378,49 @@ export class SagegateStack extends Stack {
    * Writes the initial keys file when the stack is created, and never again: after that, the
    * object belongs to the operator (`aws s3 cp`), and a later deploy must not roll keys back.
    */
-  private seedKeysObject(bucket: s3.Bucket, key: kms.IKey, settings: Settings): Construct {
+  private seedKeysObject(bucket: s3.Bucket, logGroup: logs.ILogGroup, settings: Settings): Construct {
     const file = settings.initialKeysFile === undefined ? EMPTY_KEYS_FILE : path.resolve(settings.initialKeysFile);
     const body = fs.readFileSync(file, 'utf8');
     // The body lands in the CloudFormation template: hashed entries only, never a key in clear.
     checkHashedOnly(settings.initialKeysFile ?? file, body);
-    return new cr.AwsCustomResource(this, 'SeedKeysObject', {
+    return this.seedObject('SeedKeysObject', bucket, KEYS_OBJECT_KEY, body, logGroup);
+  }
+
+  /**
+   * Writes gateway.yaml (`initialConfigFile`, else the repository's) when the config object is
+   * created, and never again: after that the object is the operator's (an upload is a reload), and
+   * a later deploy must not roll a canary back to the repository's file.
+   */
+  private seedConfigObject(bucket: s3.Bucket, logGroup: logs.ILogGroup, settings: Settings): Construct {
+    const file = settings.initialConfigFile === undefined ? SHIPPED_CONFIG_FILE : path.resolve(settings.initialConfigFile);
+    const body = fs.readFileSync(file, 'utf8');
+    checkConfigSeed(settings.initialConfigFile ?? file, body);
+    return this.seedObject('SeedConfigObject', bucket, CONFIG_OBJECT_KEY, body, logGroup);
+  }
+
+  /** One S3 PutObject of `body` at `objectKey`, when the resource is created (no update, no delete). */
+  private seedObject(
+    id: string, bucket: s3.Bucket, objectKey: string, body: string, logGroup: logs.ILogGroup,
+  ): Construct {
+    return new cr.AwsCustomResource(this, id, {
       onCreate: {
         service: 'S3',
         action: 'putObject',
         parameters: {
           Bucket: bucket.bucketName,
-          Key: KEYS_OBJECT_KEY,
+          Key: objectKey,
           Body: body,
           ContentType: 'application/yaml',
         },
-        physicalResourceId: cr.PhysicalResourceId.of(`${KEYS_OBJECT_KEY}-seed`),
+        physicalResourceId: cr.PhysicalResourceId.of(`${objectKey}-seed`),
       },
       policy: cr.AwsCustomResourcePolicy.fromStatements([
-        new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects(KEYS_OBJECT_KEY)] }),
+        new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects(objectKey)] }),
       ]),
       installLatestAwsSdk: false,
-      // Instead of the CDK's own unencrypted group for its helper function.
-      logGroup: new logs.LogGroup(this, 'SeedKeysObjectLogs', {
-        retention: logs.RetentionDays.ONE_MONTH,
-        encryptionKey: key,
-        removalPolicy: RemovalPolicy.DESTROY,
-      }),
+      // Instead of the CDK's own unencrypted group for its helper function (a singleton: one group
+      // for every seed).
+      logGroup,
     });
   }
 

@@ -9,7 +9,9 @@
  * the drain grace fits ECS's 120 s stop timeout; a route timeout, when given, is within the
  * gateway's 60 s ceiling (the ALB idle timeout of 65 s is chosen above it); an internet-facing
  * load balancer has a certificate unless plain HTTP was asked for by name (`allowPlainHttp`), because
- * every request carries its API key in a header.
+ * every request carries its API key in a header; an S3 object the task role reads is named exactly
+ * (no IAM wildcard can hide in its key), and the gateway.yaml options that only make sense together
+ * are refused apart.
  */
 import { Node } from 'constructs';
 
@@ -88,6 +90,29 @@ export interface Settings {
   readonly wafRateLimit: number;
   /** Days the ALB's access logs and the keys bucket's access logs are kept in the logs bucket. */
   readonly accessLogDays: number;
+  /**
+   * Where the gateway reads gateway.yaml: `s3` (an S3 object polled by ETag, so a canary share,
+   * shadow, stage variable, throttle or template change is an upload) or `image` (the file baked
+   * into the image, so every change is a new image and a rolling deployment).
+   */
+  readonly gatewayConfig: 's3' | 'image';
+  /** An existing `s3://bucket/key` gateway.yaml to read instead of the object the stack creates. */
+  readonly configObject?: S3Object;
+  /** The KMS key that encrypts `configObject` (an SSE-KMS bucket): the task role may decrypt with it through S3. */
+  readonly configKmsKeyArn?: string;
+  /** gateway.yaml written to the stack's config object once, at creation; the repo's config/gateway.yaml if absent. */
+  readonly initialConfigFile?: string;
+  /**
+   * SageMaker endpoints that a canary (`stage_variable_overrides`) or a shadow names besides the
+   * stages' own: the task role may invoke them too.
+   */
+  readonly rolloutEndpoints: string[];
+}
+
+/** An S3 object named by `s3://bucket/key`. */
+export interface S3Object {
+  readonly bucket: string;
+  readonly key: string;
 }
 
 /** The ADOT collector release the stack runs unless `-c collectorImage=` says otherwise. */
@@ -110,6 +135,12 @@ const ENDPOINT_RE = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
 const CERT_RE = /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[A-Za-z0-9-]+$/;
 const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 const CACHE_NODE_RE = /^cache\.[a-z0-9]+\.[a-z0-9]+$/;
+// S3 bucket naming rules (lower case, digits, dots, dashes; 3 to 63) and a key of at most 1024
+// characters. `*`, `?` and `$` are refused in the key: in an IAM resource they are wildcards and
+// policy variables, and the grant must name exactly one object.
+const S3_OBJECT_RE = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\/([^*?$]{1,1024})$/;
+// A key ARN (not an alias: IAM authorizes KMS use by key ARN).
+const KMS_KEY_RE = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/;
 
 /** Reads and checks the settings; throws one error listing every problem. */
 export function readSettings(node: Node): Settings {
@@ -175,6 +206,33 @@ export function readSettings(node: Node): Settings {
   const wafRateLimit = readInt('wafRateLimit', ctx('wafRateLimit'), 6000, 10, 2_000_000_000, problems);
   const accessLogDays = readInt('accessLogDays', ctx('accessLogDays'), 90, 1, 3650, problems);
 
+  const gatewayConfig = optString(ctx('gatewayConfig')) ?? 's3';
+  if (gatewayConfig !== 's3' && gatewayConfig !== 'image') {
+    problems.push(`gatewayConfig: expected s3 or image, got ${JSON.stringify(gatewayConfig)}`);
+  }
+  const configObjectGiven = optString(ctx('configObject')) !== undefined;
+  const configObject = readS3Object('configObject', ctx('configObject'), problems);
+  const configKmsKeyArn = optString(ctx('configKmsKeyArn'));
+  if (configKmsKeyArn !== undefined && !KMS_KEY_RE.test(configKmsKeyArn)) {
+    problems.push(`configKmsKeyArn: not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>; not an alias): ${configKmsKeyArn}`);
+  }
+  const initialConfigFile = optString(ctx('initialConfigFile'));
+  if (gatewayConfig === 'image') {
+    for (const [key, given] of [['configObject', configObjectGiven], ['configKmsKeyArn', configKmsKeyArn !== undefined],
+      ['initialConfigFile', initialConfigFile !== undefined]] as const) {
+      if (given) {
+        problems.push(`${key}: only with gatewayConfig=s3 (gatewayConfig=image reads the file baked into the image)`);
+      }
+    }
+  }
+  if (configKmsKeyArn !== undefined && !configObjectGiven) {
+    problems.push('configKmsKeyArn: only with configObject (the config object the stack creates is SSE-S3 encrypted)');
+  }
+  if (initialConfigFile !== undefined && configObjectGiven) {
+    problems.push('initialConfigFile: not with configObject (the stack writes nothing to an object it does not own)');
+  }
+  const rolloutEndpoints = readEndpointList('rolloutEndpoints', ctx('rolloutEndpoints'), problems);
+
   if (problems.length > 0) {
     throw new Error(`invalid deployment context:\n  ${problems.join('\n  ')}`);
   }
@@ -184,6 +242,8 @@ export function readSettings(node: Node): Settings {
     requestsPerTaskPerMinute, cpuTargetPercent, drainGraceSecs, routeTimeoutMs, observability,
     traceSampleRatio, collectorImage, sharedLimits, cacheNodeType,
     limitsOnStoreFailure: limitsOnStoreFailure as 'local' | 'deny', waf, wafRateLimit, accessLogDays,
+    gatewayConfig: gatewayConfig as 's3' | 'image', configObject, configKmsKeyArn, initialConfigFile,
+    rolloutEndpoints,
   };
 }
 
@@ -232,11 +292,38 @@ function readStages(raw: unknown, problems: string[]): StageEndpoint[] {
   return stages;
 }
 
+/** A comma-separated list (`-c`) or a JSON array (cdk.json), items trimmed, empty ones dropped. */
+function readList(raw: unknown): string[] {
+  const items = Array.isArray(raw) ? raw.map(String) : String(raw).split(',');
+  return items.map((c) => c.trim()).filter((c) => c !== '');
+}
+
+/** A list of SageMaker endpoint names (`readList`'s forms); empty when absent. */
+function readEndpointList(key: string, raw: unknown, problems: string[]): string[] {
+  if (raw === undefined || raw === null) return [];
+  const names = readList(raw);
+  for (const name of names.filter((n) => !ENDPOINT_RE.test(n))) {
+    problems.push(`${key}: invalid SageMaker endpoint name: ${JSON.stringify(name)}`);
+  }
+  return names;
+}
+
+/** `s3://bucket/key`, one exact object; undefined when absent. */
+function readS3Object(key: string, raw: unknown, problems: string[]): S3Object | undefined {
+  const given = optString(raw);
+  if (given === undefined) return undefined;
+  const m = S3_OBJECT_RE.exec(given);
+  if (m === null || m[1].includes('..') || m[2].endsWith('/')) {
+    problems.push(`${key}: expected s3://bucket/key naming one object (no *, ? or $ in the key), got ${given}`);
+    return undefined;
+  }
+  return { bucket: m[1], key: m[2] };
+}
+
 /** A comma-separated list (`-c`) or a JSON array (cdk.json) of IPv4 CIDR blocks; undefined when absent. */
 function readCidrs(key: string, raw: unknown, problems: string[]): string[] | undefined {
   if (raw === undefined || raw === null) return undefined;
-  const items = Array.isArray(raw) ? raw.map(String) : String(raw).split(',');
-  const cidrs = items.map((c) => c.trim()).filter((c) => c !== '');
+  const cidrs = readList(raw);
   const bad = cidrs.filter((c) => {
     const m = CIDR_RE.exec(c);
     return m === null || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32;

@@ -56,6 +56,16 @@ export function synth(overrides: Record<string, string> = {}): Synthesized {
   return { template, warnings, json: template.toJSON() as CfnTemplate, assets };
 }
 
+/** The message `f` throws, or '' when it returns. */
+export function thrownMessage(f: () => unknown): string {
+  try {
+    f();
+    return '';
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
 /** CloudFormation value → string; intrinsics become `${...}` placeholders. */
 export function render(value: unknown): string {
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {

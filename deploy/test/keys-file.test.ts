@@ -7,19 +7,13 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkHashedOnly } from '../lib/keys-file';
+import { thrownMessage } from './helpers';
 
 const HASH = 'ab'.repeat(32);
 const PLAN = 'usage_plans:\n  - id: standard\n    stages: [temp, prod]\n    throttle: { rate_limit: 10, burst_limit: 20 }\n';
 
 /** The guard's message for `text`, or '' when it passes. */
-function refusal(text: string): string {
-  try {
-    checkHashedOnly('k.yaml', text);
-    return '';
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
+const refusal = (text: string) => thrownMessage(() => checkHashedOnly('k.yaml', text));
 
 describe('initialKeysFile guard', () => {
   test('hashed keys pass, in block and in flow style', () => {

@@ -107,7 +107,8 @@ describe('observability on (the default)', () => {
       [...new Set(statements.flatMap((s) => s.actions))].sort(),
       [
         'logs:CreateLogStream', 'logs:DescribeLogStreams', 'logs:PutLogEvents', 's3:GetObject',
-        'sagemaker:InvokeEndpoint', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments',
+        'sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointWithResponseStream', 'xray:PutTelemetryRecords',
+        'xray:PutTraceSegments',
       ],
     );
   });

@@ -43,6 +43,11 @@ describe('readSettings', () => {
     assert.equal(s.waf, false);
     assert.equal(s.wafRateLimit, 6000);
     assert.equal(s.accessLogDays, 90);
+    assert.equal(s.gatewayConfig, 's3', 'gateway.yaml from S3: a rollout step is an upload, not a deployment');
+    assert.equal(s.configObject, undefined);
+    assert.equal(s.configKmsKeyArn, undefined);
+    assert.equal(s.initialConfigFile, undefined);
+    assert.deepEqual(s.rolloutEndpoints, []);
   });
 
   test('no certificate: refused for an internet-facing ALB, accepted when internal or plain HTTP is asked for', () => {
@@ -94,6 +99,9 @@ describe('readSettings', () => {
         waf: 'on',
         wafRateLimit: '5',
         accessLogDays: '0',
+        gatewayConfig: 'file',
+        rolloutEndpoints: 'recsys-v2,recsys_next',
+        configKmsKeyArn: 'arn:aws:kms:eu-west-1:123456789012:alias/config',
       });
     } catch (e) {
       message = (e as Error).message;
@@ -111,6 +119,10 @@ describe('readSettings', () => {
       'waf: expected true or false',
       'wafRateLimit: expected an integer in [10, 2000000000]',
       'accessLogDays: expected an integer in [1, 3650]',
+      'gatewayConfig: expected s3 or image, got "file"',
+      'rolloutEndpoints: invalid SageMaker endpoint name: "recsys_next"',
+      'configKmsKeyArn: not a KMS key ARN',
+      'configKmsKeyArn: only with configObject',
     ]) {
       assert.ok(message.includes(expected), `missing "${expected}" in:\n${message}`);
     }

@@ -19,6 +19,14 @@ import {
 } from './helpers';
 
 const KEYS_OBJECT_ARN = '${KeysBucketC65599E5.Arn}/keys.yaml';
+const CONFIG_OBJECT_ARN = '${KeysBucketC65599E5.Arn}/gateway.yaml';
+
+/** The custom resource that seeds the keys object (another one seeds gateway.yaml). */
+function keysSeed(json: CfnTemplate): [string, any] {
+  const found = resources(json, 'Custom::AWS').filter(([id]) => id.startsWith('SeedKeysObject'));
+  assert.equal(found.length, 1);
+  return found[0];
+}
 
 /** The ALB security group's ingress rules as `cidr:port`. */
 function albIngress(json: CfnTemplate): string[] {
@@ -202,20 +210,23 @@ describe('task definition', () => {
 });
 
 describe('IAM: the task role', () => {
-  test('may invoke exactly the configured endpoints and read exactly the keys object', () => {
+  test('may invoke exactly the configured endpoints and read exactly the keys and config objects', () => {
     // Without the collector sidecar, whose own permissions are in observability.test.ts.
     const bare = synth({ observability: 'false' });
     const statements = roleStatements(bare.json, taskRoleId(bare.json));
     const byAction = (a: string) => statements.filter((s) => s.actions.includes(a));
-    assert.deepEqual(
-      byAction('sagemaker:InvokeEndpoint').flatMap((s) => s.resources).sort(),
-      [endpointArn('movie-recommender-prod'), endpointArn('movie-recommender-temp')],
-    );
-    assert.deepEqual(byAction('s3:GetObject').flatMap((s) => s.resources), [KEYS_OBJECT_ARN]);
+    for (const action of ['sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointWithResponseStream']) {
+      assert.deepEqual(
+        byAction(action).flatMap((s) => s.resources).sort(),
+        [endpointArn('movie-recommender-prod'), endpointArn('movie-recommender-temp')],
+        action,
+      );
+    }
+    assert.deepEqual(byAction('s3:GetObject').flatMap((s) => s.resources).sort(), [CONFIG_OBJECT_ARN, KEYS_OBJECT_ARN]);
     // Nothing else: no list, no write, no other service.
     assert.deepEqual(
       [...new Set(statements.flatMap((s) => s.actions))].sort(),
-      ['s3:GetObject', 'sagemaker:InvokeEndpoint'],
+      ['s3:GetObject', 'sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointWithResponseStream'],
     );
     assert.ok(statements.every((s) => s.effect === 'Allow'));
   });
@@ -269,7 +280,7 @@ describe('keys bucket', () => {
   });
 
   test('an empty key set (the same file the image defaults to) is written once at creation, before the service starts', () => {
-    const [seedId, seed] = single(plain.json, 'Custom::AWS');
+    const [seedId, seed] = keysSeed(plain.json);
     const create = JSON.parse(render(seed.Create));
     assert.equal(create.action, 'putObject');
     assert.equal(create.parameters.Key, 'keys.yaml');
@@ -297,7 +308,7 @@ describe('keys bucket', () => {
         `    value_sha256: "${'ab'.repeat(32)}"`,
         '',
       ].join('\n'));
-      const [, seed] = single(synth({ initialKeysFile: hashed }).json, 'Custom::AWS');
+      const [, seed] = keysSeed(synth({ initialKeysFile: hashed }).json);
       assert.equal(JSON.parse(render(seed.Create)).parameters.Body, fs.readFileSync(hashed, 'utf8'));
 
       // Every YAML form is covered in keys-file.test.ts; here, the flow form a line pattern missed
