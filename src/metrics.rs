@@ -32,7 +32,9 @@
 //! - `in_flight_requests`; `key_reloads_total` by `result` (`ok`, `failed`); `build_info` by `version`;
 //! - `config_reloads_total` by `result` (`ok`, `failed`: the file does not load, `refused`: it
 //!   changes a restart-only field or drops a stage or route the keys use), `config_generation`
-//!   (0 at start, +1 per reload that swapped the configuration; see [`crate::app::reload`]);
+//!   (0 at start, +1 per reload that swapped the configuration; see [`crate::app::reload`]),
+//!   `config_info` by `sha256` (one series, 1: the SHA-256 of the gateway.yaml text in force, so
+//!   tasks can be compared);
 //! - `otel_spans_total` by `result` (`exported`, `queue_full`, `export_failed`), only with OTLP on;
 //! - `limit_store_up` (0 while the shared store is down), `limit_store_errors_total`,
 //!   `limit_store_fallback_total` by `decision` (`local`, `deny`).
@@ -155,6 +157,7 @@ pub struct Metrics {
     key_reloads: IntCounterVec,
     config_reloads: IntCounterVec,
     config_generation: IntGauge,
+    config_info: IntGaugeVec,
     otel_spans: IntCounterVec,
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
@@ -475,6 +478,12 @@ impl Metrics {
                 "config_generation",
                 "Generation of the gateway.yaml in force: 0 as loaded at start, +1 per reload.",
             ),
+            config_info: gauge_vec(
+                &registry,
+                "config_info",
+                "The gateway.yaml in force, by the SHA-256 of its text (one series, always 1): tasks that disagree run different files.",
+                &["sha256"],
+            ),
             limit_store_up,
             limit_store_errors,
             limit_store_fallback,
@@ -690,6 +699,15 @@ impl Metrics {
         }
         self.config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Names the gateway.yaml in force by the hex SHA-256 of its text (at start and after each
+    /// reload): the one `config_info` series.
+    pub fn config_in_force(&self, sha256: &str) {
+        self.config_info.reset();
+        if let Ok(g) = self.config_info.get_metric_with_label_values(&[sha256]) {
+            g.set(1);
+        }
     }
 
     /// Sets the key-reload counts (read from the key store at scrape time).

@@ -173,6 +173,19 @@ impl ConfigReloader {
             KeySource::Path(_) => None,
             KeySource::S3 { .. } => Some(s3_client(&source).await.map_err(anyhow::Error::msg)?),
         };
+        let live = gateway.live();
+        let sha256 = hex::encode(digest);
+        // The reload line's fields for the file loaded at start, so logs and metrics name the
+        // configuration a task runs even when it never reloads (a task started after an upload).
+        tracing::info!(
+            file = %source,
+            generation = live.generation,
+            sha256 = %sha256,
+            stages = live.config.stages.len(),
+            routes = live.config.routes.len(),
+            "configuration loaded"
+        );
+        gateway.metrics.config_in_force(&sha256);
         Ok(ConfigReloader {
             source,
             s3,
@@ -276,6 +289,7 @@ impl ConfigReloader {
         match outcome {
             ConfigOutcome::Reloaded(live) => {
                 let digest = *self.digest.lock().unwrap_or_else(PoisonError::into_inner);
+                self.gateway.metrics.config_in_force(&hex::encode(digest));
                 tracing::info!(
                     %file,
                     generation = live.generation,

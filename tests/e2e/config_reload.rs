@@ -470,3 +470,47 @@ async fn s3_keys_refused_for_a_missing_stage_apply_once_the_config_adds_it() {
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
 }
+
+/// The `config_info` series in `admin`'s metrics: the sha256 labels it has.
+async fn config_info(admin: &str) -> Vec<String> {
+    let s = scrape(admin).await;
+    s.samples
+        .iter()
+        .filter(|x| x.name == "sagegate_config_info")
+        .map(|x| {
+            assert_eq!(x.value, 1.0);
+            x.labels["sha256"].clone()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_in_force_is_named_by_its_sha256_at_start_and_after_a_reload() {
+    use sha2::Digest;
+    let sha = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    let upstream = Upstream::start().await;
+    let first = config("ep-one");
+    let gateway = Gateway::builder()
+        .config_text(&first)
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .upstream(&upstream)
+        .start()
+        .await;
+    // At start: one line, and one series, naming the file loaded (a task that never reloads).
+    let loaded: Vec<_> = gateway
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["message"] == "configuration loaded")
+        .collect();
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(loaded[0]["sha256"], sha(&first));
+    assert_eq!(loaded[0]["generation"], 0);
+    let admin = admin_url(&gateway);
+    assert_eq!(config_info(&admin).await, vec![sha(&first)]);
+
+    // After a reload: the new file's digest, and still one series.
+    let second = config("ep-two");
+    rename_over(&gateway, &second);
+    until_generation(&gateway, 1).await;
+    assert_eq!(config_info(&admin).await, vec![sha(&second)]);
+}
