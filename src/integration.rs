@@ -28,8 +28,10 @@
 //!
 //! Security: `$context.identity.apiKey` (the key value) is deliberately absent from template context.
 
+use std::collections::{HashMap, HashSet};
+
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::config::GatewayConfig;
 use crate::config::gateway::{Route, Stage};
@@ -122,7 +124,7 @@ pub fn render_request(
     input: &MappingInput<'_>,
     ctx: &RequestContext,
     binary_types: &[String],
-    default_body: impl FnOnce() -> Value,
+    default_body: impl FnOnce() -> Vec<u8>,
 ) -> Result<Payload, GatewayError> {
     let integration = &route.integration;
     let client_type = input.req.header("content-type");
@@ -140,7 +142,7 @@ pub fn render_request(
         return match integration.passthrough {
             Passthrough::Never => Err(GatewayError::UnsupportedMediaType),
             _ if input.body.is_empty() => Ok(Payload {
-                body: Bytes::from(default_body().to_string()),
+                body: Bytes::from(default_body()),
                 content_type: integration.content_type.clone(),
                 overrides: Overrides::default(),
             }),
@@ -763,31 +765,76 @@ fn check_header_value(name: &str, value: Option<&str>, max: usize) -> Result<(),
 }
 
 /// The body sent when a route has no request template: a JSON object of the path and query
-/// parameters (path wins on a name clash; for a repeated query key the last value counts), values
-/// that are JSON numbers sent as numbers. Serialized, never spliced, so any value is safe.
-pub fn default_body(path: &[(String, String)], query: &[(String, String)]) -> Value {
-    let mut map = Map::new();
-    for (k, v) in path {
-        map.insert(k.clone(), json_scalar(v));
+/// parameters (path wins on a name clash; for a repeated query key the last value counts, at the
+/// first one's place), values that are JSON numbers sent as numbers. Serialized, never spliced, so
+/// any value is safe; written straight out (the same bytes as building a JSON object and printing
+/// it, without a map and a value per parameter).
+pub fn default_body(path: &[(String, String)], query: &[(String, String)]) -> Vec<u8> {
+    let fields = path.iter().chain(
+        query
+            .iter()
+            .filter(|(k, _)| !path.iter().any(|(p, _)| p == k)),
+    );
+    let fields: Vec<&(String, String)> = fields.collect();
+    // Each name once, where it first came, with the last value it had: by scanning when there
+    // are few (no allocation), through a map when there are many (linear in a hostile count).
+    let mut last: HashMap<&str, &str> = HashMap::new();
+    let mut written: HashSet<&str> = HashSet::new();
+    let small = fields.len() <= 16;
+    if !small {
+        last.extend(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
-    for (k, v) in query {
-        if !path.iter().any(|(p, _)| p == k) {
-            map.insert(k.clone(), json_scalar(v));
+    let size = fields
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(2 + size);
+    out.push(b'{');
+    for (i, (k, _)) in fields.iter().enumerate() {
+        let value = if small {
+            if fields[..i].iter().any(|(seen, _)| seen == k) {
+                continue;
+            }
+            fields
+                .iter()
+                .rev()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.as_str())
+        } else {
+            if !written.insert(k.as_str()) {
+                continue;
+            }
+            last.get(k.as_str()).copied()
+        };
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        match value.and_then(json_number) {
+            Some(n) => {
+                let _ = serde_json::to_writer(&mut out, &n);
+            }
+            None => {
+                let _ = serde_json::to_writer(&mut out, value.unwrap_or_default());
+            }
         }
     }
-    Value::Object(map)
+    out.push(b'}');
+    out
 }
 
-fn json_scalar(v: &str) -> Value {
+/// `v` as a JSON number, when it is one (no sign but `-`, no surrounding space).
+fn json_number(v: &str) -> Option<serde_json::Number> {
     let looks_numeric = v
         .bytes()
         .next()
         .is_some_and(|b| b == b'-' || b.is_ascii_digit())
         && !v.bytes().any(|b| b.is_ascii_whitespace());
-    if looks_numeric && let Ok(n) = serde_json::from_str::<serde_json::Number>(v) {
-        return Value::Number(n);
-    }
-    Value::String(v.to_owned())
+    looks_numeric
+        .then(|| serde_json::from_str::<serde_json::Number>(v).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -877,9 +924,39 @@ routes:
             ("x".to_owned(), "1 ".to_owned()),
         ];
         assert_eq!(
-            default_body(&path, &query).to_string(),
+            String::from_utf8(default_body(&path, &query)).unwrap(),
             r#"{"user_id":"U:114521","k":10,"t":0.5,"s":"007","x":"1 "}"#
         );
+    }
+
+    /// The default body as it was built before it was written straight out: a JSON object (in
+    /// insertion order) of the parameters, printed.
+    fn default_body_by_map(path: &[(String, String)], query: &[(String, String)]) -> String {
+        let scalar = |v: &str| match json_number(v) {
+            Some(n) => Value::Number(n),
+            None => Value::String(v.to_owned()),
+        };
+        let mut map = serde_json::Map::new();
+        for (k, v) in path {
+            map.insert(k.clone(), scalar(v));
+        }
+        for (k, v) in query {
+            if !path.iter().any(|(p, _)| p == k) {
+                map.insert(k.clone(), scalar(v));
+            }
+        }
+        Value::Object(map).to_string()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn default_body_is_the_printed_map(
+            path in proptest::collection::vec(("[a-d]{1,2}", "\\PC{0,6}|-?[0-9]{1,4}(\\.[0-9]{1,3})?(e[0-9])?"), 0..3),
+            query in proptest::collection::vec(("[a-d]{1,2}", "\\PC{0,6}|-?[0-9]{1,4}(\\.[0-9]{1,3})?|\"\\\\\n"), 0..40),
+        ) {
+            let written = String::from_utf8(default_body(&path, &query)).unwrap();
+            proptest::prop_assert_eq!(written, default_body_by_map(&path, &query));
+        }
     }
 
     #[test]

@@ -44,7 +44,9 @@ use moka::policy::EvictionPolicy;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
-use crate::config::cache::{KeyPart, StageCacheConfig, UnauthorizedStrategy};
+use crate::config::cache::{
+    KeyPart, StageCacheConfig, UnauthorizedStrategy, push_key_part as push_part,
+};
 use crate::config::gateway::{Route, Stage};
 use crate::config::param::ParamSource;
 use crate::limits::LimitClock;
@@ -182,19 +184,24 @@ pub fn key(
             return None;
         }
     }
+    // The parameters' names once (computed at load), then their values in the same order.
+    push_part(&mut key, &route.cache.labels);
     for part in &route.cache.key_parameters {
-        push_part(&mut key, &part.to_string());
         match part {
             KeyPart::Param(param) => push_value(&mut key, value(param)),
             KeyPart::AllQuery => {
-                push_part(&mut key, &req.query.len().to_string());
+                push_part(&mut key, itoa::Buffer::new().format(req.query.len()));
                 for (name, v) in req.query {
                     push_part(&mut key, name);
                     push_part(&mut key, v);
                 }
             }
             // A digest, never the body: a key's size does not grow with what the client sends.
-            KeyPart::Body => push_part(&mut key, &hex::encode(Sha256::digest(req.body))),
+            KeyPart::Body => {
+                let mut hex = [0u8; 64];
+                let _ = hex::encode_to_slice(Sha256::digest(req.body), &mut hex);
+                push_part(&mut key, std::str::from_utf8(&hex).unwrap_or_default());
+            }
         }
     }
     for (param, _) in &route.cache.when {
@@ -204,7 +211,6 @@ pub fn key(
             .iter()
             .any(|k| matches!(k, KeyPart::Param(p) if p == param));
         if !keyed {
-            push_part(&mut key, &param.to_string());
             push_value(&mut key, value(param));
         }
     }
@@ -217,11 +223,6 @@ fn push_value(key: &mut String, value: Option<String>) {
         // Absent differs from empty.
         None => key.push('-'),
     }
-}
-
-fn push_part(key: &mut String, part: &str) {
-    use std::fmt::Write;
-    let _ = write!(key, "{}:{part};", part.len());
 }
 
 /// One stored answer.

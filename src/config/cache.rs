@@ -176,6 +176,36 @@ pub struct RouteCacheConfig {
     pub key_parameters: Vec<KeyPart>,
     /// Conditions: the parameter's value must be one of the listed ones.
     pub when: Vec<(ParamSource, Vec<String>)>,
+    /// The key's fixed part: the spelling of every key parameter, then of every `when` parameter
+    /// the key does not hold, each as [`push_key_part`] writes it. Computed at load, so a request's
+    /// key formats no parameter names ([`crate::cache::key`]); it keeps keys of differently keyed
+    /// configurations apart across a reload that carries the cache over.
+    pub labels: String,
+}
+
+/// Appends `part` to a cache key as `{length}:{part};` (so no two sequences of parts give one key).
+pub fn push_key_part(key: &mut String, part: &str) {
+    key.push_str(itoa::Buffer::new().format(part.len()));
+    key.push(':');
+    key.push_str(part);
+    key.push(';');
+}
+
+/// The [`RouteCacheConfig::labels`] of `key_parameters` and `when`.
+fn key_labels(key_parameters: &[KeyPart], when: &[(ParamSource, Vec<String>)]) -> String {
+    let mut labels = String::new();
+    for part in key_parameters {
+        push_key_part(&mut labels, &part.to_string());
+    }
+    for (param, _) in when {
+        if !key_parameters
+            .iter()
+            .any(|k| matches!(k, KeyPart::Param(p) if p == param))
+        {
+            push_key_part(&mut labels, &param.to_string());
+        }
+    }
+    labels
 }
 
 impl RouteCacheConfig {
@@ -395,6 +425,7 @@ pub(super) fn route_cache(
     RouteCacheConfig {
         enabled: raw.enabled,
         ttl,
+        labels: key_labels(&key_parameters, &when),
         key_parameters,
         when,
     }

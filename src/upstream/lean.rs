@@ -477,13 +477,19 @@ fn finish(outcome: Attempt) -> Result<UpstreamReply, UpstreamFailure> {
 
 /// The answer headers the SDK path reports (from the operation's output), as received.
 fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    let mut kept = Vec::with_capacity(REPLY_HEADERS.len());
-    for name in REPLY_HEADERS {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            kept.push((name.to_owned(), v.to_owned()));
+    // One pass over the (few) received headers instead of a hashed lookup per kept name; the
+    // first value of a repeated name, as `HeaderMap::get` gives.
+    let mut found: [Option<&HeaderValue>; REPLY_HEADERS.len()] = [None; REPLY_HEADERS.len()];
+    for (name, value) in headers {
+        if let Some(i) = REPLY_HEADERS.iter().position(|k| *k == name.as_str()) {
+            found[i].get_or_insert(value);
         }
     }
-    kept
+    REPLY_HEADERS
+        .iter()
+        .zip(found)
+        .filter_map(|(name, v)| Some(((*name).to_owned(), v?.to_str().ok()?.to_owned())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -496,6 +502,26 @@ mod tests {
             h.insert("x-amzn-errortype", HeaderValue::from_str(t).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn kept_headers_are_the_reported_ones_in_their_order_first_value_each() {
+        let mut h = HeaderMap::new();
+        h.append("x-amzn-requestid", HeaderValue::from_static("r1"));
+        h.append("x-other", HeaderValue::from_static("o"));
+        h.append("content-type", HeaderValue::from_static("application/json"));
+        h.append("content-type", HeaderValue::from_static("text/csv"));
+        h.append(
+            super::super::INVOKED_VARIANT,
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(
+            kept_headers(&h),
+            vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-amzn-requestid".to_owned(), "r1".to_owned()),
+            ]
+        );
     }
 
     #[test]
