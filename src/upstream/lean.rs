@@ -230,12 +230,15 @@ impl Lean {
                 };
             }
         };
-        let uri = format!(
-            "{}/endpoints/{}/{}",
-            target.base,
-            percent_encoding::utf8_percent_encode(&inv.endpoint_name, LABEL),
-            op.path()
-        );
+        let mut uri = String::with_capacity(target.base.len() + inv.endpoint_name.len() + 64);
+        uri.push_str(&target.base);
+        uri.push_str("/endpoints/");
+        uri.extend(percent_encoding::utf8_percent_encode(
+            &inv.endpoint_name,
+            LABEL,
+        ));
+        uri.push('/');
+        uri.push_str(op.path());
         let mut attempt = 1;
         let mut held: Option<u32> = None;
         loop {

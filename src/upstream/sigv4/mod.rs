@@ -202,12 +202,20 @@ impl Signer {
         let canonical = self.canonical(request, body, key.date(), second, token)?;
         let signature =
             v4::calculate_signature(&key.key, string_to_sign(&canonical, &key.scope).as_bytes());
-        let authorization = format!(
-            "{ALGORITHM} Credential={}/{}, SignedHeaders={}, Signature={signature}",
+        let mut authorization = String::with_capacity(256);
+        for part in [
+            ALGORITHM,
+            " Credential=",
             creds.access_key_id(),
-            key.scope,
-            canonical.signed_headers
-        );
+            "/",
+            &key.scope,
+            ", SignedHeaders=",
+            &canonical.signed_headers,
+            ", Signature=",
+            &signature,
+        ] {
+            authorization.push_str(part);
+        }
         let security_token = match token {
             Some(t) => {
                 let mut v = HeaderValue::from_str(t).ok()?;
@@ -237,12 +245,15 @@ impl Signer {
             return None;
         }
         let path = request.uri().path();
-        let amz_date = format!(
-            "{date}T{:02}{:02}{:02}Z",
-            second / 3600,
-            second / 60 % 60,
-            second % 60
-        );
+        let mut amz_date = String::with_capacity(16);
+        amz_date.push_str(date);
+        amz_date.push('T');
+        for unit in [second / 3600, second / 60 % 60, second % 60] {
+            // `second` is below 86,400: each unit has two digits.
+            amz_date.push(char::from(b'0' + (unit / 10 % 10) as u8));
+            amz_date.push(char::from(b'0' + (unit % 10) as u8));
+        }
+        amz_date.push('Z');
         let headers = request.headers();
         // The names the full signer puts in its canonical header map, less its exclusions.
         let mut names: Vec<&str> = Vec::with_capacity(headers.keys_len() + 2);
