@@ -573,3 +573,13 @@ fn who_may_invalidate() {
         "require_authorization: false lets anyone invalidate"
     );
 }
+
+#[test]
+fn the_empty_body_digest_is_sha256_of_nothing() {
+    use sha2::Digest;
+    assert_eq!(
+        super::EMPTY_SHA256,
+        hex::encode(sha2::Sha256::digest(b"")),
+        "a GET's key part is the digest of its (empty) body"
+    );
+}
