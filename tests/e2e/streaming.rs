@@ -639,3 +639,43 @@ async fn a_model_stream_error_after_the_first_part_counts_as_an_upstream_error_l
 async fn a_model_stream_error_after_the_first_part_counts_as_an_upstream_error_sdk() {
     a_model_stream_error_after_the_first_part_counts_as_an_upstream_error("sdk").await;
 }
+
+#[test]
+fn test_invoke_shows_a_streaming_call_and_refuses_to_try_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, big_config("lean")).unwrap();
+    let request = [
+        "--stage", "temp", "--method", "GET", "--path", "/big/7", "--query", "parts=2",
+    ];
+    let out = crate::cli::test_invoke(&config, &request, b"");
+    assert!(out.status.success(), "{out:?}");
+    let call: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(call["operation"], "InvokeEndpointWithResponseStream");
+    assert_eq!(call["endpoint"], "e2e-big");
+    assert_eq!(
+        call["headers"]["X-Amzn-SageMaker-Accept"],
+        "application/json"
+    );
+    assert!(call["headers"].get("Accept").is_none(), "{call}");
+    assert_eq!(call["body"], r#"{"n":7,"parts":2}"#);
+
+    let answered = [&request[..], &["--upstream-status", "200"]].concat();
+    let out = crate::cli::test_invoke(&config, &answered, b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GET /temp/big/7: a streaming route (mode: stream)"),
+        "{err}"
+    );
+    // An error answer (before any part) goes through the usual table: a bare 500 is a 502.
+    let failed = [&request[..], &["--upstream-status", "500"]].concat();
+    let out = crate::cli::test_invoke(&config, &failed, b"");
+    assert!(out.status.success(), "{out:?}");
+    let call: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(call["response"]["status"], 502, "{call}");
+    assert_eq!(
+        call["response"]["body"],
+        r#"{"message": "Internal server error"}"#
+    );
+}
