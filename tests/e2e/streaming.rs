@@ -410,38 +410,14 @@ routes:
     }
 }
 
-/// A gateway.yaml for the byte-counting upstream ([`EventStreamUpstream`]): `GET /big/{n}` streams
-/// what its query asks for (`parts`, `size`, `fail_after`), `GET /ping` is a buffered route; a
-/// 1 MiB memory budget; the admin listener on for `/metrics`.
+/// [`config`] for the byte-counting upstream ([`EventStreamUpstream`]): `GET /stream/{user_id}`
+/// streams what its query asks for (`parts`, `size`, `fail_after`), `GET /ping` is a buffered
+/// route; a 1 MiB memory budget.
 fn big_config(client: &str) -> String {
-    format!(
-        r#"server:
-  listen: "127.0.0.1:0"
-  memory_budget_bytes: 1048576
-  max_body_bytes: 65536
-sagemaker:
-  region: us-east-1
-  max_attempts: 1
-  client: {client}
-stages:
-  temp:
-    variables: {{ endpoint: e2e-big }}
-  prod:
-    variables: {{ endpoint: e2e-big }}
-routes:
-  - method: GET
-    path: /big/{{n}}
-    api_key_required: true
-    integration:
-      endpoint_name: "${{stageVariables.endpoint}}"
-      mode: stream
-      stream: {{ {LIMITS} }}
-  - method: GET
-    path: /ping
-    api_key_required: true
-    integration:
-      endpoint_name: "${{stageVariables.endpoint}}"
-"#
+    let ping = "  - method: GET\n    path: /ping\n    api_key_required: true\n    integration:\n      endpoint_name: \"${stageVariables.endpoint}\"\n";
+    config(client, LIMITS, ping).replace(
+        "  drain_grace_secs: 2\n",
+        "  drain_grace_secs: 2\n  memory_budget_bytes: 1048576\n  max_body_bytes: 65536\n",
     )
 }
 
@@ -494,7 +470,7 @@ async fn a_slow_reader_pauses_the_upstream_within_the_window_and_loses_nothing()
     let (upstream, gateway, admin) = big_stack("lean").await;
     // Warm up (the first stream's allocations), then the resident size to compare with.
     let warm = gateway
-        .get("/temp/big/0?parts=8&size=16384")
+        .get("/temp/stream/0?parts=8&size=16384")
         .key(KEY_A)
         .send()
         .await;
@@ -503,7 +479,7 @@ async fn a_slow_reader_pauses_the_upstream_within_the_window_and_loses_nothing()
 
     // 16 MiB to a client that reads nothing (4 KiB receive buffer).
     let request = format!(
-        "GET /temp/big/1?parts={PARTS}&size={PART} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\nconnection: close\r\n\r\n"
+        "GET /temp/stream/1?parts={PARTS}&size={PART} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\nconnection: close\r\n\r\n"
     );
     let mut slow = never_reading(&gateway, request.as_bytes()).await;
     let warm_bytes = 8 * PART as u64;
@@ -547,7 +523,7 @@ async fn a_slow_reader_pauses_the_upstream_within_the_window_and_loses_nothing()
 
     // Paused streams past the budget: new requests get 503 + Retry-After, nothing grows.
     let more = format!(
-        "GET /temp/big/2?parts=256&size={PART} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\nconnection: close\r\n\r\n"
+        "GET /temp/stream/2?parts=256&size={PART} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\nconnection: close\r\n\r\n"
     );
     let mut paused = Vec::new();
     let refused = loop {
@@ -614,7 +590,7 @@ async fn a_slow_reader_pauses_the_upstream_within_the_window_and_loses_nothing()
 
 async fn a_model_stream_error_after_the_first_part_counts_as_an_upstream_error(client: &str) {
     let (_upstream, gateway, admin) = big_stack(client).await;
-    let path = "/temp/big/3?parts=4&size=100&fail_after=2";
+    let path = "/temp/stream/3?parts=4&size=100&fail_after=2";
     let raw = raw_get(&gateway, path, "*/*").await;
     assert!(raw.head.starts_with("HTTP/1.1 200"), "{}", raw.head);
     assert!(!raw.terminated);
@@ -646,26 +622,34 @@ fn test_invoke_shows_a_streaming_call_and_refuses_to_try_its_answer() {
     let config = dir.path().join("gateway.yaml");
     std::fs::write(&config, big_config("lean")).unwrap();
     let request = [
-        "--stage", "temp", "--method", "GET", "--path", "/big/7", "--query", "parts=2",
+        "--stage",
+        "temp",
+        "--method",
+        "GET",
+        "--path",
+        "/stream/7",
+        "--query",
+        "parts=2",
     ];
     let out = crate::cli::test_invoke(&config, &request, b"");
     assert!(out.status.success(), "{out:?}");
     let call: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(call["operation"], "InvokeEndpointWithResponseStream");
-    assert_eq!(call["endpoint"], "e2e-big");
+    assert_eq!(call["endpoint"], "e2e-stream");
     assert_eq!(
         call["headers"]["X-Amzn-SageMaker-Accept"],
-        "application/json"
+        "application/jsonlines"
     );
     assert!(call["headers"].get("Accept").is_none(), "{call}");
-    assert_eq!(call["body"], r#"{"n":7,"parts":2}"#);
+    let body: Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, serde_json::json!({"user_id": 7, "parts": 2}));
 
     let answered = [&request[..], &["--upstream-status", "200"]].concat();
     let out = crate::cli::test_invoke(&config, &answered, b"");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("GET /temp/big/7: a streaming route (mode: stream)"),
+        err.contains("GET /temp/stream/7: a streaming route (mode: stream)"),
         "{err}"
     );
     // An error answer (before any part) goes through the usual table: a bare 500 is a 502.
