@@ -90,18 +90,6 @@ pub struct GatewayResponse {
     pub stream: Option<BodyStream>,
 }
 
-impl GatewayResponse {
-    /// A whole (not streamed) response.
-    pub fn whole(status: u16, headers: Vec<(String, String)>, body: Bytes) -> Self {
-        GatewayResponse {
-            status,
-            headers,
-            body,
-            stream: None,
-        }
-    }
-}
-
 /// How a streamed response ended (access log `stream.outcome`, metrics label `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamOutcome {
@@ -150,6 +138,10 @@ pub enum Relayed {
     End {
         /// How the stream ended.
         outcome: StreamOutcome,
+        /// SageMaker's error type when SageMaker failed the stream (a name of the upstream error
+        /// list: `ModelStreamError`, `InternalStreamFailure`, `Transport`, `Timeout` for an idle
+        /// stream); `None` for a clean end, the gateway's own limit, shutdown, or a client gone.
+        error_type: Option<&'static str>,
         /// Bytes to write before ending.
         last: Option<Bytes>,
         /// Cut the connection instead of ending the body.

@@ -13,7 +13,8 @@
 //!   a key; never a key or its hash);
 //! - `cache_lookups_total` by `stage`, `result` (`hit`, `miss`, `coalesced`, `refresh`, `bypass`),
 //!   `cache_evictions_total` by `stage`, `cause` (`size`, `expired`), `cache_bytes`, `cache_entries`;
-//! - `upstream_errors_total` by `error_type` (SageMaker's error type, from a fixed list);
+//! - `upstream_errors_total` by `error_type` (SageMaker's error type, from a fixed list; a stream
+//!   SageMaker fails or leaves idle after its first part counts too, see docs/streaming.md)
 //!   (a request refused by the circuit breaker made no call and is not counted here);
 //! - `shadow_calls_total` by `endpoint` (a route's shadow endpoint) and `outcome` (`ok`,
 //!   `model_error`, `error`, `timeout`, `dropped`), `shadow_duration_seconds` by `endpoint`, for

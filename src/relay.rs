@@ -228,8 +228,9 @@ impl Drop for Queue {
 enum Stop {
     /// The client went away (nothing more to send).
     Gone,
-    /// The stream ends with `outcome`; SageMaker's or the gateway's error code and message.
-    End(StreamOutcome, &'static str, String),
+    /// The stream ends with `outcome`; SageMaker's error type when SageMaker failed it (counted
+    /// as an upstream error); SageMaker's or the gateway's error code and message.
+    End(StreamOutcome, Option<&'static str>, &'static str, String),
 }
 
 /// The background task: SageMaker's parts into the queue, until the end.
@@ -260,8 +261,10 @@ async fn pump(
                     _ = stop.wait_for(|s| *s) => break shutdown(),
                     () = tokio::time::sleep_until(deadline) => break max_duration(),
                     read = read => match read {
+                        // SageMaker went silent: counted as its `Timeout`, like a buffered call's.
                         Err(_) => break Stop::End(
                             StreamOutcome::Timeout,
+                            Some("Timeout"),
                             "StreamTimeout",
                             format!("no part within idle_timeout_ms ({} ms)", limits.idle.as_millis()),
                         ),
@@ -274,13 +277,17 @@ async fn pump(
         };
         let bytes = match part {
             Ok(bytes) => bytes,
-            Err(None) => break Stop::End(StreamOutcome::Complete, "", String::new()),
+            Err(None) => break Stop::End(StreamOutcome::Complete, None, "", String::new()),
             Err(Some(e)) => break upstream_failed(e),
         };
         if bytes.is_empty() {
             continue;
         }
         let framed = frame(framing, &bytes);
+        drop(bytes);
+        // Bytes already received: charged, never refused (see crate::memory), also while they
+        // wait for the window (an early end below leaves them to the account's drop).
+        memory.charge(framed.len());
         // Wait for room in the window (the reader's pace), never for more than the whole window.
         let want = u32::try_from(framed.len().min(WINDOW)).unwrap_or(u32::MAX);
         let permit = tokio::select! {
@@ -290,8 +297,6 @@ async fn pump(
             () = tokio::time::sleep_until(deadline) => break max_duration(),
             permit = window.clone().acquire_many_owned(want) => permit.ok(),
         };
-        // Bytes already received: charged, never refused (see crate::memory).
-        memory.charge(framed.len());
         let queued = Queued {
             charged: framed.len(),
             item: Relayed::Part(framed),
@@ -303,7 +308,7 @@ async fn pump(
         }
     };
     drop(parts);
-    let Stop::End(outcome, code, message) = end else {
+    let Stop::End(outcome, error_type, code, message) = end else {
         return;
     };
     let last = match (framing, outcome) {
@@ -314,6 +319,7 @@ async fn pump(
     let abort = framing == Framing::Chunked && outcome != StreamOutcome::Complete;
     let item = Relayed::End {
         outcome,
+        error_type,
         last,
         abort,
     };
@@ -333,6 +339,7 @@ async fn pump(
 fn shutdown() -> Stop {
     Stop::End(
         StreamOutcome::Shutdown,
+        None,
         "GatewayShutdown",
         "the gateway is shutting down".to_owned(),
     )
@@ -341,12 +348,14 @@ fn shutdown() -> Stop {
 fn max_duration() -> Stop {
     Stop::End(
         StreamOutcome::Timeout,
+        None,
         "StreamTimeout",
         "the stream reached max_duration_ms".to_owned(),
     )
 }
 
 fn upstream_failed(e: PartError) -> Stop {
+    let error_type = e.error_type();
     let (code, message) = match e {
         PartError::Model { code, message } => (
             match code.as_deref() {
@@ -358,7 +367,12 @@ fn upstream_failed(e: PartError) -> Stop {
         PartError::Internal { message, .. } => ("InternalStreamFailure", message),
         PartError::Broken(detail) => ("StreamBroken", detail),
     };
-    Stop::End(StreamOutcome::UpstreamError, code, message)
+    Stop::End(
+        StreamOutcome::UpstreamError,
+        Some(error_type),
+        code,
+        message,
+    )
 }
 
 /// A part as the client receives it.

@@ -542,10 +542,15 @@ impl MessageBody for StreamBody {
             }
             Poll::Ready(Some(Relayed::End {
                 outcome,
+                error_type,
                 last,
                 abort,
             })) => {
                 self.record().outcome = Some(outcome.as_str());
+                // Counted like a buffered call's failure (access log and upstream error metric).
+                if error_type.is_some() {
+                    self.ctx.upstream_error = error_type;
+                }
                 if let Some(last) = last {
                     self.record().bytes += last.len() as u64;
                     self.state = Streaming::Ending { abort };

@@ -107,10 +107,21 @@ pub fn run(
     let (invocation, overrides) =
         integration::invocation(config, stage, route, &input, &ctx).map_err(refused)?;
 
+    // A streaming route calls InvokeEndpointWithResponseStream, whose accept header is
+    // SageMaker's own, and refuses to open a session.
+    let streaming = route.integration.stream.is_some();
+    if streaming {
+        crate::relay::check_session(invocation.session_id.as_deref()).map_err(refused)?;
+    }
+    let accept = if streaming {
+        "X-Amzn-SageMaker-Accept"
+    } else {
+        "Accept"
+    };
     let mut headers = Map::new();
     let named = [
         ("Content-Type", Some(invocation.content_type.as_str())),
-        ("Accept", Some(invocation.accept.as_str())),
+        (accept, Some(invocation.accept.as_str())),
     ]
     .into_iter()
     .chain(invocation.optional_headers());
@@ -121,10 +132,25 @@ pub fn run(
     }
     let mut out = Map::new();
     out.insert("endpoint".into(), json!(invocation.endpoint_name));
+    if streaming {
+        out.insert(
+            "operation".into(),
+            json!("InvokeEndpointWithResponseStream"),
+        );
+    }
     out.insert("headers".into(), Value::Object(headers));
     body_fields(&mut out, &invocation.body);
 
     if let Some(answer) = answer {
+        if streaming && (200..300).contains(&answer.status) {
+            return Err(Refused(format!(
+                "{} {}: a streaming route (mode: stream) relays SageMaker's parts as they arrive \
+                 (chunked, or Server-Sent Events when Accept names text/event-stream), with no \
+                 integration response or template to try; leave out --upstream-status to see \
+                 the call, or give an error status to see the error response",
+                req.method, req.path
+            )));
+        }
         let reply = UpstreamReply {
             status: answer.status,
             body: answer.body,

@@ -268,7 +268,7 @@ fn serve_refuses_to_start_on_a_broken_config_and_says_why() {
 }
 
 /// `sagegate test-invoke` on `config` with `args`, `stdin` as standard input.
-fn test_invoke(config: &Path, args: &[&str], stdin: &[u8]) -> Output {
+pub(crate) fn test_invoke(config: &Path, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write as _;
     let mut child = Command::new(sagegate_bin())
         .arg("test-invoke")

@@ -13,7 +13,7 @@
 
 mod cache_poisoning;
 mod log_volume;
-mod slow_readers;
+pub(crate) mod slow_readers;
 mod upstream_answers;
 
 use std::net::SocketAddr;

@@ -5,8 +5,11 @@
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::hostile::slow_readers::{never_reading, rss};
 use crate::kit::config::KEY_A;
+use crate::kit::event_stream::{self, EventStreamUpstream};
 use crate::kit::{Gateway, KeysYaml, Recommender, WAIT, eventually};
+use crate::metrics::{admin_url, sample, scrape};
 
 /// A gateway.yaml with one streaming route, `GET /temp/stream/{user_id}` (default body: the path
 /// and query parameters, so the recommender's knobs come from the query string).
@@ -255,9 +258,11 @@ async fn failures_before_the_first_part_are_ordinary_error_responses() {
     assert!(raw.head.starts_with("HTTP/1.1 200"));
     assert!(!raw.terminated);
     assert_eq!(lines(&raw.body).len(), 1);
+    let line = access_line(&gateway, path).await;
+    assert_eq!(line["stream.outcome"], "timeout");
     assert_eq!(
-        access_line(&gateway, path).await["stream.outcome"],
-        "timeout"
+        line["upstreamErrorType"], "Timeout",
+        "SageMaker went silent"
     );
 }
 
@@ -403,4 +408,258 @@ routes:
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+}
+
+/// [`config`] for the byte-counting upstream ([`EventStreamUpstream`]): `GET /stream/{user_id}`
+/// streams what its query asks for (`parts`, `size`, `fail_after`), `GET /ping` is a buffered
+/// route; a 1 MiB memory budget.
+fn big_config(client: &str) -> String {
+    let ping = "  - method: GET\n    path: /ping\n    api_key_required: true\n    integration:\n      endpoint_name: \"${stageVariables.endpoint}\"\n";
+    config(client, LIMITS, ping).replace(
+        "  drain_grace_secs: 2\n",
+        "  drain_grace_secs: 2\n  memory_budget_bytes: 1048576\n  max_body_bytes: 65536\n",
+    )
+}
+
+async fn big_stack(client: &str) -> (EventStreamUpstream, Gateway, String) {
+    let upstream = EventStreamUpstream::start().await;
+    let gateway = Gateway::builder()
+        .config_text(&big_config(client))
+        .keys(KeysYaml::standard())
+        .upstream_url(&upstream.url())
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .start()
+        .await;
+    let admin = admin_url(&gateway);
+    (upstream, gateway, admin)
+}
+
+/// `sagegate_memory_held_bytes` now.
+async fn held(admin: &str) -> u64 {
+    let held = sample(&scrape(admin).await, "sagegate_memory_held_bytes", &[]).unwrap();
+    held as u64
+}
+
+/// Reads a response's head from a raw connection (a few bytes at a time, so that a paused reader
+/// takes nothing more); returns the head and the body bytes read with it.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        if let Some(i) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let body = all.split_off(i + 4);
+            return (String::from_utf8_lossy(&all).into_owned(), body);
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("a response head")
+            .unwrap();
+        assert!(n > 0, "connection closed before the head: {all:?}");
+        all.extend_from_slice(&buf[..n]);
+    }
+}
+
+const PARTS: usize = 1024;
+const PART: usize = 16 * 1024;
+/// What one paused stream may hold in the budget: the 64 KiB window, the part waiting for room
+/// in it, and the frame being decoded.
+const PER_STREAM: u64 = (64 * 1024 + 2 * (PART + 256)) as u64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_pauses_the_upstream_within_the_window_and_loses_nothing() {
+    let (upstream, gateway, admin) = big_stack("lean").await;
+    // Warm up (the first stream's allocations), then the resident size to compare with.
+    let warm = gateway
+        .get("/temp/stream/0?parts=8&size=16384")
+        .key(KEY_A)
+        .send()
+        .await;
+    assert_eq!(warm.status, 200);
+    let rss_before = rss(gateway.pid());
+
+    // 16 MiB to a client that reads nothing (4 KiB receive buffer).
+    let request = format!(
+        "GET /temp/stream/1?parts={PARTS}&size={PART} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\nconnection: close\r\n\r\n"
+    );
+    let mut slow = never_reading(&gateway, request.as_bytes()).await;
+    let warm_bytes = 8 * PART as u64;
+    // The upstream's writes stop: polled until two looks a quarter second apart see the same count.
+    let (mut last, mut most_held) = (u64::MAX, 0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        most_held = most_held.max(held(&admin).await);
+        let now = upstream.written();
+        if now == last && now > warm_bytes {
+            break;
+        }
+        last = now;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never paused"
+        );
+    }
+    let total = (PARTS * PART) as u64;
+    let sent = upstream.written() - warm_bytes;
+    assert!(
+        sent < total / 4,
+        "the upstream wrote {sent} of {total} bytes to a reader that took none"
+    );
+    assert!(
+        most_held <= PER_STREAM,
+        "one paused stream held {most_held} bytes"
+    );
+    assert!(
+        most_held >= 32 * 1024,
+        "the queued parts are charged: {most_held}"
+    );
+    let grown = rss(gateway.pid()).saturating_sub(rss_before);
+    assert!(grown < 8 << 20, "RSS grew by {grown} bytes");
+    // Others are served meanwhile.
+    assert_eq!(
+        gateway.get("/temp/ping").key(KEY_A).send().await.status,
+        200
+    );
+
+    // Paused streams past the budget: new requests get 503 + Retry-After, nothing grows.
+    let more = format!(
+        "GET /temp/stream/2?parts=256&size={PART} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\nconnection: close\r\n\r\n"
+    );
+    let mut paused = Vec::new();
+    let refused = loop {
+        assert!(
+            paused.len() < 40,
+            "no refusal with {} paused streams",
+            paused.len()
+        );
+        let mut tcp = never_reading(&gateway, more.as_bytes()).await;
+        let (head, _) = read_head(&mut tcp).await;
+        if head.starts_with("HTTP/1.1 503") {
+            break head;
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        paused.push(tcp);
+        // This stream has filled its window before the next one asks.
+        let streams = paused.len() as u64 + 1;
+        eventually("the new stream to fill its window", WAIT, || {
+            let admin = admin.clone();
+            async move {
+                let now = held(&admin).await;
+                (now >= streams * (64 * 1024 - PART as u64)).then_some(())
+            }
+        })
+        .await;
+    };
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    let now = held(&admin).await;
+    let streams = paused.len() as u64 + 1;
+    assert!(now >= 1 << 20, "refused while {now} bytes were held");
+    assert!(
+        now <= streams * PER_STREAM,
+        "{streams} paused streams hold {now} bytes"
+    );
+    assert_eq!(
+        gateway.get("/temp/ping").key(KEY_A).send().await.status,
+        503
+    );
+    drop(paused);
+
+    // The first reader resumes: every byte, in order, and the terminating chunk.
+    let (head, mut raw) = read_head(&mut slow).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::timeout(WAIT, slow.read_to_end(&mut raw))
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let (body, terminated) = dechunk(&raw);
+    assert!(terminated);
+    assert!(body == event_stream::whole(PARTS, PART), "the body differs");
+    eventually("the budget to be given back", WAIT, || {
+        let admin = admin.clone();
+        async move { (held(&admin).await == 0).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        gateway.get("/temp/ping").key(KEY_A).send().await.status,
+        200
+    );
+}
+
+async fn a_model_stream_error_after_the_first_part_counts_as_an_upstream_error(client: &str) {
+    let (_upstream, gateway, admin) = big_stack(client).await;
+    let path = "/temp/stream/3?parts=4&size=100&fail_after=2";
+    let raw = raw_get(&gateway, path, "*/*").await;
+    assert!(raw.head.starts_with("HTTP/1.1 200"), "{}", raw.head);
+    assert!(!raw.terminated);
+    assert_eq!(raw.body, event_stream::whole(2, 100));
+    let line = access_line(&gateway, path).await;
+    assert_eq!(line["stream.outcome"], "upstream_error");
+    assert_eq!(line["upstreamErrorType"], "ModelStreamError");
+    let errors = sample(
+        &scrape(&admin).await,
+        "sagegate_upstream_errors_total",
+        &[("error_type", "ModelStreamError")],
+    );
+    assert_eq!(errors, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_stream_error_after_the_first_part_counts_as_an_upstream_error_lean() {
+    a_model_stream_error_after_the_first_part_counts_as_an_upstream_error("lean").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_stream_error_after_the_first_part_counts_as_an_upstream_error_sdk() {
+    a_model_stream_error_after_the_first_part_counts_as_an_upstream_error("sdk").await;
+}
+
+#[test]
+fn test_invoke_shows_a_streaming_call_and_refuses_to_try_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, big_config("lean")).unwrap();
+    let request = [
+        "--stage",
+        "temp",
+        "--method",
+        "GET",
+        "--path",
+        "/stream/7",
+        "--query",
+        "parts=2",
+    ];
+    let out = crate::cli::test_invoke(&config, &request, b"");
+    assert!(out.status.success(), "{out:?}");
+    let call: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(call["operation"], "InvokeEndpointWithResponseStream");
+    assert_eq!(call["endpoint"], "e2e-stream");
+    assert_eq!(
+        call["headers"]["X-Amzn-SageMaker-Accept"],
+        "application/jsonlines"
+    );
+    assert!(call["headers"].get("Accept").is_none(), "{call}");
+    let body: Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, serde_json::json!({"user_id": 7, "parts": 2}));
+
+    let answered = [&request[..], &["--upstream-status", "200"]].concat();
+    let out = crate::cli::test_invoke(&config, &answered, b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GET /temp/stream/7: a streaming route (mode: stream)"),
+        "{err}"
+    );
+    // An error answer (before any part) goes through the usual table: a bare 500 is a 502.
+    let failed = [&request[..], &["--upstream-status", "500"]].concat();
+    let out = crate::cli::test_invoke(&config, &failed, b"");
+    assert!(out.status.success(), "{out:?}");
+    let call: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(call["response"]["status"], 502, "{call}");
+    assert_eq!(
+        call["response"]["body"],
+        r#"{"message": "Internal server error"}"#
+    );
 }

@@ -14,7 +14,7 @@ use crate::kit::config::KEY_A;
 use crate::kit::{Gateway, KeysYaml, SageMakerReply, Upstream, WAIT, eventually};
 
 /// Resident memory of process `pid` in bytes (Linux).
-fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
@@ -25,7 +25,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 /// A connection that sends `request` and never reads (a 4 KiB receive buffer).
-async fn never_reading(gateway: &Gateway, request: &[u8]) -> TcpStream {
+pub(crate) async fn never_reading(gateway: &Gateway, request: &[u8]) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(gateway.addr()).await.unwrap();

@@ -7,6 +7,8 @@
 //!   every request (and checks its SigV4 signature) and answers with the reply the test scripts —
 //!   success, each SageMaker error, a delay, a reset, a close, or a hold until released.
 //! - [`recommender`]: the real `recommender` binary on a sample model.
+//! - [`event_stream`]: an in-test SageMaker answering `InvokeEndpointWithResponseStream` with as
+//!   many event-stream bytes as a test asks for, counting what it has written.
 //! - [`otlp`]: an in-test OTLP/HTTP trace collector decoding spans with the official protobuf types.
 //! - [`client`]: requests to the gateway and assertions every response must satisfy.
 //! - [`s3`]: an in-test S3 serving the keys object (ETag, 304 on `If-None-Match`, scripted
@@ -20,6 +22,7 @@
 pub mod chaos;
 pub mod client;
 pub mod config;
+pub mod event_stream;
 pub mod gateway;
 pub mod otlp;
 pub mod recommender;
