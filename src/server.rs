@@ -544,8 +544,13 @@ impl MessageBody for StreamBody {
                 outcome,
                 last,
                 abort,
+                cause,
             })) => {
                 self.record().outcome = Some(outcome.as_str());
+                if let Some(cause) = cause {
+                    self.ctx.error_cause =
+                        Some(format!("stream ended: {}: {cause}", outcome.as_str()));
+                }
                 if let Some(last) = last {
                     self.record().bytes += last.len() as u64;
                     self.state = Streaming::Ending { abort };

@@ -25,7 +25,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 /// A connection that sends `request` and never reads (a 4 KiB receive buffer).
-async fn never_reading(gateway: &Gateway, request: &[u8]) -> TcpStream {
+pub(super) async fn never_reading(gateway: &Gateway, request: &[u8]) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(gateway.addr()).await.unwrap();
