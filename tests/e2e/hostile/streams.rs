@@ -11,34 +11,14 @@ use crate::kit::config::KEY_A;
 use crate::kit::upstream::{exception_frame, payload_part};
 use crate::kit::{Gateway, KeysYaml, SageMakerReply, Upstream, WAIT, eventually};
 
-/// One streaming route, `GET /temp/stream`, on `client`, with stream limits `limits`.
+/// The one request path of these tests.
+const PATH: &str = "/temp/stream/U:1";
+
+/// The streaming tests' gateway (`GET /{stage}/stream/{user_id}`) on `client` with stream limits
+/// `limits`, in front of `upstream`.
 async fn streaming_gateway(upstream: &Upstream, client: &str, limits: &str) -> Gateway {
-    let config = format!(
-        r#"server:
-  listen: "127.0.0.1:0"
-  admin_listen: ""
-sagemaker:
-  region: us-east-1
-  max_attempts: 1
-  client: {client}
-stages:
-  temp:
-    variables: {{ endpoint: e2e-stream }}
-  prod:
-    variables: {{ endpoint: e2e-stream }}
-routes:
-  - method: GET
-    path: /stream
-    api_key_required: true
-    integration:
-      endpoint_name: "${{stageVariables.endpoint}}"
-      accept: application/jsonlines
-      mode: stream
-      stream: {{ {limits} }}
-"#
-    );
     Gateway::builder()
-        .config_text(&config)
+        .config_text(&crate::streaming::config(client, limits, ""))
         .keys(KeysYaml::standard())
         .upstream(upstream)
         .start()
@@ -54,7 +34,7 @@ async fn a_reader_that_takes_nothing_does_not_hold_the_call_past_max_duration() 
     let upstream = Upstream::replying(SageMakerReply::event_stream(&[b'.'; 1500], 100_000)).await;
     let limits = "first_byte_timeout_ms: 3000, idle_timeout_ms: 3000, max_duration_ms: 3000";
     let gateway = streaming_gateway(&upstream, "lean", limits).await;
-    let request = format!("GET /temp/stream HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\n\r\n");
+    let request = format!("GET {PATH} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY_A}\r\n\r\n");
     let reader = never_reading(&gateway, request.as_bytes()).await;
     eventually(
         "the gateway to drop SageMaker's stream at max_duration_ms",
@@ -67,10 +47,7 @@ async fn a_reader_that_takes_nothing_does_not_hold_the_call_past_max_duration() 
     .await;
     drop(reader);
     eventually("the stream's access line", WAIT, || {
-        let line = gateway
-            .access_log()
-            .into_iter()
-            .find(|l| l["path"] == "/temp/stream");
+        let line = gateway.access_log().into_iter().find(|l| l["path"] == PATH);
         async move { line }
     })
     .await;
@@ -79,7 +56,7 @@ async fn a_reader_that_takes_nothing_does_not_hold_the_call_past_max_duration() 
 /// The SSE body of `GET /temp/stream`, whole.
 async fn sse_body(gateway: &Gateway) -> String {
     let resp = gateway
-        .get("/temp/stream")
+        .get(PATH)
         .key(KEY_A)
         .header("accept", "text/event-stream")
         .send_raw()
@@ -90,6 +67,16 @@ async fn sse_body(gateway: &Gateway) -> String {
 }
 
 /// A frame of 4 KiB of `x` after the first part, broken by `breaking`.
+/// The data of the `event: error` that ends an SSE `body`.
+fn error_event(body: &str) -> Value {
+    let error = body
+        .split_terminator("\n\n")
+        .last()
+        .and_then(|e| e.strip_prefix("event: error\ndata: "))
+        .unwrap_or_else(|| panic!("an error event last: {body}"));
+    serde_json::from_str(error).unwrap()
+}
+
 async fn a_broken_frame_is_told_in_the_log_not_to_the_client(
     client: &str,
     breaking: fn(&mut Vec<u8>),
@@ -102,12 +89,7 @@ async fn a_broken_frame_is_told_in_the_log_not_to_the_client(
     let limits = "first_byte_timeout_ms: 10000, idle_timeout_ms: 10000, max_duration_ms: 60000";
     let gateway = streaming_gateway(&upstream, client, limits).await;
     let body = sse_body(&gateway).await;
-    let error = body
-        .split_terminator("\n\n")
-        .last()
-        .and_then(|e| e.strip_prefix("event: error\ndata: "))
-        .unwrap_or_else(|| panic!("an error event last: {body}"));
-    let error: Value = serde_json::from_str(error).unwrap();
+    let error = error_event(&body);
     assert_eq!(error["ErrorCode"], "StreamBroken");
     assert_eq!(
         error["Message"],
@@ -157,7 +139,7 @@ async fn an_exception_with_a_huge_message_writes_no_huge_line_or_event() {
     .await;
     let limits = "first_byte_timeout_ms: 10000, idle_timeout_ms: 10000, max_duration_ms: 60000";
     let gateway = streaming_gateway(&upstream, "lean", limits).await;
-    let reply = gateway.get("/temp/stream").key(KEY_A).send().await;
+    let reply = gateway.get(PATH).key(KEY_A).send().await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.text(), r#"{"message": "Internal server error"}"#);
     let line = eventually("the 502's warning", WAIT, || {
@@ -177,12 +159,7 @@ async fn an_exception_with_a_huge_message_writes_no_huge_line_or_event() {
             .then_raw(exception_frame("ModelStreamError", &huge)),
     );
     let body = sse_body(&gateway).await;
-    let error = body
-        .split_terminator("\n\n")
-        .last()
-        .and_then(|e| e.strip_prefix("event: error\ndata: "))
-        .unwrap_or_else(|| panic!("an error event last: {body}"));
-    let error: Value = serde_json::from_str(error).unwrap();
+    let error = error_event(&body);
     assert_eq!(error["ErrorCode"], "StreamBroken");
     assert_eq!(error["Message"].as_str().map(str::len), Some(1024));
 }

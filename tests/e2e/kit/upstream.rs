@@ -442,43 +442,37 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
 
 /// The frame of one `PayloadPart` carrying `payload`, as SageMaker encodes it.
 pub fn payload_part(payload: &[u8]) -> Vec<u8> {
-    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-    let message = Message::new(payload.to_vec())
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("event".into()),
-        ))
-        .add_header(Header::new(
-            ":event-type",
-            HeaderValue::String("PayloadPart".into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/octet-stream".into()),
-        ));
-    let mut out = Vec::new();
-    aws_smithy_eventstream::frame::write_message_to(&message, &mut out).unwrap();
-    out
+    let headers = [
+        (":message-type", "event"),
+        (":event-type", "PayloadPart"),
+        (":content-type", "application/octet-stream"),
+    ];
+    event_frame(&headers, payload.to_vec())
 }
 
 /// The frame of an exception of type `kind` (`ModelStreamError`, `InternalStreamFailure`) whose
 /// JSON payload carries `message`.
 pub fn exception_frame(kind: &str, message: &str) -> Vec<u8> {
-    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
     let payload = serde_json::json!({ "Message": message, "ErrorCode": "StreamBroken" });
-    let message = Message::new(payload.to_string().into_bytes())
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("exception".into()),
-        ))
-        .add_header(Header::new(
-            ":exception-type",
-            HeaderValue::String(kind.to_owned().into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/json".into()),
-        ));
+    let headers = [
+        (":message-type", "exception"),
+        (":exception-type", kind),
+        (":content-type", "application/json"),
+    ];
+    event_frame(&headers, payload.to_string().into_bytes())
+}
+
+/// One event-stream frame with string `headers` and `payload`.
+fn event_frame(headers: &[(&str, &str)], payload: Vec<u8>) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let message = headers
+        .iter()
+        .fold(Message::new(payload), |m, (name, value)| {
+            m.add_header(Header::new(
+                (*name).to_owned(),
+                HeaderValue::String((*value).to_owned().into()),
+            ))
+        });
     let mut out = Vec::new();
     aws_smithy_eventstream::frame::write_message_to(&message, &mut out).unwrap();
     out
