@@ -657,7 +657,9 @@ pub fn response(
 ) -> Result<GatewayResponse, GatewayError> {
     match result {
         Ok(reply) => {
-            ctx.aws_endpoint_request_id = reply.header("x-amzn-requestid").map(str::to_owned);
+            ctx.aws_endpoint_request_id = reply
+                .header("x-amzn-requestid")
+                .map(crate::message::request_id_logged);
             respond(route, &reply, input, ctx, overrides)
         }
         Err(failure) => match failure

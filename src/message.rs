@@ -44,6 +44,15 @@ pub fn variant_logged(v: &str) -> String {
     cut
 }
 
+/// Longest SageMaker request id (`x-amzn-RequestId`, a UUID) the access log keeps: like a variant
+/// name, an answer's header could otherwise write kilobytes into every log line.
+const REQUEST_ID_LOGGED: usize = 128;
+
+/// SageMaker's request id as the access log holds it (`$context.awsEndpointRequestId`).
+pub fn request_id_logged(v: &str) -> String {
+    v.chars().take(REQUEST_ID_LOGGED).collect()
+}
+
 /// A request head as the pipeline sees it (the body is streamed to the `read body` stage).
 #[derive(Debug, Clone)]
 pub struct GatewayRequest {
@@ -146,6 +155,8 @@ pub enum Relayed {
         last: Option<Bytes>,
         /// Cut the connection instead of ending the body.
         abort: bool,
+        /// Why a stream that did not complete ended, for the log (never sent to the client).
+        cause: Option<String>,
     },
 }
 

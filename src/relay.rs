@@ -151,7 +151,8 @@ pub fn respond(
     };
     ctx.invoked_variant = header(&opened.headers, crate::upstream::INVOKED_VARIANT)
         .map(|v| crate::message::variant_logged(&v));
-    ctx.aws_endpoint_request_id = header(&opened.headers, "x-amzn-requestid");
+    ctx.aws_endpoint_request_id =
+        header(&opened.headers, "x-amzn-requestid").map(|v| crate::message::request_id_logged(&v));
     let content_type = match relay.framing {
         Framing::Sse => EVENT_STREAM.to_owned(),
         Framing::Chunked => header(&opened.headers, "content-type")
@@ -229,8 +230,15 @@ enum Stop {
     /// The client went away (nothing more to send).
     Gone,
     /// The stream ends with `outcome`; SageMaker's error type when SageMaker failed it (counted
-    /// as an upstream error); SageMaker's or the gateway's error code and message.
-    End(StreamOutcome, Option<&'static str>, &'static str, String),
+    /// as an upstream error); SageMaker's or the gateway's error code and message (what the client
+    /// reads), and what broke when the gateway saw it (for the log only).
+    End(
+        StreamOutcome,
+        Option<&'static str>,
+        &'static str,
+        String,
+        Option<String>,
+    ),
 }
 
 /// The background task: SageMaker's parts into the queue, until the end.
@@ -267,6 +275,7 @@ async fn pump(
                             Some("Timeout"),
                             "StreamTimeout",
                             format!("no part within idle_timeout_ms ({} ms)", limits.idle.as_millis()),
+                            None,
                         ),
                         Ok(Ok(Some(bytes))) => Ok(bytes),
                         Ok(Ok(None)) => Err(None),
@@ -277,7 +286,7 @@ async fn pump(
         };
         let bytes = match part {
             Ok(bytes) => bytes,
-            Err(None) => break Stop::End(StreamOutcome::Complete, None, "", String::new()),
+            Err(None) => break Stop::End(StreamOutcome::Complete, None, "", String::new(), None),
             Err(Some(e)) => break upstream_failed(e),
         };
         if bytes.is_empty() {
@@ -286,29 +295,30 @@ async fn pump(
         let framed = frame(framing, &bytes);
         drop(bytes);
         // Bytes already received: charged, never refused (see crate::memory), also while they
-        // wait for the window (an early end below leaves them to the account's drop).
+        // wait for room (an early end below leaves them to the account's drop).
         memory.charge(framed.len());
-        // Wait for room in the window (the reader's pace), never for more than the whole window.
+        // Wait for room in the window and a place in the queue (the reader's pace), never for more
+        // than the whole window, and never past the stream's limits: a reader that takes nothing
+        // while the queue is full of small parts must not hold SageMaker's call open.
         let want = u32::try_from(framed.len().min(WINDOW)).unwrap_or(u32::MAX);
-        let permit = tokio::select! {
+        let (permit, slot) = tokio::select! {
             biased;
             () = tx.closed() => break Stop::Gone,
             _ = stop.wait_for(|s| *s) => break shutdown(),
             () = tokio::time::sleep_until(deadline) => break max_duration(),
-            permit = window.clone().acquire_many_owned(want) => permit.ok(),
+            room = room(&tx, &window, want) => match room {
+                Some(room) => room,
+                None => break Stop::Gone,
+            },
         };
-        let queued = Queued {
+        slot.send(Queued {
             charged: framed.len(),
             item: Relayed::Part(framed),
             _permit: permit,
-        };
-        if let Err(mpsc::error::SendError(q)) = tx.send(queued).await {
-            memory.release(q.charged);
-            break Stop::Gone;
-        }
+        });
     };
     drop(parts);
-    let Stop::End(outcome, error_type, code, message) = end else {
+    let Stop::End(outcome, error_type, code, message, detail) = end else {
         return;
     };
     let last = match (framing, outcome) {
@@ -317,13 +327,15 @@ async fn pump(
         (Framing::Chunked, _) => None,
     };
     let abort = framing == Framing::Chunked && outcome != StreamOutcome::Complete;
+    let cause = (outcome != StreamOutcome::Complete)
+        .then(|| format!("{code}: {}", detail.as_deref().unwrap_or(&message)));
     let item = Relayed::End {
         outcome,
         error_type,
         last,
         abort,
+        cause,
     };
-    let detail = (!message.is_empty()).then(|| format!("{code}: {message}"));
     let _ = tx
         .send(Queued {
             item,
@@ -331,9 +343,18 @@ async fn pump(
             _permit: None,
         })
         .await;
-    if let Some(detail) = detail {
-        tracing::debug!(detail = %detail, "stream ended early");
-    }
+}
+
+/// Room for one part of `want` bytes: its share of the window, then a place in the queue; `None`
+/// once the connection's side is gone.
+async fn room<'a>(
+    tx: &'a mpsc::Sender<Queued>,
+    window: &Arc<Semaphore>,
+    want: u32,
+) -> Option<(Option<OwnedSemaphorePermit>, mpsc::Permit<'a, Queued>)> {
+    let permit = window.clone().acquire_many_owned(want).await.ok();
+    let slot = tx.reserve().await.ok()?;
+    Some((permit, slot))
 }
 
 fn shutdown() -> Stop {
@@ -342,6 +363,7 @@ fn shutdown() -> Stop {
         None,
         "GatewayShutdown",
         "the gateway is shutting down".to_owned(),
+        None,
     )
 }
 
@@ -351,27 +373,34 @@ fn max_duration() -> Stop {
         None,
         "StreamTimeout",
         "the stream reached max_duration_ms".to_owned(),
+        None,
     )
 }
 
+/// What the client reads when the stream broke on the gateway's side of SageMaker (the connection,
+/// a frame): the cause is the gateway's own and goes to the log only, like any internal cause.
+pub const BROKEN_MESSAGE: &str = "The response stream from SageMaker broke before it was complete.";
+
 fn upstream_failed(e: PartError) -> Stop {
     let error_type = e.error_type();
-    let (code, message) = match e {
+    let (code, message, detail) = match e {
         PartError::Model { code, message } => (
             match code.as_deref() {
                 Some("ModelInvocationTimeExceeded") => "ModelInvocationTimeExceeded",
                 _ => "StreamBroken",
             },
             message,
+            None,
         ),
-        PartError::Internal { message, .. } => ("InternalStreamFailure", message),
-        PartError::Broken(detail) => ("StreamBroken", detail),
+        PartError::Internal { message, .. } => ("InternalStreamFailure", message, None),
+        PartError::Broken(detail) => ("StreamBroken", BROKEN_MESSAGE.to_owned(), Some(detail)),
     };
     Stop::End(
         StreamOutcome::UpstreamError,
         Some(error_type),
         code,
         message,
+        detail,
     )
 }
 
@@ -460,6 +489,23 @@ mod tests {
         assert_eq!(Framing::of(Some("text/event-stream;q=0")), Framing::Chunked);
         assert_eq!(Framing::of(Some("*/*")), Framing::Chunked);
         assert_eq!(Framing::of(None), Framing::Chunked);
+    }
+
+    #[test]
+    fn a_broken_stream_tells_the_client_a_fixed_sentence_and_the_log_what_broke() {
+        let Stop::End(outcome, error_type, code, message, detail) = upstream_failed(
+            PartError::Broken("message checksum 0x1 didn't match".to_owned()),
+        ) else {
+            panic!("a broken stream ends");
+        };
+        assert_eq!(outcome, StreamOutcome::UpstreamError);
+        assert_eq!(error_type, Some("Transport"));
+        assert_eq!((code, message.as_str()), ("StreamBroken", BROKEN_MESSAGE));
+        assert_eq!(detail.as_deref(), Some("message checksum 0x1 didn't match"));
+        assert_eq!(
+            crate::message::request_id_logged(&"a".repeat(60_000)).len(),
+            128
+        );
     }
 
     #[test]

@@ -545,11 +545,16 @@ impl MessageBody for StreamBody {
                 error_type,
                 last,
                 abort,
+                cause,
             })) => {
                 self.record().outcome = Some(outcome.as_str());
                 // Counted like a buffered call's failure (access log and upstream error metric).
                 if error_type.is_some() {
                     self.ctx.upstream_error = error_type;
+                }
+                if let Some(cause) = cause {
+                    self.ctx.error_cause =
+                        Some(format!("stream ended: {}: {cause}", outcome.as_str()));
                 }
                 if let Some(last) = last {
                     self.record().bytes += last.len() as u64;

@@ -44,6 +44,16 @@ use crate::memory::Held;
 /// one) breaks the stream instead of growing the buffer.
 pub const MAX_FRAME: usize = 24 * 1024 * 1024 + 128 * 1024 + 16;
 
+/// Longest message kept from an event stream's exception, or from the SDK's account of a broken
+/// stream (which quotes the bytes it could not decode): SageMaker's messages are a sentence, and an
+/// answer must not write megabytes into a client's error event or a log line.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `text`, cut to [`MAX_MESSAGE_CHARS`] characters.
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_MESSAGE_CHARS).collect()
+}
+
 /// A stream SageMaker opened: its answer headers (names lower case; `content-type` is the
 /// container's type), its first part (`None` when the stream ended without any), and the rest.
 #[derive(Debug)]
@@ -208,16 +218,16 @@ fn interpret(message: &Message) -> Result<Option<Bytes>, PartError> {
                     .and_then(serde_json::Value::as_str)
                     .map(str::to_owned)
             };
-            let message = field("Message")
+            let message = cut(&field("Message")
                 .or_else(|| field("message"))
-                .unwrap_or_default();
+                .unwrap_or_default());
             Err(match kind {
                 "ModelStreamError" => PartError::Model {
                     code: field("ErrorCode"),
                     message,
                 },
                 other => PartError::Internal {
-                    code: other.to_owned(),
+                    code: cut(other),
                     message,
                 },
             })
@@ -244,12 +254,12 @@ impl Parts {
                     Err(SdkError::ServiceError(e)) => {
                         return Err(match e.into_err() {
                             ResponseStreamError::ModelStreamError(m) => PartError::Model {
-                                code: m.error_code().map(str::to_owned),
-                                message: m.message().unwrap_or_default().to_owned(),
+                                code: m.error_code().map(cut),
+                                message: cut(m.message().unwrap_or_default()),
                             },
                             ResponseStreamError::InternalStreamFailure(m) => PartError::Internal {
                                 code: "InternalStreamFailure".to_owned(),
-                                message: m.message().unwrap_or_default().to_owned(),
+                                message: cut(m.message().unwrap_or_default()),
                             },
                             other => PartError::Internal {
                                 code: aws_sdk_sagemakerruntime::error::ProvideErrorMetadata::code(
@@ -257,11 +267,13 @@ impl Parts {
                                 )
                                 .unwrap_or("Unknown")
                                 .to_owned(),
-                                message: other.to_string(),
+                                message: cut(&other.to_string()),
                             },
                         });
                     }
-                    Err(e) => return Err(PartError::Broken(DisplayErrorContext(&e).to_string())),
+                    Err(e) => {
+                        return Err(PartError::Broken(cut(&DisplayErrorContext(&e).to_string())));
+                    }
                 }
             },
         }

@@ -14,6 +14,7 @@
 mod cache_poisoning;
 mod log_volume;
 pub(crate) mod slow_readers;
+mod streams;
 mod upstream_answers;
 
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@ use crate::metrics::{admin_url, sample, scrape};
 
 /// A gateway.yaml with one streaming route, `GET /temp/stream/{user_id}` (default body: the path
 /// and query parameters, so the recommender's knobs come from the query string).
-fn config(client: &str, stream: &str, extra: &str) -> String {
+pub(crate) fn config(client: &str, stream: &str, extra: &str) -> String {
     format!(
         r#"server:
   listen: "127.0.0.1:0"

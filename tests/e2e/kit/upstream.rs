@@ -10,9 +10,12 @@
 //! apart from the rest, since a gateway has one SageMaker endpoint URL.
 //!
 //! Faults: a delay, a TCP reset (zero linger), a close without an answer, and a hold that keeps
-//! the request open until the test calls [`Upstream::release`]. The reply in force can be changed
+//! the request open until the test calls [`Upstream::release`]. For `InvokeEndpointWithResponseStream`
+//! it can answer an event stream of many parts with raw bytes after them (a broken frame), and
+//! reports whether the gateway dropped the connection before the end ([`Upstream::stream_dropped`]). The reply in force can be changed
 //! at any time; requests already being answered keep the reply they started with.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +48,17 @@ pub enum SageMakerReply {
     Reset,
     /// Closes the connection (FIN) after reading the request, without an answer.
     Close,
+    /// A 200 event stream, chunked: `parts` `PayloadPart` frames carrying `part`, then `tail` as
+    /// raw bytes (a frame with a bad checksum, say), then the end. Written as fast as the gateway
+    /// reads; a failed write (the gateway dropped the call) is recorded.
+    EventStream {
+        /// Each part's payload.
+        part: Vec<u8>,
+        /// Number of parts.
+        parts: usize,
+        /// Raw bytes after the parts.
+        tail: Vec<u8>,
+    },
 }
 
 impl SageMakerReply {
@@ -130,6 +144,23 @@ impl SageMakerReply {
         self
     }
 
+    /// An event stream of `parts` parts carrying `part` (see [`SageMakerReply::EventStream`]).
+    pub fn event_stream(part: &[u8], parts: usize) -> Self {
+        SageMakerReply::EventStream {
+            part: part.to_vec(),
+            parts,
+            tail: Vec::new(),
+        }
+    }
+
+    /// This event stream with `tail` written raw after its parts.
+    pub fn then_raw(mut self, raw: Vec<u8>) -> Self {
+        if let SageMakerReply::EventStream { tail, .. } = &mut self {
+            *tail = raw;
+        }
+        self
+    }
+
     /// This reply after `d`.
     pub fn after(self, d: Duration) -> Self {
         SageMakerReply::Delay(d, Box::new(self))
@@ -192,6 +223,8 @@ struct State {
     /// SageMaker endpoints behind the one endpoint URL a gateway has.
     by_endpoint: Mutex<Vec<(String, SageMakerReply)>>,
     release: watch::Sender<bool>,
+    /// The gateway dropped an event stream before its end.
+    stream_dropped: AtomicBool,
 }
 
 /// A running in-test SageMaker; stops when dropped.
@@ -216,6 +249,7 @@ impl Upstream {
             reply: Mutex::new(reply),
             by_endpoint: Mutex::new(Vec::new()),
             release: watch::channel(false).0,
+            stream_dropped: AtomicBool::new(false),
         });
         let accept_state = state.clone();
         let task = tokio::spawn(async move {
@@ -252,6 +286,11 @@ impl Upstream {
     /// Lets every held request (and every later one) answer.
     pub fn release(&self) {
         self.state.release.send_replace(true);
+    }
+
+    /// Whether the gateway dropped an event stream ([`SageMakerReply::EventStream`]) before its end.
+    pub fn stream_dropped(&self) -> bool {
+        self.state.stream_dropped.load(Ordering::SeqCst)
     }
 
     /// Every request received so far.
@@ -362,6 +401,15 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                     let _ = stream.shutdown().await;
                     return;
                 }
+                SageMakerReply::EventStream { part, parts, tail } => {
+                    if write_event_stream(&mut stream, &part, parts, &tail)
+                        .await
+                        .is_err()
+                    {
+                        state.stream_dropped.store(true, Ordering::SeqCst);
+                    }
+                    return;
+                }
                 SageMakerReply::Answer {
                     status,
                     error_type,
@@ -390,4 +438,78 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
             }
         }
     }
+}
+
+/// The frame of one `PayloadPart` carrying `payload`, as SageMaker encodes it.
+pub fn payload_part(payload: &[u8]) -> Vec<u8> {
+    let headers = [
+        (":message-type", "event"),
+        (":event-type", "PayloadPart"),
+        (":content-type", "application/octet-stream"),
+    ];
+    event_frame(&headers, payload.to_vec())
+}
+
+/// The frame of an exception of type `kind` (`ModelStreamError`, `InternalStreamFailure`) whose
+/// JSON payload carries `message`.
+pub fn exception_frame(kind: &str, message: &str) -> Vec<u8> {
+    let payload = serde_json::json!({ "Message": message, "ErrorCode": "StreamBroken" });
+    let headers = [
+        (":message-type", "exception"),
+        (":exception-type", kind),
+        (":content-type", "application/json"),
+    ];
+    event_frame(&headers, payload.to_string().into_bytes())
+}
+
+/// One event-stream frame with string `headers` and `payload`.
+fn event_frame(headers: &[(&str, &str)], payload: Vec<u8>) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let message = headers
+        .iter()
+        .fold(Message::new(payload), |m, (name, value)| {
+            m.add_header(Header::new(
+                (*name).to_owned(),
+                HeaderValue::String((*value).to_owned().into()),
+            ))
+        });
+    let mut out = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+/// Writes an `InvokeEndpointWithResponseStream` answer: the head, `parts` frames of `part` in
+/// chunks of about 16 KiB, `tail`, the last chunk.
+async fn write_event_stream(
+    stream: &mut TcpStream,
+    part: &[u8],
+    parts: usize,
+    tail: &[u8],
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\nx-amzn-sagemaker-content-type: application/jsonlines\r\nx-amzn-invoked-production-variant: AllTraffic\r\nx-amzn-requestid: {}\r\ntransfer-encoding: chunked\r\n\r\n",
+        uuid::Uuid::new_v4()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let frame = payload_part(part);
+    let per_chunk = (16 * 1024 / frame.len()).max(1);
+    let mut left = parts;
+    while left > 0 {
+        let n = left.min(per_chunk);
+        let mut chunk = format!("{:x}\r\n", n * frame.len()).into_bytes();
+        for _ in 0..n {
+            chunk.extend_from_slice(&frame);
+        }
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk).await?;
+        left -= n;
+    }
+    if !tail.is_empty() {
+        let mut chunk = format!("{:x}\r\n", tail.len()).into_bytes();
+        chunk.extend_from_slice(tail);
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk).await?;
+    }
+    stream.write_all(b"0\r\n\r\n").await?;
+    stream.flush().await
 }
