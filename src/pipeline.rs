@@ -294,7 +294,7 @@ impl Gateway {
         let invoke = || {
             live.breakers.call(
                 &invocation.endpoint_name,
-                Box::pin(self.upstream.invoke(invocation.clone())),
+                Box::pin(self.upstream.invoke(&invocation)),
             )
         };
         let store = live.caches.get(&stage.name).map(|c| &**c);

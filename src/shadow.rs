@@ -164,7 +164,7 @@ pub fn mirror(
     let upstream = upstream.clone();
     let metrics = metrics.clone();
     tokio::spawn(async move {
-        let (result, stats) = upstream.invoke(inv).await;
+        let (result, stats) = upstream.invoke(&inv).await;
         let outcome = Outcome::of(&result);
         metrics.calls[outcome as usize].inc();
         metrics.latency.observe(stats.latency.as_secs_f64());

@@ -173,12 +173,12 @@ impl Lean {
     /// Calls `InvokeEndpoint`, bounded by `inv.timeout`.
     pub async fn invoke(
         &self,
-        inv: Invocation,
+        inv: &Invocation,
     ) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
         let started = Instant::now();
         // Counted by `call` as each attempt starts; read after a timeout too.
         let attempts = AtomicU32::new(0);
-        let call = self.call(&inv, &attempts, Operation::Invoke);
+        let call = self.call(inv, &attempts, Operation::Invoke);
         let result = tokio::time::timeout(inv.timeout, call).await;
         let latency = started.elapsed();
         let attempts = attempts.into_inner();

@@ -275,17 +275,18 @@ impl SageMaker {
     /// Calls `InvokeEndpoint`, bounded by `inv.timeout`.
     pub async fn invoke(
         &self,
-        inv: Invocation,
+        inv: &Invocation,
     ) -> (Result<UpstreamReply, UpstreamFailure>, InvokeStats) {
         match &self.client {
             Calls::Lean(lean) => lean.invoke(inv).await,
             // Boxed: the SDK's call future is several KB, and every in-flight request through the
-            // lean path would otherwise reserve that much too.
-            Calls::Sdk(client) => Box::pin(invoke_sdk(client, inv)).await,
+            // lean path would otherwise reserve that much too. The SDK's builder takes owned
+            // values: its call gets a copy (the lean one borrows).
+            Calls::Sdk(client) => Box::pin(invoke_sdk(client, inv.clone())).await,
             Calls::Local(Local(local)) => {
                 let started = tokio::time::Instant::now();
                 let timeout = inv.timeout;
-                let result = match tokio::time::timeout(timeout, local.invoke(inv)).await {
+                let result = match tokio::time::timeout(timeout, local.invoke(inv.clone())).await {
                     Err(_) => Err(timed_out(timeout)),
                     Ok(reply) if (200..300).contains(&reply.status) => Ok(reply),
                     Ok(reply) => Err(classify::from_reply(reply)),
