@@ -94,7 +94,7 @@ const KEEP_BYTES: usize = 16 * 1024;
 
 /// Writes one line of target `access` at level INFO: `fields` adds the fields after `level`.
 pub(super) fn write(fields: impl FnOnce(&mut Line<'_>)) {
-    BUFFER.with_borrow_mut(|buf| {
+    with_buffer(|buf| {
         render(buf, &Utc::now(), fields);
         // A failed stdout write is dropped, as the formatter dropped it.
         let _ = std::io::stdout().lock().write_all(buf);
@@ -102,6 +102,24 @@ pub(super) fn write(fields: impl FnOnce(&mut Line<'_>)) {
             *buf = Vec::with_capacity(1024);
         }
     });
+}
+
+/// Runs `f` on the thread's line buffer, or on a fresh one when that is unavailable (a line
+/// written while the thread's locals are torn down, e.g. by a stream dropped at a worker's exit,
+/// or from within another line): never a panic on the request path, as the formatter's own
+/// buffer fell back to a fresh one.
+fn with_buffer(f: impl FnOnce(&mut Vec<u8>)) {
+    let mut f = Some(f);
+    let _ = BUFFER.try_with(|cell| {
+        if let Ok(mut buf) = cell.try_borrow_mut()
+            && let Some(f) = f.take()
+        {
+            f(&mut buf);
+        }
+    });
+    if let Some(f) = f {
+        f(&mut Vec::new());
+    }
 }
 
 /// The line at time `now` into `buf` (emptied first), newline included.
@@ -366,6 +384,39 @@ mod tests {
             let expected = t.format("%d/%b/%Y:%H:%M:%S %z").to_string();
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
+    }
+
+    /// Whether `with_buffer` ran its closure on a thread whose locals are being torn down
+    /// (`BUFFER` destroyed first: it was registered after `Late`).
+    struct Late(std::sync::mpsc::Sender<bool>);
+
+    impl Drop for Late {
+        fn drop(&mut self) {
+            let mut ran = false;
+            with_buffer(|_| ran = true);
+            let _ = self.0.send(ran);
+        }
+    }
+
+    thread_local! {
+        static LATE: RefCell<Option<Late>> = const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_line_written_from_within_a_line_or_at_thread_exit_still_gets_a_buffer() {
+        let mut nested = false;
+        with_buffer(|outer| {
+            outer.push(b'x');
+            with_buffer(|inner| nested = inner.is_empty());
+        });
+        assert!(nested);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            LATE.with_borrow_mut(|late| *late = Some(Late(tx)));
+            with_buffer(|buf| buf.push(b'x'));
+        });
+        assert!(thread.join().is_ok(), "the thread panicked at exit");
+        assert_eq!(rx.recv().ok(), Some(true));
     }
 
     proptest! {
