@@ -173,16 +173,16 @@ impl RequestContext {
         line.str("identity.userAgent", &self.user_agent);
         line.opt_str("identity.apiKeyId", self.api_key_id.as_deref());
         line.clf("requestTime", &self.request_time);
-        line.i64("requestTimeEpoch", self.request_time.timestamp_millis());
+        line.int("requestTimeEpoch", self.request_time.timestamp_millis());
         line.str("httpMethod", &self.http_method);
         line.str("path", &self.path);
         line.opt_str("resourcePath", self.resource_path.as_deref());
         line.opt_str("stage", self.stage.as_deref());
-        line.u64("status", u64::from(status));
-        line.u64("responseLength", length as u64);
-        line.u64("responseLatency", millis(self.started.elapsed()));
-        line.opt_u64("integrationLatency", self.integration_latency.map(millis));
-        line.opt_u64("integrationStatus", self.integration_status.map(u64::from));
+        line.int("status", status);
+        line.int("responseLength", length);
+        line.int("responseLatency", millis(self.started.elapsed()));
+        line.opt_int("integrationLatency", self.integration_latency.map(millis));
+        line.opt_int("integrationStatus", self.integration_status);
         line.opt_str(
             "awsEndpointRequestId",
             self.aws_endpoint_request_id.as_deref(),
@@ -205,9 +205,9 @@ impl RequestContext {
         if let Some(stream) = &self.stream {
             line.str("stream.framing", stream.framing);
             line.opt_str("stream.outcome", stream.outcome);
-            line.opt_u64("stream.timeToFirstByte", stream.first_byte.map(millis));
-            line.u64("stream.bytes", stream.bytes);
-            line.u64("stream.parts", stream.parts);
+            line.opt_int("stream.timeToFirstByte", stream.first_byte.map(millis));
+            line.int("stream.bytes", stream.bytes);
+            line.int("stream.parts", stream.parts);
         }
     }
 }

@@ -33,25 +33,18 @@ impl Line<'_> {
         }
     }
 
-    /// An unsigned number.
-    pub fn u64(&mut self, name: &str, value: u64) {
+    /// An integer.
+    pub fn int(&mut self, name: &str, value: impl itoa::Integer) {
         self.name(name);
         self.0
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    /// An unsigned number, left out when absent.
-    pub fn opt_u64(&mut self, name: &str, value: Option<u64>) {
+    /// An integer, left out when absent.
+    pub fn opt_int(&mut self, name: &str, value: Option<impl itoa::Integer>) {
         if let Some(value) = value {
-            self.u64(name, value);
+            self.int(name, value);
         }
-    }
-
-    /// A signed number.
-    pub fn i64(&mut self, name: &str, value: i64) {
-        self.name(name);
-        self.0
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     /// A boolean.
