@@ -133,11 +133,7 @@ fn write_rfc3339_micros(out: &mut Vec<u8>, t: &DateTime<Utc>) {
     out.push(b'-');
     two_digits(out, t.day());
     out.push(b'T');
-    two_digits(out, t.hour());
-    out.push(b':');
-    two_digits(out, t.minute());
-    out.push(b':');
-    two_digits(out, t.second());
+    write_hms(out, t);
     out.push(b'.');
     let micros = t.timestamp_subsec_micros().min(999_999);
     for div in [10_000, 100, 1] {
@@ -158,12 +154,17 @@ pub(super) fn write_clf(out: &mut Vec<u8>, t: &DateTime<Utc>) {
     out.push(b'/');
     write_year(out, t.year());
     out.push(b':');
+    write_hms(out, t);
+    out.extend_from_slice(b" +0000");
+}
+
+/// `15:06:23`.
+fn write_hms(out: &mut Vec<u8>, t: &DateTime<Utc>) {
     two_digits(out, t.hour());
     out.push(b':');
     two_digits(out, t.minute());
     out.push(b':');
     two_digits(out, t.second());
-    out.extend_from_slice(b" +0000");
 }
 
 fn write_year(out: &mut Vec<u8>, year: i32) {

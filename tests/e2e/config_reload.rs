@@ -282,9 +282,10 @@ async fn reloads_under_load_fail_no_request() {
     assert!(endpoints.contains(&format!("ep-{RELOADS}")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_config_in_s3_is_polled_by_etag_and_a_bad_upload_keeps_the_config() {
-    let s3 = crate::kit::s3::FakeS3::start("cfg-bucket", "gateway.yaml", &config("ep-one")).await;
+/// A gateway reading `text` from a fake S3 object (`s3://cfg-bucket/gateway.yaml`), polled every
+/// 0.2 s, in front of a fake SageMaker.
+async fn from_s3(text: &str) -> (crate::kit::s3::FakeS3, Upstream, Gateway) {
+    let s3 = crate::kit::s3::FakeS3::start("cfg-bucket", "gateway.yaml", text).await;
     let upstream = Upstream::start().await;
     let gateway = Gateway::builder()
         .config_source("s3://cfg-bucket/gateway.yaml")
@@ -293,6 +294,12 @@ async fn a_config_in_s3_is_polled_by_etag_and_a_bad_upload_keeps_the_config() {
         .upstream(&upstream)
         .start()
         .await;
+    (s3, upstream, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_in_s3_is_polled_by_etag_and_a_bad_upload_keeps_the_config() {
+    let (s3, upstream, gateway) = from_s3(&config("ep-one")).await;
     assert_eq!(open_call(&gateway).await, 200);
     assert_eq!(last_endpoint(&upstream), "ep-one");
     // Unchanged object: polls are answered 304.
@@ -348,15 +355,7 @@ async fn an_s3_config_refused_for_the_keys_applies_once_the_keys_fit() {
         config("ep-one"),
         "the test removes a stage"
     );
-    let s3 = crate::kit::s3::FakeS3::start("cfg-bucket", "gateway.yaml", &config("ep-one")).await;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::builder()
-        .config_source("s3://cfg-bucket/gateway.yaml")
-        .env("AWS_ENDPOINT_URL_S3", &s3.url())
-        .env("SAGEGATE_KEYS_POLL_INTERVAL", "0.2")
-        .upstream(&upstream)
-        .start()
-        .await;
+    let (s3, _upstream, gateway) = from_s3(&config("ep-one")).await;
     s3.upload(&no_temp("ep-one"));
     gateway
         .wait_for_log("usage plan `standard` of the keys covers stage `temp`")
