@@ -16,25 +16,9 @@ OUT=$BENCH/out/profile-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT/nginx-tmp"
 KEY=sagegate-bench-key-0123456789abcdef
 
-log() { printf '[profile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+LOG_TAG=profile
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 
 command -v valgrind >/dev/null || die "valgrind is not installed (apt-get install valgrind)"
 if [[ -n ${BENCH_BIN:-} ]]; then # prebuilt binaries, as in run.sh
@@ -45,17 +29,6 @@ else
     [[ $BIN == /* ]] || BIN=$ROOT/$BIN
 fi
 
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+), where our own client sockets live
-        ss -Hltn "sport = :$p" | grep -q . || {
-            echo "$p"
-            return
-        }
-    done
-    die "no free port"
-}
 wait_port() { # port pid [tries of 0.1 s]
     for _ in $(seq "${3:-600}"); do
         kill -0 "$2" 2>/dev/null || return 1

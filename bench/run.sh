@@ -43,29 +43,10 @@ mkdir -p "$OUT/nginx-tmp"
 KEY=sagegate-bench-key-0123456789abcdef
 CLK_TCK=$(getconf CLK_TCK)
 
-log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
-
-# ---- processes we start, stopped on every exit path ----
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# log, die, the processes we start (PIDS, stopped on every exit path), free_port
+LOG_TAG=bench
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 
 # ---- build (cargo's default target dir unless CARGO_TARGET_DIR says otherwise) ----
 # BENCH_BIN=DIR skips the build and uses DIR/{sagegate,fake-sagemaker,loadgen} (for profiling a
@@ -111,18 +92,6 @@ else
     PLACEMENT="no pinning ($NCPU CPU(s) or no taskset): all processes share every CPU"
 fi
 
-port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+), where our own client sockets live
-        if port_free "$p"; then
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port"
-}
 # Polls until something accepts on 127.0.0.1:$1 (bounded: 30 s) while $2 is alive.
 wait_port() {
     for _ in $(seq 300); do

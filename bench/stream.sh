@@ -20,19 +20,9 @@ KEY=sagegate-bench-key-0123456789abcdef
 BODY='{"user_id":"U:114521","k":10,"inference_type":"deterministic"}'
 QUERY='k=10&inference_type=deterministic'
 
-log() { printf '[stream-bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+LOG_TAG=stream-bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 if [[ -n ${BENCH_BIN:-} ]]; then
     BIN=$BENCH_BIN
@@ -44,17 +34,6 @@ else
 fi
 [[ -x $BIN/sagegate && -x $BIN/recommender ]] || die "no sagegate/recommender in $BIN"
 
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000)) # below the ephemeral range, where the clients' sockets live
-        ss -Hltn "sport = :$p" | grep -q . || {
-            echo "$p"
-            return
-        }
-    done
-    die "no free port"
-}
 wait_url() { # url [tries of 0.1 s]
     for _ in $(seq "${2:-300}"); do
         curl -sf -o /dev/null --max-time 1 "$1" && return 0
