@@ -663,3 +663,44 @@ fn test_invoke_shows_a_streaming_call_and_refuses_to_try_its_answer() {
         r#"{"message": "Internal server error"}"#
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caching_stage_never_serves_a_stream_from_its_cache() {
+    // Stage `temp` caches, and a GET route is cached by default on a caching stage: the streaming
+    // route must still call SageMaker for every request.
+    let text = config("lean", LIMITS, "").replacen(
+        "    variables: { endpoint: e2e-stream }\n",
+        "    variables: { endpoint: e2e-stream }\n    cache: { enabled: true, ttl_secs: 300 }\n",
+        1,
+    );
+    assert!(
+        text.contains("ttl_secs: 300"),
+        "the test turns the stage cache on"
+    );
+    let recommender = Recommender::start_streaming().await;
+    let gateway = Gateway::builder()
+        .config_text(&text)
+        .keys(KeysYaml::standard())
+        .upstream_url(&recommender.url())
+        .start()
+        .await;
+    let path = "/temp/stream/U:7?k=2&inference_type=deterministic";
+    for _ in 0..2 {
+        let reply = gateway.get(path).key(KEY_A).send().await;
+        assert_eq!(reply.status, 200);
+        let body = lines(reply.text().as_bytes());
+        assert_eq!(body.last().unwrap()["done"], true, "{body:?}");
+    }
+    eventually(
+        "two streamed invocations in the recommender's log",
+        WAIT,
+        || {
+            let ended = recommender.log().matches("outcome=\"complete\"").count();
+            async move { (ended == 2).then_some(()) }
+        },
+    )
+    .await;
+    for line in gateway.access_log() {
+        assert_ne!(line["cacheStatus"], "hit", "{line}");
+    }
+}
