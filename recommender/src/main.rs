@@ -14,6 +14,11 @@ use recommender::recommend::Recommender;
 use recommender::sample::{self, SampleSpec};
 use recommender::{healthcheck, server};
 
+/// mimalloc, as in the gateway's binary (src/main.rs there): a request's small allocations (the
+/// request's JSON, the answer, the log line) cost less, and memory is returned after a burst.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Movie-recommendation model server (SageMaker bring-your-own-container).
 #[derive(Debug, Parser)]
 #[command(name = "recommender", version)]

@@ -156,7 +156,12 @@ fn inference_id(req: &HttpRequest) -> String {
         .get("x-amzn-sagemaker-inference-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(|| new_uuid().to_string(), str::to_owned)
+}
+
+/// A version 4 UUID from the thread's RNG: `Uuid::new_v4` makes a getrandom system call per id.
+fn new_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 /// Whether the values of `name` (every occurrence, as one list) ask for JSON Lines.
@@ -239,7 +244,7 @@ fn new_session(now: chrono::DateTime<chrono::Utc>) -> String {
     let expires = now + chrono::Duration::minutes(20);
     format!(
         "{}; Expires={}",
-        uuid::Uuid::new_v4(),
+        new_uuid(),
         expires.format("%Y-%m-%dT%H:%M:%SZ")
     )
 }
@@ -602,6 +607,16 @@ mod tests {
         // SageMaker's session id rule: the endpoint name pattern, at most 256 characters.
         assert!(valid_endpoint_name(id), "{answer}");
         assert_eq!(expires, "2026-12-06T00:10:00Z");
+    }
+
+    #[test]
+    fn fresh_ids_are_distinct_version_4_uuids() {
+        let (a, b) = (new_uuid(), new_uuid());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
     }
 
     #[test]
