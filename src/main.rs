@@ -13,12 +13,13 @@ use sagegate::auth;
 use sagegate::config::GatewayConfig;
 use sagegate::limits::LimitClock;
 
-/// mimalloc instead of glibc's malloc: a request makes about a hundred small allocations, and
-/// mimalloc's thread-local free lists cut the uncached request from 202.7k to 184.7k instructions
-/// (`bench/profile.sh`; jemalloc measured 190.8k). It also gives memory back after a burst (RSS
-/// 313 MB a second after 9,000 requests in flight, glibc kept 461 MB). Built with `no_thp`:
-/// mimalloc otherwise asks for transparent huge pages on its arenas, which raised the same burst's
-/// peak from 454 MB to 668 MB (bench/RESULTS.md §9).
+/// mimalloc (v3) instead of glibc's malloc: a request makes about a hundred small allocations, and
+/// mimalloc's thread-local free lists cut the uncached request from 202.7k to 184.6k instructions
+/// (`bench/profile.sh`; jemalloc measured 190.8k). The peak with 9,000 requests in flight is within
+/// 3 % of glibc's, and freed memory goes back to the OS as later requests come in (glibc kept its
+/// peak). Built with `no_thp`: mimalloc otherwise asks for transparent huge pages on its arenas,
+/// which raised that peak from 454 MB to 668 MB (bench/RESULTS.md §9). On a host whose THP setting
+/// is `always`, `MIMALLOC_ALLOW_THP=0` turns them off for the process.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
