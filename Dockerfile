@@ -33,6 +33,9 @@ COPY config/keys.empty.yaml /etc/sagegate/keys.yaml
 # deployment sets, while an environment variable set at run time replaces these.
 ENV SAGEGATE_CONFIG=/etc/sagegate/gateway.yaml \
     SAGEGATE_KEYS=/etc/sagegate/keys.yaml
+# No transparent huge pages for the process, whatever the host's THP setting: with many connections
+# each touching a few pages of memory, huge pages inflate it (bench/RESULTS.md §10).
+ENV MIMALLOC_ALLOW_THP=0
 # The gateway writes nothing to disk, so it runs as nobody-like 65532 on a read-only root filesystem.
 USER 65532:65532
 EXPOSE 8080

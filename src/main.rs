@@ -18,8 +18,8 @@ use sagegate::limits::LimitClock;
 /// (`bench/profile.sh`; jemalloc measured 190.8k). The peak with 9,000 requests in flight is within
 /// 3 % of glibc's, and freed memory goes back to the OS as later requests come in (glibc kept its
 /// peak). Built with `no_thp`: mimalloc otherwise asks for transparent huge pages on its arenas,
-/// which raised that peak from 454 MB to 668 MB (bench/RESULTS.md §9). On a host whose THP setting
-/// is `always`, `MIMALLOC_ALLOW_THP=0` turns them off for the process.
+/// which raised that peak to 668–697 MB against glibc's 459–462 MB (bench/RESULTS.md §10). On a
+/// host whose THP setting is `always`, `MIMALLOC_ALLOW_THP=0` turns them off for the process.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
