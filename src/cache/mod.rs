@@ -178,14 +178,19 @@ pub fn key(
     push_part(&mut key, &stage.cache.scope);
     push_part(&mut key, req.method);
     push_part(&mut key, &route.path);
+    // The parameters' names once (computed at load), then their values in the same order: the
+    // `when` parameters the key parameters do not name (each read once: checked, then keyed),
+    // then the key parameters.
+    push_part(&mut key, &route.cache.labels);
     for (param, accepted) in &route.cache.when {
         let v = value(param)?;
         if !accepted.contains(&v) {
             return None;
         }
+        if !route.cache.names(param) {
+            push_part(&mut key, &v);
+        }
     }
-    // The parameters' names once (computed at load), then their values in the same order.
-    push_part(&mut key, &route.cache.labels);
     for part in &route.cache.key_parameters {
         match part {
             KeyPart::Param(param) => push_value(&mut key, value(param)),
@@ -203,16 +208,6 @@ pub fn key(
                 let _ = hex::encode_to_slice(Sha256::digest(req.body), &mut hex);
                 push_part(&mut key, std::str::from_utf8(&hex).unwrap_or_default());
             }
-        }
-    }
-    for (param, _) in &route.cache.when {
-        let keyed = route
-            .cache
-            .key_parameters
-            .iter()
-            .any(|k| matches!(k, KeyPart::Param(p) if p == param));
-        if !keyed {
-            push_value(&mut key, value(param));
         }
     }
     Some(key)

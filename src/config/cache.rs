@@ -176,8 +176,8 @@ pub struct RouteCacheConfig {
     pub key_parameters: Vec<KeyPart>,
     /// Conditions: the parameter's value must be one of the listed ones.
     pub when: Vec<(ParamSource, Vec<String>)>,
-    /// The key's fixed part: the spelling of every key parameter, then of every `when` parameter
-    /// the key does not hold, each as [`push_key_part`] writes it. Computed at load, so a request's
+    /// The key's fixed part: the spelling of every `when` parameter that is not a key parameter,
+    /// then of every key parameter, each as [`push_key_part`] writes it. Computed at load, so a request's
     /// key formats no parameter names ([`crate::cache::key`]); it keeps keys of differently keyed
     /// configurations apart across a reload that carries the cache over.
     pub labels: String,
@@ -194,18 +194,22 @@ pub fn push_key_part(key: &mut String, part: &str) {
 /// The [`RouteCacheConfig::labels`] of `key_parameters` and `when`.
 fn key_labels(key_parameters: &[KeyPart], when: &[(ParamSource, Vec<String>)]) -> String {
     let mut labels = String::new();
-    for part in key_parameters {
-        push_key_part(&mut labels, &part.to_string());
-    }
     for (param, _) in when {
-        if !key_parameters
-            .iter()
-            .any(|k| matches!(k, KeyPart::Param(p) if p == param))
-        {
+        if !names(key_parameters, param) {
             push_key_part(&mut labels, &param.to_string());
         }
     }
+    for part in key_parameters {
+        push_key_part(&mut labels, &part.to_string());
+    }
     labels
+}
+
+/// Whether `param` itself is one of `key_parameters`.
+fn names(key_parameters: &[KeyPart], param: &ParamSource) -> bool {
+    key_parameters
+        .iter()
+        .any(|k| matches!(k, KeyPart::Param(p) if p == param))
 }
 
 impl RouteCacheConfig {
@@ -215,6 +219,12 @@ impl RouteCacheConfig {
         let enabled = stage.enabled && self.enabled.unwrap_or(method == "GET");
         let ttl = self.ttl.unwrap_or(stage.ttl);
         (enabled && !ttl.is_zero()).then_some(ttl)
+    }
+
+    /// Whether `param` itself is one of the key parameters (a `when` parameter that is not is
+    /// keyed on its own, before them).
+    pub fn names(&self, param: &ParamSource) -> bool {
+        names(&self.key_parameters, param)
     }
 
     /// Whether the key holds `part` (a `when` parameter is in the key too).
