@@ -169,3 +169,11 @@ impl std::fmt::Debug for BodyStream {
         f.write_str("BodyStream")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_upstream_request_id_is_cut_for_the_log() {
+        assert_eq!(super::request_id_logged(&"a".repeat(60_000)).len(), 128);
+    }
+}
