@@ -10,10 +10,11 @@
 //! apart from the rest, since a gateway has one SageMaker endpoint URL.
 //!
 //! Faults: a delay, a TCP reset (zero linger), a close without an answer, and a hold that keeps
-//! the request open until the test calls [`Upstream::release`]. For `InvokeEndpointWithResponseStream`
-//! it can answer an event stream of many parts with raw bytes after them (a broken frame), and
-//! reports whether the gateway dropped the connection before the end ([`Upstream::stream_dropped`]). The reply in force can be changed
-//! at any time; requests already being answered keep the reply they started with.
+//! the request open until the test calls [`Upstream::release`]. For
+//! `InvokeEndpointWithResponseStream` it can answer an event stream of many parts with raw bytes
+//! after them (a broken frame), and reports whether the gateway dropped the connection before the
+//! end ([`Upstream::stream_dropped`]). The reply in force can be changed at any time; requests
+//! already being answered keep the reply they started with.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
