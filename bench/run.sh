@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh [--quick|--full] — sagegate's benchmark: the same closed-loop load sent straight to a
-# fixed-latency SageMaker stand-in (the floor), through sagegate (full pipeline), and through nginx
-# doing the comparable job; then an in-flight concurrency run against a 1-second upstream.
+# fixed-latency SageMaker stand-in (the floor), through `stack-floor` (actix-web + hyper with none of
+# the gateway's work: the stack's floor), through sagegate (full pipeline), and through nginx doing the
+# comparable job; then in-flight concurrency runs (sagegate, stack-floor) against a 1-second upstream.
 # Loopback only; every phase is bounded; every process started here is stopped on exit.
 # Exit status: non-zero only when something is broken (build, a server not starting, a target that
 # answers no request successfully) — never because a number is slow. See bench/README.md.
@@ -63,6 +64,9 @@ fi
 for b in sagegate fake-sagemaker loadgen; do
     [[ -x $BIN/$b ]] || die "missing $BIN/$b"
 done
+# A prebuilt directory (BENCH_BIN) may predate stack-floor: its rows are then skipped.
+FLOOR=$BIN/stack-floor
+[[ -x $FLOOR ]] || { log "no $FLOOR: the stack-floor rows are skipped"; FLOOR=; }
 
 # ---- nginx: installed with apt-get when missing; the nginx rows are skipped if that fails ----
 NGINX=$(command -v nginx || true)
@@ -85,7 +89,7 @@ NCPU=$(nproc)
 if command -v taskset >/dev/null && ((NCPU >= 2)); then
     SUT_PIN=(taskset -c 0)
     LOAD_PIN=(taskset -c 1)
-    PLACEMENT="server under test (sagegate / nginx) pinned to CPU 0; load generator and upstream pinned to CPU 1"
+    PLACEMENT="server under test (sagegate / stack-floor / nginx) pinned to CPU 0; load generator and upstream pinned to CPU 1"
 else
     SUT_PIN=()
     LOAD_PIN=()
@@ -142,13 +146,27 @@ start_gateway() { # $1 port, $2 upstream port, $3 log name, [$4 config]; sets GW
     wait_port "$1" "$GW_PID" || die "sagegate did not start (see $OUT/$3.stderr)"
 }
 
+start_floor() { # $1 port, $2 upstream port, $3 log name, [$4 head timeout s]; sets FL_PID
+    "${SUT_PIN[@]}" "$FLOOR" --listen "127.0.0.1:$1" --upstream "127.0.0.1:$2" \
+        --client-header-timeout-secs "${4:-10}" >"$OUT/$3" 2>&1 &
+    FL_PID=$!
+    PIDS+=("$FL_PID")
+    wait_port "$1" "$FL_PID" || die "stack-floor did not start (see $OUT/$3)"
+}
+
 UP_PORT=$(free_port)
 GW_PORT=$(free_port)
 NG_PORT=$(free_port)
+FL_PORT=$(free_port)
 start_upstream "$UP_PORT" 0
 log "fake-sagemaker on :$UP_PORT (pid $UP_PID)"
 start_gateway "$GW_PORT" "$UP_PORT" gateway-access.log
 log "sagegate on :$GW_PORT (pid $GW_PID), access log $OUT/gateway-access.log"
+FL_PID=
+if [[ -n $FLOOR ]]; then
+    start_floor "$FL_PORT" "$UP_PORT" stack-floor.log
+    log "stack-floor on :$FL_PORT (pid $FL_PID)"
+fi
 NG_PID=
 if [[ -n $NGINX ]]; then
     sed -e "s#@OUT@#$OUT#g" -e "s#@PORT@#$NG_PORT#g" -e "s#@UPSTREAM_PORT@#$UP_PORT#g" \
@@ -195,6 +213,7 @@ PATH_CACHED="/prod/recommended-movies/U1?k=5&inference_type=deterministic"
 target_args() { # the loadgen arguments that address one target
     case "$1" in
         direct) echo "--url http://127.0.0.1:$UP_PORT/endpoints/movie-recommender-prod/invocations --method POST --body {\"user_id\":\"U1\",\"k\":\"5\",\"inference_type\":\"PL\"}" ;;
+        stack-floor) echo "--url http://127.0.0.1:$FL_PORT$PATH_Q" ;;
         sagegate) echo "--url http://127.0.0.1:$GW_PORT$PATH_Q -H x-api-key:$KEY" ;;
         sagegate-cache-hit) echo "--url http://127.0.0.1:$GW_PORT$PATH_CACHED -H x-api-key:$KEY" ;;
         sagegate-redis) echo "--url http://127.0.0.1:$GWR_PORT$PATH_Q -H x-api-key:$KEY" ;;
@@ -204,12 +223,15 @@ target_args() { # the loadgen arguments that address one target
 target_pid() {
     case "$1" in
         direct) echo "$UP_PID" ;;
+        stack-floor) echo "$FL_PID" ;;
         sagegate | sagegate-cache-hit) echo "$GW_PID" ;;
         sagegate-redis) echo "$GWR_PID" ;;
         nginx) echo "$NG_PID" ;;
     esac
 }
-TARGETS=(direct sagegate sagegate-cache-hit)
+TARGETS=(direct)
+[[ -n $FL_PID ]] && TARGETS+=(stack-floor)
+TARGETS+=(sagegate sagegate-cache-hit)
 [[ -n $GWR_PID ]] && TARGETS+=(sagegate-redis)
 [[ -n $NG_PID ]] && TARGETS+=(nginx)
 
@@ -266,47 +288,58 @@ for c in "${LEVELS[@]}"; do
     done
 done
 
-# ---- in-flight: N requests held open at once through sagegate against a 1 s upstream ----
+# ---- in-flight: N requests held open at once through sagegate, then through stack-floor, against a
+# 1 s upstream. Each server is fresh, so its idle RSS is its own and (peak - idle) / N is the memory
+# one request in flight costs it. ----
 SLOW_PORT=$(free_port)
-GW2_PORT=$(free_port)
 start_upstream "$SLOW_PORT" 1000
 SLOW_PID=$UP_PID
+NOFILE=$(ulimit -n)
 # One core (shared with the rest of the machine) cannot read 9,000 request heads within the shipped
-# 10 s client_header_timeout; actix then answers 408 or closes the connection. The in-flight run
-# measures memory and descriptors with every request held, so it allows 60 s (heads) and 60 s (route).
+# 10 s client_header_timeout; actix then answers 408 or closes the connection. The in-flight runs
+# measure memory and descriptors with every request held, so they allow 60 s (heads) and 60 s (route).
 sed -e 's/^  client_header_timeout_secs: .*/  client_header_timeout_secs: 60/' \
     -e 's/^      timeout_ms: .*/      timeout_ms: 60000/' "$BENCH/config/gateway.yaml" >"$OUT/gateway-inflight.yaml"
+inflight() { # $1 server pid, $2 its port, $3 result file, [$4 loadgen header]: INFLIGHT requests at once
+    local pid=$1 fdmax=$OUT/$3.fd-max sampler fd_idle rss_idle r fd_peak up_fd_peak
+    echo "0 0" >"$fdmax"
+    (
+        max=0 up=0
+        while kill -0 "$pid" 2>/dev/null; do
+            n=$(fd_count "$pid")
+            u=$(fd_count "$SLOW_PID")
+            ((n > max)) && max=$n
+            ((u > up)) && up=$u
+            echo "$max $up" >"$fdmax"
+            sleep 0.2
+        done
+    ) &
+    sampler=$!
+    PIDS+=("$sampler")
+    fd_idle=$(fd_count "$pid")
+    rss_idle=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    r=$("${LOAD_PIN[@]}" "$BIN/loadgen" --url "http://127.0.0.1:$2$PATH_Q" ${4:+-H "$4"} \
+        -c "$INFLIGHT" --requests "$INFLIGHT" --timeout-ms 90000 --connect-parallelism 256) ||
+        die "loadgen in-flight run against pid $pid"
+    sleep 0.5
+    read -r fd_peak up_fd_peak <"$fdmax"
+    jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_peak "$up_fd_peak" \
+        --argjson rss_idle "$rss_idle" --argjson hwm "$(hwm_kb "$pid")" --argjson nofile "$NOFILE" \
+        '. + {fd_idle: $fd_idle, fd_peak: $fd_peak, upstream_fd_peak: $up_fd_peak, rss_idle_kb: $rss_idle, hwm_kb: $hwm, nofile: $nofile}' \
+        <<<"$r" >"$OUT/$3"
+    [[ $(jq .ok <<<"$r") -gt 0 ]] || die "in-flight run against pid $pid: no request succeeded: $r"
+    kill "$pid" 2>/dev/null || true # its memory is measured; free the descriptors for the next run
+}
+GW2_PORT=$(free_port)
 start_gateway "$GW2_PORT" "$SLOW_PORT" gateway-inflight-access.log "$OUT/gateway-inflight.yaml"
-GW2_PID=$GW_PID
-NOFILE=$(ulimit -n)
-log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW2_PID) to a 1 s upstream; ulimit -n $NOFILE per process"
-FDMAX=$OUT/inflight-fd-max
-echo 0 >"$FDMAX"
-(
-    max=0 up=0
-    while kill -0 "$GW2_PID" 2>/dev/null; do
-        n=$(fd_count "$GW2_PID")
-        u=$(fd_count "$SLOW_PID")
-        ((n > max)) && max=$n
-        ((u > up)) && up=$u
-        echo "$max $up" >"$FDMAX"
-        sleep 0.2
-    done
-) &
-SAMPLER=$!
-PIDS+=("$SAMPLER")
-fd_idle=$(fd_count "$GW2_PID")
-rss_idle=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW2_PID/status")
-r=$("${LOAD_PIN[@]}" "$BIN/loadgen" --url "http://127.0.0.1:$GW2_PORT$PATH_Q" -H "x-api-key:$KEY" \
-    -c "$INFLIGHT" --requests "$INFLIGHT" --timeout-ms 90000 --connect-parallelism 256) ||
-    die "loadgen in-flight run"
-sleep 0.5
-read -r fd_peak up_fd_peak <"$FDMAX"
-jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_peak "$up_fd_peak" \
-    --argjson rss_idle "$rss_idle" --argjson hwm "$(hwm_kb "$GW2_PID")" --argjson nofile "$NOFILE" \
-    '. + {fd_idle: $fd_idle, fd_peak: $fd_peak, upstream_fd_peak: $up_fd_peak, rss_idle_kb: $rss_idle, hwm_kb: $hwm, nofile: $nofile}' \
-    <<<"$r" >"$OUT/inflight.json"
-[[ $(jq .ok <<<"$r") -gt 0 ]] || die "in-flight run: no request succeeded: $r"
+log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW_PID) to a 1 s upstream; ulimit -n $NOFILE per process"
+inflight "$GW_PID" "$GW2_PORT" inflight.json "x-api-key:$KEY"
+if [[ -n $FLOOR ]]; then
+    FL2_PORT=$(free_port)
+    start_floor "$FL2_PORT" "$SLOW_PORT" stack-floor-inflight.log 60
+    log "in-flight: $INFLIGHT requests at once through stack-floor (pid $FL_PID)"
+    inflight "$FL_PID" "$FL2_PORT" inflight-floor.json
+fi
 
 # ---- report ----
 {
@@ -337,12 +370,14 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
         + (if $r.target == "direct" then "–" else ($r.hwm_kb / 1024 | floor | tostring) end) + " |"
     ' "$ROWS"
     echo
-    echo "Server CPU per request relative to nginx, and sagegate's added p50 relative to nginx's:"
+    echo "Server CPU per request relative to nginx, and sagegate's added p50 relative to nginx's; then the"
+    echo "stack floor (actix-web + hyper with none of the gateway's work) and what sagegate costs above it:"
     echo
     jq -rs '
       (map(select(.target == "direct")) | map({key: (.connections|tostring), value: .latency_ms.p50}) | from_entries) as $floor
       | group_by(.connections)[]
       | (map(select(.target == "sagegate"))[0]) as $g | (map(select(.target == "nginx"))[0]) as $x
+      | (map(select(.target == "stack-floor"))[0]) as $f
       | select($g != null and $x != null)
       | ($g.cpu_s / ([$g.ok + $g.non_2xx, 1] | max)) as $gc | ($x.cpu_s / ([$x.ok + $x.non_2xx, 1] | max)) as $xc
       | ($g.latency_ms.p50 - $floor[$g.connections|tostring]) as $ga | ($x.latency_ms.p50 - $floor[$x.connections|tostring]) as $xa
@@ -350,6 +385,11 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
         + (if $xc > 0 then "\($gc / $xc * 100 | round / 100)×" else "n/a (nginx CPU below tick resolution)" end)
         + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
         + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end)
+        + (if $f == null then "" else
+            ($f.cpu_s / ([$f.ok + $f.non_2xx, 1] | max)) as $fc
+            | "; stack-floor \($fc * 1e6 | round) µs"
+              + (if $xc > 0 then " (\($fc / $xc * 100 | round / 100)× nginx)" else "" end)
+              + ", sagegate above it \(($gc - $fc) * 1e6 | round) µs" end)
     ' "$ROWS"
     if [[ -n $GWR_PID ]]; then
         echo
@@ -380,9 +420,13 @@ jq -c --argjson fd_idle "$fd_idle" --argjson fd_peak "$fd_peak" --argjson up_fd_
     echo
     jq -r '"- \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight (client side) \(.peak_in_flight); wall \(.seconds * 100 | round / 100) s; p50 \(.latency_ms.p50) ms, max \(.latency_ms.max) ms"
       , "- sagegate file descriptors: \(.fd_idle) idle, \(.fd_peak) peak (sampled every 0.2 s); upstream peak \(.upstream_fd_peak); open-file limit per process \(.nofile)"
-      , "- sagegate RSS: \(.rss_idle_kb / 1024 | floor) MB idle, peak (VmHWM) \(.hwm_kb / 1024 | floor) MB"' \
+      , "- sagegate RSS: \(.rss_idle_kb / 1024 | floor) MB idle, peak (VmHWM) \(.hwm_kb / 1024 | floor) MB: \((.hwm_kb - .rss_idle_kb) / .connections | round) KB per request in flight"' \
         "$OUT/inflight.json"
+    if [[ -f $OUT/inflight-floor.json ]]; then
+        jq -r '"- stack-floor, same run on a fresh process: \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); RSS \(.rss_idle_kb / 1024 | floor) MB idle, peak \(.hwm_kb / 1024 | floor) MB: \((.hwm_kb - .rss_idle_kb) / .connections | round) KB per request in flight"' \
+            "$OUT/inflight-floor.json"
+    fi
 } >"$OUT/results.md"
 cat "$OUT/results.md"
 ln -sfn "$(basename "$OUT")" "$BENCH/out/latest"
-log "results: $OUT/results.md (raw rows: $ROWS, $OUT/inflight.json)"
+log "results: $OUT/results.md (raw rows: $ROWS, $OUT/inflight.json, $OUT/inflight-floor.json)"

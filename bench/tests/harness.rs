@@ -1,7 +1,8 @@
-//! End-to-end check of the two benchmark binaries against each other: `fake-sagemaker` on a free
-//! loopback port, `loadgen` in count mode. Proves the harness measures what it claims — every answer
-//! counted once, non-2xx told apart from 2xx, refused connections reported as errors, and the
-//! closed loop really holding N requests in flight.
+//! End-to-end check of the benchmark binaries against each other: `fake-sagemaker` on a free
+//! loopback port, `loadgen` in count mode, `stack-floor` between them. Proves the harness measures
+//! what it claims — every answer counted once, non-2xx told apart from 2xx, refused connections
+//! reported as errors, the closed loop really holding N requests in flight, and the floor row
+//! really forwarding.
 
 // Helpers outside `#[test]` functions are test code too; clippy.toml's test allowance does not reach them.
 #![allow(clippy::expect_used)]
@@ -9,36 +10,40 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-/// A running `fake-sagemaker`, killed on drop.
-struct Upstream {
+/// A running benchmark server (`fake-sagemaker`, `stack-floor`), killed on drop.
+struct Running {
     child: Child,
     addr: String,
 }
 
-impl Drop for Upstream {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn upstream(delay_ms: u64) -> Upstream {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-sagemaker"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--delay-ms",
-            &delay_ms.to_string(),
-        ])
+fn upstream(delay_ms: u64) -> Running {
+    start(
+        env!("CARGO_BIN_EXE_fake-sagemaker"),
+        &["--delay-ms", &delay_ms.to_string()],
+    )
+}
+
+/// Starts `binary --listen 127.0.0.1:0 args...`. Each binary prints its bound address once
+/// listening: reading that line is the readiness poll.
+fn start(binary: &str, args: &[&str]) -> Running {
+    let mut child = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start fake-sagemaker");
-    // It prints its bound address once listening: reading that line is the readiness poll.
+        .expect("start the server");
     let stderr = child.stderr.take().expect("stderr");
     let mut line = String::new();
     BufReader::new(stderr).read_line(&mut line).expect("read");
     let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    Upstream { child, addr }
+    Running { child, addr }
 }
 
 fn loadgen(args: &[&str]) -> serde_json::Value {
@@ -135,4 +140,24 @@ fn every_connection_holds_a_request_in_flight_against_a_slow_upstream() {
     // All 50 connections are open before the start signal and the upstream holds each answer for
     // 2 s (far longer than sending 50 requests takes even on a busy machine), so they all overlap.
     assert_eq!(r["peak_in_flight"], 50, "{r}");
+}
+
+#[test]
+fn the_stack_floor_forwards_to_the_upstream_and_answers_502_without_one() {
+    let up = upstream(0);
+    let floor = start(env!("CARGO_BIN_EXE_stack-floor"), &["--upstream", &up.addr]);
+    let url = format!("http://{}/prod/recommended-movies/U1?k=5", floor.addr);
+    let r = loadgen(&["--url", &url, "-c", "2", "--requests", "50"]);
+    assert_eq!(r["ok"], 50, "{r}");
+    assert_eq!(r["non_2xx"], 0, "{r}");
+
+    // An upstream that is gone: every request is answered, as a 502.
+    let gone = up.addr.clone();
+    drop(up);
+    let floor = start(env!("CARGO_BIN_EXE_stack-floor"), &["--upstream", &gone]);
+    let url = format!("http://{}/prod/recommended-movies/U1", floor.addr);
+    let r = loadgen(&["--url", &url, "-c", "1", "--requests", "5"]);
+    assert_eq!(r["ok"], 0, "{r}");
+    assert_eq!(r["non_2xx"], 5, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
 }

@@ -1,0 +1,121 @@
+//! `stack-floor`: the least a proxy built on sagegate's own stack can cost. It serves sagegate's
+//! public route shape, `GET /{stage}/recommended-movies/{user_id}?…`, with actix-web (same version,
+//! same server settings as the gateway), and forwards each request as `POST
+//! /endpoints/{endpoint}/invocations` through hyper-util's pooled HTTP/1.1 client (the one the
+//! gateway's lean SageMaker client uses), allocating with mimalloc as the gateway does. It answers
+//! the upstream's status, content type and body.
+//!
+//! Place: a row of `bench/run.sh` between `direct` and `sagegate`. What sagegate costs above this
+//! row is the gateway's own work (keys, limits, mapping, cache key, signing, access log); what this
+//! row costs above nginx is actix-web, hyper and tokio. Invariants: no API key, no limit, no
+//! signature, no log line, so nothing here can be cut without leaving the stack; an upstream failure
+//! is a 502, never a crash.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// The gateway's allocator, so the two rows differ by the gateway's work only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "stack-floor",
+    about = "actix-web + hyper proxy with none of sagegate's work: the benchmark's stack floor"
+)]
+struct Args {
+    /// Address to listen on (loopback only in the harness).
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    listen: SocketAddr,
+    /// The SageMaker stand-in (`fake-sagemaker`).
+    #[arg(long)]
+    upstream: SocketAddr,
+    /// Endpoint name put in the invocation path.
+    #[arg(long, default_value = "movie-recommender-prod")]
+    endpoint: String,
+    /// Seconds a request head may take to arrive (the gateway's `client_header_timeout_secs`).
+    #[arg(long, default_value_t = 10)]
+    client_header_timeout_secs: u64,
+}
+
+/// What every request shares: the pooled client and the invocation URL.
+struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    let upstream = web::Data::new(Upstream {
+        client: Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(tcp),
+        url: format!(
+            "http://{}/endpoints/{}/invocations",
+            args.upstream, args.endpoint
+        ),
+    });
+    actix_web::rt::System::new().block_on(async move {
+        // The gateway's settings (src/server.rs with the shipped defaults): 75 s keep-alive, the
+        // head timeout, 1 s to flush on disconnect; workers left to actix, as the gateway does.
+        let server = HttpServer::new(move || {
+            App::new().app_data(upstream.clone()).route(
+                "/{stage}/recommended-movies/{user_id}",
+                web::get().to(forward),
+            )
+        })
+        .keep_alive(Duration::from_secs(75))
+        .client_request_timeout(Duration::from_secs(args.client_header_timeout_secs))
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        // The bound address (a port of 0 is chosen by the OS): the harness reads this line.
+        if let Some(addr) = server.addrs().first() {
+            eprintln!("stack-floor listening on {addr}");
+        }
+        server.run().await.context("server")
+    })
+}
+
+/// One call: the user id and the query string become a small JSON body (what the gateway's default
+/// body carries), the upstream's answer goes back as it came.
+async fn forward(req: HttpRequest, upstream: web::Data<Upstream>) -> HttpResponse {
+    let user_id = req.match_info().get("user_id").unwrap_or_default();
+    let body = serde_json::json!({ "user_id": user_id, "query": req.query_string() }).to_string();
+    let call = http::Request::post(upstream.url.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let Ok(call) = call else {
+        return HttpResponse::InternalServerError().finish();
+    };
+    let answer = match upstream.client.request(call).await {
+        Ok(answer) => answer,
+        Err(_) => return HttpResponse::BadGateway().finish(),
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = answer
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().to_vec());
+    let Ok(body) = answer.into_body().collect().await else {
+        return HttpResponse::BadGateway().finish();
+    };
+    let mut response = HttpResponse::build(status);
+    if let Some(content_type) = content_type {
+        response.insert_header((actix_web::http::header::CONTENT_TYPE, content_type));
+    }
+    response.body(body.to_bytes())
+}
