@@ -672,7 +672,7 @@ pub(crate) fn new_trace_id() -> String {
     let random: [u8; 12] = rand::random();
     let _ = hex::encode_to_slice(time, &mut hex[..8]);
     let _ = hex::encode_to_slice(random, &mut hex[8..]);
-    let mut id = String::with_capacity(39);
+    let mut id = String::with_capacity(40);
     id.push_str("Root=1-");
     id.push_str(std::str::from_utf8(&hex[..8]).unwrap_or_default());
     id.push('-');
@@ -701,6 +701,8 @@ mod tests {
         let (a, b) = (new_trace_id(), new_trace_id());
         assert_ne!(a, b);
         for id in [a, b] {
+            // Written into a buffer of exactly its size: no reallocation on the request path.
+            assert_eq!((id.len(), id.capacity()), (40, 40), "{id}");
             let parts: Vec<&str> = id.split('-').collect();
             assert_eq!(parts.len(), 3, "{id}");
             assert_eq!(parts[0], "Root=1");
