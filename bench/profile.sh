@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/profile.sh [REQUESTS] — instruction-level profile of sagegate (and of nginx doing the same job)
+# bench/profile.sh [REQUESTS] — instruction-level profile of sagegate (and of stack-floor, the same
+# stack with none of the gateway's work, and of nginx doing the same job)
 # with valgrind's callgrind: warm up, zero the counters, send REQUESTS (default 2000) requests on one
 # connection, dump; then the same for a request sagegate answers from its stage cache. BENCH_CLIENT=sdk
 # profiles the full AWS SDK client instead of the lean one. Instruction counts do not depend on how busy the machine is, so this is the
@@ -82,6 +83,19 @@ PIDS+=("$GW_PID")
 log "sagegate under callgrind (pid $GW_PID)"
 profile sagegate "$GW_PORT" "$GW_PID"
 profile sagegate-cache-hit "$GW_PORT" "$GW_PID" "$PATH_CACHED" sagegate
+
+# The stack's floor (bench/src/bin/stack-floor.rs): actix-web + hyper forwarding, none of the gateway's work.
+if [[ -x $BIN/stack-floor ]]; then
+    FL_PORT=$(free_port)
+    valgrind --tool=callgrind --collect-atstart=yes --dump-instr=no \
+        --callgrind-out-file="$OUT/stack-floor.callgrind" \
+        "$BIN/stack-floor" --listen "127.0.0.1:$FL_PORT" --upstream "127.0.0.1:$UP_PORT" \
+        >"$OUT/stack-floor.log" 2>"$OUT/stack-floor.valgrind.log" &
+    FL_PID=$!
+    PIDS+=("$FL_PID")
+    log "stack-floor under callgrind (pid $FL_PID)"
+    profile stack-floor "$FL_PORT" "$FL_PID"
+fi
 
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [[ -x $NGINX ]]; then
