@@ -342,6 +342,11 @@ if [[ -n $FLOOR ]]; then
 fi
 
 # ---- report ----
+# jq definitions for the in-flight lines: KB per request held, and a warning when the burst was not held whole.
+INFLIGHT_DEFS='def per_request: ((.hwm_kb - .rss_idle_kb) / ([.peak_in_flight, 1] | max) | round);
+def held: if .peak_in_flight < .connections * 0.95
+  then "  (only \(.peak_in_flight) of \(.connections) were in flight at once: the machine was busy; compare KB per request only between runs that held the burst)"
+  else empty end; '
 {
     echo "## sagegate benchmark ($MODE, $STAMP)"
     echo
@@ -416,15 +421,16 @@ fi
       | "- \(.connections) connection(s): \(.rps | floor) req/s; CPU/request \(.cpu_s / ([.ok + .non_2xx, 1] | max) * 1e6 | round) µs; p50 \(.latency_ms.p50) ms vs direct \($floor[.connections|tostring]) ms"
     ' "$ROWS"
     echo
-    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s (header and route timeouts 60 s):"
+    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s (header and route timeouts 60 s)."
+    echo "Per request in flight: (peak RSS - idle RSS) / the client's peak in flight (the server held at most that many)."
     echo
-    jq -r '"- \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight (client side) \(.peak_in_flight); wall \(.seconds * 100 | round / 100) s; p50 \(.latency_ms.p50) ms, max \(.latency_ms.max) ms"
+    jq -r "$INFLIGHT_DEFS"'"- \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight (client side) \(.peak_in_flight); wall \(.seconds * 100 | round / 100) s; p50 \(.latency_ms.p50) ms, max \(.latency_ms.max) ms"
       , "- sagegate file descriptors: \(.fd_idle) idle, \(.fd_peak) peak (sampled every 0.2 s); upstream peak \(.upstream_fd_peak); open-file limit per process \(.nofile)"
-      , "- sagegate RSS: \(.rss_idle_kb / 1024 | floor) MB idle, peak (VmHWM) \(.hwm_kb / 1024 | floor) MB: \((.hwm_kb - .rss_idle_kb) / .connections | round) KB per request in flight"' \
-        "$OUT/inflight.json"
+      , "- sagegate RSS: \(.rss_idle_kb / 1024 | floor) MB idle, peak (VmHWM) \(.hwm_kb / 1024 | floor) MB: \(per_request) KB per request in flight"
+      , held' "$OUT/inflight.json"
     if [[ -f $OUT/inflight-floor.json ]]; then
-        jq -r '"- stack-floor, same run on a fresh process: \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); RSS \(.rss_idle_kb / 1024 | floor) MB idle, peak \(.hwm_kb / 1024 | floor) MB: \((.hwm_kb - .rss_idle_kb) / .connections | round) KB per request in flight"' \
-            "$OUT/inflight-floor.json"
+        jq -r "$INFLIGHT_DEFS"'"- stack-floor, same run on a fresh process: \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight \(.peak_in_flight); RSS \(.rss_idle_kb / 1024 | floor) MB idle, peak \(.hwm_kb / 1024 | floor) MB: \(per_request) KB per request in flight"
+          , held' "$OUT/inflight-floor.json"
     fi
 } >"$OUT/results.md"
 cat "$OUT/results.md"
