@@ -24,6 +24,15 @@
 //! Security: the budget bounds what callers with a valid key can make the task hold; callers
 //! without one never get past `authenticate`, so their bytes are only actix's bounded buffers.
 //!
+//! Requests in flight: the bytes above are what a request holds beyond its connection. The
+//! connection state itself (actix's buffers and request head, the upstream connection with its
+//! buffers, task and TLS) is about 50 KB per SageMaker call in flight, 56 KB over HTTPS
+//! (bench/RESULTS.md §11), and grows with concurrency alone. So the budget also has slots: a
+//! request takes one once its key is checked and it is admitted ([`Held::take_slot`]), and keeps
+//! it until its account is dropped; past `server.max_requests_in_flight` new work gets the same
+//! 503. The default gives the connection state as much memory as the default budget gives bytes
+//! ([`default_slots`]).
+//!
 //! A stage that builds something for a moment (the validate stage's parsed body) charges it with
 //! `try_grow` and gives it back with [`Held::release`] when done.
 //!
@@ -33,10 +42,14 @@
 //! the same 503.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Budget used when the cgroup sets no memory limit or it cannot be read: 512 MiB.
 pub const FALLBACK_BUDGET: u64 = 512 * 1024 * 1024;
+
+/// The connection state one request in flight is sized at for the default number of slots: the
+/// 50–56 KB measured per SageMaker call in flight (bench/RESULTS.md §11), rounded up.
+pub const REQUEST_STATE_BYTES: u64 = 64 * 1024;
 
 /// cgroup v2 memory limit of this process's cgroup (`max` = none).
 const CGROUP_V2_MAX: &str = "/sys/fs/cgroup/memory.max";
@@ -53,6 +66,8 @@ pub struct OverBudget;
 impl OverBudget {
     /// The log cause of the 503.
     pub const REASON: &'static str = "in-flight memory budget exhausted";
+    /// The log cause of the 503 when every slot is taken.
+    pub const SLOTS_REASON: &'static str = "requests in flight at server.max_requests_in_flight";
 }
 
 impl From<OverBudget> for crate::error::GatewayError {
@@ -68,6 +83,10 @@ struct Shared {
     limit: usize,
     held: AtomicUsize,
     refused: AtomicU64,
+    /// Requests that may hold a slot at once.
+    slots: usize,
+    /// Slots held now.
+    taken: AtomicUsize,
 }
 
 /// The global budget; cheap to clone (one `Arc`).
@@ -75,12 +94,19 @@ struct Shared {
 pub struct MemoryBudget(Arc<Shared>);
 
 impl MemoryBudget {
-    /// A budget of `limit` bytes.
+    /// A budget of `limit` bytes with no bound on requests in flight.
     pub fn new(limit: u64) -> Self {
+        Self::with_slots(limit, usize::MAX)
+    }
+
+    /// A budget of `limit` bytes and `slots` requests in flight.
+    pub fn with_slots(limit: u64, slots: usize) -> Self {
         MemoryBudget(Arc::new(Shared {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             held: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            slots,
+            taken: AtomicUsize::new(0),
         }))
     }
 
@@ -89,7 +115,18 @@ impl MemoryBudget {
         Held {
             budget: self.clone(),
             bytes: AtomicUsize::new(0),
+            slot: AtomicBool::new(false),
         }
+    }
+
+    /// Requests that may be in flight at once (`server.max_requests_in_flight`).
+    pub fn slots(&self) -> usize {
+        self.0.slots
+    }
+
+    /// Slots held now: admitted requests in flight.
+    pub fn taken(&self) -> usize {
+        self.0.taken.load(Ordering::Relaxed)
     }
 
     /// The limit in bytes.
@@ -114,6 +151,8 @@ pub struct Held {
     budget: MemoryBudget,
     /// Atomic so that a stage can charge through a shared reference (`&Held` in a render input).
     bytes: AtomicUsize,
+    /// Whether this account holds one of the budget's slots.
+    slot: AtomicBool,
 }
 
 impl Held {
@@ -183,12 +222,31 @@ impl Held {
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
+
+    /// Takes one of the budget's slots for this request, kept until the account is dropped;
+    /// refused (and counted as a refusal) when every slot is taken. Taking it again is a no-op.
+    pub fn take_slot(&self) -> Result<(), OverBudget> {
+        if self.slot.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let shared = &self.budget.0;
+        if shared.taken.fetch_add(1, Ordering::Relaxed) >= shared.slots {
+            shared.taken.fetch_sub(1, Ordering::Relaxed);
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(OverBudget);
+        }
+        self.slot.store(true, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let n = *self.bytes.get_mut();
         self.budget.0.held.fetch_sub(n, Ordering::Relaxed);
+        if *self.slot.get_mut() {
+            self.budget.0.taken.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -214,6 +272,16 @@ pub fn default_budget() -> (u64, &'static str) {
         },
         None => (FALLBACK_BUDGET, "cgroup memory limit unreadable"),
     }
+}
+
+/// The default of `server.max_requests_in_flight`: the default budget ([`default_budget`], which
+/// is not the configured one) over [`REQUEST_STATE_BYTES`]. A 1 GiB task (512 MiB budget) gets
+/// 8192, as does a host without a memory limit: with the budget's bytes and every slot's
+/// connection state both in use, the task stays within its memory.
+pub fn default_slots() -> usize {
+    usize::try_from(default_budget().0 / REQUEST_STATE_BYTES)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// A cgroup memory limit file's value: `None` for `max`, a huge v1 value, or anything unparsable.
@@ -242,6 +310,36 @@ mod tests {
         client.try_grow(50).unwrap();
         drop(shadow);
         assert_eq!(budget.held(), 90);
+    }
+
+    #[test]
+    fn slots_are_refused_when_all_are_taken_and_given_back_on_drop() {
+        let budget = MemoryBudget::with_slots(1 << 20, 2);
+        let (a, b, c) = (budget.account(), budget.account(), budget.account());
+        a.take_slot().unwrap();
+        a.take_slot().unwrap();
+        assert_eq!(budget.taken(), 1, "taking it again holds one slot");
+        b.take_slot().unwrap();
+        assert_eq!(c.take_slot(), Err(OverBudget));
+        assert_eq!((budget.taken(), budget.refused()), (2, 1));
+        // Bytes are a separate count: a request without a slot may still be charged.
+        c.try_grow(10).unwrap();
+        drop(a);
+        assert_eq!(budget.taken(), 1);
+        c.take_slot().unwrap();
+        drop((b, c));
+        assert_eq!((budget.taken(), budget.held()), (0, 0));
+        // A budget made with `new` has no bound on slots.
+        let open = MemoryBudget::new(100);
+        let many: Vec<Held> = (0..1000).map(|_| open.account()).collect();
+        assert!(many.iter().all(|h| h.take_slot().is_ok()));
+    }
+
+    #[test]
+    fn default_slots_give_the_connection_state_what_the_default_budget_gives_bytes() {
+        assert_eq!(FALLBACK_BUDGET / REQUEST_STATE_BYTES, 8192);
+        let slots = u64::try_from(default_slots()).unwrap();
+        assert_eq!(slots, (default_budget().0 / REQUEST_STATE_BYTES).max(1));
     }
 
     #[test]

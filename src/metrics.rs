@@ -24,8 +24,9 @@
 //!   `circuit_breaker_short_circuited_total` by `endpoint` (requests failed fast), for the endpoints
 //!   that have a breaker ([`crate::breaker`]), updated by the breaker as it changes;
 //! - `memory_held_bytes` (bytes the requests in flight hold: bodies, rendered templates, SageMaker's
-//!   answers), `memory_budget_bytes` (its limit), `memory_refusals_total` (charges refused, each a
-//!   503; see [`crate::memory`]);
+//!   answers), `memory_budget_bytes` (its limit), `memory_slots_taken` (requests past admission in
+//!   flight), `memory_slots` (their limit, `server.max_requests_in_flight`), `memory_refusals_total`
+//!   (charges and slots refused, each a 503; see [`crate::memory`]);
 //! - `stream_first_byte_seconds` (request arrival to the first part handed to the connection),
 //!   `stream_bytes_total`, `stream_parts_total`, `stream_ends_total` by `outcome` (`complete`,
 //!   `upstream_error`, `timeout`, `client_gone`, `shutdown`), each also by `stage` and `route`, and
@@ -168,6 +169,8 @@ pub struct Metrics {
     limit_store_fallback: IntCounterVec,
     memory_held: IntGauge,
     memory_budget: IntGauge,
+    memory_slots_taken: IntGauge,
+    memory_slots: IntGauge,
     memory_refusals: IntCounter,
     shadow_calls: IntCounterVec,
     shadow_latency: HistogramVec,
@@ -498,10 +501,20 @@ impl Metrics {
                 "memory_budget_bytes",
                 "The in-flight memory budget (server.memory_budget_bytes).",
             ),
+            memory_slots_taken: gauge(
+                &registry,
+                "memory_slots_taken",
+                "Requests past the key check and admission in flight (each holds its connection state).",
+            ),
+            memory_slots: gauge(
+                &registry,
+                "memory_slots",
+                "Requests that may be in flight past admission (server.max_requests_in_flight).",
+            ),
             memory_refusals: counter(
                 &registry,
                 "memory_refusals_total",
-                "Requests refused with 503 because the in-flight memory budget was spent.",
+                "Requests refused with 503 because the in-flight memory budget was spent or every slot was taken.",
             ),
             shadow_calls: counter_vec(
                 &registry,
@@ -725,6 +738,8 @@ impl Metrics {
         let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.memory_held.set(as_i64(budget.held()));
         self.memory_budget.set(as_i64(budget.limit()));
+        self.memory_slots_taken.set(as_i64(budget.taken()));
+        self.memory_slots.set(as_i64(budget.slots()));
         self.memory_refusals
             .inc_by(budget.refused().saturating_sub(self.memory_refusals.get()));
     }

@@ -105,14 +105,20 @@ impl Gateway {
         let clock = limiter.clock().clone();
         let keys = KeysSnapshot::new(keys, &KeyLimiters::default(), &clock)?;
         let metrics = Metrics::new(&config);
-        let memory = MemoryBudget::new(match config.server.memory_budget {
+        let budget = match config.server.memory_budget {
             Some(bytes) => bytes,
             None => {
                 let (bytes, from) = crate::memory::default_budget();
                 tracing::info!(bytes, from, "in-flight memory budget");
                 bytes
             }
+        };
+        let slots = config.server.max_requests_in_flight.unwrap_or_else(|| {
+            let slots = crate::memory::default_slots();
+            tracing::info!(slots, "requests in flight past admission at most");
+            slots
         });
+        let memory = MemoryBudget::with_slots(budget, slots);
         Ok(Gateway {
             memory,
             keys: ArcSwap::from_pointee(keys),
@@ -263,6 +269,10 @@ impl Gateway {
         .await;
         end_span(ctx, names::ADMIT, start, &admitted);
         admitted?;
+        // take a slot (the connection state of a request in flight, bounded in number)
+        memory.take_slot().map_err(|_| GatewayError::Unavailable {
+            reason: crate::memory::OverBudget::SLOTS_REASON,
+        })?;
         // read body
         let start = ctx.span_start();
         let (length, encoding) = (

@@ -76,6 +76,9 @@ struct RawServer {
     /// answers); past it new work gets 503. Default: half the cgroup's memory limit, 512 MiB when
     /// there is none. At least `max_body_bytes`.
     memory_budget_bytes: Option<u64>,
+    /// Requests past the key check and admission that may be in flight at once; past it new ones
+    /// get 503. Default: the cgroup default budget over 64 KiB (8192 without a limit). At least 1.
+    max_requests_in_flight: Option<usize>,
     /// Percent-decode path and query values before use (default true); false = API Gateway's raw values.
     decode_parameters: Option<bool>,
     /// Worker threads (default: one per CPU).
@@ -346,6 +349,9 @@ pub struct ServerConfig {
     /// In-flight memory budget in bytes; `None` = the default from the cgroup
     /// ([`crate::memory::default_budget`], read when the gateway starts).
     pub memory_budget: Option<u64>,
+    /// Admitted requests in flight at once; `None` = the default from the cgroup
+    /// ([`crate::memory::default_slots`], read when the gateway starts).
+    pub max_requests_in_flight: Option<usize>,
     /// Percent-decode path and query values.
     pub decode_parameters: bool,
     /// Worker threads.
@@ -929,6 +935,9 @@ fn compile_server(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<ServerConfi
     if raw.workers == Some(0) {
         errors.push(doc.error("server.workers", "must be > 0"));
     }
+    if raw.max_requests_in_flight == Some(0) {
+        errors.push(doc.error("server.max_requests_in_flight", "must be > 0"));
+    }
     if raw.trusted_proxy_hops > 16 {
         errors.push(doc.error("server.trusted_proxy_hops", "must be at most 16"));
     }
@@ -963,6 +972,7 @@ fn compile_server(doc: &Doc, errors: &mut Vec<Diagnostic>) -> Option<ServerConfi
         max_header_bytes,
         body_timeout,
         memory_budget: raw.memory_budget_bytes,
+        max_requests_in_flight: raw.max_requests_in_flight,
         decode_parameters: raw.decode_parameters.unwrap_or(true),
         workers: raw.workers,
     })
@@ -1668,6 +1678,17 @@ routes:
         );
         assert!(
             errs.contains("server.memory_budget_bytes: must be at least server.max_body_bytes"),
+            "{errs}"
+        );
+        assert_eq!(c.server.max_requests_in_flight, None);
+        let c = GatewayConfig::parse("g.yaml", &with("  max_requests_in_flight: 3\n"), &no_env)
+            .unwrap();
+        assert_eq!(c.server.max_requests_in_flight, Some(3));
+        let errs = GatewayConfig::parse("g.yaml", &with("  max_requests_in_flight: 0\n"), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("server.max_requests_in_flight: must be > 0"),
             "{errs}"
         );
     }

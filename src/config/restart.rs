@@ -33,6 +33,7 @@ pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'s
         server.max_header_bytes as "server.max_header_bytes",
         server.body_timeout as "server.body_timeout_secs",
         server.memory_budget as "server.memory_budget_bytes",
+        server.max_requests_in_flight as "server.max_requests_in_flight",
         server.decode_parameters as "server.decode_parameters",
         server.workers as "server.workers",
         sagemaker.region as "sagemaker.region",

@@ -709,6 +709,69 @@ async fn past_the_memory_budget_new_work_gets_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_requests_in_flight_new_work_gets_503_and_callers_without_a_key_take_no_slot() {
+    // Two slots, a held SageMaker call: two requests fit, a third gets the budget's 503 however
+    // small it is; a request without a key is refused as always and takes no slot.
+    let upstream = Upstream::replying(SageMakerReply::ok_default().held()).await;
+    let config = config_with(
+        "  max_requests_in_flight: 2\n",
+        "      custom_attributes: context.requestId\n",
+    );
+    let gateway = Gateway::builder()
+        .config_text(&config)
+        .upstream(&upstream)
+        .env("SAGEGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .start()
+        .await;
+    let path = "/temp/recommended-movies/U:1?k=1&inference_type=deterministic";
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(gateway.get(path).key(KEY_A).send()))
+        .collect();
+    eventually("both calls at SageMaker", WAIT, || {
+        let n = upstream.count();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    let refused = gateway.get(path).key(KEY_A).send().await;
+    refused.assert_gateway_error(
+        503,
+        r#"{"message":"Service Unavailable"}"#,
+        "ServiceUnavailableException",
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    gateway.get(path).send().await.assert_gateway_error(
+        403,
+        r#"{"message":"Forbidden"}"#,
+        "ForbiddenException",
+    );
+    let admin = admin_url(&gateway);
+    let metrics = scrape(&admin).await;
+    for (name, value) in [
+        ("sagegate_memory_slots", 2.0),
+        ("sagegate_memory_slots_taken", 2.0),
+        ("sagegate_memory_refusals_total", 1.0),
+    ] {
+        assert_eq!(sample(&metrics, name, &[]), Some(value), "{name}");
+    }
+    assert_eq!(upstream.count(), 2, "the refused request made no call");
+
+    upstream.release();
+    for reply in held {
+        reply.await.unwrap().assert_ok();
+    }
+    // The slots are given back once the answers are written: new work is admitted again.
+    gateway.get(path).key(KEY_A).send().await.assert_ok();
+    eventually("every slot free again", WAIT, || {
+        let admin = admin.clone();
+        async move {
+            let taken = sample(&scrape(&admin).await, "sagegate_memory_slots_taken", &[]);
+            (taken == Some(0.0)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_a_template_parses_is_charged_to_the_memory_budget() {
     // `[0,0,…]` of 1000 bytes parses into about 72 KB of values: more than the second 64 KiB step
     // of a 100 KB budget. A small document fits; the budget is empty again after each.
