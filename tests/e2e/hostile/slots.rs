@@ -47,10 +47,14 @@ async fn taken(admin: &str) -> f64 {
 
 /// Waits until no slot is taken; `after` names what just ended.
 async fn until_free(admin: &str, after: &str) {
-    eventually(&format!("every slot given back after {after}"), WAIT, || {
-        let admin = admin.to_owned();
-        async move { (taken(&admin).await == 0.0).then_some(()) }
-    })
+    eventually(
+        &format!("every slot given back after {after}"),
+        WAIT,
+        || {
+            let admin = admin.to_owned();
+            async move { (taken(&admin).await == 0.0).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -69,12 +73,21 @@ async fn every_slot_holds_once(gateway: &Gateway, upstream: &Upstream, admin: &s
     })
     .await;
     assert_eq!(taken(admin).await, slots as f64);
-    gateway.get(UNCACHED).key(KEY_A).send().await.assert_gateway_error(
-        503,
-        r#"{"message":"Service Unavailable"}"#,
-        "ServiceUnavailableException",
+    gateway
+        .get(UNCACHED)
+        .key(KEY_A)
+        .send()
+        .await
+        .assert_gateway_error(
+            503,
+            r#"{"message":"Service Unavailable"}"#,
+            "ServiceUnavailableException",
+        );
+    assert_eq!(
+        upstream.count() - before,
+        slots,
+        "the refused request made no call"
     );
-    assert_eq!(upstream.count() - before, slots, "the refused request made no call");
     upstream.release();
     for reply in held {
         reply.await.unwrap().assert_ok();
@@ -106,12 +119,20 @@ async fn every_way_a_request_ends_gives_its_slot_back() {
     // SageMaker's failures, each after a success so that the circuit stays closed.
     let long = std::time::Duration::from_secs(30);
     for (what, reply, status) in [
-        ("a model's 4xx", SageMakerReply::model_error(400, "bad"), 400),
+        (
+            "a model's 4xx",
+            SageMakerReply::model_error(400, "bad"),
+            400,
+        ),
         ("a 5xx, retried", SageMakerReply::internal_failure(), 502),
         ("throttling, retried", SageMakerReply::throttling(), 429),
         ("a reset", SageMakerReply::Reset, 502),
         ("a close", SageMakerReply::Close, 502),
-        ("the route timeout", SageMakerReply::ok_default().after(long), 504),
+        (
+            "the route timeout",
+            SageMakerReply::ok_default().after(long),
+            504,
+        ),
     ] {
         upstream.reply_with(reply);
         let reply = gateway.get(PATH).key(KEY_A).send().await;
@@ -155,7 +176,12 @@ async fn every_way_a_request_ends_gives_its_slot_back() {
     // An open circuit answers at once.
     upstream.reply_with(SageMakerReply::Reset);
     for _ in 0..2 {
-        gateway.get(PATH).key(KEY_A).send().await.assert_bad_gateway();
+        gateway
+            .get(PATH)
+            .key(KEY_A)
+            .send()
+            .await
+            .assert_bad_gateway();
     }
     let calls = upstream.count();
     let open = gateway.get(PATH).key(KEY_A).send().await;
@@ -203,7 +229,7 @@ async fn a_client_that_goes_away_gives_its_slot_back() {
     })
     .await;
     assert_eq!(taken(&admin).await, 1.0);
-    reset.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    reset.set_zero_linger().unwrap();
     drop(reset);
     until_free(&admin, "a client reset its connection").await;
 
@@ -250,7 +276,12 @@ async fn cache_hits_and_coalesced_misses_hold_a_slot_while_in_flight_and_give_it
     for reply in [first, second] {
         let reply = reply.await.unwrap();
         reply.assert_ok();
-        statuses.push(reply.header("x-sagegate-cache").unwrap_or_default().to_owned());
+        statuses.push(
+            reply
+                .header("x-sagegate-cache")
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
     statuses.sort();
     assert_eq!(statuses, ["coalesced", "miss"]);
@@ -296,7 +327,12 @@ async fn only_requests_past_the_key_check_and_admission_take_a_slot() {
         .send()
         .await
         .assert_forbidden();
-    gateway.get(PATH).key(KEY_DISABLED).send().await.assert_forbidden();
+    gateway
+        .get(PATH)
+        .key(KEY_DISABLED)
+        .send()
+        .await
+        .assert_forbidden();
     gateway
         .get("/nostage/recommended-movies/U:1")
         .key(KEY_A)
@@ -310,7 +346,11 @@ async fn only_requests_past_the_key_check_and_admission_take_a_slot() {
         .await
         .assert_missing_authentication_token();
     for method in [reqwest::Method::OPTIONS, reqwest::Method::HEAD] {
-        let reply = gateway.request(method.clone(), PATH).key(KEY_A).send().await;
+        let reply = gateway
+            .request(method.clone(), PATH)
+            .key(KEY_A)
+            .send()
+            .await;
         assert_eq!(reply.status, 403, "{method}: {reply:?}");
     }
     gateway
@@ -359,7 +399,9 @@ async fn reloads_while_slots_are_held_keep_the_count_and_the_limit() {
         &["standard"],
     ));
     gateway.replace_keys(&keys.render());
-    gateway.until_key_gets("e2e-key-slots-later-0123456789", 503).await;
+    gateway
+        .until_key_gets("e2e-key-slots-later-0123456789", 503)
+        .await;
     crate::config_reload::rename_over(&gateway, &config.replace("ep-prod", "ep-prod-2"));
     crate::config_reload::until_generation(&gateway, 1).await;
     crate::config_reload::rename_over(
@@ -371,7 +413,10 @@ async fn reloads_while_slots_are_held_keep_the_count_and_the_limit() {
         .await;
     let metrics = scrape(&admin).await;
     assert_eq!(sample(&metrics, "sagegate_memory_slots", &[]), Some(2.0));
-    assert_eq!(sample(&metrics, "sagegate_memory_slots_taken", &[]), Some(2.0));
+    assert_eq!(
+        sample(&metrics, "sagegate_memory_slots_taken", &[]),
+        Some(2.0)
+    );
     upstream.release();
     for reply in held {
         reply.await.unwrap().assert_ok();
