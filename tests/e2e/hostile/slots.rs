@@ -2,8 +2,9 @@
 //! slot back (answers, SageMaker's errors, retries, timeouts, an open circuit, refusals after
 //! admission, 413 and 408 while the body is read, cache hits and coalesced misses, streams that end
 //! or whose client goes away, a client that resets its connection, reloads in the middle), and only
-//! requests past the key check and admission take one. Each test ends by holding every slot again:
-//! a slot leaked or given back twice shows as a 503 too early or a third call reaching SageMaker.
+//! requests past the key check and admission take one. `sagegate_memory_slots_taken` must return to
+//! 0 after each; the buffered tests end by holding every slot once more, so that a slot leaked or
+//! given back twice shows as a 503 too early or one call too many at SageMaker.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
