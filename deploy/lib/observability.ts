@@ -108,13 +108,13 @@ exporters:
       - dimensions: [[stage, result]]
         metric_name_selectors: [${metric('cache_lookups(_total)?')}]
       - dimensions: [[result]]
-        metric_name_selectors: [${metric('key_reloads(_total)?')}, ${metric('otel_spans(_total)?')}]
+        metric_name_selectors: [${metric('key_reloads(_total)?')}, ${metric('config_reloads(_total)?')}, ${metric('otel_spans(_total)?')}]
       - dimensions: [[endpoint]]
         metric_name_selectors: [${metric('circuit_breaker_state')}, ${metric('circuit_breaker_short_circuited(_total)?')}]
       - dimensions: [[decision]]
         metric_name_selectors: [${metric('limit_store_fallback(_total)?')}]
       - dimensions: [[]]
-        metric_name_selectors: [${metric('throttled(_total)?')}, ${metric('quota_rejected(_total)?')}, ${metric('limit_store_up')}, ${metric('limit_store_errors(_total)?')}, ${metric('memory_held_bytes')}, ${metric('memory_budget_bytes')}, ${metric('memory_refusals(_total)?')}]
+        metric_name_selectors: [${metric('throttled(_total)?')}, ${metric('quota_rejected(_total)?')}, ${metric('limit_store_up')}, ${metric('limit_store_errors(_total)?')}, ${metric('memory_held_bytes')}, ${metric('memory_budget_bytes')}, ${metric('memory_slots_taken')}, ${metric('memory_slots')}, ${metric('memory_refusals(_total)?')}, ${metric('config_generation')}]
 service:
   extensions: [health_check]
   pipelines:

@@ -5,6 +5,8 @@
  */
 import { before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { COLLECTOR_CONTAINER, collectorConfig } from '../lib/observability';
 import { DEFAULT_COLLECTOR_IMAGE } from '../lib/settings';
 import {
@@ -89,6 +91,29 @@ describe('observability on (the default)', () => {
     assert.ok(dims.length >= 4, config);
     for (const d of dims) assert.ok(!d.includes('key_id'), d);
     assert.match(config, /dimension_rollup_option: NoDimensionRollup/);
+  });
+
+  test('every CloudWatch metric deploy/observability.md lists is shipped, with its dimensions', () => {
+    const config = collectorConfig('us-east-1', 'group');
+    const doc = readFileSync(join(__dirname, '..', 'observability.md'), 'utf8');
+    const table = doc.split('CloudWatch metrics in namespace `Sagegate`')[1].split('\n\n')[1];
+    const rows = table.split('\n').filter((l) => l.startsWith('| `sagegate_'));
+    assert.ok(rows.length >= 8, table);
+    // Each declaration: its dimension sets and the metrics it selects.
+    const declarations = [...config.matchAll(/- dimensions: (.*)\n\s+metric_name_selectors: \[(.*)\]/g)];
+    for (const row of rows) {
+      const names = [...row.split('|')[1].matchAll(/`sagegate_(\w+)`/g)].map((m) => m[1]);
+      for (const name of names) {
+        const selector = name.endsWith('_total') ? `"^sagegate_${name.slice(0, -6)}(_total)?$"` : `"^sagegate_${name}$"`;
+        const found = declarations.filter((d) => d[2].split(', ').includes(selector));
+        assert.equal(found.length, 1, `sagegate_${name}: ${selector} in one declaration of\n${config}`);
+        const dims = row.split('|')[2].trim();
+        if (dims === 'none') assert.equal(found[0][1], '[[]]', `sagegate_${name}`);
+        for (const dim of dims.match(/\b(stage|route|status_class|variant|error_type|result|endpoint|decision)\b/g) ?? []) {
+          assert.ok(found[0][1].includes(dim), `sagegate_${name}: ${dim} in ${found[0][1]}`);
+        }
+      }
+    }
   });
 
   test('the task role may write traces to X-Ray and events to the metrics log group only', () => {

@@ -13,6 +13,7 @@
 
 mod cache_poisoning;
 mod log_volume;
+mod slots;
 pub(crate) mod slow_readers;
 mod streams;
 mod upstream_answers;

@@ -184,6 +184,17 @@ impl Reply {
         );
     }
 
+    /// 503 Service Unavailable (the memory budget or its slots, a limit store down with `deny`),
+    /// with `Retry-After`.
+    pub fn assert_service_unavailable(&self) {
+        self.assert_gateway_error(
+            503,
+            r#"{"message":"Service Unavailable"}"#,
+            "ServiceUnavailableException",
+        );
+        assert!(self.header("retry-after").is_some(), "{self:?}");
+    }
+
     /// 504 Endpoint request timed out.
     pub fn assert_timed_out(&self) {
         self.assert_gateway_error(

@@ -289,6 +289,11 @@ impl Upstream {
         self.state.release.send_replace(true);
     }
 
+    /// Holds requests with a held reply again, until the next [`Upstream::release`].
+    pub fn hold_again(&self) {
+        self.state.release.send_replace(false);
+    }
+
     /// Whether the gateway dropped an event stream ([`SageMakerReply::EventStream`]) before its end.
     pub fn stream_dropped(&self) -> bool {
         self.state.stream_dropped.load(Ordering::SeqCst)
