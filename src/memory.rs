@@ -28,9 +28,10 @@
 //! connection state itself (actix's buffers and request head, the upstream connection with its
 //! buffers, task and TLS) is about 50 KB per SageMaker call in flight, 56 KB over HTTPS
 //! (bench/RESULTS.md §11), and grows with concurrency alone. So the budget also has slots: a
-//! request takes one once its key is checked and it is admitted ([`Held::take_slot`]), and keeps
-//! it until its account is dropped; past `server.max_requests_in_flight` new work gets the same
-//! 503. The default gives the connection state as much memory as the default budget gives bytes
+//! request takes one once its key is checked, before admission so that the 503 spends none of the
+//! caller's throttle or quota ([`Held::take_slot`]), and keeps it until its account is dropped;
+//! past `server.max_requests_in_flight` new work gets the same 503. The default keeps every
+//! slot's connection state within half of what the default budget gives bytes
 //! ([`default_slots`]).
 //!
 //! A stage that builds something for a moment (the validate stage's parsed body) charges it with
@@ -47,9 +48,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 /// Budget used when the cgroup sets no memory limit or it cannot be read: 512 MiB.
 pub const FALLBACK_BUDGET: u64 = 512 * 1024 * 1024;
 
-/// The connection state one request in flight is sized at for the default number of slots: the
-/// 50–56 KB measured per SageMaker call in flight (bench/RESULTS.md §11), rounded up.
-pub const REQUEST_STATE_BYTES: u64 = 64 * 1024;
+/// The default budget's bytes per default slot: twice the 50–56 KB of connection state measured
+/// per SageMaker call in flight (bench/RESULTS.md §11), rounded up to 128 KiB.
+pub const BUDGET_BYTES_PER_SLOT: u64 = 128 * 1024;
 
 /// cgroup v2 memory limit of this process's cgroup (`max` = none).
 const CGROUP_V2_MAX: &str = "/sys/fs/cgroup/memory.max";
@@ -275,11 +276,12 @@ pub fn default_budget() -> (u64, &'static str) {
 }
 
 /// The default of `server.max_requests_in_flight`: the default budget ([`default_budget`], which
-/// is not the configured one) over [`REQUEST_STATE_BYTES`]. A 1 GiB task (512 MiB budget) gets
-/// 8192, as does a host without a memory limit: with the budget's bytes and every slot's
-/// connection state both in use, the task stays within its memory.
+/// is not the configured one) over [`BUDGET_BYTES_PER_SLOT`]. A 1 GiB task (512 MiB budget) gets
+/// 4096, as does a host without a memory limit. With the budget full and every slot taken, a
+/// 1 GiB task holds 512 MiB + 4096 × 56 KB ≈ 736 MiB, leaving room for the process itself, two
+/// 64 MiB stage caches and the collector sidecar (8192 slots would not: ≈ 1.2 GiB).
 pub fn default_slots() -> usize {
-    usize::try_from(default_budget().0 / REQUEST_STATE_BYTES)
+    usize::try_from(default_budget().0 / BUDGET_BYTES_PER_SLOT)
         .unwrap_or(usize::MAX)
         .max(1)
 }
@@ -336,10 +338,10 @@ mod tests {
     }
 
     #[test]
-    fn default_slots_give_the_connection_state_what_the_default_budget_gives_bytes() {
-        assert_eq!(FALLBACK_BUDGET / REQUEST_STATE_BYTES, 8192);
+    fn default_slots_are_the_default_budget_over_128_kib() {
+        assert_eq!(FALLBACK_BUDGET / BUDGET_BYTES_PER_SLOT, 4096);
         let slots = u64::try_from(default_slots()).unwrap();
-        assert_eq!(slots, (default_budget().0 / REQUEST_STATE_BYTES).max(1));
+        assert_eq!(slots, (default_budget().0 / BUDGET_BYTES_PER_SLOT).max(1));
     }
 
     #[test]

@@ -24,8 +24,8 @@
 //!   `circuit_breaker_short_circuited_total` by `endpoint` (requests failed fast), for the endpoints
 //!   that have a breaker ([`crate::breaker`]), updated by the breaker as it changes;
 //! - `memory_held_bytes` (bytes the requests in flight hold: bodies, rendered templates, SageMaker's
-//!   answers), `memory_budget_bytes` (its limit), `memory_slots_taken` (requests past admission in
-//!   flight), `memory_slots` (their limit, `server.max_requests_in_flight`), `memory_refusals_total`
+//!   answers), `memory_budget_bytes` (its limit), `memory_slots_taken` (requests past the key check
+//!   in flight), `memory_slots` (their limit, `server.max_requests_in_flight`), `memory_refusals_total`
 //!   (charges and slots refused, each a 503; see [`crate::memory`]);
 //! - `stream_first_byte_seconds` (request arrival to the first part handed to the connection),
 //!   `stream_bytes_total`, `stream_parts_total`, `stream_ends_total` by `outcome` (`complete`,
@@ -504,12 +504,12 @@ impl Metrics {
             memory_slots_taken: gauge(
                 &registry,
                 "memory_slots_taken",
-                "Requests past the key check and admission in flight (each holds its connection state).",
+                "Requests past the key check in flight (each holds its connection state).",
             ),
             memory_slots: gauge(
                 &registry,
                 "memory_slots",
-                "Requests that may be in flight past admission (server.max_requests_in_flight).",
+                "Requests that may be in flight past the key check (server.max_requests_in_flight).",
             ),
             memory_refusals: counter(
                 &registry,

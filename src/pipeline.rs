@@ -115,7 +115,7 @@ impl Gateway {
         };
         let slots = config.server.max_requests_in_flight.unwrap_or_else(|| {
             let slots = crate::memory::default_slots();
-            tracing::info!(slots, "requests in flight past admission at most");
+            tracing::info!(slots, "requests in flight past the key check at most");
             slots
         });
         let memory = MemoryBudget::with_slots(budget, slots);
@@ -255,6 +255,11 @@ impl Gateway {
         })?;
         // assign canary (the stage's canary view from here on, when the request is one)
         let stage = crate::canary::assign(stage, input, ctx);
+        // take a slot (the connection state of a request in flight, bounded in number), before
+        // admission: a 503 for a full house spends none of the caller's throttle or quota
+        memory.take_slot().map_err(|_| GatewayError::Unavailable {
+            reason: crate::memory::OverBudget::SLOTS_REASON,
+        })?;
         // admit
         let start = ctx.span_start();
         let key_limiter = keys.limiter(caller.as_ref());
@@ -269,10 +274,6 @@ impl Gateway {
         .await;
         end_span(ctx, names::ADMIT, start, &admitted);
         admitted?;
-        // take a slot (the connection state of a request in flight, bounded in number)
-        memory.take_slot().map_err(|_| GatewayError::Unavailable {
-            reason: crate::memory::OverBudget::SLOTS_REASON,
-        })?;
         // read body
         let start = ctx.span_start();
         let (length, encoding) = (

@@ -76,8 +76,8 @@ struct RawServer {
     /// answers); past it new work gets 503. Default: half the cgroup's memory limit, 512 MiB when
     /// there is none. At least `max_body_bytes`.
     memory_budget_bytes: Option<u64>,
-    /// Requests past the key check and admission that may be in flight at once; past it new ones
-    /// get 503. Default: the cgroup default budget over 64 KiB (8192 without a limit). At least 1.
+    /// Requests past the key check that may be in flight at once; past it new ones get 503.
+    /// Default: the cgroup default budget over 128 KiB (4096 without a limit). At least 1.
     max_requests_in_flight: Option<usize>,
     /// Percent-decode path and query values before use (default true); false = API Gateway's raw values.
     decode_parameters: Option<bool>,

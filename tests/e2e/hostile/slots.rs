@@ -2,7 +2,7 @@
 //! slot back (answers, SageMaker's errors, retries, timeouts, an open circuit, refusals after
 //! admission, 413 and 408 while the body is read, cache hits and coalesced misses, streams that end
 //! or whose client goes away, a client that resets its connection, reloads in the middle), and only
-//! requests past the key check and admission take one. `sagegate_memory_slots_taken` must return to
+//! requests past the key check take one, before admission, so that a refusal spends no throttle. `sagegate_memory_slots_taken` must return to
 //! 0 after each; the buffered tests end by holding every slot once more, so that a slot leaked or
 //! given back twice shows as a 503 too early or one call too many at SageMaker.
 
@@ -298,9 +298,10 @@ async fn cache_hits_and_coalesced_misses_hold_a_slot_while_in_flight_and_give_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_requests_past_the_key_check_and_admission_take_a_slot() {
-    // One slot, held. Everything refused before admission gets its own answer, never the slot's
-    // 503; a public route's request is admitted work and waits for a slot like any other.
+async fn only_requests_past_the_key_check_take_a_slot_and_a_refusal_spends_no_throttle() {
+    // One slot, held. Everything refused before the key check gets its own answer, never the
+    // slot's 503. A valid key gets the 503 before admission, so its throttle keeps its token; a
+    // public route's request waits for a slot like any other.
     const KEY_TIGHT: &str = "e2e-key-slots-tight-0123456789";
     let upstream = Upstream::replying(SageMakerReply::ok_default()).await;
     let config = with_server(
@@ -311,15 +312,11 @@ async fn only_requests_past_the_key_check_and_admission_take_a_slot() {
         .plan(Plan::new("tight", &["temp"]).throttle(0.001, 1))
         .key(Key::new("tight", KEY_TIGHT, &["tight"]));
     let (gateway, admin) = gateway(&config, keys, &upstream).await;
-    // The tight key spends its one token now, while a slot is free.
-    gateway.get(PATH).key(KEY_TIGHT).send().await.assert_ok();
-    until_free(&admin, "the tight key's answer").await;
-
     upstream.reply_with(SageMakerReply::ok_default().held());
     let held = tokio::spawn(gateway.get(PATH).key(KEY_A).send());
     eventually("the held call at SageMaker", WAIT, || {
         let n = upstream.count();
-        async move { (n == 2).then_some(()) }
+        async move { (n == 1).then_some(()) }
     })
     .await;
     gateway.get(PATH).send().await.assert_forbidden();
@@ -355,12 +352,6 @@ async fn only_requests_past_the_key_check_and_admission_take_a_slot() {
             .await;
         assert_eq!(reply.status, 403, "{method}: {reply:?}");
     }
-    gateway
-        .get(PATH)
-        .key(KEY_TIGHT)
-        .send()
-        .await
-        .assert_too_many_requests();
     assert_eq!(gateway.health().await, Some(200));
     assert_eq!(taken(&admin).await, 1.0);
     let metrics = scrape(&admin).await;
@@ -368,16 +359,36 @@ async fn only_requests_past_the_key_check_and_admission_take_a_slot() {
         sample(&metrics, "sagegate_memory_refusals_total", &[]),
         Some(0.0)
     );
-    // The public route's request is admitted: it needs the slot.
+    // A valid key is refused for the slot before admission: its one token is not spent.
+    gateway
+        .get(PATH)
+        .key(KEY_TIGHT)
+        .send()
+        .await
+        .assert_service_unavailable();
+    // The public route's request needs the slot too.
     gateway
         .get("/temp/open/U:1")
         .send()
         .await
         .assert_service_unavailable();
-    assert_eq!(upstream.count(), 2, "no refused request reached SageMaker");
+    let metrics = scrape(&admin).await;
+    assert_eq!(
+        sample(&metrics, "sagegate_memory_refusals_total", &[]),
+        Some(2.0)
+    );
+    assert_eq!(upstream.count(), 1, "no refused request reached SageMaker");
     upstream.release();
     held.await.unwrap().assert_ok();
     until_free(&admin, "the held call").await;
+    // The tight key still has its token, and then none.
+    gateway.get(PATH).key(KEY_TIGHT).send().await.assert_ok();
+    gateway
+        .get(PATH)
+        .key(KEY_TIGHT)
+        .send()
+        .await
+        .assert_too_many_requests();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
