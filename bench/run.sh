@@ -213,7 +213,8 @@ PATH_CACHED="/prod/recommended-movies/U1?k=5&inference_type=deterministic"
 target_args() { # the loadgen arguments that address one target
     case "$1" in
         direct) echo "--url http://127.0.0.1:$UP_PORT/endpoints/movie-recommender-prod/invocations --method POST --body {\"user_id\":\"U1\",\"k\":\"5\",\"inference_type\":\"PL\"}" ;;
-        stack-floor) echo "--url http://127.0.0.1:$FL_PORT$PATH_Q" ;;
+        # The key header too: the floor ignores it, but parses the same request bytes as the others.
+        stack-floor) echo "--url http://127.0.0.1:$FL_PORT$PATH_Q -H x-api-key:$KEY" ;;
         sagegate) echo "--url http://127.0.0.1:$GW_PORT$PATH_Q -H x-api-key:$KEY" ;;
         sagegate-cache-hit) echo "--url http://127.0.0.1:$GW_PORT$PATH_CACHED -H x-api-key:$KEY" ;;
         sagegate-redis) echo "--url http://127.0.0.1:$GWR_PORT$PATH_Q -H x-api-key:$KEY" ;;
@@ -328,7 +329,13 @@ inflight() { # $1 server pid, $2 its port, $3 result file, [$4 loadgen header]: 
         '. + {fd_idle: $fd_idle, fd_peak: $fd_peak, upstream_fd_peak: $up_fd_peak, rss_idle_kb: $rss_idle, hwm_kb: $hwm, nofile: $nofile}' \
         <<<"$r" >"$OUT/$3"
     [[ $(jq .ok <<<"$r") -gt 0 ]] || die "in-flight run against pid $pid: no request succeeded: $r"
-    kill "$pid" 2>/dev/null || true # its memory is measured; free the descriptors for the next run
+    # Its memory is measured: stop it and wait (bounded: 30 s) until it is gone, so the next run
+    # starts on a quiet core and the upstream's descriptors are the next server's own.
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
 }
 GW2_PORT=$(free_port)
 start_gateway "$GW2_PORT" "$SLOW_PORT" gateway-inflight-access.log "$OUT/gateway-inflight.yaml"
@@ -338,7 +345,7 @@ if [[ -n $FLOOR ]]; then
     FL2_PORT=$(free_port)
     start_floor "$FL2_PORT" "$SLOW_PORT" stack-floor-inflight.log 60
     log "in-flight: $INFLIGHT requests at once through stack-floor (pid $FL_PID)"
-    inflight "$FL_PID" "$FL2_PORT" inflight-floor.json
+    inflight "$FL_PID" "$FL2_PORT" inflight-floor.json "x-api-key:$KEY"
 fi
 
 # ---- report ----
@@ -383,13 +390,17 @@ def held: if .peak_in_flight < .connections * 0.95
       | group_by(.connections)[]
       | (map(select(.target == "sagegate"))[0]) as $g | (map(select(.target == "nginx"))[0]) as $x
       | (map(select(.target == "stack-floor"))[0]) as $f
-      | select($g != null and $x != null)
-      | ($g.cpu_s / ([$g.ok + $g.non_2xx, 1] | max)) as $gc | ($x.cpu_s / ([$x.ok + $x.non_2xx, 1] | max)) as $xc
-      | ($g.latency_ms.p50 - $floor[$g.connections|tostring]) as $ga | ($x.latency_ms.p50 - $floor[$x.connections|tostring]) as $xa
-      | "- \($g.connections) connection(s): CPU/request sagegate \($gc * 1e6 | round) µs vs nginx \($xc * 1e6 | round) µs = "
-        + (if $xc > 0 then "\($gc / $xc * 100 | round / 100)×" else "n/a (nginx CPU below tick resolution)" end)
-        + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
-        + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end)
+      | select($g != null and ($x != null or $f != null))
+      | ($g.cpu_s / ([$g.ok + $g.non_2xx, 1] | max)) as $gc
+      | (if $x == null then 0 else $x.cpu_s / ([$x.ok + $x.non_2xx, 1] | max) end) as $xc
+      | ($g.latency_ms.p50 - $floor[$g.connections|tostring]) as $ga
+      | "- \($g.connections) connection(s): "
+        + (if $x == null then "CPU/request sagegate \($gc * 1e6 | round) µs (no nginx row)" else
+            ($x.latency_ms.p50 - $floor[$x.connections|tostring]) as $xa
+            | "CPU/request sagegate \($gc * 1e6 | round) µs vs nginx \($xc * 1e6 | round) µs = "
+              + (if $xc > 0 then "\($gc / $xc * 100 | round / 100)×" else "n/a (nginx CPU below tick resolution)" end)
+              + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
+              + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end) end)
         + (if $f == null then "" else
             ($f.cpu_s / ([$f.ok + $f.non_2xx, 1] | max)) as $fc
             | "; stack-floor \($fc * 1e6 | round) µs"
@@ -435,4 +446,4 @@ def held: if .peak_in_flight < .connections * 0.95
 } >"$OUT/results.md"
 cat "$OUT/results.md"
 ln -sfn "$(basename "$OUT")" "$BENCH/out/latest"
-log "results: $OUT/results.md (raw rows: $ROWS, $OUT/inflight.json, $OUT/inflight-floor.json)"
+log "results: $OUT/results.md (raw rows: $ROWS, $OUT/inflight.json${FLOOR:+, $OUT/inflight-floor.json})"
