@@ -2,7 +2,7 @@
 # bench/run.sh [--quick|--full] — sagegate's benchmark: the same closed-loop load sent straight to a
 # fixed-latency SageMaker stand-in (the floor), through `stack-floor` (actix-web + hyper with none of
 # the gateway's work: the stack's floor), through sagegate (full pipeline), and through nginx doing the
-# comparable job; then in-flight concurrency runs (sagegate, stack-floor) against a 1-second upstream.
+# comparable job; then in-flight concurrency runs (sagegate, stack-floor) against a 5-second upstream.
 # Loopback only; every phase is bounded; every process started here is stopped on exit.
 # Exit status: non-zero only when something is broken (build, a server not starting, a target that
 # answers no request successfully) — never because a number is slow. See bench/README.md.
@@ -290,10 +290,14 @@ for c in "${LEVELS[@]}"; do
 done
 
 # ---- in-flight: N requests held open at once through sagegate, then through stack-floor, against a
-# 1 s upstream. Each server is fresh, so its idle RSS is its own and (peak - idle) / N is the memory
-# one request in flight costs it. ----
+# slow upstream. Each server is fresh, so its idle RSS is its own and (peak - idle) / (peak in
+# flight) is the memory one request in flight costs it. The upstream holds each answer 5 s: one busy
+# core can take more than 1 s to read 9,000 heads and open 9,000 upstream connections, and with a
+# 1 s upstream the first answers came back before the last requests went out (7,814 of 9,000 held
+# at once, 6,467 upstream connections, in one --full run), so the peak depended on the load. ----
+INFLIGHT_DELAY_MS=5000
 SLOW_PORT=$(free_port)
-start_upstream "$SLOW_PORT" 1000
+start_upstream "$SLOW_PORT" "$INFLIGHT_DELAY_MS"
 SLOW_PID=$UP_PID
 NOFILE=$(ulimit -n)
 # One core (shared with the rest of the machine) cannot read 9,000 request heads within the shipped
@@ -339,7 +343,7 @@ inflight() { # $1 server pid, $2 its port, $3 result file, [$4 loadgen header]: 
 }
 GW2_PORT=$(free_port)
 start_gateway "$GW2_PORT" "$SLOW_PORT" gateway-inflight-access.log "$OUT/gateway-inflight.yaml"
-log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW_PID) to a 1 s upstream; ulimit -n $NOFILE per process"
+log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW_PID) to a $((INFLIGHT_DELAY_MS / 1000)) s upstream; ulimit -n $NOFILE per process"
 inflight "$GW_PID" "$GW2_PORT" inflight.json "x-api-key:$KEY"
 if [[ -n $FLOOR ]]; then
     FL2_PORT=$(free_port)
@@ -432,7 +436,7 @@ def held: if .peak_in_flight < .connections * 0.95
       | "- \(.connections) connection(s): \(.rps | floor) req/s; CPU/request \(.cpu_s / ([.ok + .non_2xx, 1] | max) * 1e6 | round) µs; p50 \(.latency_ms.p50) ms vs direct \($floor[.connections|tostring]) ms"
     ' "$ROWS"
     echo
-    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s (header and route timeouts 60 s)."
+    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after $((INFLIGHT_DELAY_MS / 1000)) s (header and route timeouts 60 s)."
     echo "Per request in flight: (peak RSS - idle RSS) / the client's peak in flight (the server held at most that many)."
     echo
     jq -r "$INFLIGHT_DEFS"'"- \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight (client side) \(.peak_in_flight); wall \(.seconds * 100 | round / 100) s; p50 \(.latency_ms.p50) ms, max \(.latency_ms.max) ms"
