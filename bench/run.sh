@@ -2,7 +2,7 @@
 # bench/run.sh [--quick|--full] — sagegate's benchmark: the same closed-loop load sent straight to a
 # fixed-latency SageMaker stand-in (the floor), through `stack-floor` (actix-web + hyper with none of
 # the gateway's work: the stack's floor), through sagegate (full pipeline), and through nginx doing the
-# comparable job; then in-flight concurrency runs (sagegate, stack-floor) against a 1-second upstream.
+# comparable job; then in-flight concurrency runs (sagegate, stack-floor) against a 5-second upstream.
 # Loopback only; every phase is bounded; every process started here is stopped on exit.
 # Exit status: non-zero only when something is broken (build, a server not starting, a target that
 # answers no request successfully) — never because a number is slow. See bench/README.md.
@@ -213,7 +213,8 @@ PATH_CACHED="/prod/recommended-movies/U1?k=5&inference_type=deterministic"
 target_args() { # the loadgen arguments that address one target
     case "$1" in
         direct) echo "--url http://127.0.0.1:$UP_PORT/endpoints/movie-recommender-prod/invocations --method POST --body {\"user_id\":\"U1\",\"k\":\"5\",\"inference_type\":\"PL\"}" ;;
-        stack-floor) echo "--url http://127.0.0.1:$FL_PORT$PATH_Q" ;;
+        # The key header too: the floor ignores it, but parses the same request bytes as the others.
+        stack-floor) echo "--url http://127.0.0.1:$FL_PORT$PATH_Q -H x-api-key:$KEY" ;;
         sagegate) echo "--url http://127.0.0.1:$GW_PORT$PATH_Q -H x-api-key:$KEY" ;;
         sagegate-cache-hit) echo "--url http://127.0.0.1:$GW_PORT$PATH_CACHED -H x-api-key:$KEY" ;;
         sagegate-redis) echo "--url http://127.0.0.1:$GWR_PORT$PATH_Q -H x-api-key:$KEY" ;;
@@ -289,10 +290,14 @@ for c in "${LEVELS[@]}"; do
 done
 
 # ---- in-flight: N requests held open at once through sagegate, then through stack-floor, against a
-# 1 s upstream. Each server is fresh, so its idle RSS is its own and (peak - idle) / N is the memory
-# one request in flight costs it. ----
+# slow upstream. Each server is fresh, so its idle RSS is its own and (peak - idle) / (peak in
+# flight) is the memory one request in flight costs it. The upstream holds each answer 5 s: one busy
+# core can take more than 1 s to read 9,000 heads and open 9,000 upstream connections, and with a
+# 1 s upstream the first answers came back before the last requests went out (7,814 of 9,000 held
+# at once, 6,467 upstream connections, in one --full run), so the peak depended on the load. ----
+INFLIGHT_DELAY_MS=5000
 SLOW_PORT=$(free_port)
-start_upstream "$SLOW_PORT" 1000
+start_upstream "$SLOW_PORT" "$INFLIGHT_DELAY_MS"
 SLOW_PID=$UP_PID
 NOFILE=$(ulimit -n)
 # One core (shared with the rest of the machine) cannot read 9,000 request heads within the shipped
@@ -328,17 +333,23 @@ inflight() { # $1 server pid, $2 its port, $3 result file, [$4 loadgen header]: 
         '. + {fd_idle: $fd_idle, fd_peak: $fd_peak, upstream_fd_peak: $up_fd_peak, rss_idle_kb: $rss_idle, hwm_kb: $hwm, nofile: $nofile}' \
         <<<"$r" >"$OUT/$3"
     [[ $(jq .ok <<<"$r") -gt 0 ]] || die "in-flight run against pid $pid: no request succeeded: $r"
-    kill "$pid" 2>/dev/null || true # its memory is measured; free the descriptors for the next run
+    # Its memory is measured: stop it and wait (bounded: 30 s) until it is gone, so the next run
+    # starts on a quiet core and the upstream's descriptors are the next server's own.
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
 }
 GW2_PORT=$(free_port)
 start_gateway "$GW2_PORT" "$SLOW_PORT" gateway-inflight-access.log "$OUT/gateway-inflight.yaml"
-log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW_PID) to a 1 s upstream; ulimit -n $NOFILE per process"
+log "in-flight: $INFLIGHT requests at once through sagegate (pid $GW_PID) to a $((INFLIGHT_DELAY_MS / 1000)) s upstream; ulimit -n $NOFILE per process"
 inflight "$GW_PID" "$GW2_PORT" inflight.json "x-api-key:$KEY"
 if [[ -n $FLOOR ]]; then
     FL2_PORT=$(free_port)
     start_floor "$FL2_PORT" "$SLOW_PORT" stack-floor-inflight.log 60
     log "in-flight: $INFLIGHT requests at once through stack-floor (pid $FL_PID)"
-    inflight "$FL_PID" "$FL2_PORT" inflight-floor.json
+    inflight "$FL_PID" "$FL2_PORT" inflight-floor.json "x-api-key:$KEY"
 fi
 
 # ---- report ----
@@ -383,13 +394,17 @@ def held: if .peak_in_flight < .connections * 0.95
       | group_by(.connections)[]
       | (map(select(.target == "sagegate"))[0]) as $g | (map(select(.target == "nginx"))[0]) as $x
       | (map(select(.target == "stack-floor"))[0]) as $f
-      | select($g != null and $x != null)
-      | ($g.cpu_s / ([$g.ok + $g.non_2xx, 1] | max)) as $gc | ($x.cpu_s / ([$x.ok + $x.non_2xx, 1] | max)) as $xc
-      | ($g.latency_ms.p50 - $floor[$g.connections|tostring]) as $ga | ($x.latency_ms.p50 - $floor[$x.connections|tostring]) as $xa
-      | "- \($g.connections) connection(s): CPU/request sagegate \($gc * 1e6 | round) µs vs nginx \($xc * 1e6 | round) µs = "
-        + (if $xc > 0 then "\($gc / $xc * 100 | round / 100)×" else "n/a (nginx CPU below tick resolution)" end)
-        + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
-        + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end)
+      | select($g != null and ($x != null or $f != null))
+      | ($g.cpu_s / ([$g.ok + $g.non_2xx, 1] | max)) as $gc
+      | (if $x == null then 0 else $x.cpu_s / ([$x.ok + $x.non_2xx, 1] | max) end) as $xc
+      | ($g.latency_ms.p50 - $floor[$g.connections|tostring]) as $ga
+      | "- \($g.connections) connection(s): "
+        + (if $x == null then "CPU/request sagegate \($gc * 1e6 | round) µs (no nginx row)" else
+            ($x.latency_ms.p50 - $floor[$x.connections|tostring]) as $xa
+            | "CPU/request sagegate \($gc * 1e6 | round) µs vs nginx \($xc * 1e6 | round) µs = "
+              + (if $xc > 0 then "\($gc / $xc * 100 | round / 100)×" else "n/a (nginx CPU below tick resolution)" end)
+              + "; added p50 \($ga * 1000 | round) µs vs \($xa * 1000 | round) µs"
+              + (if $xa > 0 then " = \($ga / $xa * 100 | round / 100)×" else "" end) end)
         + (if $f == null then "" else
             ($f.cpu_s / ([$f.ok + $f.non_2xx, 1] | max)) as $fc
             | "; stack-floor \($fc * 1e6 | round) µs"
@@ -421,7 +436,7 @@ def held: if .peak_in_flight < .connections * 0.95
       | "- \(.connections) connection(s): \(.rps | floor) req/s; CPU/request \(.cpu_s / ([.ok + .non_2xx, 1] | max) * 1e6 | round) µs; p50 \(.latency_ms.p50) ms vs direct \($floor[.connections|tostring]) ms"
     ' "$ROWS"
     echo
-    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after 1 s (header and route timeouts 60 s)."
+    echo "In-flight run: $INFLIGHT connections, one request each, upstream answers after $((INFLIGHT_DELAY_MS / 1000)) s (header and route timeouts 60 s)."
     echo "Per request in flight: (peak RSS - idle RSS) / the client's peak in flight (the server held at most that many)."
     echo
     jq -r "$INFLIGHT_DEFS"'"- \(.ok) of \(.connections) answered 2xx (\(.non_2xx) non-2xx, \(.errors) errors); peak in flight (client side) \(.peak_in_flight); wall \(.seconds * 100 | round / 100) s; p50 \(.latency_ms.p50) ms, max \(.latency_ms.max) ms"
@@ -435,4 +450,4 @@ def held: if .peak_in_flight < .connections * 0.95
 } >"$OUT/results.md"
 cat "$OUT/results.md"
 ln -sfn "$(basename "$OUT")" "$BENCH/out/latest"
-log "results: $OUT/results.md (raw rows: $ROWS, $OUT/inflight.json, $OUT/inflight-floor.json)"
+log "results: $OUT/results.md (raw rows: $ROWS, $OUT/inflight.json${FLOOR:+, $OUT/inflight-floor.json})"

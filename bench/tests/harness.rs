@@ -142,6 +142,37 @@ fn every_connection_holds_a_request_in_flight_against_a_slow_upstream() {
     assert_eq!(r["peak_in_flight"], 50, "{r}");
 }
 
+/// One request on a fresh connection (`Connection: close`), bounded by a 10 s read timeout:
+/// the status code, the `content-type` and the body.
+fn exchange(addr: &str, method: &str, target: &str, body: &str) -> (u16, Option<String>, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .expect("status")
+        .parse()
+        .expect("code");
+    let content_type = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.trim().to_owned());
+    (status, content_type, body.to_owned())
+}
+
 #[test]
 fn the_stack_floor_forwards_to_the_upstream_and_answers_502_without_one() {
     let up = upstream(0);
@@ -150,6 +181,27 @@ fn the_stack_floor_forwards_to_the_upstream_and_answers_502_without_one() {
     let r = loadgen(&["--url", &url, "-c", "2", "--requests", "50"]);
     assert_eq!(r["ok"], 50, "{r}");
     assert_eq!(r["non_2xx"], 0, "{r}");
+
+    // The answer is the upstream's own: status, content type and body as a direct invocation gets them.
+    let direct = exchange(
+        &up.addr,
+        "POST",
+        "/endpoints/movie-recommender-prod/invocations",
+        "{}",
+    );
+    assert_eq!(direct.0, 200, "{direct:?}");
+    let proxied = exchange(&floor.addr, "GET", "/prod/recommended-movies/U1?k=5", "");
+    assert_eq!(proxied, direct);
+    // An upstream status other than 200 is passed on too: a floor with an endpoint name the
+    // upstream does not serve answers the upstream's 404 and its body.
+    let elsewhere = start(
+        env!("CARGO_BIN_EXE_stack-floor"),
+        &["--upstream", &up.addr, "--endpoint", "a/b"],
+    );
+    let missing = exchange(&up.addr, "POST", "/endpoints/a/b/invocations", "{}");
+    assert_eq!(missing.0, 404, "{missing:?}");
+    let proxied = exchange(&elsewhere.addr, "GET", "/prod/recommended-movies/U1", "");
+    assert_eq!(proxied, missing);
 
     // An upstream that is gone: every request is answered, as a 502.
     let gone = up.addr.clone();
