@@ -125,7 +125,7 @@ impl MemoryBudget {
         self.0.slots
     }
 
-    /// Slots held now: admitted requests in flight.
+    /// Slots held now: requests past the key check in flight.
     pub fn taken(&self) -> usize {
         self.0.taken.load(Ordering::Relaxed)
     }

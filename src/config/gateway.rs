@@ -349,7 +349,7 @@ pub struct ServerConfig {
     /// In-flight memory budget in bytes; `None` = the default from the cgroup
     /// ([`crate::memory::default_budget`], read when the gateway starts).
     pub memory_budget: Option<u64>,
-    /// Admitted requests in flight at once; `None` = the default from the cgroup
+    /// Requests past the key check in flight at once; `None` = the default from the cgroup
     /// ([`crate::memory::default_slots`], read when the gateway starts).
     pub max_requests_in_flight: Option<usize>,
     /// Percent-decode path and query values.
