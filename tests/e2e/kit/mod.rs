@@ -14,6 +14,8 @@
 //! - [`s3`]: an in-test S3 serving the keys object (ETag, 304 on `If-None-Match`, scripted
 //!   errors), checking every request's SigV4 signature as S3 does.
 //! - [`sigv4`]: recomputes an AWS Signature Version 4 from what the upstream received.
+//! - [`tcp_queues`]: the bytes the kernel queues on a loopback connection, to tell socket buffers
+//!   from what a process holds.
 //! - [`redis`]: a real `redis-server` on loopback for the shared limit store, which a test can
 //!   stop, start again empty, or pause.
 //!
@@ -29,6 +31,7 @@ pub mod recommender;
 pub mod redis;
 pub mod s3;
 pub mod sigv4;
+pub mod tcp_queues;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
