@@ -2,7 +2,7 @@
 //! public route shape, `GET /{stage}/recommended-movies/{user_id}?…`, with actix-web (same version,
 //! same server settings as the gateway), and forwards each request as `POST
 //! /endpoints/{endpoint}/invocations` through hyper-util's pooled HTTP/1.1 client (the one the
-//! gateway's lean SageMaker client uses), allocating with mimalloc as the gateway does. It answers
+//! gateway's lean SageMaker client uses, a pool per worker as there), allocating with mimalloc as the gateway does. It answers
 //! the upstream's status, content type and body.
 //!
 //! Like the gateway, it takes every request in actix's default service and finds its route itself
@@ -53,32 +53,41 @@ struct Args {
     client_header_timeout_secs: u64,
 }
 
-/// What every request shares: the pooled client and the invocation URL.
+/// What a worker's requests share: its pooled client and the invocation URL.
 struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
     url: String,
 }
 
+impl Upstream {
+    /// A pool of its own for the worker that calls this, as the gateway keeps one per worker
+    /// (src/upstream/signed.rs says why).
+    fn new(url: String) -> Upstream {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        Upstream {
+            client: Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(tcp),
+            url,
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    let upstream = web::Data::new(Upstream {
-        client: Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(tcp),
-        url: format!(
-            "http://{}/endpoints/{}/invocations",
-            args.upstream, args.endpoint
-        ),
-    });
+    let url = format!(
+        "http://{}/endpoints/{}/invocations",
+        args.upstream, args.endpoint
+    );
     actix_web::rt::System::new().block_on(async move {
         // The gateway's settings (src/server.rs with the shipped defaults): 75 s keep-alive, the
         // head timeout, 1 s to flush on disconnect; workers left to actix, as the gateway does.
+        // The factory runs on each worker's thread, so each worker gets its own pool.
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(upstream.clone())
+                .app_data(web::Data::new(Upstream::new(url.clone())))
                 .default_service(web::to(forward))
         })
         .keep_alive(Duration::from_secs(75))
