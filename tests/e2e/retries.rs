@@ -35,9 +35,9 @@ async fn model_errors_are_never_retried() {
     assert_eq!(attempts(2, reply).await, (502, 1));
 }
 
-/// SageMaker's front end closes kept-alive connections it considers idle, so the gateway's pools
-/// (one per worker) hold connections the upstream has closed. Such a connection is never handed a
-/// call: with no retry allowed, every call answers 200, on either client.
+/// An HTTP/1.1 server may close a kept-alive connection whenever it considers it idle, so the
+/// gateway's pools (one per worker) hold connections the upstream has closed. Such a connection is
+/// never handed a call: with no retry allowed, every call answers 200, on either client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_upstream_closed_costs_no_call() {
     const CALLS: usize = 20;

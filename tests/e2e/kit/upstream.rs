@@ -13,8 +13,9 @@
 //! answer (a kept-alive connection the server ends), and a hold that keeps the request open until
 //! the test calls [`Upstream::release`]. For `InvokeEndpointWithResponseStream` it can answer an
 //! event stream of many parts with raw bytes after them (a broken frame), and reports whether the
-//! gateway dropped the connection before the end ([`Upstream::stream_dropped`]). The reply in force can be changed at any time; requests
-//! already being answered keep the reply they started with.
+//! gateway dropped the connection before the end ([`Upstream::stream_dropped`]). The reply in
+//! force can be changed at any time; requests already being answered keep the reply they started
+//! with.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
