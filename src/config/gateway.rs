@@ -380,8 +380,8 @@ pub struct SageMakerConfig {
 /// `upstream_paths.rs` compares what the upstream receives from each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SageMakerClient {
-    /// `aws-sigv4` on a pooled hyper client (`src/upstream/lean.rs`): a fraction of the SDK's
-    /// per-call CPU and memory (bench/RESULTS.md).
+    /// `aws-sigv4` on hyper, a connection pool per worker (`src/upstream/lean.rs`): a fraction of
+    /// the SDK's per-call CPU and memory (bench/RESULTS.md).
     #[default]
     Lean,
     /// The full `aws-sdk-sagemakerruntime` client (orchestrator, interceptors, retry machinery).

@@ -1,6 +1,6 @@
 //! The lean `InvokeEndpoint` call: AWS's own SigV4 signer (`aws-sigv4`) and credentials from
-//! `aws-config`'s default chain, sent on the pooled hyper client of [`super::signed`] (a pool per
-//! worker thread).
+//! `aws-config`'s default chain, sent on hyper with a connection pool per worker thread
+//! ([`signed::HttpClient`]).
 //!
 //! Input: an [`Invocation`]. Output: the same `(Result<UpstreamReply, UpstreamFailure>, InvokeStats)`
 //! as the SDK path, classified by the same table ([`super::classify`]).

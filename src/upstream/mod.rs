@@ -7,7 +7,7 @@
 //!
 //! Layout, shaped like a vector sink: [`client`] builds the client once at start from the default
 //! AWS chain (config, credentials, region, endpoint override), choosing by `sagemaker.client`:
-//! [`lean`] (default: `aws-sigv4` + a shared hyper client, credentials kept fresh by
+//! [`lean`] (default: `aws-sigv4` + hyper, a pool per worker, credentials kept fresh by
 //! [`credentials`]) or the full SDK client (`sdk`). [`classify`] maps every outcome of either onto
 //! the error table. [`signed`] holds what every signed AWS call shares (the pooled HTTPS client,
 //! SigV4 signing, transport error rules), also used by [`s3`], the keys source's `GetObject`;

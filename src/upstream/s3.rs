@@ -1,7 +1,7 @@
 //! A lean S3 `GetObject` for the keys source (`--keys s3://bucket/key`), and the conditional
 //! `PutObject` of `sagegate keys` edits (`If-Match: <ETag read>`): AWS's SigV4 signer with
 //! S3's settings, credentials from the default chain kept fresh by [`CredentialCache`], on the
-//! pooled client of [`super::signed`].
+//! pooled client of [`super::signed`] (a pool per calling thread).
 //!
 //! Input: bucket, key, and the last ETag seen. Output: [`GetObject::NotModified`] (304 to
 //! `If-None-Match`), [`GetObject::Found`] (200: body and ETag), or the cause of a failure as one

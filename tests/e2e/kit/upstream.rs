@@ -9,12 +9,13 @@
 //! Two endpoints: [`Upstream::reply_for`] scripts the answer of one endpoint name (a shadow's, say)
 //! apart from the rest, since a gateway has one SageMaker endpoint URL.
 //!
-//! Faults: a delay, a TCP reset (zero linger), a close without an answer, and a hold that keeps
-//! the request open until the test calls [`Upstream::release`]. For
-//! `InvokeEndpointWithResponseStream` it can answer an event stream of many parts with raw bytes
-//! after them (a broken frame), and reports whether the gateway dropped the connection before the
-//! end ([`Upstream::stream_dropped`]). The reply in force can be changed at any time; requests
-//! already being answered keep the reply they started with.
+//! Faults: a delay, a TCP reset (zero linger), a close without an answer, a close after the
+//! answer (a kept-alive connection the server ends), and a hold that keeps the request open until
+//! the test calls [`Upstream::release`]. For `InvokeEndpointWithResponseStream` it can answer an
+//! event stream of many parts with raw bytes after them (a broken frame), and reports whether the
+//! gateway dropped the connection before the end ([`Upstream::stream_dropped`]). The reply in
+//! force can be changed at any time; requests already being answered keep the reply they started
+//! with.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,9 @@ pub enum SageMakerReply {
     Reset,
     /// Closes the connection (FIN) after reading the request, without an answer.
     Close,
+    /// Answers with the inner reply, then closes the kept-alive connection (FIN), as a server
+    /// does with a connection it considers idle: the client's pool holds it, closed.
+    ThenClose(Box<SageMakerReply>),
     /// A 200 event stream, chunked: `parts` `PayloadPart` frames carrying `part`, then `tail` as
     /// raw bytes (a frame with a bad checksum, say), then the end. Written as fast as the gateway
     /// reads; a failed write (the gateway dropped the call) is recorded.
@@ -170,6 +174,11 @@ impl SageMakerReply {
     /// This reply once the test releases it.
     pub fn held(self) -> Self {
         SageMakerReply::Hold(Box::new(self))
+    }
+
+    /// This reply, then a close of the connection (see [`SageMakerReply::ThenClose`]).
+    pub fn then_close(self) -> Self {
+        SageMakerReply::ThenClose(Box::new(self))
     }
 }
 
@@ -384,8 +393,13 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
             .map(|(_, r)| r.clone());
         state.received.lock().unwrap().push(received);
         let mut reply = own.unwrap_or_else(|| state.reply.lock().unwrap().clone());
+        let mut close_after = false;
         loop {
             match reply {
+                SageMakerReply::ThenClose(next) => {
+                    close_after = true;
+                    reply = *next;
+                }
                 SageMakerReply::Delay(d, next) => {
                     tokio::time::sleep(d).await;
                     reply = *next;
@@ -442,6 +456,10 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                     break;
                 }
             }
+        }
+        if close_after {
+            let _ = stream.shutdown().await;
+            return;
         }
     }
 }
